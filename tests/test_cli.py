@@ -1,0 +1,159 @@
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from qmag_core import cli
+from qmag_core.data import ScoreTable, read_scores_csv, write_scores_csv
+from qmag_core.scoring import QMagFaceTrainer, qmagface_score
+from qmag_core.synthetic import synthetic_pairs
+
+
+def run(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}: {r.stderr}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def scores_csv(tmp_path_factory):
+    s, q1, q2, y = synthetic_pairs(3000, 30000, random_state=11)
+    f = tmp_path_factory.mktemp("cli") / "scores.csv"
+    write_scores_csv(f, ScoreTable(s, q1, q2, y, np.arange(s.size) % 3, {"encoder": "magface"}))
+    return f
+
+
+def test_train_writes_params(scores_csv, tmp_path):
+    out = tmp_path / "p.json"
+    r = run("train", "--scores", scores_csv, "--out", out, "--mode", "consistent", "--n-omega", "30", "--seed", "3")
+    assert "alpha=" in r.stdout and "clamped" in r.stderr  # 30,000 imposters < 1e5
+    d = json.loads(out.read_text())
+    assert set(d) >= {"alpha", "beta", "mode", "fmrs", "thresholds", "omega_opt", "options", "encoder", "quality", "trained_on"}
+    assert d["mode"] == "consistent" and d["encoder"] == "magface" and "MagFace" in d["quality"]
+    assert d["options"] == {"mode": "consistent", "fmr-min": 1e-5, "fmr-max": 0.01, "n-fmr": 50, "n-omega": 30,
+                            "max-ratio": 0.5, "max-imposters": None, "clamp-fmr": True, "seed": 3}
+    t = read_scores_csv(scores_csv)
+    ref = QMagFaceTrainer(mode="consistent", n_omega=30, random_state=3).fit(t.X(), t.label)
+    assert d["alpha"] == ref.alpha_ and d["beta"] == ref.beta_
+    import hashlib
+    assert d["trained_on"] == {"file": "scores.csv", "sha256": hashlib.sha256(scores_csv.read_bytes()).hexdigest(),
+                               "n_pairs": 33000, "n_genuine": 3000, "n_imposter": 30000}
+
+
+def test_evaluate_json_structure_and_cross_fit(scores_csv, tmp_path):
+    out = tmp_path / "ev.json"
+    r = run("evaluate", "--scores", scores_csv, "--json", out, "--n-boot", "30")
+    assert "cross-fitted" in r.stderr and "EER" in r.stdout
+    d = json.loads(out.read_text())
+    assert set(d) == {"baseline", "qmagface", "n_genuine", "n_imposter", "params", "edc"}
+    for m in (d["baseline"], d["qmagface"]):
+        assert set(m) >= {"eer", "auc", "dprime", "fnmr_at_fmr", "accuracy", "accuracy_std", "ci95"}
+        assert set(m["fnmr_at_fmr"]) == {"0.01", "0.001", "0.0001"}
+        assert all(0 <= v <= 1 for v in m["fnmr_at_fmr"].values())  # 30,000 imposters support 1e-4
+        assert 0 <= m["eer"] <= 1 and m["accuracy"] is not None
+        assert m["ci95"]["eer"][0] <= m["eer"] <= m["ci95"]["eer"][1]
+    assert d["n_genuine"] == 3000 and d["n_imposter"] == 30000
+    assert d["edc"]["rule"] == "fmr_0.001" and len(d["edc"]["discard"]) == 11
+    assert len(d["edc"]["fnmr_random_median"]) == 11 and d["edc"]["discard"][-1] == 0.5
+    assert d["params"]["source"] == "cross-fit" and d["params"]["n_folds"] == 3
+
+
+def test_cross_fit_never_scores_a_fold_with_params_that_saw_it():
+    s, q1, q2, y = synthetic_pairs(2400, 24000, random_state=5)
+    folds = np.arange(s.size) % 4
+    t = ScoreTable(s, q1, q2, y, folds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s_hat, used_folds, per_fold = cli.cross_fit(t, QMagFaceTrainer())
+        for d in per_fold:
+            test = used_folds == d["fold"]
+            assert not np.intersect1d(d["train_rows"], np.flatnonzero(test)).size
+            ref = QMagFaceTrainer().fit(t.X()[~test], y[~test])
+            assert (ref.alpha_, ref.beta_) == (d["alpha"], d["beta"])
+            np.testing.assert_array_equal(s_hat[test], qmagface_score(s[test], t.q_min[test], ref.alpha_, ref.beta_))
+            # params fitted on everything would score this fold differently
+            full = QMagFaceTrainer().fit(t.X(), y)
+            assert (full.alpha_, full.beta_) != (d["alpha"], d["beta"])
+        # no folds in the file: 2 seeded, label-stratified folds
+        t2 = ScoreTable(s, q1, q2, y, np.full(s.size, -1))
+        _, f2a, pf = cli.cross_fit(t2, QMagFaceTrainer(), seed=1)
+        _, f2b, _ = cli.cross_fit(t2, QMagFaceTrainer(), seed=1)
+    assert len(pf) == 2 and np.array_equal(f2a, f2b)
+    assert abs(int(((f2a == 0) & (y == 1)).sum()) - 1200) <= 1
+
+
+def test_evaluate_with_params_warns_on_encoder_mismatch(scores_csv, tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"alpha": 0.07, "beta": 0.12, "encoder": "builtin"}))
+    out = tmp_path / "ev.json"
+    r = run("evaluate", "--scores", scores_csv, "--params", p, "--json", out, "--n-boot", "10")
+    assert "trained for encoder 'builtin'" in r.stderr and "'magface'" in r.stderr
+    d = json.loads(out.read_text())
+    t = read_scores_csv(scores_csv)
+    from qmag_core.metrics import eer, split_scores
+    assert d["qmagface"]["eer"] == pytest.approx(eer(*split_scores(qmagface_score(t.s, t.q_min, 0.07, 0.12), t.label)).value)
+
+
+def test_score_adds_s_hat(scores_csv, tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"alpha": 0.07, "beta": 0.12}))
+    out = tmp_path / "scored.csv"
+    run("score", "--scores", scores_csv, "--params", p, "--out", out)
+    t = read_scores_csv(out)
+    np.testing.assert_allclose(t.extra["s_hat"].astype(float), qmagface_score(t.s, t.q_min, 0.07, 0.12), rtol=1e-8)
+    assert t.encoder == "magface"
+
+
+def test_make_pairs_cli(tmp_path):
+    for k in range(6):
+        d = tmp_path / "imgs" / f"p{k}"
+        d.mkdir(parents=True)
+        for j in range(3):
+            (d / f"{j}.png").write_bytes(b"x")
+    out = tmp_path / "pairs.csv"
+    run("make-pairs", "--images", tmp_path / "imgs", "--genuine", 6, "--imposter", 8, "--folds", 2, "--seed", 4, "--out", out)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path1,path2,label,fold" and len(lines) == 15
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["train", "--scores", "missing.csv", "--out", "x.json"], "missing.csv: no such file"),
+    (["evaluate", "--scores", "BAD", "--params", "none.json"], "line 3: column 's' expected a finite number"),
+    (["train", "--scores", "BAD", "--out", "x.json"], "line 3"),
+    (["score", "--scores", "GOOD", "--params", "none.json"], "none.json: No such file"),
+])
+def test_bad_input_one_line_no_traceback(tmp_path, args, msg):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("s,q1,q2,label\n0.5,20,20,1\nxx,20,20,0\n")
+    good = tmp_path / "good.csv"
+    good.write_text("s,q1,q2,label\n0.5,20,20,1\n0.1,20,20,0\n")
+    args = [str(bad) if a == "BAD" else str(good) if a == "GOOD" else str(tmp_path / a) if a.endswith((".json", ".csv")) and a != "x.json" else a for a in args]
+    r = run(*args, check=False)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and msg in r.stderr
+
+
+def test_degenerate_training_message(tmp_path):
+    f = tmp_path / "sep.csv"
+    rng = np.random.default_rng(0)
+    s = np.r_[rng.uniform(0.8, 0.9, 50), rng.uniform(-0.1, 0.1, 2000)]
+    write_scores_csv(f, ScoreTable(s, np.full(s.size, 20.0), np.full(s.size, 25.0),
+                                   np.r_[np.ones(50), np.zeros(2000)].astype(np.int8), np.full(s.size, -1)))
+    r = run("train", "--scores", f, "--out", tmp_path / "p.json", check=False)
+    assert r.returncode == 2 and "zero variance in t" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_fast_paths_do_not_import_torch_or_sklearn(scores_csv, tmp_path):
+    code = (
+        "import sys; from qmag_core.cli import main; "
+        f"main(['train','--scores',{str(scores_csv)!r},'--out',{str(tmp_path / 'p.json')!r}]); "
+        f"main(['evaluate','--scores',{str(scores_csv)!r},'--n-boot','5']); "
+        "bad=[m for m in ('torch','sklearn','streamlit') if m in sys.modules]; print('HEAVY', bad)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in r.stdout, r.stdout + r.stderr
