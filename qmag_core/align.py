@@ -1,0 +1,348 @@
+"""Face detection (facenet-pytorch MTCNN) and 5-point similarity alignment.
+
+Coordinates follow the OpenCV/dlib convention: integer coordinates are pixel centres;
+landmarks are (x, y) in the order left eye, right eye (as seen in the image), nose tip,
+left and right mouth corner.
+
+Templates:
+
+* ``ARCFACE_112``: the ArcFace/MagFace 112×112 template (InsightFace).
+* ``DLIB_150``: dlib's 150×150 face chip with padding 0.25 (the input of dlib's and
+  face-api.js's face recognition network).  Derived from dlib's 68-point mean face
+  shape: eye centres = mean of iBUG points 36–41 and 42–47, nose = point 30, mouth
+  corners = points 48 and 54, each mapped by ``(0.25 + m) / 1.5 · 150``.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import QMagError
+
+__all__ = [
+    "CropSpec", "ARCFACE_112", "DLIB_150", "ImageError", "NoFaceError", "Face", "AlignedFace",
+    "load_image", "similarity_transform", "warp_affine", "align", "FaceDetector",
+    "detect_and_align", "realign_aligned", "MAX_PIXELS",
+]
+
+#: refuse images above this many pixels (decompression bombs, absurd sizes)
+MAX_PIXELS = int(os.environ.get("QMAG_MAX_PIXELS", 80_000_000))
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """Output size (pixels, square) and 5-point template (5, 2) of an aligned crop."""
+
+    name: str
+    size: int
+    template: np.ndarray = field(repr=False)
+
+
+ARCFACE_112 = CropSpec("arcface-112", 112, np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]))
+DLIB_150 = CropSpec("dlib-150", 150, np.array(
+    [[47.5492, 46.5990], [100.4761, 46.5990], [74.0127, 76.5625], [50.4149, 103.0233], [97.6104, 103.0233]]))
+
+
+class ImageError(QMagError):
+    """An input file or buffer is not a usable image (empty, corrupt, too large …)."""
+
+
+class NoFaceError(QMagError):
+    """No face was detected in an image."""
+
+
+# --------------------------------------------------------------------------- loading
+def _name(src) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return os.path.basename(str(src))
+    return getattr(src, "name", None) or "image"
+
+
+def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Decode an image into RGB uint8 (H, W, 3).
+
+    Accepts a path, bytes, a binary file object, a PIL image or a numpy array
+    (H, W), (H, W, 3) or (H, W, 4).  JPEG/PNG/WebP/BMP/PGM/TIFF, greyscale, palette,
+    RGBA (composited on white), CMYK and 16-bit images are converted; EXIF orientation
+    is applied.  Raises :class:`ImageError` naming the problem.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    label = name or _name(src)
+    if isinstance(src, np.ndarray):
+        return _array_to_rgb(src, label)
+    if isinstance(src, Image.Image):
+        img = src
+    else:
+        if isinstance(src, (str, os.PathLike)):
+            p = Path(src)
+            if not p.is_file():
+                raise ImageError(f"{label}: file not found")
+            if p.stat().st_size == 0:
+                raise ImageError(f"{label}: empty file")
+            data = p.read_bytes()
+        elif isinstance(src, (bytes, bytearray, memoryview)):
+            data = bytes(src)
+        elif hasattr(src, "read"):
+            data = src.read()
+        else:
+            raise ImageError(f"{label}: unsupported input type {type(src).__name__}")
+        if len(data) == 0:
+            raise ImageError(f"{label}: empty file")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{label}: image is too large (decompression-bomb guard)") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{label}: not an image file (unrecognised format)") from None
+        except OSError as e:
+            raise ImageError(f"{label}: cannot read image ({e})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"{label}: image is {w}×{h} = {w * h / 1e6:.0f} megapixels, above the limit of "
+                         f"{max_pixels / 1e6:.0f} (set QMAG_MAX_PIXELS to change it)")
+    if w == 0 or h == 0:
+        raise ImageError(f"{label}: image has zero size")
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{label}: corrupt or truncated image ({e})") from None
+    return _pil_to_rgb(img, label)
+
+
+def _pil_to_rgb(img, label: str) -> np.ndarray:
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img).astype(np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        a = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if mode == "F":
+        a = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA") or (mode == "RGB" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _array_to_rgb(a: np.ndarray, label: str) -> np.ndarray:
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ImageError(f"{label}: expected an array of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if a.shape[2] == 4:
+        alpha = a[:, :, 3:4].astype(np.float64) / (255.0 if a.dtype == np.uint8 else 1.0)
+        rgb = a[:, :, :3].astype(np.float64)
+        white = 255.0 if a.dtype == np.uint8 else 1.0
+        a = rgb * alpha + white * (1 - alpha)
+    if a.dtype == np.uint16:
+        a = a.astype(np.float64) / 257.0
+    elif np.issubdtype(a.dtype, np.floating) and a.size and float(np.nanmax(a)) <= 1.0:
+        a = a * 255.0
+    return np.clip(np.round(a), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------ geometry
+def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection)
+    mapping ``src`` points onto ``dst`` (Umeyama 1991).  Returns a (2, 3) matrix M
+    with ``dst ≈ M @ [x, y, 1]``."""
+    s = np.asarray(src, dtype=np.float64)
+    d = np.asarray(dst, dtype=np.float64)
+    if s.shape != d.shape or s.ndim != 2 or s.shape[1] != 2 or s.shape[0] < 2:
+        raise QMagError(f"need matching (n ≥ 2, 2) point sets, got {s.shape} and {d.shape}")
+    ms, md = s.mean(0), d.mean(0)
+    sc, dc = s - ms, d - md
+    cov = dc.T @ sc / s.shape[0]
+    u, sig, vt = np.linalg.svd(cov)
+    e = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        e[1, 1] = -1
+    r = u @ e @ vt
+    var = (sc ** 2).sum() / s.shape[0]
+    scale = (sig * np.diag(e)).sum() / var if var > 0 else 1.0
+    t = md - scale * r @ ms
+    return np.hstack([scale * r, t[:, None]])
+
+
+def warp_affine(image: np.ndarray, M: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Warp RGB uint8 ``image`` by the forward affine ``M`` (2, 3) into ``size`` pixels
+    (bilinear; outside the source is black).  Integer coordinates are pixel centres."""
+    from PIL import Image
+
+    w, h = (size, size) if isinstance(size, int) else size
+    A = np.vstack([M, [0, 0, 1]])
+    inv = np.linalg.inv(A)
+    # PIL samples output pixel centres at (x+0.5, y+0.5) and reads input with centres
+    # at +0.5: in_pil = inv·(out_pil − 0.5) + 0.5
+    a, b, c = inv[0]
+    d, e, f = inv[1]
+    c2 = c + 0.5 - 0.5 * (a + b)
+    f2 = f + 0.5 - 0.5 * (d + e)
+    out = Image.fromarray(image).transform((w, h), Image.AFFINE, (a, b, c2, d, e, f2), resample=Image.BILINEAR)
+    return np.asarray(out)
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face: box (x1, y1, x2, y2), detector score and 5 landmarks (5, 2)."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """An aligned crop (size, size, 3) uint8 RGB with the transform that made it.
+
+    ``face`` is the detection used (None for already-aligned inputs); ``n_faces`` how
+    many faces the detector found.
+    """
+
+    crop: np.ndarray
+    spec: CropSpec
+    matrix: np.ndarray
+    face: Face | None = None
+    n_faces: int = 1
+    source_size: tuple[int, int] = (0, 0)
+
+
+def align(image: np.ndarray, landmarks: npt.ArrayLike, spec: CropSpec = ARCFACE_112) -> AlignedFace:
+    """Warp ``image`` so that ``landmarks`` (5, 2) land on ``spec.template``."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (5, 2):
+        raise QMagError(f"landmarks must have shape (5, 2), got {lm.shape}")
+    M = similarity_transform(lm, spec.template)
+    return AlignedFace(warp_affine(image, M, spec.size), spec, M, None, 1, (image.shape[1], image.shape[0]))
+
+
+def realign_aligned(crop: np.ndarray, src: CropSpec, dst: CropSpec) -> AlignedFace:
+    """Map an already-aligned crop made for ``src`` onto ``dst``'s template (no
+    detection).  Parts of ``dst`` outside the source crop become black."""
+    if crop.shape[0] != crop.shape[1]:
+        raise QMagError(f"an aligned input must be square, got {crop.shape[1]}×{crop.shape[0]}")
+    tpl = src.template * (crop.shape[0] / src.size)
+    if src.name == dst.name and crop.shape[0] == dst.size:
+        return AlignedFace(crop, dst, np.hstack([np.eye(2), np.zeros((2, 1))]), None, 1, crop.shape[1::-1])
+    M = similarity_transform(tpl, dst.template)
+    return AlignedFace(warp_affine(crop, M, dst.size), dst, M, None, 1, crop.shape[1::-1])
+
+
+# ------------------------------------------------------------------------ detection
+class FaceDetector:
+    """MTCNN (facenet-pytorch, weights shipped in its wheel) returning 5-point faces.
+
+    Large images are downscaled so their longer side is at most ``max_side`` for
+    detection; boxes and landmarks are mapped back to the original pixels.
+    """
+
+    def __init__(self, *, device: str = "cpu", max_side: int = 1024, min_face_size: int = 20,
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)):
+        self.device = device
+        self.max_side = max_side
+        self.min_face_size = min_face_size
+        self.thresholds = thresholds
+        self._mtcnn = None
+
+    @property
+    def mtcnn(self):
+        if self._mtcnn is None:
+            import torch
+            from facenet_pytorch import MTCNN
+
+            self._mtcnn = MTCNN(keep_all=True, device=torch.device(self.device), min_face_size=self.min_face_size,
+                                thresholds=list(self.thresholds), post_process=False)
+        return self._mtcnn
+
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        h, w = image.shape[:2]
+        s = min(1.0, self.max_side / max(h, w))
+        if s < 1.0:
+            from PIL import Image
+
+            small = Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+            return np.asarray(small), s
+        return image, 1.0
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces per image (largest first).  Same-size images run as one MTCNN batch."""
+        import torch
+
+        prepared = [self._prepare(im) for im in images]
+        out: list[list[Face] | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for k, (im, _) in enumerate(prepared):
+            groups.setdefault(im.shape, []).append(k)
+        for idxs in groups.values():
+            batch = np.stack([prepared[k][0] for k in idxs])
+            with torch.inference_mode():
+                boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+            for j, k in enumerate(idxs):
+                s = prepared[k][1]
+                out[k] = self._faces(boxes[j], probs[j], points[j], s)
+        return out  # type: ignore[return-value]
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.detect_batch([image])[0]
+
+    @staticmethod
+    def _faces(boxes, probs, points, scale) -> list[Face]:
+        if boxes is None or len(boxes) == 0 or points is None:
+            return []
+        # facenet-pytorch under numpy 2 may return dtype=object arrays
+        b = np.asarray(np.stack([np.asarray(x, dtype=np.float64) for x in boxes]), dtype=np.float64) / scale
+        p = np.asarray([float(x) for x in probs], dtype=np.float64)
+        lm = np.asarray(np.stack([np.asarray(x, dtype=np.float64) for x in points]), dtype=np.float64) / scale
+        # pixel-centre convention: MTCNN works in continuous coordinates of the array
+        faces = [Face(b[i], float(p[i]), lm[i].reshape(5, 2)) for i in range(b.shape[0])]
+        return sorted(faces, key=lambda f: -f.area)
+
+
+def detect_and_align(image, detector: FaceDetector | None, spec: CropSpec = ARCFACE_112, *,
+                     aligned: bool = False, aligned_spec: CropSpec = ARCFACE_112,
+                     faces: list[Face] | None = None, name: str | None = None) -> AlignedFace:
+    """Load, detect (largest face) and align one image.
+
+    ``aligned=True`` declares the input an already aligned ``aligned_spec`` crop (e.g.
+    112×112 ArcFace crops) and skips detection; it never happens silently.  Raises
+    :class:`NoFaceError` / :class:`ImageError` with the image's name.
+    """
+    label = name or _name(image)
+    img = load_image(image, name=label) if not isinstance(image, np.ndarray) else _array_to_rgb(image, label)
+    if aligned:
+        return realign_aligned(img, aligned_spec, spec)
+    if faces is None:
+        if detector is None:
+            raise QMagError("a FaceDetector is needed unless aligned=True")
+        faces = detector.detect(img)
+    if not faces:
+        raise NoFaceError(f"{label}: no face detected")
+    f = faces[0]
+    a = align(img, f.landmarks, spec)
+    return AlignedFace(a.crop, spec, a.matrix, f, len(faces), (img.shape[1], img.shape[0]))

@@ -1,0 +1,196 @@
+"""Embedding images at scale: decode → detect → align → encode, with a resumable cache.
+
+Images are decoded in a background thread while the previous batch is detected and
+encoded; MTCNN runs batched on same-size images.  Results are cached per file content
+(SHA-1 of the bytes) and encoder key, one atomic chunk file per batch, so an
+interrupted run loses at most one batch and a re-run only embeds new files.  Failed
+images (unreadable, no face) become rows with ``ok=False`` and their error — a failure
+never stops the run.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .align import ARCFACE_112, FaceDetector, ImageError, NoFaceError, align, load_image, realign_aligned
+from .data import IMAGE_EXTENSIONS, Embeddings
+from .errors import QMagError
+
+__all__ = ["list_images", "EmbeddingCache", "embed_files", "default_cache_dir", "EmbedStats"]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("QMAG_CACHE", Path.home() / ".cache" / "qmag")) / "embeddings"
+
+
+def list_images(root: str | os.PathLike) -> list[str]:
+    """Image files below ``root`` (recursive), as sorted paths relative to it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise QMagError(f"{root}: not a folder")
+    out = [str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*")
+           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(out)
+
+
+class EmbeddingCache:
+    """Content-addressed cache of embeddings for one encoder configuration (``key``)."""
+
+    def __init__(self, root: str | os.PathLike, key: str):
+        self.dir = Path(root) / key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._mem: dict[str, tuple[np.ndarray, bool, str]] = {}
+        for f in sorted(self.dir.glob("chunk-*.npz")):
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    for h, e, ok, err in zip(z["sha1"].tolist(), z["embeddings"], z["ok"].tolist(), z["error"].tolist()):
+                        self._mem[h] = (e, ok, err)
+            except (OSError, ValueError, KeyError):
+                continue  # a damaged chunk is ignored; its images are embedded again
+        self._n = len(list(self.dir.glob("chunk-*.npz")))
+
+    def __contains__(self, h: str) -> bool:
+        return h in self._mem
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    def get(self, h: str):
+        return self._mem[h]
+
+    def add(self, hashes: Sequence[str], emb: np.ndarray, ok: Sequence[bool], err: Sequence[str]) -> None:
+        if not len(hashes):
+            return
+        tmp = self.dir / f".tmp-{os.getpid()}-{self._n}.npz"
+        np.savez(tmp, sha1=np.asarray(hashes, str), embeddings=np.asarray(emb, np.float32),
+                 ok=np.asarray(ok, bool), error=np.asarray(err, str))
+        os.replace(tmp, self.dir / f"chunk-{time.time_ns()}-{os.getpid()}-{self._n:06d}.npz")
+        self._n += 1
+        for h, e, o, r in zip(hashes, emb, ok, err):
+            self._mem[h] = (e, bool(o), str(r))
+
+
+@dataclass
+class EmbedStats:
+    n_images: int = 0
+    n_cached: int = 0
+    n_embedded: int = 0
+    n_failed: int = 0
+    seconds: float = 0.0
+
+
+def _read(path: Path) -> tuple[bytes | None, str]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"cannot read file ({e.strerror})"
+    return data, ""
+
+
+def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *,
+                detector: FaceDetector | None = None, aligned: bool = False, aligned_spec=ARCFACE_112,
+                batch_size: int = 32, cache_dir: str | os.PathLike | None = "default",
+                progress: Callable[[int, int], None] | None = None,
+                stats: EmbedStats | None = None) -> Embeddings:
+    """Embed ``paths`` (relative to ``root`` when given) with ``encoder``.
+
+    Returns :class:`Embeddings` in the order of ``paths`` (failed rows: ok=False, NaN,
+    with the error).  ``progress(done, total)`` is called after every batch.
+    ``cache_dir=None`` disables caching; "default" uses :func:`default_cache_dir`.
+    """
+    t0 = time.perf_counter()
+    root_p = Path(root) if root is not None else None
+    files = [root_p / p if root_p is not None else Path(p) for p in paths]
+    n = len(files)
+    emb = np.full((n, encoder.dim), np.nan, np.float32)
+    ok = np.zeros(n, bool)
+    err = np.full(n, "", dtype=object)
+    cache = None
+    if cache_dir is not None:
+        cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
+        mode = f"aligned-{aligned_spec.name}" if aligned else "mtcnn"
+        cache = EmbeddingCache(cdir, f"{encoder.key}-{mode}")
+    if detector is None and not aligned:
+        detector = FaceDetector(device=encoder.device)
+    st = stats if stats is not None else EmbedStats()
+    st.n_images = n
+
+    def decode(k: int):
+        data, e = _read(files[k])
+        if data is None:
+            return k, None, None, e
+        h = hashlib.sha1(data).hexdigest()
+        if cache is not None and h in cache:
+            return k, h, None, "cached"
+        try:
+            return k, h, load_image(data, name=str(paths[k])), ""
+        except ImageError as ex:
+            return k, h, None, str(ex)
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        chunks = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        pending = pool.map(lambda c: [decode(k) for k in c], chunks) if chunks else iter(())
+        for decoded in pending:
+            todo_k, todo_h, todo_img, new_h, new_e, new_ok, new_err = [], [], [], [], [], [], []
+            for k, h, img, e in decoded:
+                if e == "cached":
+                    ce, cok, cerr = cache.get(h)
+                    emb[k], ok[k], err[k] = ce, cok, cerr
+                    st.n_cached += 1
+                elif img is None:
+                    err[k] = e
+                    if h is not None:
+                        new_h.append(h); new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
+                        new_ok.append(False); new_err.append(e)  # noqa: E702
+                else:
+                    todo_k.append(k); todo_h.append(h); todo_img.append(img)  # noqa: E702
+            crops, crop_k, crop_h = [], [], []
+            if todo_img:
+                if aligned:
+                    results = []
+                    for img in todo_img:
+                        try:
+                            results.append((realign_aligned(img, aligned_spec, encoder.spec).crop, ""))
+                        except QMagError as ex:
+                            results.append((None, str(ex)))
+                else:
+                    faces = detector.detect_batch(todo_img)
+                    results = []
+                    for k, img, fs in zip(todo_k, todo_img, faces):
+                        if not fs:
+                            results.append((None, f"{paths[k]}: no face detected"))
+                        else:
+                            results.append((align(img, fs[0].landmarks, encoder.spec).crop, ""))
+                for k, h, (crop, e) in zip(todo_k, todo_h, results):
+                    if crop is None:
+                        err[k] = e
+                        new_h.append(h); new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
+                        new_ok.append(False); new_err.append(e)  # noqa: E702
+                    else:
+                        crops.append(crop); crop_k.append(k); crop_h.append(h)  # noqa: E702
+            if crops:
+                out = encoder.embed(np.stack(crops), batch_size=batch_size)
+                for k, h, e in zip(crop_k, crop_h, out):
+                    good = bool(np.isfinite(e).all() and np.linalg.norm(e) > 0)
+                    emb[k], ok[k] = e, good
+                    err[k] = "" if good else "encoder returned a zero or non-finite embedding"
+                    new_h.append(h); new_e.append(e); new_ok.append(good); new_err.append(err[k])  # noqa: E702
+                st.n_embedded += len(crops)
+            if cache is not None:
+                cache.add(new_h, np.asarray(new_e, np.float32).reshape(-1, encoder.dim), new_ok, new_err)
+            done += len(decoded)
+            if progress is not None:
+                progress(done, n)
+    st.n_failed = int((~ok).sum())
+    st.seconds = time.perf_counter() - t0
+    emb[~ok] = np.nan
+    q = np.where(ok, np.linalg.norm(np.nan_to_num(emb), axis=1), np.nan).astype(np.float32)
+    return Embeddings(emb, q, np.asarray([str(p) for p in paths], str), ok, err.astype(str), encoder.id)

@@ -1,0 +1,162 @@
+"""Face encoders behind one registry, with stable ids used everywhere (CLI, params, .npz, UI).
+
+=============  ==============================================================  ==========
+id             network                                                         crop
+=============  ==============================================================  ==========
+``builtin``    the shipped faceRecognitionNet port (+ its MagFace quality head  dlib-150
+               once trained; until then identical to builtin-raw)
+``builtin-raw``the faceRecognitionNet port alone (128-d, length = weak proxy)  dlib-150
+``magface``    an official MagFace checkpoint + iResNet architecture (512-d)    arcface-112
+=============  ==============================================================  ==========
+
+Every encoder maps aligned RGB uint8 crops (B, S, S, 3) to raw float32 embeddings
+(B, D) whose L2 norm is the quality q.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..align import ARCFACE_112, DLIB_150, CropSpec
+from ..errors import QMagError
+
+__all__ = ["Encoder", "ENCODERS", "load_encoder", "resolve_device", "encoder_ids"]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" → "cuda" when a GPU is available, else "cpu"."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise QMagError(f"device {device!r} requested but no CUDA GPU is available; use 'cpu' or 'auto'")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise QMagError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return device
+
+
+class Encoder:
+    """A face network wrapped for inference.
+
+    Attributes: ``id`` (registry id), ``spec`` (the aligned crop it expects), ``dim``,
+    ``quality`` (what the embedding length means), ``key`` (identifies weights and
+    options, for caches), ``device``.
+    """
+
+    id: str
+    spec: CropSpec
+    dim: int
+    quality: str
+
+    def __init__(self, net, *, id: str, spec: CropSpec, dim: int, quality: str, key: str,
+                 preprocess: Callable, device: str = "cpu", fp16: bool = False, flip: bool = False):
+        import torch
+
+        self.id, self.spec, self.dim, self.quality, self.key = id, spec, dim, quality, key
+        self.device = resolve_device(device)
+        self.fp16 = bool(fp16) and self.device.startswith("cuda")
+        self.flip = flip
+        self._pre = preprocess
+        self.net = net.to(self.device).eval()
+        if self.fp16:
+            self.net = self.net.half()
+        self._torch = torch
+
+    def __repr__(self) -> str:
+        return f"Encoder(id={self.id!r}, crop={self.spec.name}, dim={self.dim}, device={self.device!r})"
+
+    def tensor(self, crops: np.ndarray):
+        """Preprocessed input tensor (B, 3, S, S) on the encoder's device."""
+        x = self._pre(np.asarray(crops))
+        x = self._torch.from_numpy(x).to(self.device)
+        return x.half() if self.fp16 else x
+
+    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw embeddings (B, dim) float32 of aligned RGB uint8 crops (B, S, S, 3).
+
+        With ``flip`` the descriptor of the mirrored crop is added."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (self.spec.size, self.spec.size, 3):
+            raise QMagError(f"{self.id} expects crops of shape (B, {self.spec.size}, {self.spec.size}, 3), got {crops.shape}")
+        out = []
+        with self._torch.inference_mode():
+            for k in range(0, crops.shape[0], batch_size):
+                x = self.tensor(crops[k:k + batch_size])
+                e = self.net(x).float()
+                if self.flip:
+                    e = e + self.net(self._torch.flip(x, dims=[3])).float()
+                out.append(e.cpu().numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+
+# --------------------------------------------------------------------- preprocessing
+def _faceapi_pre(crops: np.ndarray) -> np.ndarray:
+    """RGB float pixels 0–255, NCHW (the network normalises internally)."""
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def _magface_pre(crops: np.ndarray) -> np.ndarray:
+    """MagFace inference: BGR channel order, ToTensor scaling to [0, 1], no mean/std."""
+    return np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+# ------------------------------------------------------------------------- factories
+def _file_key(*paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
+    from .faceapi import WEIGHTS_SHA256, load_faceapi_net
+
+    return Encoder(load_faceapi_net(), id="builtin-raw", spec=DLIB_150, dim=128,
+                   quality="length of the raw faceRecognitionNet descriptor (weak quality proxy)",
+                   key=f"builtin-raw-{WEIGHTS_SHA256[:16]}{'-flip' if flip else ''}",
+                   preprocess=_faceapi_pre, device=device, fp16=fp16, flip=flip)
+
+
+def _builtin(*, device="auto", fp16=False, flip=False, **_):
+    # The MagFace quality head is trained in a later step; until it ships, `builtin`
+    # is the raw network and says so through its quality description.
+    enc = _builtin_raw(device=device, fp16=fp16, flip=flip)
+    enc.id = "builtin"
+    enc.key = enc.key.replace("builtin-raw", "builtin")
+    return enc
+
+
+def _magface(*, checkpoint=None, arch="iresnet100", device="auto", fp16=False, flip=False, **_):
+    from .iresnet import load_magface_checkpoint
+
+    if not checkpoint:
+        raise QMagError("the 'magface' encoder needs a checkpoint path (--checkpoint) and an architecture (--arch)")
+    net = load_magface_checkpoint(checkpoint, arch)
+    return Encoder(net, id="magface", spec=ARCFACE_112, dim=512, quality="MagFace embedding length ||e||",
+                   key=f"magface-{arch}-{_file_key(checkpoint)}{'-flip' if flip else ''}",
+                   preprocess=_magface_pre, device=device, fp16=fp16, flip=flip)
+
+
+ENCODERS: dict[str, Callable[..., Encoder]] = {
+    "builtin": _builtin,
+    "builtin-raw": _builtin_raw,
+    "magface": _magface,
+}
+
+
+def encoder_ids() -> list[str]:
+    return list(ENCODERS)
+
+
+def load_encoder(encoder_id: str = "builtin", **kw) -> Encoder:
+    """Build an encoder by registry id (keyword options: checkpoint, arch, device, fp16, flip)."""
+    if encoder_id not in ENCODERS:
+        raise QMagError(f"unknown encoder {encoder_id!r}; choose one of {encoder_ids()}")
+    return ENCODERS[encoder_id](**kw)
