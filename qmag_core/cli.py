@@ -183,14 +183,20 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
         folds = table.fold if table.has_folds else None
         pinfo = {"source": "file", **params.to_dict()}
     else:
-        s_hat, cf_folds, per_fold = cross_fit(table, trainer, seed=seed)
-        folds = cf_folds
+        folds_from = "file" if table.has_folds else "2 seeded folds"
+        try:
+            s_hat, cf_folds, per_fold = cross_fit(table, trainer, seed=seed)
+        except QMagError as e:  # degenerate data: still report the baseline
+            s_hat, per_fold, error = None, [], str(e)
+            folds = table.fold if table.has_folds else None
+        else:
+            folds, error = cf_folds, None
         pinfo = {"source": "cross-fit", "mode": trainer.mode, "options": trainer.cli_options(),
-                 "n_folds": len(per_fold), "folds_from": "file" if table.has_folds else f"{len(per_fold)} seeded folds",
+                 "n_folds": len(per_fold), "folds_from": folds_from, "error": error,
                  "per_fold": [{k: v for k, v in d.items() if k != "train_rows"} for d in per_fold]}
     y = table.label.astype(bool)
     base = metric_block(table.s[y], table.s[~y], table.s, y, folds, n_boot=n_boot, seed=seed)
-    qmag = metric_block(s_hat[y], s_hat[~y], s_hat, y, folds, n_boot=n_boot, seed=seed)
+    qmag = None if s_hat is None else metric_block(s_hat[y], s_hat[~y], s_hat, y, folds, n_boot=n_boot, seed=seed)
     e = M.edc(table.s, y, table.q_min, n_random=n_random, random_state=seed)
     return {
         "baseline": base,
@@ -210,27 +216,163 @@ def _pct(x):
 
 def format_report(rep: dict) -> str:
     b, q = rep["baseline"], rep["qmagface"]
+    if q is None:  # QMagFace could not be fitted: show the baseline alone
+        q = {k: (None if not isinstance(v, dict) else {kk: None for kk in v}) for k, v in b.items()}
+        q["auc"] = q["dprime"] = float("nan")
     rows = [("EER", _pct(b["eer"]), _pct(q["eer"])), ("AUC", f"{b['auc']:.6f}", f"{q['auc']:.6f}"),
             ("d'", f"{b['dprime']:.3f}", f"{q['dprime']:.3f}")]
     for k in b["fnmr_at_fmr"]:
         rows.append((f"FNMR@FMR={k}", _pct(b["fnmr_at_fmr"][k]), _pct(q["fnmr_at_fmr"][k])))
     if b["accuracy"] is not None:
         rows.append(("accuracy", f"{_pct(b['accuracy'])} ± {_pct(b['accuracy_std'])}",
-                     f"{_pct(q['accuracy'])} ± {_pct(q['accuracy_std'])}"))
+                     "n/a" if q["accuracy"] is None else f"{_pct(q['accuracy'])} ± {_pct(q['accuracy_std'])}"))
     w = max(len(r[0]) for r in rows) + 2
     lines = [f"{'metric':<{w}}{'cosine':>22}{'QMagFace':>22}"]
     lines += [f"{r[0]:<{w}}{r[1]:>22}{r[2]:>22}" for r in rows]
     lines.append(f"pairs: {rep['n_genuine']} genuine, {rep['n_imposter']} imposter")
+    if rep["params"].get("error"):
+        lines.append(f"QMagFace not evaluated: {rep['params']['error']}")
     return "\n".join(lines)
+
+
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoder")
+    g.add_argument("--encoder", default="builtin", help="builtin | builtin-raw | magface (default builtin)")
+    g.add_argument("--checkpoint", default=None, help="MagFace checkpoint (with --encoder magface)")
+    g.add_argument("--arch", default="iresnet100", help="iresnet18|34|50|100 (with --encoder magface)")
+    g.add_argument("--device", default="auto", help="auto (GPU when available) | cpu | cuda")
+    g.add_argument("--fp16", action="store_true", help="half precision on GPU")
+    g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
+    g.add_argument("--aligned", action="store_true",
+                   help="inputs are already aligned ArcFace-112 crops: skip detection (never done silently)")
+
+
+def _encoder_from_args(a):
+    from .encoders import load_encoder
+
+    return load_encoder(a.encoder, checkpoint=a.checkpoint, arch=a.arch, device=a.device, fp16=a.fp16, flip=a.flip)
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None)
+
+    def cb(done, n):
+        bar.n = done
+        bar.refresh()
+        if done >= n:
+            bar.close()
+    return cb
+
+
+def _embed_paths(a, paths, root):
+    from .embed import EmbedStats, embed_files
+
+    enc = _encoder_from_args(a)
+    st = EmbedStats()
+    emb = embed_files(paths, root, enc, aligned=a.aligned, batch_size=a.batch_size,
+                      cache_dir=None if a.no_cache else (a.cache_dir or "default"),
+                      progress=_progress_bar(len(paths), f"embedding ({enc.id})"), stats=st)
+    print(f"{st.n_images} images: {st.n_embedded} embedded, {st.n_cached} from cache, {st.n_failed} failed "
+          f"({st.seconds:.1f} s)", file=sys.stderr)
+    for p, e in list(zip(emb.paths[~emb.ok], emb.error[~emb.ok]))[:10]:
+        print(f"  failed: {e if p in e else f'{p}: {e}'}", file=sys.stderr)
+    return emb, enc
+
+
+def cmd_embed(a) -> int:
+    from .data import save_embeddings
+    from .embed import list_images
+
+    if bool(a.images) == bool(a.list):
+        raise QMagError("give either --images DIR or --list FILE")
+    if a.images:
+        root, paths = a.images, list_images(a.images)
+    else:
+        lines = Path(a.list).read_text(encoding="utf-8").splitlines()
+        paths = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+        root = a.root
+    if not paths:
+        raise QMagError("no images found")
+    emb, _ = _embed_paths(a, paths, root)
+    save_embeddings(a.out, emb)
+    print(f"{int(emb.ok.sum())}/{len(paths)} embedded -> {a.out}")
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from .compare import compare_images, default_params
+    from .scoring import QMagFaceParams
+
+    enc = _encoder_from_args(a)
+    params = QMagFaceParams.load(a.params) if a.params else default_params(enc.id)
+    res = compare_images(a.images, enc, names=[os.path.basename(x) for x in a.images], params=params, fmr=a.fmr,
+                         aligned=a.aligned)
+    out = {"encoder": enc.id, "fmr": res.fmr, "threshold_s": res.threshold_s, "threshold_s_hat": res.threshold_s_hat,
+           "alpha": params.alpha if params else None, "beta": params.beta if params else None,
+           "images": [{"name": r.name, "ok": r.ok, "error": r.error, "quality": r.quality, "n_faces": r.n_faces}
+                      for r in res.images],
+           "pairs": [{"image1": res.images[p.i].name, "image2": res.images[p.j].name, "s": p.s, "s_hat": p.s_hat,
+                      "q_min": p.q_min, "accept_s": p.accept_s, "accept_s_hat": p.accept_s_hat} for p in res.pairs]}
+    if a.json:
+        print(json.dumps(_jsonable(out), indent=2))
+        return 0 if all(r.ok for r in res.images) else 1
+    for r in res.images:
+        extra = f"  ({r.n_faces} faces, largest used)" if r.n_faces > 1 else ""
+        print(f"{r.name}: q={r.quality:.3f}{extra}" if r.ok else f"{r.name}: FAILED: {r.error}")
+    if params is None:
+        print("note: no params for this encoder: s_hat = s and no decision (give --params)")
+    else:
+        ts = "n/a" if res.threshold_s is None else f"{res.threshold_s:.4f}"
+        th = "n/a" if res.threshold_s_hat is None else f"{res.threshold_s_hat:.4f}"
+        print(f"operating point FMR={res.fmr:g}: threshold s>={ts}, s_hat>={th} (alpha={params.alpha:.5g}, beta={params.beta:.5g})")
+    for p in res.pairs:
+        dec = "" if p.accept_s_hat is None else ("  ACCEPT" if p.accept_s_hat else "  reject")
+        print(f"{res.images[p.i].name} ~ {res.images[p.j].name}: s={p.s:.4f} s_hat={p.s_hat:.4f}{dec}")
+    return 0 if all(r.ok for r in res.images) else 1
+
+
+def _scores_from_images(a):
+    from .data import read_pairs, scores_from_embeddings
+
+    pairs = read_pairs(a.pairs)
+    paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
+    emb, enc = _embed_paths(a, paths, a.images)
+    table, rep = scores_from_embeddings(emb, pairs, encoder=enc.id)
+    left = rep["n_pairs"] - rep["n_scored"]
+    if left:
+        print(f"warning: {left} of {rep['n_pairs']} pairs not scored ({rep['n_missing_image']} missing image, "
+              f"{rep['n_failed_embedding']} failed embedding); first lines {rep['failed_lines'][:5]}", file=sys.stderr)
+    if rep["n_scored"] == 0:
+        raise QMagError("no pair could be scored")
+    return table, rep, enc
 
 
 def cmd_evaluate(a) -> int:
     from .scoring import QMagFaceParams
 
-    table = _load_scores(a.scores)
+    if a.images or a.pairs:
+        if not (a.images and a.pairs):
+            raise QMagError("--images and --pairs go together")
+        table, rep_pairs, enc = _scores_from_images(a)
+        if not a.params:
+            from .compare import default_params
+
+            shipped = default_params(enc.id)
+            if shipped is not None:
+                print(f"note: using the parameters shipped for encoder '{enc.id}'", file=sys.stderr)
+                rep, _ = evaluate_table(table, params=shipped, n_boot=a.n_boot, seed=a.seed)
+                rep["pairs_report"] = rep_pairs
+                return _finish_evaluate(a, rep)
+    elif not a.scores:
+        raise QMagError("give --scores, or --images with --pairs")
+    else:
+        table = _load_scores(a.scores)
+        rep_pairs = None
     if a.params:
         params = QMagFaceParams.load(a.params)
-        data_enc = a.encoder or table.encoder
+        data_enc = table.encoder or (a.encoder if a.images else None)
         if params.encoder and data_enc and params.encoder != data_enc:
             print(f"warning: params were trained for encoder '{params.encoder}' but the scores come "
                   f"from '{data_enc}'; α/β depend on the encoder's quality scale", file=sys.stderr)
@@ -240,8 +382,15 @@ def cmd_evaluate(a) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FMRClampWarning)
             rep, _ = evaluate_table(table, trainer=tr, n_boot=a.n_boot, seed=a.seed)
-        print(f"note: no --params given: α/β cross-fitted ({rep['params']['folds_from']}); "
-              "each fold scored with α/β trained on the other folds", file=sys.stderr)
+        if not rep["params"].get("error"):
+            print(f"note: no --params given: α/β cross-fitted ({rep['params']['folds_from']}); "
+                  "each fold scored with α/β trained on the other folds", file=sys.stderr)
+    if rep_pairs is not None:
+        rep["pairs_report"] = rep_pairs
+    return _finish_evaluate(a, rep)
+
+
+def _finish_evaluate(a, rep) -> int:
     print(format_report(rep))
     if a.json:
         with open(a.json, "w", encoding="utf-8") as fh:
@@ -289,11 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trainer_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="cosine vs QMagFace metrics on a scores CSV")
-    p.add_argument("--scores", required=True)
+    p = sub.add_parser("evaluate", help="cosine vs QMagFace metrics on a scores CSV, or on images + pairs")
+    p.add_argument("--scores", default=None)
+    p.add_argument("--images", default=None, help="image folder the pairs refer to (embeds what the pairs need)")
+    p.add_argument("--pairs", default=None, help="LFW pairs.txt or pairs CSV (with --images)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-cache", action="store_true")
     p.add_argument("--params", default=None, help="params JSON; without it alpha/beta are cross-fitted over folds")
     p.add_argument("--json", default=None, help="write the full report as JSON")
-    p.add_argument("--encoder", default=None)
+    _add_encoder_options(p)
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the 95%% CIs")
     _add_trainer_options(p)
     p.set_defaults(func=cmd_evaluate)
@@ -303,6 +457,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", required=True)
     p.add_argument("--out", default=None, help="output CSV (default: overwrite --scores)")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("embed", help="embed images into an .npz (failed images kept as rows)")
+    p.add_argument("--images", default=None, help="folder of images (recursive)")
+    p.add_argument("--list", default=None, help="text file with one image path per line")
+    p.add_argument("--root", default=None, help="folder the --list paths are relative to")
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/qmag or $QMAG_CACHE)")
+    p.add_argument("--no-cache", action="store_true")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("compare", help="quality per image, s and s_hat per pair, decision at an FMR")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--params", default=None, help="params JSON (default: the encoder's shipped parameters)")
+    p.add_argument("--fmr", type=float, default=1e-3, help="operating point for the accept/reject decision")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("make-pairs", help="seeded genuine/imposter pairs for a folder-per-identity image set")
     p.add_argument("--images", required=True)

@@ -86,6 +86,11 @@ class EmbedStats:
     seconds: float = 0.0
 
 
+def _pad_edges(img: np.ndarray, frac: float) -> np.ndarray:
+    ph, pw = int(round(img.shape[0] * frac)), int(round(img.shape[1] * frac))
+    return np.pad(img, ((ph, ph), (pw, pw), (0, 0)), mode="edge")
+
+
 def _read(path: Path) -> tuple[bytes | None, str]:
     try:
         data = path.read_bytes()
@@ -96,7 +101,7 @@ def _read(path: Path) -> tuple[bytes | None, str]:
 
 def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *,
                 detector: FaceDetector | None = None, aligned: bool = False, aligned_spec=ARCFACE_112,
-                batch_size: int = 32, cache_dir: str | os.PathLike | None = "default",
+                detect_pad: float = 0.0, batch_size: int = 32, cache_dir: str | os.PathLike | None = "default",
                 progress: Callable[[int, int], None] | None = None,
                 stats: EmbedStats | None = None) -> Embeddings:
     """Embed ``paths`` (relative to ``root`` when given) with ``encoder``.
@@ -104,6 +109,8 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
     Returns :class:`Embeddings` in the order of ``paths`` (failed rows: ok=False, NaN,
     with the error).  ``progress(done, total)`` is called after every batch.
     ``cache_dir=None`` disables caching; "default" uses :func:`default_cache_dir`.
+    ``detect_pad`` (fraction of the image size, each side) pads tight crops by
+    replicating their edges before detection, so MTCNN sees a whole face.
     """
     t0 = time.perf_counter()
     root_p = Path(root) if root is not None else None
@@ -115,7 +122,7 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
     cache = None
     if cache_dir is not None:
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
-        mode = f"aligned-{aligned_spec.name}" if aligned else "mtcnn"
+        mode = f"aligned-{aligned_spec.name}" if aligned else f"mtcnn{f'-pad{detect_pad:g}' if detect_pad else ''}"
         cache = EmbeddingCache(cdir, f"{encoder.key}-{mode}")
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
@@ -162,6 +169,8 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                         except QMagError as ex:
                             results.append((None, str(ex)))
                 else:
+                    if detect_pad:
+                        todo_img = [_pad_edges(im, detect_pad) for im in todo_img]
                     faces = detector.detect_batch(todo_img)
                     results = []
                     for k, img, fs in zip(todo_k, todo_img, faces):

@@ -730,6 +730,8 @@ class QMagFaceParams:
     trained_on: dict = field(default_factory=dict)
     n_ties: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    #: thresholds on s and ŝ per FMR measured on labelled pairs (for decisions)
+    operating_points: list = field(default_factory=list)
 
     def score(self, s: npt.ArrayLike, q_min: npt.ArrayLike) -> FloatArray:
         return qmagface_score(s, q_min, self.alpha, self.beta)

@@ -1,0 +1,149 @@
+"""Compare face images: quality per image, cosine s and QMagFace ŝ per pair, and the
+accept/reject decision at an FMR operating point of a parameter set.
+
+Used by ``python -m qmag_core compare`` and the dashboard's compare page.  A failed image
+(unreadable, no face) is reported on its own; the others are still compared.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+from .align import AlignedFace, FaceDetector, ImageError, NoFaceError, detect_and_align, load_image
+from .errors import QMagError
+from .scoring import QMagFaceParams, qmagface_score
+
+__all__ = ["ImageResult", "PairResult", "ComparisonResult", "compare_images", "threshold_at_fmr",
+           "operating_points", "default_params"]
+
+
+@dataclass
+class ImageResult:
+    name: str
+    ok: bool
+    error: str = ""
+    quality: float = math.nan
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    aligned: AlignedFace | None = field(default=None, repr=False)
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n_faces(self) -> int:
+        return self.aligned.n_faces if self.aligned is not None else 0
+
+
+@dataclass
+class PairResult:
+    i: int
+    j: int
+    s: float
+    s_hat: float
+    q_min: float
+    accept_s: bool | None
+    accept_s_hat: bool | None
+
+
+@dataclass
+class ComparisonResult:
+    images: list[ImageResult]
+    pairs: list[PairResult]
+    fmr: float
+    threshold_s: float | None
+    threshold_s_hat: float | None
+    params: QMagFaceParams | None
+
+    def matrix(self, which: str = "s") -> np.ndarray:
+        """(n, n) similarity matrix of ``which`` ("s" or "s_hat"); NaN for failed images."""
+        n = len(self.images)
+        m = np.full((n, n), np.nan)
+        for p in self.pairs:
+            m[p.i, p.j] = m[p.j, p.i] = getattr(p, which)
+        for k, r in enumerate(self.images):
+            if r.ok:
+                m[k, k] = 1.0
+        return m
+
+
+def operating_points(s, s_hat, labels, fmrs=tuple(np.logspace(-4, -1, 13))) -> list[dict]:
+    """Thresholds on s and ŝ at each FMR (FMR ≤ target rule) measured on labelled pairs,
+    for shipping with a parameter set; FMRs the imposter count cannot support are left out."""
+    from .metrics import fnmr_at_fmr, split_scores
+
+    g, i = split_scores(np.asarray(s), labels)
+    gh, ih = split_scores(np.asarray(s_hat), labels)
+    out = []
+    for a, b in zip(fnmr_at_fmr(g, i, fmrs), fnmr_at_fmr(gh, ih, fmrs)):
+        if a.fnmr is None:
+            continue
+        out.append({"fmr": a.target_fmr, "threshold_s": a.threshold, "threshold_s_hat": b.threshold,
+                    "fnmr_s": a.fnmr, "fnmr_s_hat": b.fnmr})
+    return out
+
+
+def threshold_at_fmr(params: QMagFaceParams | None, fmr: float) -> tuple[float | None, float | None, float | None]:
+    """``(fmr_used, threshold_s, threshold_s_hat)`` from a parameter set's operating points:
+    the largest shipped FMR ≤ the requested one (conservative); Nones when unavailable."""
+    if params is None or not params.operating_points:
+        return None, None, None
+    ops = sorted(params.operating_points, key=lambda d: d["fmr"])
+    ok = [d for d in ops if d["fmr"] <= fmr * (1 + 1e-9)]
+    if not ok:
+        return None, None, None
+    d = ok[-1]
+    return float(d["fmr"]), float(d["threshold_s"]), float(d["threshold_s_hat"])
+
+
+def default_params(encoder_id: str) -> QMagFaceParams | None:
+    """The parameter set shipped for an encoder (``qmag_core/assets/params/<id>.json``)."""
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parent / "assets" / "params" / f"{encoder_id}.json"
+    return QMagFaceParams.load(p) if p.is_file() else None
+
+
+def compare_images(images, encoder, *, detector: FaceDetector | None = None, names=None,
+                   params: QMagFaceParams | None = None, fmr: float = 1e-3,
+                   aligned: bool = False) -> ComparisonResult:
+    """Embed each image (largest face) and compare every pair.
+
+    ``images``: paths, bytes, PIL images or arrays; ``names`` label them.  Errors on
+    one image (ImageError, NoFaceError) are kept in its :class:`ImageResult`.
+    """
+    images = list(images)
+    names = list(names) if names is not None else [getattr(x, "name", None) or (x if isinstance(x, str) else f"image {k + 1}")
+                                                   for k, x in enumerate(images)]
+    if detector is None and not aligned:
+        detector = FaceDetector(device=encoder.device)
+    results: list[ImageResult] = []
+    crops, idx = [], []
+    for k, (src, name) in enumerate(zip(images, names)):
+        try:
+            img = load_image(src, name=str(name))
+            a = detect_and_align(img, detector, encoder.spec, aligned=aligned, name=str(name))
+        except (ImageError, NoFaceError, QMagError) as e:
+            results.append(ImageResult(str(name), False, str(e)))
+            continue
+        results.append(ImageResult(str(name), True, "", aligned=a, image=img))
+        crops.append(a.crop)
+        idx.append(k)
+    if crops:
+        emb = encoder.embed(np.stack(crops))
+        for k, e in zip(idx, emb):
+            q = float(np.linalg.norm(e))
+            if not (np.isfinite(e).all() and q > 0):
+                results[k].ok, results[k].error = False, f"{results[k].name}: encoder returned an unusable embedding"
+                continue
+            results[k].embedding, results[k].quality = e, q
+    fmr_used, t_s, t_h = threshold_at_fmr(params, fmr)
+    pairs = []
+    good = [k for k, r in enumerate(results) if r.ok]
+    for i, j in combinations(good, 2):
+        ei, ej = results[i].embedding.astype(np.float64), results[j].embedding.astype(np.float64)
+        s = float(np.clip(ei @ ej / (np.linalg.norm(ei) * np.linalg.norm(ej)), -1, 1))
+        qm = min(results[i].quality, results[j].quality)
+        sh = float(qmagface_score(np.array([s]), np.array([qm]), params.alpha, params.beta)[0]) if params else s
+        pairs.append(PairResult(i, j, s, sh, qm, None if t_s is None else s >= t_s, None if t_h is None else sh >= t_h))
+    return ComparisonResult(results, pairs, fmr_used if fmr_used is not None else fmr, t_s, t_h, params)
