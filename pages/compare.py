@@ -1,0 +1,79 @@
+"""Compare faces: detection, aligned crops, quality q, cosine s, QMagFace ŝ and the
+decision at a chosen FMR operating point."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages.shared import active_params, dataset, detector, download_table, encoder, sidebar
+from qmag_core.compare import compare_images
+from qmag_core.dashboard import SAMPLE_DIR
+from qmag_core.figures import face_overlay, similarity_matrix
+
+sidebar()
+st.title("Compare faces")
+SAMPLES = ["img1.jpg", "img2.jpg", "img9.jpg", "couple.jpg"]
+files = st.file_uploader("Drop two or more face images (JPEG, PNG, WebP, BMP, PGM)", accept_multiple_files=True,
+                         type=["jpg", "jpeg", "png", "webp", "bmp", "pgm", "tif", "tiff"])
+if files:
+    sources = [f.getvalue() for f in files]
+    names = [f.name for f in files]
+else:
+    picked = st.multiselect("…or compare sample photos (deepface test set, MIT)",
+                            sorted(p.name for p in (SAMPLE_DIR / "faces" / "deepface").glob("*.jpg")),
+                            default=SAMPLES[:2], key="sample_faces")
+    sources = [str(SAMPLE_DIR / "faces" / "deepface" / n) for n in picked]
+    names = picked
+if len(sources) < 1:
+    st.info("Add at least one image.")
+    st.stop()
+
+enc = encoder()
+params = active_params()
+fmr_options = sorted({d["fmr"] for d in params.operating_points}) if params and params.operating_points else [1e-3]
+fmr = st.select_slider("Operating point (FMR)", options=fmr_options,
+                       value=min(fmr_options, key=lambda f: abs(np.log10(f) + 3)), format_func=lambda f: f"{f:.1e}",
+                       key="compare_fmr")
+res = compare_images(sources, enc, detector=detector(), names=names, params=params, fmr=fmr)
+
+ds = dataset()
+qs = None
+if ds is not None and ds.encoder in (None, enc.id):
+    qs = np.asarray(list(ds.image_quality.values())) if ds.image_quality else np.r_[ds.table.q1, ds.table.q2]
+
+cols = st.columns(min(4, len(res.images)))
+for k, r in enumerate(res.images):
+    with cols[k % len(cols)]:
+        st.markdown(f"**{r.name}**")
+        if not r.ok:
+            st.error(r.error)
+            continue
+        st.plotly_chart(face_overlay(r.image, r.aligned.face.box, r.aligned.face.landmarks),
+                        key=f"overlay-{k}", width="stretch")
+        st.image(r.aligned.crop, caption=f"aligned {r.aligned.spec.name}", width=150)
+        pct = f" · {100 * np.mean(qs <= r.quality):.0f}th percentile of the active dataset" if qs is not None else ""
+        st.metric(f"quality q ({enc.id})", f"{r.quality:.4f}", help=enc.quality)
+        if pct:
+            st.caption(pct.strip(" ·"))
+        if r.n_faces > 1:
+            st.warning(f"{r.n_faces} faces found; the largest is used.")
+
+if not res.pairs:
+    st.info("Need at least two images with a detected face for a comparison.")
+    st.stop()
+thr = ("no operating point" if res.threshold_s_hat is None else
+       f"FMR {res.fmr:.1e}: accept when ŝ ≥ {res.threshold_s_hat:.4f} (cosine alone: s ≥ {res.threshold_s:.4f})")
+st.subheader("Pairs")
+st.caption(f"Parameters α = {params.alpha:.5g}, β = {params.beta:.5g} ({params.mode}); {thr}" if params else
+           "No QMagFace parameters for this encoder: ŝ = s.")
+rows = [{"image 1": res.images[p.i].name, "image 2": res.images[p.j].name, "q_min": round(p.q_min, 4),
+         "s": round(p.s, 5), "ŝ": round(p.s_hat, 5),
+         "decision (ŝ)": "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject"),
+         "decision (s)": "—" if p.accept_s is None else ("accept" if p.accept_s else "reject")} for p in res.pairs]
+df = pd.DataFrame(rows)
+st.dataframe(df, hide_index=True, width="stretch")
+download_table(df, "comparisons.csv")
+if sum(r.ok for r in res.images) > 2:
+    names_ok = [r.name for r in res.images]
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(similarity_matrix(res.matrix("s"), names_ok, "cosine s"), key="mat-s", width="stretch")
+    c2.plotly_chart(similarity_matrix(res.matrix("s_hat"), names_ok, "QMagFace ŝ"), key="mat-sh", width="stretch")

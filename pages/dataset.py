@@ -1,0 +1,136 @@
+"""Dataset: genuine/imposter distributions before and after QMagFace, s vs q_min,
+ROC/DET, FNMR@FMR with bootstrap CIs, EER; bring your own data."""
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages.shared import active_params, dataset, download_table, encoder, fmt_pct, set_active, sidebar, state
+from qmag_core import metrics as M
+from qmag_core.dashboard import Dataset, REPORT_FMRS, dataset_from_scores, resolve_under_roots
+from qmag_core.data import load_embeddings, read_pairs, scores_from_embeddings
+from qmag_core.errors import QMagError
+from qmag_core.figures import roc_det, s_vs_q, score_histograms
+from qmag_core.scoring import qmagface_score
+
+sidebar()
+st.title("Dataset")
+ss = state()
+
+
+def _save_upload(up) -> str:
+    d = tempfile.mkdtemp(prefix="qmag-upload-")
+    p = os.path.join(d, os.path.basename(up.name))
+    with open(p, "wb") as fh:
+        fh.write(up.getvalue())
+    return p
+
+
+def _add(name: str, ds: Dataset):
+    ss.uploaded[name] = ds
+    set_active("dataset_id", name)
+    st.rerun()
+
+
+with st.expander("Bring your own data", expanded=False):
+    st.caption("A failed upload leaves everything already loaded in place. Upload limit: see "
+               ".streamlit/config.toml (server.maxUploadSize).")
+    t1, t2, t3 = st.tabs(["scores CSV", "embeddings + pairs", "image folder + pairs (server)"])
+    with t1:
+        up = st.file_uploader("s,q1,q2,label[,fold] (or q_min)", type=["csv", "txt"], key="up_scores")
+        if up is not None and st.button("Load scores", key="load_scores"):
+            try:
+                _add(up.name, dataset_from_scores(_save_upload(up), up.name))
+            except (QMagError, OSError) as e:
+                st.error(f"Not loaded: {e}")
+    with t2:
+        ue = st.file_uploader("embeddings (.npz, .npy, MagFace feat.list)", key="up_emb")
+        upr = st.file_uploader("pairs (LFW pairs.txt or CSV path1,path2,label[,fold])", key="up_pairs")
+        if ue is not None and upr is not None and st.button("Load embeddings + pairs", key="load_emb"):
+            try:
+                emb = load_embeddings(_save_upload(ue))
+                t, rep = scores_from_embeddings(emb, read_pairs(_save_upload(upr)))
+                if rep["n_scored"] == 0:
+                    raise QMagError("no pair could be matched to the embeddings' paths")
+                _add(f"{ue.name} + {upr.name}", Dataset(f"{ue.name} + {upr.name}", t, encoder=emb.encoder or None,
+                                                         notes=[f"{rep['n_pairs'] - rep['n_scored']} pairs skipped"]))
+            except (QMagError, OSError) as e:
+                st.error(f"Not loaded: {e}")
+    with t3:
+        folder = st.text_input("image folder (under the data root)", key="srv_folder")
+        pairs_path = st.text_input("pairs file (under the data root)", key="srv_pairs")
+        if st.button("Embed and load", key="load_srv"):
+            try:
+                from qmag_core.data import Pairs  # noqa: F401
+                from qmag_core.embed import embed_files
+
+                root = resolve_under_roots(folder)
+                pairs = read_pairs(resolve_under_roots(pairs_path))
+                paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
+                bar = st.progress(0.0, text="Embedding…")
+                emb = embed_files(paths, root, encoder(), progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"))
+                t, rep = scores_from_embeddings(emb, pairs, encoder=encoder().id)
+                q = {p: float(v) for p, v, ok in zip(emb.paths, emb.quality, emb.ok) if ok}
+                _add(root.name, Dataset(root.name, t, root, None, q, encoder().id,
+                                        [f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing/failed images)"]))
+            except (QMagError, OSError) as e:
+                st.error(f"Not loaded: {e}")
+
+ds = dataset()
+if ds is None:
+    st.stop()
+t = ds.table
+params = active_params()
+if params is not None and ds.encoder and params.encoder and ds.encoder != params.encoder:
+    st.warning(f"The active parameters were trained for encoder '{params.encoder}' but this dataset comes from "
+               f"'{ds.encoder}': α/β depend on the encoder's quality scale.")
+alpha, beta = (params.alpha, params.beta) if params else (0.0, 0.0)
+s_hat = qmagface_score(t.s, t.q_min, alpha, beta)
+y = t.label.astype(bool)
+st.caption(f"**{ds.name}** — {ds.n_genuine:,} genuine, {ds.n_imposter:,} imposter pairs; "
+           f"α = {alpha:.5g}, β = {beta:.5g}" + "".join(f" · {n}" for n in ds.notes))
+
+
+@st.cache_data(show_spinner="Computing metrics and bootstrap CIs…", max_entries=16)
+def metrics_table(key: str, s, s_hat, y):
+    rows = []
+    for name, v in (("cosine s", s), ("QMagFace ŝ", s_hat)):
+        g, i = M.split_scores(v, y)
+        e = M.eer(g, i)
+        ci = M.bootstrap_ci(g, i, fmrs=REPORT_FMRS, n_boot=200, random_state=0)
+        row = {"scores": name, "EER": e.value, "EER CI95": ci["eer"], "AUC": M.auc(g, i), "d′": M.dprime(g, i)}
+        for o in M.fnmr_at_fmr(g, i, REPORT_FMRS):
+            row[f"FNMR@{o.target_fmr:g}"] = o.fnmr
+            row[f"FNMR@{o.target_fmr:g} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
+        rows.append(row)
+    return rows
+
+
+rows = metrics_table(f"{ds.name}|{alpha}|{beta}|{len(t)}", t.s, s_hat, y)
+show = pd.DataFrame([{k: (fmt_pct(v) if k.startswith(("EER", "FNMR")) and not k.endswith("CI95") else
+                          (f"[{fmt_pct(v[0])}, {fmt_pct(v[1])}]" if isinstance(v, tuple) else
+                           ("not enough imposters" if v is None and k.endswith("CI95") else
+                            (round(v, 5) if isinstance(v, float) else v))))
+                      for k, v in r.items()} for r in rows])
+st.dataframe(show, hide_index=True, width="stretch")
+download_table(pd.DataFrame(rows), "metrics.csv", "Download metrics (CSV, fractions)")
+c1, c2 = st.columns(2)
+c1.metric("EER cosine", fmt_pct(rows[0]["EER"]))
+c2.metric("EER QMagFace", fmt_pct(rows[1]["EER"]), delta=f"{100 * (rows[1]['EER'] - rows[0]['EER']):+.3f} pt",
+          delta_color="inverse")
+
+fig, _ = score_histograms(t.s, s_hat, y)
+st.plotly_chart(fig, key="hist", width="stretch")
+thr = None
+if params is not None:
+    ops = M.fnmr_at_fmr(s_hat[y], s_hat[~y], (1e-3,))
+    thr = ops[0].threshold if ops[0].threshold is not None else M.eer(s_hat[y], s_hat[~y]).threshold
+c1, c2 = st.columns([2, 3])
+c1.plotly_chart(s_vs_q(t.s, t.q_min, y, alpha=alpha if params else None, beta=beta, threshold=thr), key="sq",
+                width="stretch")
+c2.plotly_chart(roc_det({"cosine": M.roc(t.s[y], t.s[~y]), "QMagFace": M.roc(s_hat[y], s_hat[~y])}), key="roc",
+                width="stretch")
+scored = pd.DataFrame({"s": t.s, "q1": t.q1, "q2": t.q2, "label": t.label, "fold": t.fold, "s_hat": s_hat})
+download_table(scored, "scores_with_s_hat.csv", "Download scores with ŝ (CSV)")

@@ -1,0 +1,139 @@
+"""State, cached loaders and the sidebar shared by all pages (no page of its own)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from qmag_core.compare import default_params
+from qmag_core.dashboard import SAMPLE_DATASETS, Dataset, load_sample_dataset, resolve_under_roots
+from qmag_core.errors import QMagError
+from qmag_core.scoring import QMagFaceParams
+
+ENCODER_LABELS = {"builtin": "built-in (default)", "builtin-raw": "built-in, raw descriptor",
+                  "magface": "MagFace checkpoint"}
+
+
+@st.cache_resource(show_spinner="Loading the face encoder…")
+def get_encoder(encoder_id: str, checkpoint: str | None, arch: str, device: str):
+    from qmag_core.encoders import load_encoder
+
+    return load_encoder(encoder_id, checkpoint=checkpoint, arch=arch, device=device)
+
+
+@st.cache_resource(show_spinner="Loading the face detector…")
+def get_detector(device: str):
+    from qmag_core.align import FaceDetector
+
+    return FaceDetector(device=device)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _sample_dataset(ds_id: str, encoder_key: str, _encoder) -> Dataset:
+    bar = st.progress(0.0, text="Embedding images…")
+    ds = load_sample_dataset(ds_id, encoder=_encoder,
+                             progress=lambda d, n: bar.progress(d / n, text=f"Embedding images… {d}/{n}"))
+    bar.empty()
+    return ds
+
+
+def state():
+    ss = st.session_state
+    ss.setdefault("encoder_id", "builtin")
+    ss.setdefault("checkpoint", "")
+    ss.setdefault("arch", "iresnet100")
+    ss.setdefault("device", "auto")
+    ss.setdefault("dataset_id", "lfw-dev")
+    ss.setdefault("uploaded", {})          # name -> Dataset (kept when a later upload fails)
+    ss.setdefault("params", None)          # active QMagFaceParams (None: the encoder's shipped ones)
+    ss.setdefault("params_source", "shipped with the encoder")
+    return ss
+
+
+def encoder():
+    ss = state()
+    try:
+        ck = str(resolve_under_roots(ss.checkpoint)) if ss.encoder_id == "magface" else None
+        return get_encoder(ss.encoder_id, ck, ss.arch, ss.device)
+    except QMagError as e:
+        st.sidebar.error(f"Encoder not loaded: {e}. Using the built-in encoder.")
+        return get_encoder("builtin", None, "iresnet100", "cpu")
+
+
+def detector():
+    return get_detector(encoder().device)
+
+
+def active_params() -> QMagFaceParams | None:
+    ss = state()
+    return ss.params if ss.params is not None else default_params(encoder().id)
+
+
+def dataset() -> Dataset | None:
+    ss = state()
+    if ss.dataset_id in ss.uploaded:
+        return ss.uploaded[ss.dataset_id]
+    enc = encoder()
+    try:
+        return _sample_dataset(ss.dataset_id, enc.key, enc)
+    except QMagError as e:
+        st.error(f"Dataset could not be opened: {e}")
+        return None
+
+
+def _bound(widget, label: str, options: list, canon: str, **kw):
+    """A widget bound to the plain session key ``canon`` (which survives page switches
+    and programmatic changes); the widget itself uses key ``w_<canon>``."""
+    ss = state()
+
+    def sync():
+        ss[canon] = ss[f"w_{canon}"]
+
+    if widget is st.text_input:
+        return widget(label, value=ss[canon], key=f"w_{canon}", on_change=sync, **kw)
+    return widget(label, options, index=options.index(ss[canon]), key=f"w_{canon}", on_change=sync, **kw)
+
+
+def set_active(canon: str, value) -> None:
+    """Change a bound value from code (e.g. after an upload)."""
+    ss = state()
+    ss[canon] = value
+    ss.pop(f"w_{canon}", None)
+
+
+def sidebar():
+    ss = state()
+    with st.sidebar:
+        st.markdown("### QMagFace Studio")
+        _bound(st.selectbox, "Encoder", list(ENCODER_LABELS), "encoder_id", format_func=ENCODER_LABELS.get,
+               help="builtin: the shipped face network (its length is a weak quality proxy until its MagFace "
+                    "quality head ships). magface: an official MagFace checkpoint under the data root.")
+        if ss.encoder_id == "magface":
+            _bound(st.text_input, "Checkpoint path (under the data root)", [], "checkpoint")
+            _bound(st.selectbox, "Architecture", ["iresnet100", "iresnet50", "iresnet34", "iresnet18"], "arch")
+        _bound(st.selectbox, "Device", ["auto", "cpu", "cuda"], "device", help="auto: GPU when available")
+        options = list(SAMPLE_DATASETS) + list(ss.uploaded)
+        if ss.dataset_id not in options:
+            set_active("dataset_id", "lfw-dev")
+        _bound(st.selectbox, "Active dataset", options, "dataset_id",
+               format_func=lambda k: SAMPLE_DATASETS[k].name if k in SAMPLE_DATASETS else f"uploaded: {k}")
+        p = active_params()
+        if p is None:
+            st.caption("Active parameters: none (ŝ = s)")
+        else:
+            st.caption(f"Active parameters ({ss.params_source}): α = {p.alpha:.5g}, β = {p.beta:.5g}, "
+                       f"mode {p.mode}")
+        if ss.params is not None and st.button("Reset to the encoder's shipped parameters", key="reset_params"):
+            ss.params, ss.params_source = None, "shipped with the encoder"
+            st.rerun()
+
+
+def download_table(df: pd.DataFrame, name: str, label: str = "Download CSV"):
+    st.download_button(label, df.to_csv(index=False).encode(), file_name=name, mime="text/csv",
+                       key=f"dl-{name}")
+
+
+def fmt_pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.3f}%"

@@ -1,0 +1,150 @@
+"""Plotly figures for the dashboard (pure functions; no Streamlit).  Curves are
+decimated to ≤ 2,000 points and big scatters use WebGL or 2-D histograms."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import metrics as M
+
+GEN, IMP = "#2a9d8f", "#e76f51"
+MAX_SCATTER = 20000
+
+
+def score_histograms(s, s_hat, labels, *, nbins: int = 80) -> tuple[go.Figure, dict]:
+    """Genuine vs imposter histograms of s and ŝ side by side (each panel: same bins for
+    both classes), with d′ and overlap in the titles; returns (figure, stats)."""
+    from .dashboard import overlap
+
+    y = np.asarray(labels).astype(bool)
+    stats = {}
+    titles = []
+    for name, v in (("cosine s", s), ("QMagFace ŝ", s_hat)):
+        bins = np.linspace(np.min(v), np.max(v), nbins + 1)
+        d = M.dprime(v[y], v[~y])
+        ov = overlap(v[y], v[~y], bins)
+        stats[name] = {"dprime": d, "overlap": ov}
+        titles.append(f"{name}: d′={d:.2f}, overlap={ov:.3f}")
+    fig = make_subplots(1, 2, subplot_titles=titles)
+    for col, v in ((1, s), (2, s_hat)):
+        bins = np.linspace(np.min(v), np.max(v), nbins + 1)
+        for cls, mask, colour in (("genuine", y, GEN), ("imposter", ~y, IMP)):
+            h, e = np.histogram(v[mask], bins=bins, density=True)
+            fig.add_trace(go.Bar(x=(e[:-1] + e[1:]) / 2, y=h, width=np.diff(e), name=cls, marker_color=colour,
+                                 opacity=0.6, showlegend=col == 1, legendgroup=cls), 1, col)
+    fig.update_layout(barmode="overlay", height=340, margin=dict(t=40, b=30), legend=dict(orientation="h"))
+    return fig, stats
+
+
+def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figure:
+    """ROC (TPR vs FMR, log x) and DET (FNMR vs FMR on normal-deviate axes)."""
+    from scipy.stats import norm
+
+    fig = make_subplots(1, 2, subplot_titles=("ROC", "DET"))
+    ticks = np.array([1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5])
+    colours = ["#264653", "#e9c46a", "#e76f51", "#2a9d8f"]
+    for k, (name, c) in enumerate(curves.items()):
+        d = c.decimate(max_points)
+        fmr = np.clip(d.fmr, 1e-6, 1 - 1e-6)
+        fig.add_trace(go.Scatter(x=fmr, y=1 - d.fnmr, name=name, mode="lines", line_color=colours[k % 4],
+                                 customdata=d.thresholds, hovertemplate="FMR %{x:.2e}<br>TPR %{y:.4f}<br>t %{customdata:.4f}"), 1, 1)
+        fnmr = np.clip(d.fnmr, 1e-6, 1 - 1e-6)
+        fig.add_trace(go.Scatter(x=norm.ppf(fmr), y=norm.ppf(fnmr), name=name, mode="lines", showlegend=False,
+                                 line_color=colours[k % 4], customdata=np.c_[d.fmr, d.fnmr],
+                                 hovertemplate="FMR %{customdata[0]:.2e}<br>FNMR %{customdata[1]:.4f}"), 1, 2)
+    fig.update_xaxes(type="log", title="FMR", row=1, col=1)
+    fig.update_yaxes(title="TPR = 1 − FNMR", row=1, col=1)
+    fig.update_xaxes(title="FMR", tickvals=norm.ppf(ticks), ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
+    fig.update_yaxes(title="FNMR", tickvals=norm.ppf(ticks), ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
+    fig.update_layout(height=380, margin=dict(t=40, b=30), legend=dict(orientation="h"))
+    return fig
+
+
+def s_vs_q(s, q_min, labels, *, alpha: float | None = None, beta: float | None = None,
+           threshold: float | None = None, seed: int = 0) -> go.Figure:
+    """s vs q_min coloured by label (WebGL; a seeded subsample above 20,000 pairs) with the
+    QMagFace decision boundary s + ω(s)·q = t at the given ŝ threshold."""
+    y = np.asarray(labels).astype(bool)
+    idx = np.arange(len(s))
+    note = ""
+    if len(s) > MAX_SCATTER:
+        rng = np.random.default_rng(seed)
+        idx = np.sort(np.r_[np.flatnonzero(y)[: MAX_SCATTER // 2] if y.sum() <= MAX_SCATTER // 2 else
+                            rng.choice(np.flatnonzero(y), MAX_SCATTER // 2, replace=False),
+                            rng.choice(np.flatnonzero(~y), min((~y).sum(), MAX_SCATTER // 2), replace=False)])
+        note = f" (seeded sample of {idx.size:,} of {len(s):,} pairs)"
+    fig = go.Figure()
+    for cls, mask, colour in (("imposter", ~y[idx], IMP), ("genuine", y[idx], GEN)):
+        fig.add_trace(go.Scattergl(x=np.asarray(s)[idx][mask], y=np.asarray(q_min)[idx][mask], mode="markers",
+                                   name=cls, marker=dict(size=4, color=colour, opacity=0.5)))
+    if alpha is not None and threshold is not None:
+        ss = np.linspace(np.min(s), np.max(s), 400)
+        w = np.minimum(0.0, beta * ss - alpha)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            qb = np.where(w < 0, (threshold - ss) / w, np.nan)
+        qlo, qhi = float(np.min(q_min)), float(np.max(q_min))
+        qb = np.where((qb >= qlo * 0.9) & (qb <= qhi * 1.1), qb, np.nan)
+        fig.add_trace(go.Scatter(x=ss, y=qb, mode="lines", name=f"ŝ = {threshold:.3f}", line=dict(color="black", dash="dash")))
+    fig.update_layout(height=380, title="cosine s vs q_min" + note, xaxis_title="s", yaxis_title="q_min",
+                      margin=dict(t=40, b=30), legend=dict(orientation="h"))
+    return fig
+
+
+def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) -> go.Figure:
+    """ω_opt(t) per FMR (marker size = number of tied ω) with the fitted line ω = β·t − α."""
+    t = np.asarray(thresholds)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=t, y=omega_opt, mode="markers", name="ω_opt(t)",
+                             marker=dict(size=6 + 3 * np.asarray(n_ties), color=np.log10(fmrs), colorscale="Viridis",
+                                         colorbar=dict(title="log10 FMR"), line=dict(width=1, color="black")),
+                             customdata=np.c_[fmrs, n_ties],
+                             hovertemplate="t %{x:.4f}<br>ω %{y:.5f}<br>FMR %{customdata[0]:.2e}<br>tied ω: %{customdata[1]}"))
+    xs = np.linspace(t.min(), t.max(), 50)
+    fig.add_trace(go.Scatter(x=xs, y=beta * xs - alpha, mode="lines", name=f"ω = {beta:.4g}·t − {alpha:.4g}",
+                             line=dict(color="black")))
+    fig.update_layout(height=360, xaxis_title="threshold t", yaxis_title="ω", margin=dict(t=30, b=30),
+                      legend=dict(orientation="h"))
+    return fig
+
+
+def edc_figure(edc: M.EDCResult, *, label: str = "discard lowest q_min") -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=edc.discard, y=edc.fnmr, mode="lines+markers", name=label))
+    fig.add_trace(go.Scatter(x=edc.discard, y=edc.fnmr_random_median, mode="lines", name="random discard (median)",
+                             line=dict(dash="dash", color="grey")))
+    fig.add_trace(go.Scatter(x=np.r_[edc.discard, edc.discard[::-1]], y=np.r_[edc.fnmr_random_q95, edc.fnmr_random_q05[::-1]],
+                             fill="toself", fillcolor="rgba(128,128,128,0.15)", line=dict(width=0), name="random 5–95%",
+                             hoverinfo="skip"))
+    fig.update_layout(height=340, xaxis_title="fraction of pairs discarded", yaxis_title="FNMR",
+                      title=f"EDC (threshold {edc.threshold:.4f}, rule {edc.rule})", margin=dict(t=40, b=30))
+    return fig
+
+
+def quality_histogram(q, *, marks: dict[str, float] | None = None) -> go.Figure:
+    fig = go.Figure(go.Histogram(x=q, nbinsx=60, marker_color="#264653", name="q"))
+    for name, v in (marks or {}).items():
+        fig.add_vline(x=v, line=dict(color="#e76f51"), annotation_text=name)
+    fig.update_layout(height=280, xaxis_title="quality q = ‖e‖", yaxis_title="count", margin=dict(t=30, b=30))
+    return fig
+
+
+def similarity_matrix(m: np.ndarray, names: list[str], title: str) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=m, x=names, y=names, colorscale="Viridis", texttemplate="%{z:.3f}",
+                               hovertemplate="%{y} ~ %{x}: %{z:.4f}<extra></extra>"))
+    fig.update_layout(height=120 + 40 * len(names), title=title, margin=dict(t=40, b=30))
+    return fig
+
+
+def face_overlay(image: np.ndarray, box, landmarks) -> go.Figure:
+    """The photo with the detected box and the 5 landmarks."""
+    fig = go.Figure(go.Image(z=image))
+    x1, y1, x2, y2 = [float(v) for v in box]
+    fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color="#2a9d8f", width=3))
+    lm = np.asarray(landmarks)
+    fig.add_trace(go.Scatter(x=lm[:, 0], y=lm[:, 1], mode="markers", marker=dict(color="#e9c46a", size=8,
+                                                                                  line=dict(color="black", width=1)),
+                             name="landmarks", hoverinfo="skip"))
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
+                      xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return fig

@@ -1,0 +1,155 @@
+"""Dashboard pages through streamlit.testing (AppTest), asserting the values shown
+against qmag_core computed independently."""
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from qmag_core import metrics as M
+from qmag_core.compare import compare_images, default_params
+from qmag_core.data import read_scores_csv
+from qmag_core.encoders import load_encoder
+from qmag_core.scoring import QMagFaceTrainer, qmagface_score
+
+APP = str(ROOT / "app.py")
+LFW = ROOT / "sample_data" / "lfw_dev_builtin" / "scores.csv"
+FACES = ROOT / "sample_data" / "faces" / "deepface"
+
+
+def app(page=None):
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return load_encoder("builtin", device="cpu")
+
+
+def test_compare_page_sample_photos(enc):
+    at = app()
+    qs = [float(m.value) for m in at.metric if m.label.startswith("quality q")]
+    ref = compare_images([str(FACES / "img1.jpg"), str(FACES / "img2.jpg")], enc, names=["img1.jpg", "img2.jpg"],
+                         params=default_params("builtin"), fmr=1e-3)
+    np.testing.assert_allclose(qs, [r.quality for r in ref.images], atol=1e-4)
+    df = at.dataframe[0].value
+    assert df["s"].iloc[0] == pytest.approx(ref.pairs[0].s, abs=1e-5)
+    assert df["ŝ"].iloc[0] == pytest.approx(ref.pairs[0].s_hat, abs=1e-5)
+    assert df["decision (ŝ)"].iloc[0] == ("accept" if ref.pairs[0].accept_s_hat else "reject")
+
+
+def _jpeg(path, size=None):
+    im = Image.open(path).convert("RGB")
+    b = io.BytesIO()
+    im.save(b, "JPEG")
+    return b.getvalue()
+
+
+def test_compare_upload_no_face_others_still_shown(enc):
+    at = app()
+    wall = io.BytesIO()
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(wall, "PNG")
+    at.file_uploader[0].set_value([("a.jpg", _jpeg(FACES / "img1.jpg"), "image/jpeg"),
+                                   ("wall.png", wall.getvalue(), "image/png"),
+                                   ("b.jpg", _jpeg(FACES / "img2.jpg"), "image/jpeg"),
+                                   ("notes.jpg", b"this is not an image", "image/jpeg")]).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("wall.png: no face detected" in e for e in errors)
+    assert any("notes.jpg: not an image file" in e for e in errors)
+    qs = [m for m in at.metric if m.label.startswith("quality q")]
+    assert len(qs) == 2
+    df = at.dataframe[0].value
+    assert list(df["image 1"]) == ["a.jpg"] and list(df["image 2"]) == ["b.jpg"]
+
+
+def test_dataset_page_values():
+    at = app("dataset")
+    t = read_scores_csv(LFW)
+    p = default_params("builtin")
+    y = t.label.astype(bool)
+    sh = qmagface_score(t.s, t.q_min, p.alpha, p.beta)
+    assert metric(at, "EER cosine") == f"{100 * M.eer(t.s[y], t.s[~y]).value:.3f}%"
+    assert metric(at, "EER QMagFace") == f"{100 * M.eer(sh[y], sh[~y]).value:.3f}%"
+    df = at.dataframe[0].value
+    assert df["FNMR@0.0001"].iloc[0] == "n/a"  # 2,100 imposters cannot support 1e-4
+    assert df["FNMR@0.0001 CI95"].iloc[0] == "not enough imposters"
+
+
+def test_dataset_bad_upload_keeps_loaded_data(tmp_path):
+    at = app("dataset")
+    at.file_uploader(key="up_scores").set_value(("bad.csv", b"s,q1,q2,label\n0.5,1,1,1\nxx,1,1,0\n", "text/csv")).run()
+    at.button(key="load_scores").click().run()
+    assert any("bad.csv, line 3" in e.value or "line 3" in e.value for e in at.error)
+    assert at.selectbox(key="w_dataset_id").value == "lfw-dev"
+    assert metric(at, "EER cosine")  # still showing the loaded dataset
+    good = LFW.read_bytes()
+    at.file_uploader(key="up_scores").set_value(("mine.csv", good, "text/csv")).run()
+    at.button(key="load_scores").click().run()
+    assert at.selectbox(key="w_dataset_id").value == "mine.csv"
+    assert not at.exception
+
+
+def test_server_paths_outside_data_root_refused():
+    at = app("dataset")
+    at.text_input(key="srv_folder").set_value("/etc").run()
+    at.text_input(key="srv_pairs").set_value("/etc/passwd").run()
+    at.button(key="load_srv").click().run()
+    assert any("outside the allowed data roots" in e.value for e in at.error)
+
+
+def _expected(table, lo, hi, mode="official"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return QMagFaceTrainer(mode=mode, fmr_min=lo, fmr_max=hi, random_state=0).fit(table.X(), table.label)
+
+
+def test_train_page_alpha_beta_follow_range():
+    at = app()
+    at.selectbox(key="w_dataset_id").set_value("lfw-dev-ext").run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    t = read_scores_csv(ROOT / "sample_data" / "lfw_dev_builtin" / "scores_extended.csv")
+    lo, hi = at.select_slider(key="w_fmr_range").value
+    ref = _expected(t, lo, hi)
+    assert metric(at, "α") == f"{ref.alpha_:.6g}" and metric(at, "β") == f"{ref.beta_:.6g}"
+    at.select_slider(key="w_fmr_range").set_range(1e-4, 1e-2).run()
+    ref2 = _expected(t, 1e-4, 1e-2)
+    assert metric(at, "α") == f"{ref2.alpha_:.6g}" and metric(at, "β") == f"{ref2.beta_:.6g}"
+    assert (ref2.alpha_, ref2.beta_) != (ref.alpha_, ref.beta_)
+    at.radio(key="mode").set_value("consistent").run()
+    ref3 = _expected(t, 1e-4, 1e-2, "consistent")
+    assert metric(at, "α") == f"{ref3.alpha_:.6g}"
+    # "use these parameters" makes them active everywhere
+    at.button(key="use_params").click().run()
+    at.switch_page("pages/dataset.py").run()
+    y = t.label.astype(bool)
+    sh = qmagface_score(t.s, t.q_min, ref3.alpha_, ref3.beta_)
+    assert metric(at, "EER QMagFace") == f"{100 * M.eer(sh[y], sh[~y]).value:.3f}%"
+
+
+def test_train_slider_limits_follow_imposter_count():
+    at = app("train")  # lfw-dev: 2,100 imposters
+    lo, hi = at.select_slider(key="w_fmr_range").value
+    assert lo == pytest.approx(1 / 2100, rel=5e-3) and hi == pytest.approx(1e-2)
+    assert any("cannot be measured" in c.value for c in at.caption)
+
+
+def test_quality_page_edc():
+    at = app("quality")
+    t = read_scores_csv(LFW)
+    e = M.edc(t.s, t.label.astype(bool), t.q_min, n_random=200, random_state=0)
+    k = int(np.argmin(np.abs(e.discard - 0.2)))
+    assert any(f"FNMR {100 * e.fnmr[k]:.3f}%" in c.value for c in at.caption)
+    assert any(f"median {np.median(np.r_[t.q1, t.q2]):.4f}" in c.value for c in at.caption)
