@@ -4,13 +4,13 @@
 """
 import streamlit as st
 
-st.set_page_config(page_title="QMagFace Studio", page_icon="🧑", layout="wide")
+st.set_page_config(page_title="QMagFace Studio", page_icon=":material/face:", layout="wide")
 
 pages = [
-    st.Page("pages/compare.py", title="Compare faces", icon="🔍", default=True),
-    st.Page("pages/dataset.py", title="Dataset", icon="📊"),
-    st.Page("pages/train.py", title="Train α/β", icon="🎛️"),
-    st.Page("pages/quality.py", title="Quality", icon="✨"),
+    st.Page("pages/compare.py", title="Compare faces", icon=":material/compare:", default=True),
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/bar_chart:"),
+    st.Page("pages/train.py", title="Train α/β", icon=":material/tune:"),
+    st.Page("pages/quality.py", title="Quality", icon=":material/auto_awesome:"),
 ]
 nav = st.navigation(pages)
 nav.run()  # each page draws the shared sidebar (pages/shared.py) itself

@@ -69,6 +69,12 @@ rows = [{"image 1": res.images[p.i].name, "image 2": res.images[p.j].name, "q_mi
          "s": round(p.s, 5), "ŝ": round(p.s_hat, 5),
          "decision (ŝ)": "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject"),
          "decision (s)": "—" if p.accept_s is None else ("accept" if p.accept_s else "reject")} for p in res.pairs]
+if len(res.pairs) == 1:
+    p = res.pairs[0]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("cosine s", f"{p.s:.5f}")
+    c2.metric("QMagFace ŝ", f"{p.s_hat:.5f}")
+    c3.metric(f"decision at FMR {res.fmr:.1e}", "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject"))
 df = pd.DataFrame(rows)
 st.dataframe(df, hide_index=True, width="stretch")
 download_table(df, "comparisons.csv")

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import dataset, download_table, fmt_pct, sidebar, state
-from qmag_core.dashboard import OFFICIAL_PARAMS, fmr_bounds, heldout_effect
+from qmag_core.dashboard import OFFICIAL_PARAMS, fmr_grid, heldout_effect
 from qmag_core.errors import FMRClampWarning, QMagError
 from qmag_core.figures import omega_fit
 from qmag_core.scoring import QMagFaceTrainer
@@ -20,11 +20,7 @@ ds = dataset()
 if ds is None:
     st.stop()
 t = ds.table
-lo, hi, reason = fmr_bounds(ds.n_imposter)
-# 0.1-decade lattice aligned to decades (so 1e-4, 1e-3 … are options) plus the exact ends
-lattice = 10.0 ** (np.arange(np.floor(10 * np.log10(lo)), np.ceil(10 * np.log10(hi)) + 1) / 10)
-grid = sorted({float(f"{g:.3g}") for g in np.r_[lo, hi, lattice] if lo * (1 - 1e-9) <= g <= hi * (1 + 1e-9)})
-default = (grid[0], min(grid, key=lambda g: abs(np.log10(g) + 2)))
+grid, default, reason = fmr_grid(ds.n_imposter)
 st.caption(f"**{ds.name}** — {ds.n_genuine:,} genuine, {ds.n_imposter:,} imposter pairs" + (f". {reason}." if reason else ""))
 if ss.get("_train_ds") != ds.name:  # new dataset: new slider limits
     ss["_train_ds"] = ds.name

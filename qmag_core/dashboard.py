@@ -15,7 +15,7 @@ from .errors import QMagError
 from .scoring import QMagFaceParams, QMagFaceTrainer, qmagface_score
 
 __all__ = ["ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
-           "load_sample_dataset", "dataset_from_scores", "fmr_bounds", "heldout_effect", "summary_metrics",
+           "load_sample_dataset", "dataset_from_scores", "fmr_bounds", "fmr_grid", "heldout_effect", "summary_metrics",
            "overlap", "scale_free", "OFFICIAL_PARAMS", "REPORT_FMRS"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +144,17 @@ def fmr_bounds(n_imposter: int, lo: float = 1e-5, hi: float = 1e-2) -> tuple[flo
         lo = floor
     hi = max(hi, min(0.5, lo * 10))
     return lo, hi, reason
+
+
+def fmr_grid(n_imposter: int) -> tuple[list[float], tuple[float, float], str]:
+    """Options of the FMR range slider: a 0.1-decade lattice aligned to decades (1e-4,
+    1e-3 … are options) between the bounds of :func:`fmr_bounds`, plus its exact ends;
+    returns ``(grid, default_range, reason)``."""
+    lo, hi, reason = fmr_bounds(n_imposter)
+    lattice = 10.0 ** (np.arange(np.floor(10 * np.log10(lo)), np.ceil(10 * np.log10(hi)) + 1) / 10)
+    grid = sorted({float(f"{g:.3g}") for g in np.r_[lo, hi, lattice] if lo * (1 - 1e-9) <= g <= hi * (1 + 1e-9)})
+    default = (grid[0], min(grid, key=lambda g: abs(np.log10(g) + 2)))
+    return grid, default, reason
 
 
 def _split(table: ScoreTable, seed: int) -> np.ndarray:

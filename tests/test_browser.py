@@ -1,0 +1,167 @@
+"""Real-browser test: `streamlit run app.py` driven by Playwright in Debian's chromium.
+
+Sets two face files on the compare page and checks q1, q2, s and ŝ against qmag_core;
+moves the FMR range on the train page and checks α/β against qmag_core; saves the
+README tour screenshots (docs/screenshots/).  Skips on a user's clone without chromium;
+under CI=true a missing browser fails.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import IN_CI, ROOT
+from qmag_core.compare import compare_images, default_params
+from qmag_core.dashboard import fmr_grid
+from qmag_core.data import read_scores_csv
+from qmag_core.encoders import load_encoder
+from qmag_core.scoring import QMagFaceTrainer
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = ROOT / "docs" / "screenshots"
+FACES = ROOT / "sample_data" / "faces" / "deepface"
+
+
+def _need_browser():
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        msg = "Python playwright is not installed"
+    else:
+        msg = None if CHROMIUM else "Debian chromium is not installed (apt-get install chromium)"
+    if msg:
+        if IN_CI:
+            pytest.fail("CI=true but " + msg)
+        pytest.skip(msg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    _need_browser()
+    port = _free_port()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("streamlit did not start")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(180_000)
+        yield pg
+        browser.close()
+
+
+def _wait_idle(pg):
+    pg.wait_for_timeout(500)
+    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=180_000)
+    pg.wait_for_timeout(300)
+
+
+def _metric(pg, label: str) -> str:
+    m = pg.locator('[data-testid="stMetric"]', has_text=label).first
+    return m.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_compare_page_in_browser(server, page):
+    files = [FACES / "img3.jpg", FACES / "img4.jpg"]
+    page.goto(server)
+    page.get_by_text("Compare faces").first.wait_for()
+    _wait_idle(page)
+    page.locator('input[type="file"]').first.set_input_files([str(f) for f in files])
+    page.get_by_text("img4.jpg").first.wait_for()
+    _wait_idle(page)
+    page.get_by_text("QMagFace ŝ").first.wait_for()
+    enc = load_encoder("builtin", device="cpu")
+    ref = compare_images([str(f) for f in files], enc, names=[f.name for f in files], params=default_params("builtin"),
+                         fmr=1e-3)
+    qs = [v.inner_text().strip() for v in page.locator('[data-testid="stMetric"]', has_text="quality q")
+          .locator('[data-testid="stMetricValue"]').all()]
+    assert qs == [f"{r.quality:.4f}" for r in ref.images]
+    assert _metric(page, "cosine s") == f"{ref.pairs[0].s:.5f}"
+    assert _metric(page, "QMagFace ŝ") == f"{ref.pairs[0].s_hat:.5f}"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+
+def _alpha_beta(lo, hi):
+    t = read_scores_csv(ROOT / "sample_data" / "lfw_dev_builtin" / "scores.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = QMagFaceTrainer(mode="official", fmr_min=lo, fmr_max=hi, random_state=0).fit(t.X(), t.label)
+    return f"{tr.alpha_:.6g}", f"{tr.beta_:.6g}"
+
+
+def test_train_page_range_in_browser(server, page):
+    page.goto(server + "/train")
+    page.get_by_text("FMR range (log scale)").first.wait_for()
+    _wait_idle(page)
+    grid, default, _ = fmr_grid(2100)  # lfw-dev: 2,100 imposter pairs
+    thumbs = page.locator('[data-testid="stSlider"] input[type="range"]')  # value = option index
+    lo_i, hi_i = (int(thumbs.nth(k).input_value()) for k in (0, 1))
+    assert (grid[lo_i], grid[hi_i]) == default
+    assert (_metric(page, "α"), _metric(page, "β")) == _alpha_beta(*default)
+    thumbs.nth(0).focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    _wait_idle(page)
+    page.wait_for_function(f"() => document.querySelector('[data-testid=\"stSlider\"] input[type=\"range\"]')"
+                           f".value === '{lo_i + 3}'")
+    _wait_idle(page)
+    new = (grid[lo_i + 3], grid[hi_i])
+    want = _alpha_beta(*new)
+    page.wait_for_function(
+        "([a]) => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')].some(e => e.innerText.trim() === a)",
+        arg=[want[0]])
+    assert (_metric(page, "α"), _metric(page, "β")) == want
+    assert want != _alpha_beta(*default)
+    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+
+
+def test_tour_screenshots(server, page):
+    for path, text, name in (("/dataset", "Dataset", "dataset.png"), ("/quality", "EDC", "quality.png")):
+        page.goto(server + path)
+        page.get_by_text(text).first.wait_for()
+        _wait_idle(page)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(SHOTS / name), full_page=True)
+        assert (SHOTS / name).stat().st_size > 20_000
