@@ -333,6 +333,24 @@ def cmd_compare(a) -> int:
     return 0 if all(r.ok for r in res.images) else 1
 
 
+def cmd_explain(a) -> int:
+    from PIL import Image
+
+    from .explain import explain, render_overlay
+
+    enc = _encoder_from_args(a)
+    kw = {"steps": a.steps} if a.method == "gradient" else {"patch": a.patch, "stride": a.stride}
+    qm = explain(a.image, enc, method=a.method, aligned=a.aligned, name=os.path.basename(a.image), **kw)
+    Image.fromarray(render_overlay(qm)).save(a.out)
+    npy = a.npy or os.path.splitext(a.out)[0] + ".npy"
+    import numpy as np
+
+    np.save(npy, qm.raw)
+    print(f"{os.path.basename(a.image)}: q={qm.quality:.4f} ({enc.id}; {enc.quality})")
+    print(f"{a.method} map in {qm.seconds:.2f} s -> {a.out} (crop | overlay: red lowers q, blue raises it), raw map -> {npy}")
+    return 0
+
+
 def _scores_from_images(a):
     from .data import read_pairs, scores_from_embeddings
 
@@ -476,6 +494,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("explain", help="pixel-level quality map of one face (PNG overlay + raw .npy)")
+    p.add_argument("image")
+    p.add_argument("--out", required=True, help="PNG: aligned crop | heatmap overlay")
+    p.add_argument("--npy", default=None, help="raw map (default: next to --out)")
+    p.add_argument("--method", choices=("gradient", "occlusion"), default="gradient")
+    p.add_argument("--steps", type=int, default=64, help="integration steps (gradient)")
+    p.add_argument("--patch", type=int, default=16, help="patch size in px (occlusion)")
+    p.add_argument("--stride", type=int, default=8, help="patch stride in px (occlusion)")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("make-pairs", help="seeded genuine/imposter pairs for a folder-per-identity image set")
     p.add_argument("--images", required=True)

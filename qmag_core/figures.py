@@ -148,3 +148,24 @@ def face_overlay(image: np.ndarray, box, landmarks) -> go.Figure:
     fig.update_layout(height=300, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
                       xaxis=dict(visible=False), yaxis=dict(visible=False))
     return fig
+
+
+def plq_figure(qm) -> go.Figure:
+    """Aligned crop and its pixel-level quality map overlaid (red lowers q, blue raises
+    it; colours scaled by the 99th percentile of |map|)."""
+    from .explain import display_values
+
+    v = display_values(qm)
+    fig = make_subplots(1, 2, subplot_titles=("aligned face", f"{qm.method} map (q = {qm.quality:.4f})"),
+                        horizontal_spacing=0.02)
+    fig.add_trace(go.Image(z=qm.crop), 1, 1)
+    grey = np.repeat(qm.crop.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+    fig.add_trace(go.Image(z=grey, opacity=0.55), 1, 2)
+    fig.add_trace(go.Heatmap(z=v, colorscale="RdBu", zmin=-1, zmax=1, zmid=0, opacity=0.75,
+                             colorbar=dict(title="raises q ↑ / lowers q ↓", len=0.8),
+                             hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>"), 1, 2)
+    for c in (1, 2):
+        fig.update_xaxes(visible=False, row=1, col=c)
+        fig.update_yaxes(visible=False, autorange="reversed", scaleanchor=f"x{c if c > 1 else ''}", row=1, col=c)
+    fig.update_layout(height=380, margin=dict(l=0, r=0, t=40, b=0))
+    return fig

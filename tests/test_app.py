@@ -153,3 +153,18 @@ def test_quality_page_edc():
     k = int(np.argmin(np.abs(e.discard - 0.2)))
     assert any(f"FNMR {100 * e.fnmr[k]:.3f}%" in c.value for c in at.caption)
     assert any(f"median {np.median(np.r_[t.q1, t.q2]):.4f}" in c.value for c in at.caption)
+
+
+def test_quality_page_plq_map(enc):
+    from qmag_core.explain import explain
+
+    at = app("quality")
+    data = _jpeg(FACES / "img5.jpg")
+    at.file_uploader(key="plq_upload").set_value(("face.jpg", data, "image/jpeg")).run()
+    assert not at.exception
+    ref = explain(data, enc, method="gradient", name="face.jpg")
+    assert any(f"face.jpg: q = {ref.quality:.4f}" in c.value for c in at.caption)
+    wall = io.BytesIO()
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(wall, "PNG")
+    at.file_uploader(key="plq_upload").set_value(("wall.png", wall.getvalue(), "image/png")).run()
+    assert any("wall.png: no face detected" in e.value for e in at.error)

@@ -54,7 +54,8 @@ class Encoder:
     quality: str
 
     def __init__(self, net, *, id: str, spec: CropSpec, dim: int, quality: str, key: str,
-                 preprocess: Callable, device: str = "cpu", fp16: bool = False, flip: bool = False):
+                 preprocess: Callable, torch_pre: Callable, device: str = "cpu", fp16: bool = False,
+                 flip: bool = False):
         import torch
 
         self.id, self.spec, self.dim, self.quality, self.key = id, spec, dim, quality, key
@@ -62,6 +63,7 @@ class Encoder:
         self.fp16 = bool(fp16) and self.device.startswith("cuda")
         self.flip = flip
         self._pre = preprocess
+        self._torch_pre = torch_pre
         self.net = net.to(self.device).eval()
         if self.fp16:
             self.net = self.net.half()
@@ -76,6 +78,19 @@ class Encoder:
         x = self._torch.from_numpy(x).to(self.device)
         return x.half() if self.fp16 else x
 
+    def torch_input(self, px):
+        """Differentiable preprocessing: RGB pixels (B, 3, S, S) in 0–255 → network input."""
+        x = self._torch_pre(px)
+        return x.half() if self.fp16 else x
+
+    def embedding(self, x):
+        """Raw embedding tensor (B, dim) of a network input (differentiable); the
+        quality q is its L2 norm."""
+        e = self.net(x).float()
+        if self.flip:
+            e = e + self.net(self._torch.flip(x, dims=[3])).float()
+        return e
+
     def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Raw embeddings (B, dim) float32 of aligned RGB uint8 crops (B, S, S, 3).
 
@@ -86,11 +101,7 @@ class Encoder:
         out = []
         with self._torch.inference_mode():
             for k in range(0, crops.shape[0], batch_size):
-                x = self.tensor(crops[k:k + batch_size])
-                e = self.net(x).float()
-                if self.flip:
-                    e = e + self.net(self._torch.flip(x, dims=[3])).float()
-                out.append(e.cpu().numpy())
+                out.append(self.embedding(self.tensor(crops[k:k + batch_size])).cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
 
@@ -103,6 +114,14 @@ def _faceapi_pre(crops: np.ndarray) -> np.ndarray:
 def _magface_pre(crops: np.ndarray) -> np.ndarray:
     """MagFace inference: BGR channel order, ToTensor scaling to [0, 1], no mean/std."""
     return np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def _faceapi_torch(px):
+    return px
+
+
+def _magface_torch(px):
+    return px.flip(1) / 255.0  # RGB -> BGR, [0, 1]
 
 
 # ------------------------------------------------------------------------- factories
@@ -121,7 +140,7 @@ def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
     return Encoder(load_faceapi_net(), id="builtin-raw", spec=DLIB_150, dim=128,
                    quality="length of the raw faceRecognitionNet descriptor (weak quality proxy)",
                    key=f"builtin-raw-{WEIGHTS_SHA256[:16]}{'-flip' if flip else ''}",
-                   preprocess=_faceapi_pre, device=device, fp16=fp16, flip=flip)
+                   preprocess=_faceapi_pre, torch_pre=_faceapi_torch, device=device, fp16=fp16, flip=flip)
 
 
 def _builtin(*, device="auto", fp16=False, flip=False, **_):
@@ -141,7 +160,7 @@ def _magface(*, checkpoint=None, arch="iresnet100", device="auto", fp16=False, f
     net = load_magface_checkpoint(checkpoint, arch)
     return Encoder(net, id="magface", spec=ARCFACE_112, dim=512, quality="MagFace embedding length ||e||",
                    key=f"magface-{arch}-{_file_key(checkpoint)}{'-flip' if flip else ''}",
-                   preprocess=_magface_pre, device=device, fp16=fp16, flip=flip)
+                   preprocess=_magface_pre, torch_pre=_magface_torch, device=device, fp16=fp16, flip=flip)
 
 
 ENCODERS: dict[str, Callable[..., Encoder]] = {
