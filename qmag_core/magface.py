@@ -1,0 +1,248 @@
+"""The MagFace loss and a MagFace quality head for a frozen backbone.
+
+MagFace (Meng et al., CVPR 2021) makes the embedding length a = ‖e‖ a quality measure:
+
+* magnitude-aware angular margin m(a) = (u_m − l_m)/(u_a − l_a)·(a − l_a) + l_m, with a
+  clipped to [l_a, u_a]: high-quality (long) embeddings must sit closer to their class;
+* ArcFace-style logits s·cos(θ_y + m(a)) for the true class, s·cos θ_j for the others;
+* regulariser g(a) = 1/a + a/u_a², weighted by λ_g, whose minimum on [l_a, u_a] is at
+  a = u_a: without the margin pressure every embedding would grow to u_a.
+
+Defaults are MagFace's: l_a=10, u_a=110, l_m=0.45, u_m=0.8, λ_g=35, s=64.
+
+:class:`QualityHead` maps a frozen backbone's pooled features to an embedding trained
+with this loss; only its *length* is used as the quality (the identity direction stays
+the backbone's, so recognition accuracy is untouched).  All randomness goes through an
+explicit ``torch.Generator`` seeded by ``seed``; same seed → identical weights on CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import QMagError
+
+__all__ = ["MagFaceConfig", "magnitude_margin", "magnitude_regulariser", "MagFaceLoss", "QualityHead",
+           "train_quality_head", "load_quality_head"]
+
+
+@dataclass(frozen=True)
+class MagFaceConfig:
+    l_a: float = 10.0
+    u_a: float = 110.0
+    l_m: float = 0.45
+    u_m: float = 0.8
+    lambda_g: float = 35.0
+    scale: float = 64.0
+
+
+def magnitude_margin(a: torch.Tensor, cfg: MagFaceConfig = MagFaceConfig()) -> torch.Tensor:
+    """m(a) = (u_m − l_m)/(u_a − l_a)·(clip(a, l_a, u_a) − l_a) + l_m (radians)."""
+    a = a.clamp(cfg.l_a, cfg.u_a)
+    return (cfg.u_m - cfg.l_m) / (cfg.u_a - cfg.l_a) * (a - cfg.l_a) + cfg.l_m
+
+
+def magnitude_regulariser(a: torch.Tensor, cfg: MagFaceConfig = MagFaceConfig()) -> torch.Tensor:
+    """g(a) = 1/a + a/u_a² (minimum at a = u_a on [l_a, u_a])."""
+    return 1.0 / a + a / cfg.u_a ** 2
+
+
+class MagFaceLoss(nn.Module):
+    """MagFace classification loss with a learnable class-centre matrix W (C, D).
+
+    ``forward(embeddings (B, D), labels (B,))`` returns ``(loss, parts)`` with the
+    cross-entropy and regulariser terms in ``parts``; a is clipped to [l_a, u_a] as in
+    MagFace.  When θ + m(a) would exceed π the margin is replaced by the usual ArcFace
+    fallback cos θ − m·sin m, keeping the target logit monotone in θ.
+    """
+
+    def __init__(self, n_classes: int, dim: int, cfg: MagFaceConfig = MagFaceConfig(), *,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.cfg = cfg
+        w = torch.empty(n_classes, dim)
+        nn.init.normal_(w, 0.0, 0.01, generator=generator)
+        self.weight = nn.Parameter(w)
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor):
+        cfg = self.cfg
+        a = emb.norm(dim=1).clamp(cfg.l_a, cfg.u_a)
+        cos = F.linear(F.normalize(emb), F.normalize(self.weight)).clamp(-1 + 1e-7, 1 - 1e-7)
+        m = magnitude_margin(a, cfg)
+        cos_y = cos.gather(1, labels[:, None]).squeeze(1)
+        sin_y = torch.sqrt(1.0 - cos_y ** 2)
+        target = cos_y * torch.cos(m) - sin_y * torch.sin(m)
+        fallback = cos_y - m * torch.sin(m)
+        target = torch.where(cos_y > torch.cos(math.pi - m), target, fallback)
+        logits = cos.scatter(1, labels[:, None], target[:, None]) * cfg.scale
+        ce = F.cross_entropy(logits, labels)
+        reg = magnitude_regulariser(a, cfg).mean()
+        return ce + cfg.lambda_g * reg, {"ce": float(ce.detach()), "reg": float(reg.detach()),
+                                         "mean_a": float(a.detach().mean())}
+
+
+class QualityHead(nn.Module):
+    """Linear + BatchNorm1d on frozen backbone features; its output length is q."""
+
+    def __init__(self, in_dim: int = 256, dim: int = 128):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, dim)
+        self.bn = nn.BatchNorm1d(dim)
+        self.in_dim, self.dim = in_dim, dim
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.fc(f))
+
+    def reset(self, generator: torch.Generator) -> "QualityHead":
+        nn.init.normal_(self.fc.weight, 0.0, 1.0 / math.sqrt(self.in_dim), generator=generator)
+        nn.init.zeros_(self.fc.bias)
+        nn.init.ones_(self.bn.weight)
+        nn.init.constant_(self.bn.bias, 1.0)
+        return self
+
+
+def train_quality_head(features: np.ndarray, labels: np.ndarray, *, epochs: int = 30, batch_size: int = 512,
+                       lr: float = 0.05, dim: int = 128, seed: int = 0, cfg: MagFaceConfig = MagFaceConfig(),
+                       device: str = "cpu", checkpoint: str | Path | None = None, log: str | Path | None = None,
+                       progress: Callable[[int, int, dict], None] | None = None) -> tuple[QualityHead, list[dict]]:
+    """Train a :class:`QualityHead` with the MagFace loss on cached backbone features.
+
+    ``features`` (N, F) float32, ``labels`` (N,) int class ids.  SGD with momentum and a
+    cosine learning-rate schedule; shuffling and initialisation use one seeded
+    ``torch.Generator``.  With ``checkpoint`` the state is saved after every epoch and a
+    run resumes from it; ``log`` receives the per-epoch JSON log.
+    """
+    x = torch.as_tensor(np.asarray(features, np.float32))
+    uniq, y_np = np.unique(np.asarray(labels), return_inverse=True)
+    if uniq.size < 2:
+        raise QMagError(f"MagFace training needs at least 2 identities, got {uniq.size}")
+    y = torch.as_tensor(y_np.astype(np.int64))
+    n = x.shape[0]
+    g = torch.Generator().manual_seed(int(seed))
+    head = QualityHead(x.shape[1], dim).reset(g)
+    loss_fn = MagFaceLoss(int(uniq.size), dim, cfg, generator=g)
+    params = list(head.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    history: list[dict] = []
+    start = 0
+    ck = Path(checkpoint) if checkpoint else None
+    if ck is not None and ck.is_file():
+        state = torch.load(ck, map_location="cpu", weights_only=True)
+        head.load_state_dict(state["head"])
+        loss_fn.load_state_dict(state["loss"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        g.set_state(state["rng"])
+        start = int(state["epoch"])
+        history = json.loads(bytes(state["history"].tolist()).decode()) if "history" in state else []
+    head.to(device)
+    loss_fn.to(device)
+    for ep in range(start, epochs):
+        t0 = time.perf_counter()
+        head.train()
+        perm = torch.randperm(n, generator=g)
+        tot, parts = 0.0, {"ce": 0.0, "reg": 0.0, "mean_a": 0.0}
+        nb = 0
+        for k in range(0, n, batch_size):
+            idx = perm[k:k + batch_size]
+            if idx.numel() < 2:
+                continue
+            emb = head(x[idx].to(device))
+            loss, p = loss_fn(emb, y[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach())
+            for key in parts:
+                parts[key] += p[key]
+            nb += 1
+        sched.step()
+        rec = {"epoch": ep + 1, "loss": tot / nb, **{k: v / nb for k, v in parts.items()},
+               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        if ck is not None:
+            torch.save({"head": head.state_dict(), "loss": loss_fn.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": g.get_state(), "epoch": ep + 1,
+                        "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)}, ck)
+        if log is not None:
+            Path(log).write_text(json.dumps({"config": asdict(cfg), "seed": seed, "epochs": epochs, "lr": lr,
+                                             "batch_size": batch_size, "dim": dim, "history": history}, indent=2))
+        if progress is not None:
+            progress(ep + 1, epochs, rec)
+    head.eval()
+    return head.cpu(), history
+
+
+def save_quality_head(head: QualityHead, path: str | Path, meta: dict | None = None) -> None:
+    """Save tensors only (loadable with ``torch.load(..., weights_only=True)``)."""
+    torch.save({"state_dict": head.state_dict(), "in_dim": torch.tensor(head.in_dim), "dim": torch.tensor(head.dim),
+                "meta": torch.tensor(list(json.dumps(meta or {}).encode()), dtype=torch.uint8)}, path)
+
+
+def load_quality_head(path: str | Path) -> tuple[QualityHead, dict]:
+    try:
+        d = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure is a bad head file
+        raise QMagError(f"{path}: not a quality-head file ({str(e).splitlines()[0][:200]})") from None
+    head = QualityHead(int(d["in_dim"]), int(d["dim"]))
+    head.load_state_dict(d["state_dict"])
+    return head.eval(), json.loads(bytes(d["meta"].tolist()).decode())
+
+
+def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Pooled features (N, F) of the encoder's backbone for aligned crops (the layer
+    before its final projection; for the built-in network the 256-d average pool)."""
+    net = encoder.net
+    if not hasattr(net, "features") or not callable(getattr(net, "features")):
+        raise QMagError(f"encoder {encoder.id!r} exposes no backbone features for a quality head")
+    out = []
+    with torch.inference_mode():
+        for k in range(0, len(crops), batch_size):
+            out.append(net.features(encoder.tensor(np.asarray(crops[k:k + batch_size]))).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
+
+
+def build_training_set(root, encoder, *, n_degraded: int = 4, seed: int = 0, aligned: bool = False,
+                       detector=None, kinds=None, progress=None) -> dict:
+    """Backbone features of every image under ``root`` (one folder per identity) and of
+    ``n_degraded`` seeded degraded copies each.  Returns arrays ``features``, ``labels``
+    (identity index), ``severity`` (0 for clean), ``kind`` ('' for clean), ``paths`` and
+    the ``failed`` images."""
+    from .align import ARCFACE_112, FaceDetector, ImageError, NoFaceError, detect_and_align
+    from .degrade import KINDS, random_degradations
+    from .embed import list_images
+
+    kinds = tuple(kinds or KINDS)
+    paths = [p for p in list_images(root) if "/" in p]
+    if not paths:
+        raise QMagError(f"{root}: no images in identity sub-folders")
+    if detector is None and not aligned:
+        detector = FaceDetector(device=encoder.device)
+    rng = np.random.default_rng(seed)
+    ids = sorted({p.split("/")[0] for p in paths})
+    id_index = {n: k for k, n in enumerate(ids)}
+    crops, labels, sev, kind, src, failed = [], [], [], [], [], []
+    for k, p in enumerate(paths):
+        try:
+            a = detect_and_align(str(Path(root) / p), detector, encoder.spec, aligned=aligned, aligned_spec=ARCFACE_112)
+        except (ImageError, NoFaceError) as e:
+            failed.append(str(e))
+            continue
+        crops.append(a.crop); labels.append(id_index[p.split("/")[0]]); sev.append(0.0); kind.append(""); src.append(p)  # noqa: E702
+        for img, kd, sv in random_degradations(a.crop, n_degraded, rng, kinds):
+            crops.append(img); labels.append(id_index[p.split("/")[0]]); sev.append(sv); kind.append(kd); src.append(p)  # noqa: E702
+        if progress is not None:
+            progress(k + 1, len(paths))
+    feats = backbone_features(encoder, np.stack(crops))
+    return {"features": feats, "labels": np.asarray(labels), "severity": np.asarray(sev, np.float32),
+            "kind": np.asarray(kind, str), "paths": np.asarray(src, str), "failed": failed, "identities": ids}
