@@ -198,14 +198,20 @@ def _load_npz(p: str) -> Embeddings:
         return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""))
 
 
+def _read_text(p: str, expected: str) -> str:
+    """A file's UTF-8 text, or a DataFormatError that says what was expected."""
+    try:
+        return Path(p).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataFormatError(f"not a text file (expected {expected})", path=p) from None
+    except OSError as e:
+        raise DataFormatError(f"cannot read ({e.strerror})", path=p) from None
+
+
 def read_feat_list(path: str | os.PathLike) -> Embeddings:
     """MagFace ``feat.list``: each line ``path v1 v2 … vD`` (space separated)."""
     p = str(path)
-    try:
-        text = Path(p).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataFormatError("not a text file (expected 'path v1 … vD' lines)", path=p) from None
-    lines = text.splitlines()
+    lines = _read_text(p, "'path v1 … vD' lines").splitlines()
     rows = [(k + 1, ln) for k, ln in enumerate(lines) if ln.strip()]
     if not rows:
         raise DataFormatError("empty file (expected 'path v1 … vD' lines)", path=p)
@@ -305,11 +311,7 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
     XQLFW-style lists); ``fold`` is -1 when no fold structure can be seen.
     """
     p = str(path)
-    try:
-        text = Path(p).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataFormatError("not a text pairs file", path=p) from None
-    lines = text.splitlines()
+    lines = _read_text(p, "an LFW pairs.txt").splitlines()
     recs = [(k + 1, ln.split()) for k, ln in enumerate(lines) if ln.strip()]
     if not recs:
         raise DataFormatError("empty pairs file", path=p)
