@@ -91,19 +91,25 @@ class MagFaceLoss(nn.Module):
 
 
 class QualityHead(nn.Module):
-    """Linear + BatchNorm1d on frozen backbone features; its output length is q."""
+    """Head on frozen backbone features whose output length is q: Linear + BatchNorm1d,
+    or with ``hidden`` > 0 an MLP (Linear → BN → PReLU → Linear → BN)."""
 
-    def __init__(self, in_dim: int = 256, dim: int = 128):
+    def __init__(self, in_dim: int = 256, dim: int = 128, hidden: int = 0):
         super().__init__()
-        self.fc = nn.Linear(in_dim, dim)
+        self.in_dim, self.dim, self.hidden = in_dim, dim, hidden
+        if hidden:
+            self.pre = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.PReLU(hidden))
+        self.fc = nn.Linear(hidden or in_dim, dim)
         self.bn = nn.BatchNorm1d(dim)
-        self.in_dim, self.dim = in_dim, dim
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.fc(f))
+        return self.bn(self.fc(self.pre(f) if self.hidden else f))
 
     def reset(self, generator: torch.Generator) -> "QualityHead":
-        nn.init.normal_(self.fc.weight, 0.0, 1.0 / math.sqrt(self.in_dim), generator=generator)
+        if self.hidden:
+            nn.init.normal_(self.pre[0].weight, 0.0, 1.0 / math.sqrt(self.in_dim), generator=generator)
+            nn.init.zeros_(self.pre[0].bias)
+        nn.init.normal_(self.fc.weight, 0.0, 1.0 / math.sqrt(self.hidden or self.in_dim), generator=generator)
         nn.init.zeros_(self.fc.bias)
         nn.init.ones_(self.bn.weight)
         nn.init.constant_(self.bn.bias, 1.0)
@@ -111,7 +117,7 @@ class QualityHead(nn.Module):
 
 
 def train_quality_head(features: np.ndarray, labels: np.ndarray, *, epochs: int = 30, batch_size: int = 512,
-                       lr: float = 0.05, dim: int = 128, seed: int = 0, cfg: MagFaceConfig = MagFaceConfig(),
+                       lr: float = 0.05, dim: int = 128, hidden: int = 0, seed: int = 0, cfg: MagFaceConfig = MagFaceConfig(),
                        device: str = "cpu", checkpoint: str | Path | None = None, log: str | Path | None = None,
                        progress: Callable[[int, int, dict], None] | None = None) -> tuple[QualityHead, list[dict]]:
     """Train a :class:`QualityHead` with the MagFace loss on cached backbone features.
@@ -128,7 +134,7 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, epochs: int 
     y = torch.as_tensor(y_np.astype(np.int64))
     n = x.shape[0]
     g = torch.Generator().manual_seed(int(seed))
-    head = QualityHead(x.shape[1], dim).reset(g)
+    head = QualityHead(x.shape[1], dim, hidden).reset(g)
     loss_fn = MagFaceLoss(int(uniq.size), dim, cfg, generator=g)
     params = list(head.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -186,6 +192,7 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, epochs: int 
 def save_quality_head(head: QualityHead, path: str | Path, meta: dict | None = None) -> None:
     """Save tensors only (loadable with ``torch.load(..., weights_only=True)``)."""
     torch.save({"state_dict": head.state_dict(), "in_dim": torch.tensor(head.in_dim), "dim": torch.tensor(head.dim),
+                "hidden": torch.tensor(head.hidden),
                 "meta": torch.tensor(list(json.dumps(meta or {}).encode()), dtype=torch.uint8)}, path)
 
 
@@ -194,7 +201,7 @@ def load_quality_head(path: str | Path) -> tuple[QualityHead, dict]:
         d = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure is a bad head file
         raise QMagError(f"{path}: not a quality-head file ({str(e).splitlines()[0][:200]})") from None
-    head = QualityHead(int(d["in_dim"]), int(d["dim"]))
+    head = QualityHead(int(d["in_dim"]), int(d["dim"]), int(d.get("hidden", 0)))
     head.load_state_dict(d["state_dict"])
     return head.eval(), json.loads(bytes(d["meta"].tolist()).decode())
 
