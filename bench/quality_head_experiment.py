@@ -6,7 +6,7 @@ dev folds 5–7 only (identity-disjoint): Spearman(q, −severity) pooled and pe
 (including the held-out kind) for each head variant vs the raw descriptor length.
 
     python bench/quality_head_experiment.py [--held-out exposure] [--epochs 30]
-        [--variants linear:0,mlp:512] [--cache feats.npz]
+        [--variants linear:0,mlp:512] [--features pooled|multi] [--cache feats.npz]
 """
 from __future__ import annotations
 
@@ -39,9 +39,10 @@ def build(a, enc):
         m = pairs.fold <= 3
         for n in sorted({p.split("/")[0] for p in np.r_[pairs.path1[m], pairs.path2[m]]}):
             shutil.copytree(SHARED / "lfw" / "images" / n, train_dir / n)  # rglob does not follow dir symlinks
-        parts = [build_training_set(SHARED / "glint24", enc, aligned=True, seed=a.seed, kinds=kinds),
-                 build_training_set(SHARED / "orl", enc, seed=a.seed + 1, kinds=kinds),
-                 build_training_set(train_dir, enc, seed=a.seed + 2, kinds=kinds)]
+        kw = dict(kinds=kinds, feature_kind=a.features)
+        parts = [build_training_set(SHARED / "glint24", enc, aligned=True, seed=a.seed, **kw),
+                 build_training_set(SHARED / "orl", enc, seed=a.seed + 1, **kw),
+                 build_training_set(train_dir, enc, seed=a.seed + 2, **kw)]
     off, feats, labels = 0, [], []
     for p in parts:
         feats.append(p["features"])
@@ -60,7 +61,7 @@ def build(a, enc):
             s = float(rng.uniform(0.1, 1.0))
             imgs.append(degrade(crop, k, s, rng)); sev.append(s); kind.append(k)  # noqa: E702
     imgs = np.stack(imgs)
-    f = backbone_features(enc, imgs)
+    f = backbone_features(enc, imgs, kind=a.features)
     q_raw = np.linalg.norm(enc.embed(imgs), axis=1)
     print(f"features built in {time.time() - t0:.0f} s")
     return X, Y, f, np.asarray(sev), np.asarray(kind), q_raw
@@ -79,6 +80,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="npz with train/eval features (reused when present)")
+    ap.add_argument("--features", choices=("pooled", "multi"), default="pooled",
+                    help="head input: the 256-d pooled layer, or per-stage mean/std + pooled (704-d)")
     ap.add_argument("--variants", default="linear:0,mlp:512", help="head variants name:hidden[,...]")
     a = ap.parse_args()
     enc = load_encoder("builtin-raw", device="cpu")

@@ -206,21 +206,23 @@ def load_quality_head(path: str | Path) -> tuple[QualityHead, dict]:
     return head.eval(), json.loads(bytes(d["meta"].tolist()).decode())
 
 
-def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Pooled features (N, F) of the encoder's backbone for aligned crops (the layer
-    before its final projection; for the built-in network the 256-d average pool)."""
+def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64, kind: str = "pooled") -> np.ndarray:
+    """Backbone features (N, F) for aligned crops: ``pooled`` = the layer before the final
+    projection (256-d for the built-in network); ``multi`` = per-stage mean and std
+    plus that layer (704-d, see ``FaceRecognitionNet.quality_features``)."""
     net = encoder.net
-    if not hasattr(net, "features") or not callable(getattr(net, "features")):
-        raise QMagError(f"encoder {encoder.id!r} exposes no backbone features for a quality head")
+    fn = getattr(net, "features" if kind == "pooled" else "quality_features", None)
+    if fn is None or not callable(fn):
+        raise QMagError(f"encoder {encoder.id!r} exposes no {kind!r} backbone features for a quality head")
     out = []
     with torch.inference_mode():
         for k in range(0, len(crops), batch_size):
-            out.append(net.features(encoder.tensor(np.asarray(crops[k:k + batch_size]))).float().cpu().numpy())
+            out.append(fn(encoder.tensor(np.asarray(crops[k:k + batch_size]))).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
 
 
 def build_training_set(root, encoder, *, n_degraded: int = 4, seed: int = 0, aligned: bool = False,
-                       detector=None, kinds=None, progress=None) -> dict:
+                       detector=None, kinds=None, progress=None, feature_kind: str = "pooled") -> dict:
     """Backbone features of every image under ``root`` (one folder per identity) and of
     ``n_degraded`` seeded degraded copies each.  Returns arrays ``features``, ``labels``
     (identity index), ``severity`` (0 for clean), ``kind`` ('' for clean), ``paths`` and
@@ -250,6 +252,6 @@ def build_training_set(root, encoder, *, n_degraded: int = 4, seed: int = 0, ali
             crops.append(img); labels.append(id_index[p.split("/")[0]]); sev.append(sv); kind.append(kd); src.append(p)  # noqa: E702
         if progress is not None:
             progress(k + 1, len(paths))
-    feats = backbone_features(encoder, np.stack(crops))
+    feats = backbone_features(encoder, np.stack(crops), kind=feature_kind)
     return {"features": feats, "labels": np.asarray(labels), "severity": np.asarray(sev, np.float32),
             "kind": np.asarray(kind, str), "paths": np.asarray(src, str), "failed": failed, "identities": ids}

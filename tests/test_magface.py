@@ -151,3 +151,22 @@ def test_cli_train_magface(tmp_path):
     import json
     log = json.loads((tmp_path / "head.pt.log.json").read_text())
     assert [h["epoch"] for h in log["history"]] == [1, 2, 3]
+
+
+def test_backbone_feature_kinds():
+    from pathlib import Path
+
+    from qmag_core.encoders import load_encoder
+    from qmag_core.magface import backbone_features
+
+    enc = load_encoder("builtin-raw", device="cpu")
+    crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
+    pooled = backbone_features(enc, crops)
+    multi = backbone_features(enc, crops, kind="multi")
+    assert pooled.shape == (5, 256) and multi.shape == (5, 704)
+    np.testing.assert_allclose(multi[:, -256:], pooled, atol=1e-5)  # the pooled layer is included
+    assert (multi[:, 32:64] >= 0).all()  # per-stage standard deviations
+    # the descriptor itself is fc(pooled): the head never changes the identity direction
+    with torch.inference_mode():
+        d = enc.net.fc(torch.from_numpy(pooled)).numpy()
+    np.testing.assert_allclose(d, enc.embed(crops), atol=1e-4)

@@ -104,6 +104,23 @@ class FaceRecognitionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
 
+    #: blocks after which a stage ends (32, 64, 128 channels) for :meth:`quality_features`
+    STAGE_ENDS = (2, 6, 9)
+
+    def quality_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 704) features for a quality head: spatial mean and standard deviation of
+        the 32-, 64- and 128-channel stage outputs (texture and sharpness survive here)
+        plus the final 256-d pooled descriptor layer — one forward pass."""
+        x = (x - self.mean) / 255.0
+        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
+        parts = []
+        for k, b in enumerate(self.blocks):
+            x = b(x)
+            if k in self.STAGE_ENDS:
+                parts += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
+        parts.append(x.mean(dim=(2, 3)))
+        return torch.cat(parts, dim=1)
+
 
 def decode_weights(bin_path=WEIGHTS_BIN, manifest_path=MANIFEST) -> dict[str, np.ndarray]:
     """Decode the tfjs weight file into float32 arrays keyed by manifest name."""
