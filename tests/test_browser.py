@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import warnings
@@ -26,7 +27,9 @@ from qmag_core.encoders import load_encoder
 from qmag_core.scoring import QMagFaceTrainer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SHOTS = ROOT / "docs" / "screenshots"
+# README tour screenshots: refreshed in docs/ only on request (QMAG_UPDATE_SCREENSHOTS=1)
+SHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("QMAG_UPDATE_SCREENSHOTS") == "1"
+         else Path(tempfile.gettempdir()) / "qmag-screenshots")
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
 
