@@ -204,6 +204,13 @@ def _expit(x: np.ndarray) -> np.ndarray:
     return expit(x)
 
 
+def _top_with_ties(values: np.ndarray, m0: int) -> np.ndarray:
+    """``values`` sorted descending, cut after the ``m0``-th largest, ties to it kept."""
+    w = np.sort(values)[::-1]
+    cut = w[m0 - 1]
+    return w[: np.searchsorted(-w, -cut, side="right")]
+
+
 def _select_top_window(u_imp: np.ndarray, m0: int, transform: Callable | None):
     """Imposters that can set a threshold: the top ``m0`` by transformed score, with ties.
 
@@ -216,10 +223,7 @@ def _select_top_window(u_imp: np.ndarray, m0: int, transform: Callable | None):
     n = u_imp.shape[0]
     tf = transform if transform is not None else (lambda x: x)
     if n <= max(4 * m0, 65536):
-        w = tf(u_imp)
-        w = np.sort(w)[::-1]
-        cut = w[m0 - 1]
-        return w[: np.searchsorted(-w, -cut, side="right")], -np.inf
+        return _top_with_ties(tf(u_imp), m0), -np.inf
     # Guess a raw cutoff from a deterministic strided sample, then verify it.
     stride = max(1, n // 16384)
     sample = u_imp[::stride]
@@ -229,17 +233,13 @@ def _select_top_window(u_imp: np.ndarray, m0: int, transform: Callable | None):
         c = np.partition(sample, k - rank)[k - rank]
         cand = u_imp[u_imp >= c]
         if cand.shape[0] > m0:
-            w = np.sort(tf(cand))[::-1]
-            cut = w[m0 - 1]
+            w = _top_with_ties(tf(cand), m0)
             # Every excluded score is < c, so (tf monotone) transforms to at most
             # tf(prev(c)); the window is exact when that is strictly below the cut.
-            below = tf(np.array([np.nextafter(c, -np.inf)]))[0]
-            if below < cut:
-                return w[: np.searchsorted(-w, -cut, side="right")], c
+            if tf(np.array([np.nextafter(c, -np.inf)]))[0] < w[-1]:
+                return w, c
         rank *= 4
-    w = np.sort(tf(u_imp))[::-1]
-    cut = w[m0 - 1]
-    return w[: np.searchsorted(-w, -cut, side="right")], -np.inf
+    return _top_with_ties(tf(u_imp), m0), -np.inf
 
 
 def _operating_points(
