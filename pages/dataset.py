@@ -63,7 +63,6 @@ with st.expander("Bring your own data", expanded=False):
         pairs_path = st.text_input("pairs file (under the data root)", key="srv_pairs")
         if st.button("Embed and load", key="load_srv"):
             try:
-                from qmag_core.data import Pairs  # noqa: F401
                 from qmag_core.embed import embed_files
 
                 root = resolve_under_roots(folder)
@@ -73,7 +72,7 @@ with st.expander("Bring your own data", expanded=False):
                 emb = embed_files(paths, root, encoder(), progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"))
                 t, rep = scores_from_embeddings(emb, pairs, encoder=encoder().id)
                 q = {p: float(v) for p, v, ok in zip(emb.paths, emb.quality, emb.ok) if ok}
-                _add(root.name, Dataset(root.name, t, root, None, q, encoder().id,
+                _add(root.name, Dataset(root.name, t, root, q, encoder().id,
                                         [f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing/failed images)"]))
             except (QMagError, OSError) as e:
                 st.error(f"Not loaded: {e}")

@@ -82,7 +82,6 @@ class Dataset:
     name: str
     table: ScoreTable
     image_root: Path | None = None
-    pair_paths: tuple | None = None      # (path1, path2) arrays aligned with table rows
     image_quality: dict = field(default_factory=dict)  # image path -> q (for galleries)
     encoder: str | None = None
     notes: list = field(default_factory=list)
@@ -122,12 +121,7 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
     if rep["n_scored"] < rep["n_pairs"]:
         notes.append(f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing image or failed embedding)")
     q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist()) if ok}
-    from .data import pairs_to_indices
-
-    idx, found = pairs_to_indices(pairs, emb)
-    valid = found.copy()
-    valid[found] = emb.ok[idx[found, 0]] & emb.ok[idx[found, 1]]
-    return Dataset(d.name, t, root, (pairs.path1[valid], pairs.path2[valid]), q, encoder.id, notes)
+    return Dataset(d.name, t, root, q, encoder.id, notes)
 
 
 # ----------------------------------------------------------------------- training
