@@ -1,8 +1,6 @@
 """State, cached loaders and the sidebar shared by all pages (no page of its own)."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import streamlit as st

@@ -8,10 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import dataset, download_table, fmt_pct, sidebar, state
+from qmag_core.compare import operating_points
 from qmag_core.dashboard import OFFICIAL_PARAMS, fmr_grid, heldout_effect
 from qmag_core.errors import FMRClampWarning, QMagError
 from qmag_core.figures import omega_fit
-from qmag_core.scoring import QMagFaceTrainer
+from qmag_core.scoring import QMagFaceTrainer, qmagface_score
 
 sidebar()
 st.title("Train α/β")
@@ -124,9 +125,6 @@ except QMagError as e:
 
 params = tr.params(encoder=ds.encoder, trained_on={"dataset": ds.name, "n_genuine": tr.n_genuine_,
                                                    "n_imposter": tr.n_imposter_})
-from qmag_core.compare import operating_points  # noqa: E402
-from qmag_core.scoring import qmagface_score  # noqa: E402
-
 params.operating_points = operating_points(t.s, qmagface_score(t.s, t.q_min, tr.alpha_, tr.beta_), t.label)
 c1, c2 = st.columns(2)
 c1.download_button("Download params JSON", json.dumps(params.to_dict(), indent=2, default=float).encode(),
