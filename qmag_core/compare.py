@@ -6,6 +6,7 @@ Used by ``python -m qmag_core compare`` and the dashboard's compare page.  A fai
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -97,7 +98,16 @@ def threshold_at_fmr(params: QMagFaceParams | None, fmr: float) -> tuple[float |
 
 
 def default_params(encoder_id: str) -> QMagFaceParams | None:
-    """The parameter set shipped for an encoder (``qmag_core/assets/params/<id>.json``)."""
+    """The parameter set shipped for an encoder (``qmag_core/assets/params/<id>.json``);
+    the file is read once, each call returns its own copy."""
+    import copy
+
+    p = _shipped_params(encoder_id)
+    return copy.deepcopy(p) if p is not None else None
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_params(encoder_id: str) -> QMagFaceParams | None:
     from pathlib import Path
 
     p = Path(__file__).resolve().parent / "assets" / "params" / f"{encoder_id}.json"
