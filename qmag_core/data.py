@@ -373,6 +373,10 @@ _ALIASES = {
 }
 
 
+#: a leading metadata line of our CSVs: ``# key=value`` (optionally ``# qmag: key=value``)
+_META_RE = re.compile(r"#\s*(?:qmag:)?\s*([\w-]+)\s*=\s*(.*?)\s*$")
+
+
 def _read_csv_table(p: str, *, comment: bool = True):
     """(header, rows as list of lists, line numbers, metadata) via the csv module;
     accepts CRLF and a missing final newline.  Lines starting with '#' before the
@@ -389,7 +393,7 @@ def _read_csv_table(p: str, *, comment: bool = True):
     lines = text.splitlines()
     start = 0
     while comment and start < len(lines) and (lines[start].startswith("#") or not lines[start].strip()):
-        m = re.match(r"#\s*(?:qmag:)?\s*([\w-]+)\s*=\s*(.*)$", lines[start])
+        m = _META_RE.match(lines[start])
         if m:
             meta[m.group(1)] = m.group(2).strip()
         start += 1
@@ -535,7 +539,7 @@ def _split_metadata(p: str) -> tuple[dict, str, int]:
         ln = text[pos: (nl if nl >= 0 else len(text))]
         if not (ln.startswith("#") or not ln.strip()):
             break
-        m = re.match(r"#\s*(?:qmag:)?\s*([\w-]+)\s*=\s*(.*?)\s*$", ln)
+        m = _META_RE.match(ln)
         if m:
             meta[m.group(1)] = m.group(2)
         line_no += 1
