@@ -14,9 +14,9 @@ if ds is None:
     st.stop()
 t = ds.table
 enc = encoder()
-if ds.encoder in ("builtin", "builtin-raw"):
-    st.info("For the built-in encoder, q is the length of its raw descriptor — only a weak quality proxy until its "
-            "MagFace quality head ships.")
+if ds.encoder == "builtin-raw":
+    st.info("With builtin-raw, q is the length of the raw descriptor — only a weak quality proxy. "
+            "The builtin encoder adds a MagFace quality head whose length tracks quality.")
 per_image = bool(ds.image_quality)
 q = np.asarray(list(ds.image_quality.values())) if per_image else np.r_[t.q1, t.q2]
 st.caption(f"**{ds.name}** — quality of {'each image' if per_image else 'both images of every pair'} "

@@ -106,8 +106,9 @@ def sidebar():
     with st.sidebar:
         st.markdown("### QMagFace Studio")
         _bound(st.selectbox, "Encoder", list(ENCODER_LABELS), "encoder_id", format_func=ENCODER_LABELS.get,
-               help="builtin: the shipped face network (its length is a weak quality proxy until its MagFace "
-                    "quality head ships). magface: an official MagFace checkpoint under the data root.")
+               help="builtin: the shipped face network with its MagFace quality head (q = head length). "
+                    "builtin-raw: the network alone (its length is only a weak quality proxy). "
+                    "magface: an official MagFace checkpoint under the data root.")
         if ss.encoder_id == "magface":
             _bound(st.text_input, "Checkpoint path (under the data root)", [], "checkpoint")
             _bound(st.selectbox, "Architecture", ["iresnet100", "iresnet50", "iresnet34", "iresnet18"], "arch")

@@ -240,6 +240,8 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--encoder", default="builtin", help="builtin | builtin-raw | magface (default builtin)")
     g.add_argument("--checkpoint", default=None, help="MagFace checkpoint (with --encoder magface)")
     g.add_argument("--arch", default="iresnet100", help="iresnet18|34|50|100 (with --encoder magface)")
+    g.add_argument("--head", default=None, help="quality head from train-magface (with --encoder builtin; "
+                   "default: the shipped head)")
     g.add_argument("--device", default="auto", help="auto (GPU when available) | cpu | cuda")
     g.add_argument("--fp16", action="store_true", help="half precision on GPU")
     g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
@@ -250,7 +252,10 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
 def _encoder_from_args(a):
     from .encoders import load_encoder
 
-    return load_encoder(a.encoder, checkpoint=a.checkpoint, arch=a.arch, device=a.device, fp16=a.fp16, flip=a.flip)
+    if a.head and a.encoder != "builtin":
+        raise QMagError("--head is for --encoder builtin")
+    return load_encoder(a.encoder, checkpoint=a.checkpoint, arch=a.arch, device=a.device, fp16=a.fp16, flip=a.flip,
+                        head=a.head)
 
 
 def _progress_bar(total: int, desc: str):
@@ -365,7 +370,8 @@ def cmd_train_magface(a) -> int:
         bar.n = done
         bar.refresh()
 
-    data = build_training_set(a.data, enc, n_degraded=a.degraded, seed=a.seed, aligned=a.aligned, progress=prog)
+    data = build_training_set(a.data, enc, n_degraded=a.degraded, seed=a.seed, aligned=a.aligned, progress=prog,
+                              feature_kind=a.features, max_severity=a.max_severity)
     bar.close()
     if data["failed"]:
         print(f"{len(data['failed'])} images skipped, e.g. {data['failed'][0]}", file=sys.stderr)
@@ -381,7 +387,8 @@ def cmd_train_magface(a) -> int:
                                     checkpoint=a.checkpoint or a.out + ".ckpt", log=a.log or a.out + ".log.json",
                                     progress=eprog)
     ebar.close()
-    save_quality_head(head, a.out, {"data": os.path.abspath(a.data), "n_identities": len(data["identities"]),
+    save_quality_head(head, a.out, {"features": a.features, "data": os.path.abspath(a.data),
+                                    "n_identities": len(data["identities"]), "max_severity": a.max_severity,
                                     "n_samples": int(len(data["labels"])), "degraded_per_image": a.degraded,
                                     "seed": a.seed, "epochs": a.epochs, "final_loss": hist[-1]["loss"]})
     print(f"{len(data['identities'])} identities, {len(data['labels'])} samples (clean + {a.degraded} degraded each); "
@@ -550,7 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--degraded", type=int, default=4, help="seeded degraded copies per image")
+    p.add_argument("--degraded", type=int, default=6, help="seeded degraded copies per image")
+    p.add_argument("--max-severity", type=float, default=1.0, help="degradation severities ~ U(0.1, this)")
+    p.add_argument("--features", choices=("multi", "pooled"), default="multi",
+                   help="head input: per-stage statistics + pooled layer (768-d), or the pooled layer (256-d)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops")

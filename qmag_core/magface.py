@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .errors import QMagError
 
 __all__ = ["MagFaceConfig", "magnitude_margin", "magnitude_regulariser", "MagFaceLoss", "QualityHead",
-           "train_quality_head", "load_quality_head"]
+           "QualityModel", "train_quality_head", "save_quality_head", "load_quality_head"]
 
 
 @dataclass(frozen=True)
@@ -116,18 +116,64 @@ class QualityHead(nn.Module):
         return self
 
 
-def train_quality_head(features: np.ndarray, labels: np.ndarray, *, epochs: int = 30, batch_size: int = 512,
+class QualityModel(nn.Module):
+    """A frozen backbone plus a quality head, as one network.
+
+    ``forward(x)`` returns unit(backbone descriptor) × ‖head(features)‖: the identity
+    direction is the backbone's (so cosine similarities and recognition accuracy are
+    exactly the backbone's) and the length is the MagFace-trained quality q.  One forward
+    pass; differentiable, so PLQ maps explain q.  ``feature_kind`` is what the head reads:
+    ``pooled`` (the layer before the backbone's final projection) or ``multi``
+    (per-stage mean/std + pooled, see ``FaceRecognitionNet.quality_features``).
+    """
+
+    def __init__(self, backbone: nn.Module, head: QualityHead, feature_kind: str = "multi"):
+        super().__init__()
+        if feature_kind not in ("pooled", "multi"):
+            raise QMagError(f"feature_kind must be 'pooled' or 'multi', got {feature_kind!r}")
+        self.backbone, self.head, self.feature_kind = backbone, head, feature_kind
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.features(x)
+
+    def quality_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.quality_features(x)
+
+    def descriptor_and_quality(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) backbone descriptor and (B,) quality q of a network input."""
+        if self.feature_kind == "multi":
+            f = self.backbone.quality_features(x)
+            pooled = f[:, -self.backbone.fc.in_features:]
+        else:
+            f = pooled = self.backbone.features(x)
+        return self.backbone.fc(pooled), self.head(f.float()).norm(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d, q = self.descriptor_and_quality(x)
+        return F.normalize(d.float(), dim=1) * q[:, None]
+
+
+def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: np.ndarray | None = None, epochs: int = 30, batch_size: int = 512,
                        lr: float = 0.05, dim: int = 128, hidden: int = 0, seed: int = 0, cfg: MagFaceConfig = MagFaceConfig(),
                        device: str = "cpu", checkpoint: str | Path | None = None, log: str | Path | None = None,
                        progress: Callable[[int, int, dict], None] | None = None) -> tuple[QualityHead, list[dict]]:
     """Train a :class:`QualityHead` with the MagFace loss on cached backbone features.
 
-    ``features`` (N, F) float32, ``labels`` (N,) int class ids.  SGD with momentum and a
+    ``features`` (N, F) float32, ``labels`` (N,) int class ids.  With ``directions``
+    (N, D) — the frozen backbone's descriptors — the MagFace embedding is
+    unit(direction) × ‖head(features)‖: only the length is learned (with the class
+    centres), so q measures how well the backbone's own direction fits its identity,
+    which is how the shipped encoder uses it.  SGD with momentum and a
     cosine learning-rate schedule; shuffling and initialisation use one seeded
     ``torch.Generator``.  With ``checkpoint`` the state is saved after every epoch and a
     run resumes from it; ``log`` receives the per-epoch JSON log.
     """
     x = torch.as_tensor(np.asarray(features, np.float32))
+    u = None
+    if directions is not None:
+        u = F.normalize(torch.as_tensor(np.asarray(directions, np.float32)), dim=1)
+        if u.shape[0] != x.shape[0]:
+            raise QMagError(f"directions has {u.shape[0]} rows, features {x.shape[0]}")
     uniq, y_np = np.unique(np.asarray(labels), return_inverse=True)
     if uniq.size < 2:
         raise QMagError(f"MagFace training needs at least 2 identities, got {uniq.size}")
@@ -135,7 +181,7 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, epochs: int 
     n = x.shape[0]
     g = torch.Generator().manual_seed(int(seed))
     head = QualityHead(x.shape[1], dim, hidden).reset(g)
-    loss_fn = MagFaceLoss(int(uniq.size), dim, cfg, generator=g)
+    loss_fn = MagFaceLoss(int(uniq.size), dim if u is None else u.shape[1], cfg, generator=g)
     params = list(head.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
@@ -164,6 +210,8 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, epochs: int 
             if idx.numel() < 2:
                 continue
             emb = head(x[idx].to(device))
+            if u is not None:
+                emb = u[idx].to(device) * emb.norm(dim=1, keepdim=True)
             loss, p = loss_fn(emb, y[idx].to(device))
             opt.zero_grad()
             loss.backward()
@@ -197,19 +245,25 @@ def save_quality_head(head: QualityHead, path: str | Path, meta: dict | None = N
 
 
 def load_quality_head(path: str | Path) -> tuple[QualityHead, dict]:
+    """Load a head saved by :func:`save_quality_head` (``weights_only=True``); returns
+    (head in eval mode, meta dict)."""
     try:
         d = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure is a bad head file
         raise QMagError(f"{path}: not a quality-head file ({str(e).splitlines()[0][:200]})") from None
-    head = QualityHead(int(d["in_dim"]), int(d["dim"]), int(d.get("hidden", 0)))
-    head.load_state_dict(d["state_dict"])
-    return head.eval(), json.loads(bytes(d["meta"].tolist()).decode())
+    try:
+        head = QualityHead(int(d["in_dim"]), int(d["dim"]), int(d.get("hidden", 0)))
+        head.load_state_dict(d["state_dict"])
+        meta = json.loads(bytes(d["meta"].tolist()).decode())
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise QMagError(f"{path}: not a quality-head file ({str(e).splitlines()[0][:200]})") from None
+    return head.eval(), meta
 
 
 def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64, kind: str = "pooled") -> np.ndarray:
     """Backbone features (N, F) for aligned crops: ``pooled`` = the layer before the final
     projection (256-d for the built-in network); ``multi`` = per-stage mean and std
-    plus that layer (704-d, see ``FaceRecognitionNet.quality_features``)."""
+    plus that layer (768-d, see ``FaceRecognitionNet.quality_features``)."""
     net = encoder.net
     fn = getattr(net, "features" if kind == "pooled" else "quality_features", None)
     if fn is None or not callable(fn):
@@ -222,7 +276,8 @@ def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64, kind: st
 
 
 def build_training_set(root, encoder, *, n_degraded: int = 4, seed: int = 0, aligned: bool = False,
-                       detector=None, kinds=None, progress=None, feature_kind: str = "pooled") -> dict:
+                       detector=None, kinds=None, progress=None, feature_kind: str = "multi",
+                       max_severity: float = 1.0) -> dict:
     """Backbone features of every image under ``root`` (one folder per identity) and of
     ``n_degraded`` seeded degraded copies each.  Returns arrays ``features``, ``labels``
     (identity index), ``severity`` (0 for clean), ``kind`` ('' for clean), ``paths`` and
@@ -248,7 +303,7 @@ def build_training_set(root, encoder, *, n_degraded: int = 4, seed: int = 0, ali
             failed.append(str(e))
             continue
         crops.append(a.crop); labels.append(id_index[p.split("/")[0]]); sev.append(0.0); kind.append(""); src.append(p)  # noqa: E702
-        for img, kd, sv in random_degradations(a.crop, n_degraded, rng, kinds):
+        for img, kd, sv in random_degradations(a.crop, n_degraded, rng, kinds, max_severity):
             crops.append(img); labels.append(id_index[p.split("/")[0]]); sev.append(sv); kind.append(kd); src.append(p)  # noqa: E702
         if progress is not None:
             progress(k + 1, len(paths))

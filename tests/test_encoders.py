@@ -145,13 +145,18 @@ def test_builtin_encoders_registry():
     enc = load_encoder("builtin-raw", device="cpu")
     assert enc.spec is DLIB_150 and enc.dim == 128 and enc.id == "builtin-raw"
     b = load_encoder("builtin", device="cpu")
-    assert b.id == "builtin" and b.key != enc.key
+    assert b.id == "builtin" and b.key != enc.key and b.spec is DLIB_150 and b.dim == 128
     z = np.load(FIXTURES / "faceapi_reference.npz")
     e = enc.embed(z["inputs"])
     np.testing.assert_allclose(e, z["descriptors"], atol=1e-5)
+    # builtin: the same identity direction as builtin-raw, the head's quality as length
+    eb = b.embed(z["inputs"])
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(unit(eb), unit(e), atol=1e-5)
+    assert not np.allclose(np.linalg.norm(eb, axis=1), np.linalg.norm(e, axis=1), rtol=0.05)
     f = load_encoder("builtin-raw", device="cpu", flip=True).embed(z["inputs"][:1])
     mirrored = enc.embed(z["inputs"][:1, :, ::-1].copy())
-    np.testing.assert_allclose(f, e[:1] + mirrored, atol=1e-4)
+    np.testing.assert_allclose(f, 0.5 * (e[:1] + mirrored), atol=1e-4)
     with pytest.raises(QMagError, match="unknown encoder"):
         load_encoder("nope")
 

@@ -163,10 +163,92 @@ def test_backbone_feature_kinds():
     crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
     pooled = backbone_features(enc, crops)
     multi = backbone_features(enc, crops, kind="multi")
-    assert pooled.shape == (5, 256) and multi.shape == (5, 704)
+    assert pooled.shape == (5, 256) and multi.shape == (5, 768)
     np.testing.assert_allclose(multi[:, -256:], pooled, atol=1e-5)  # the pooled layer is included
     assert (multi[:, 32:64] >= 0).all()  # per-stage standard deviations
     # the descriptor itself is fc(pooled): the head never changes the identity direction
     with torch.inference_mode():
         d = enc.net.fc(torch.from_numpy(pooled)).numpy()
     np.testing.assert_allclose(d, enc.embed(crops), atol=1e-4)
+
+
+def test_direction_fixed_training_learns_only_the_length():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 16)).astype(np.float32)
+    Y = rng.integers(0, 4, 200)
+    D = rng.normal(size=(200, 8)).astype(np.float32)
+    h1, _ = train_quality_head(X, Y, directions=D, epochs=2, seed=3)
+    h2, _ = train_quality_head(X, Y, directions=D, epochs=2, seed=3)
+    for a, b in zip(h1.state_dict().values(), h2.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(QMagError, match="directions has 10 rows"):
+        train_quality_head(X, Y, directions=D[:10], epochs=1)
+
+
+def test_quality_model_keeps_backbone_direction_and_uses_head_length():
+    from pathlib import Path
+
+    from qmag_core.encoders import load_encoder
+    from qmag_core.magface import QualityHead, QualityModel
+
+    raw = load_encoder("builtin-raw", device="cpu")
+    head = QualityHead(768, 16).reset(torch.Generator().manual_seed(0)).eval()
+    model = QualityModel(raw.net, head, "multi").eval()
+    crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
+    x = raw.tensor(crops)
+    with torch.inference_mode():
+        e = model(x)
+        d = raw.net(x)
+        q = head(raw.net.quality_features(x)).norm(dim=1)
+    np.testing.assert_allclose(torch.nn.functional.normalize(e, dim=1).numpy(),
+                               torch.nn.functional.normalize(d, dim=1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(e.norm(dim=1).numpy(), q.numpy(), rtol=1e-5)
+    with pytest.raises(QMagError, match="feature_kind"):
+        QualityModel(raw.net, head, "pixels")
+
+
+def test_bad_quality_head_files(tmp_path):
+    from qmag_core.encoders import load_encoder
+
+    bad = tmp_path / "head.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(QMagError, match="not a quality-head file"):
+        load_encoder("builtin", head=bad, device="cpu")
+    torch.save({"state_dict": {}}, bad)
+    with pytest.raises(QMagError, match="not a quality-head file"):
+        load_encoder("builtin", head=bad, device="cpu")
+    with pytest.raises(QMagError, match="missing"):
+        load_encoder("builtin", head=tmp_path / "nope.pt", device="cpu")
+
+
+def test_shipped_head_quality_tracks_degradation_on_unseen_faces():
+    """The shipped head on LFW dev folds 5–7 (identities it never saw): q falls with
+    severity for blur, noise and occlusion on a small seeded slice."""
+    from scipy.stats import spearmanr
+
+    from conftest import need_shared
+    from qmag_core.align import FaceDetector, detect_and_align
+    from qmag_core.data import read_lfw_pairs
+    from qmag_core.degrade import degrade
+    from qmag_core.encoders import BUILTIN_HEAD, load_encoder
+    from qmag_core.magface import load_quality_head
+
+    lfw = need_shared("lfw")
+    _, meta = load_quality_head(BUILTIN_HEAD)
+    assert meta["spearman_lfw_folds_5_7"]["pooled"] >= 0.45
+    enc = load_encoder("builtin", device="cpu")
+    pairs = read_lfw_pairs(lfw / "pairs_dev.txt")
+    paths = sorted(set(pairs.path1[pairs.fold >= 4]))[::40][:24]
+    det = FaceDetector()
+    crops = [detect_and_align(str(lfw / "images" / p), det, enc.spec).crop for p in paths]
+    rng = np.random.default_rng(0)
+    for kind in ("blur", "noise", "occlusion"):
+        imgs, sev = [], []
+        for c in crops:
+            for s in (0.0, 0.5, 1.0):
+                imgs.append(degrade(c, kind, s, rng) if s else c)
+                sev.append(s)
+        q = np.linalg.norm(enc.embed(np.stack(imgs)), axis=1)
+        assert spearmanr(q, -np.asarray(sev)).correlation > 0.4, kind
+        # within each face, the strongest degradation costs quality
+        assert np.mean(q[2::3] < q[0::3]) >= 0.9, kind

@@ -170,3 +170,31 @@ def test_bad_input_messages():
         M.eer([], [0.1])
     with pytest.raises(QMagError, match="finite"):
         M.roc([np.nan], [0.1])
+
+
+def test_paired_bootstrap_values_and_differences():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(400, bool), np.zeros(3000, bool)]
+    a = np.where(y, rng.normal(1.5, 1, y.size), rng.normal(0, 1, y.size))
+    folds = rng.integers(0, 4, y.size)
+    res = {d.metric: d for d in M.paired_bootstrap(y, a, a.copy(), fmrs=(1e-2, 1e-3, 1e-4), folds=folds, n_boot=50)}
+    # FMR 1e-4 needs 10,000 imposters: left out rather than reported from too few
+    assert set(res) == {"eer", "fnmr@fmr=0.01", "fnmr@fmr=0.001", "accuracy"}
+    g, i = a[y], a[~y]
+    assert res["eer"].a == pytest.approx(M.eer(g, i).value)
+    assert res["fnmr@fmr=0.01"].a == pytest.approx(M.fnmr_at_fmr(g, i, (1e-2,))[0].fnmr)
+    assert res["accuracy"].a == pytest.approx(M.kfold_accuracy(a, y, folds).mean)
+    # identical score sets: every difference and every CI is exactly zero
+    assert all(d.diff == d.lo == d.hi == 0 for d in res.values())
+    # a monotone transform changes no rank metric
+    tr = M.paired_bootstrap(y, a, np.tanh(a / 3), n_boot=30)
+    assert all(abs(d.diff) < 1e-12 and abs(d.lo) < 1e-12 and abs(d.hi) < 1e-12 for d in tr)
+    # genuine scores moved up: EER and FNMR fall, the CI excludes 0; seeded → repeatable
+    b = a + 0.8 * y
+    d1 = M.paired_bootstrap(y, a, b, n_boot=200, random_state=5)
+    d2 = M.paired_bootstrap(y, a, b, n_boot=200, random_state=5)
+    assert d1 == d2
+    e = d1[0]
+    assert e.metric == "eer" and e.b < e.a and e.hi < 0 and e.excludes_zero and e.lo <= e.diff <= e.hi
+    with pytest.raises(QMagError, match="equal length"):
+        M.paired_bootstrap(y, a, b[:-1])

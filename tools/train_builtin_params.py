@@ -1,4 +1,5 @@
-"""Train and ship the default QMagFace parameters of the built-in encoder.
+"""Train and ship the default QMagFace parameters of the ``builtin-raw`` encoder (the
+``builtin`` encoder's, which use its quality head: ``tools/train_builtin_head.py --params``).
 
 Training data is disjoint from LFW: seeded pairs of the 24 glint24 identities
 (../shared/data/glint24, 112×112 ArcFace crops).  Steps (all seeded):
@@ -8,7 +9,7 @@ Training data is disjoint from LFW: seeded pairs of the 24 glint24 identities
    150 chip (the chin rows fall outside the source) and (b) padded by replicated edges
    and run through the same MTCNN pipeline as LFW; compare EER and score levels.
 3. Train α/β on glint24 pairs (both trainer modes), evaluate cosine vs QMagFace on the
-   LFW-dev pairs (7 folds), and write qmag_core/assets/params/{builtin,builtin-raw}.json
+   LFW-dev pairs (7 folds), and write qmag_core/assets/params/builtin-raw.json
    with operating points measured on the glint24 pairs.
 
     python tools/train_builtin_params.py [--mode official|consistent] [--write]
@@ -86,7 +87,7 @@ def write(res, train, pairs, mode="consistent"):
     sh = qmagface_score(train.s, train.q_min, tr.alpha_, tr.beta_)
     out_dir = ROOT / "qmag_core" / "assets" / "params"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for enc_id in ("builtin", "builtin-raw"):
+    for enc_id in ("builtin-raw",):  # builtin (with its quality head): tools/train_builtin_head.py --params
         p = tr.params(encoder=enc_id, trained_on={
             "data": "glint24 (../shared/data/glint24), 24 identities, ArcFace crops re-warped to dlib-150",
             "pairs": "make_pairs(n_genuine=6000, n_imposter=60000, n_folds=4, random_state=0)",

@@ -3,8 +3,8 @@
 =============  ==============================================================  ==========
 id             network                                                         crop
 =============  ==============================================================  ==========
-``builtin``    the shipped faceRecognitionNet port (+ its MagFace quality head  dlib-150
-               once trained; until then identical to builtin-raw)
+``builtin``    the shipped faceRecognitionNet port + its MagFace quality head:  dlib-150
+               unit(descriptor) × q_head (same cosines as builtin-raw)
 ``builtin-raw``the faceRecognitionNet port alone (128-d, length = weak proxy)  dlib-150
 ``magface``    an official MagFace checkpoint + iResNet architecture (512-d)    arcface-112
 =============  ==============================================================  ==========
@@ -88,13 +88,14 @@ class Encoder:
         quality q is its L2 norm."""
         e = self.net(x).float()
         if self.flip:
-            e = e + self.net(self._torch.flip(x, dims=[3])).float()
+            e = 0.5 * (e + self.net(self._torch.flip(x, dims=[3])).float())
         return e
 
     def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Raw embeddings (B, dim) float32 of aligned RGB uint8 crops (B, S, S, 3).
 
-        With ``flip`` the descriptor of the mirrored crop is added."""
+        With ``flip`` the mean with the mirrored crop's embedding is returned (same
+        direction as their sum, length on the same scale as without flip)."""
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[1:] != (self.spec.size, self.spec.size, 3):
             raise QMagError(f"{self.id} expects crops of shape (B, {self.spec.size}, {self.spec.size}, 3), got {crops.shape}")
@@ -143,13 +144,23 @@ def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
                    preprocess=_faceapi_pre, torch_pre=_faceapi_torch, device=device, fp16=fp16, flip=flip)
 
 
-def _builtin(*, device="auto", fp16=False, flip=False, **_):
-    # The MagFace quality head is trained in a later step; until it ships, `builtin`
-    # is the raw network and says so through its quality description.
-    enc = _builtin_raw(device=device, fp16=fp16, flip=flip)
-    enc.id = "builtin"
-    enc.key = enc.key.replace("builtin-raw", "builtin")
-    return enc
+#: the shipped MagFace quality head of the built-in encoder (``tools/train_builtin_head.py``)
+BUILTIN_HEAD = Path(__file__).resolve().parents[1] / "assets" / "quality_head" / "builtin_head.pt"
+
+
+def _builtin(*, device="auto", fp16=False, flip=False, head=None, **_):
+    from ..magface import QualityModel, load_quality_head
+    from .faceapi import WEIGHTS_SHA256, load_faceapi_net
+
+    head_path = Path(head) if head else BUILTIN_HEAD
+    if not head_path.is_file():
+        raise QMagError(f"quality head {head_path} is missing; reinstall the package or run tools/train_builtin_head.py")
+    qhead, meta = load_quality_head(head_path)
+    net = QualityModel(load_faceapi_net(), qhead, meta.get("features", "multi"))
+    return Encoder(net, id="builtin", spec=DLIB_150, dim=128,
+                   quality="MagFace quality head on the faceRecognitionNet port (q = head output length)",
+                   key=f"builtin-{WEIGHTS_SHA256[:16]}-{_file_key(head_path)}{'-flip' if flip else ''}",
+                   preprocess=_faceapi_pre, torch_pre=_faceapi_torch, device=device, fp16=fp16, flip=flip)
 
 
 def _magface(*, checkpoint=None, arch="iresnet100", device="auto", fp16=False, flip=False, **_):

@@ -106,14 +106,18 @@ class FaceRecognitionNet(nn.Module):
 
     #: blocks after which a stage ends (32, 64, 128 channels) for :meth:`quality_features`
     STAGE_ENDS = (2, 6, 9)
+    #: length of :meth:`quality_features`: stem + 3 stages (mean and std each) + pooled
+    QUALITY_DIM = 2 * (32 + 32 + 64 + 128) + 256
 
     def quality_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 704) features for a quality head: spatial mean and standard deviation of
-        the 32-, 64- and 128-channel stage outputs (texture and sharpness survive here)
-        plus the final 256-d pooled descriptor layer — one forward pass."""
+        """(B, 768) features for a quality head: spatial mean and standard deviation of
+        the stem (7×7 conv, finest detail) and of the 32-, 64- and 128-channel stage
+        outputs (texture and sharpness survive there), plus the final 256-d pooled
+        descriptor layer — one forward pass."""
         x = (x - self.mean) / 255.0
-        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
-        parts = []
+        x = F.relu(self.stem(x))
+        parts = [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
+        x = F.max_pool2d(x, 3, 2)
         for k, b in enumerate(self.blocks):
             x = b(x)
             if k in self.STAGE_ENDS:
