@@ -157,3 +157,15 @@ def test_fast_paths_do_not_import_torch_or_sklearn(scores_csv, tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+def test_head_option_is_checked(tmp_path):
+    from pathlib import Path
+
+    img = Path(__file__).resolve().parents[1] / "sample_data" / "faces" / "deepface" / "img1.jpg"
+    r = run("compare", img, img, "--encoder", "builtin-raw", "--head", tmp_path / "h.pt", "--device", "cpu", check=False)
+    assert r.returncode == 2 and "--head is for --encoder builtin" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "h.pt"
+    bad.write_bytes(b"junk")
+    r = run("compare", img, img, "--encoder", "builtin", "--head", bad, "--device", "cpu", check=False)
+    assert r.returncode == 2 and "not a quality-head file" in r.stderr and "Traceback" not in r.stderr

@@ -41,9 +41,11 @@ def test_gradient_is_first_order_correct(enc, crops):
 
 def test_integrated_gradients_complete(enc, crops):
     for crop in crops[:2]:
-        m = gradient_map(enc, crop, sigma=0)
+        # completeness: attributions sum to q − q(baseline) up to the midpoint-rule error,
+        # which shrinks with the number of steps (q ≈ 20; q − q(blur) can be as small as 0.1)
+        m = gradient_map(enc, crop, sigma=0, steps=256)
         qb = quality_of(enc, blur(crop.astype(np.float32), 4.0)[None])[0]
-        assert m.raw.sum() == pytest.approx(m.quality - qb, rel=0.25)
+        assert m.raw.sum() == pytest.approx(m.quality - qb, rel=0.1, abs=0.02)
 
 
 def test_maps_are_deterministic(enc, crops):
@@ -67,18 +69,20 @@ def test_deletion_beats_local_variance(enc, crops):
     assert wins["gradient"] > wins["variance"] and wins["occlusion"] > wins["variance"], wins
 
 
-def test_eye_patch_lowers_quality_and_map(enc, crops):
-    rs, cs = patch_region(enc.spec, "eyes")
+@pytest.mark.parametrize("part", ["eyes", "mouth"])
+def test_patch_lowers_quality_and_map(enc, crops, part):
+    """With the quality head, an opaque patch lowers q and the gradient map's values in
+    the patch on most faces (bench/bench_explain.py: 95/87% and 75/83% on 60 faces)."""
+    rs, cs = patch_region(enc.spec, part)
     q_low = map_low = 0
     for crop in crops:
         patched = crop.copy()
         patched[rs, cs] = 128
         q0, q1 = quality_of(enc, np.stack([crop, patched]).astype(np.float32))
         q_low += q1 < q0
-        a, b = occlusion_map(enc, crop, patch=20, stride=10), occlusion_map(enc, patched, patch=20, stride=10)
+        a, b = gradient_map(enc, crop, steps=32), gradient_map(enc, patched, steps=32)
         map_low += b.raw[rs, cs].mean() < a.raw[rs, cs].mean()
-    # bench/bench_explain.py measures the full rates on 60 faces (README)
-    assert q_low >= 0.6 * len(crops) and map_low >= 0.6 * len(crops), (q_low, map_low)
+    assert q_low >= 0.75 * len(crops) and map_low >= 0.6 * len(crops), (q_low, map_low)
 
 
 def test_explain_errors_and_overlay(enc, tmp_path):
