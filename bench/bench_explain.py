@@ -41,12 +41,14 @@ def main():
     det = FaceDetector()
     files = sorted(LFW.glob("*/*.jpg"))[7:: max(1, 9502 // a.n)][: a.n]
     res = {m: {"del": [], "del_abs": [], "eyes_q": [], "eyes_map": [], "eyes_both": [], "mouth_q": [], "mouth_map": [], "mouth_both": []}
-           for m in ("gradient", "occlusion", "local variance")}
-    fo, times = [], {"gradient": [], "occlusion": []}
+           for m in ("gradient", "occlusion", "occlusion-grey", "local variance")}
+    fo, times = [], {"gradient": [], "occlusion": [], "occlusion-grey": []}
+    methods = (("gradient", gradient_map), ("occlusion", occlusion_map),
+               ("occlusion-grey", lambda e, c: occlusion_map(e, c, fill="grey")))
     for f in files:
         crop = detect_and_align(f, det, enc.spec).crop
         maps, raws = {}, {}
-        for m, fn in (("gradient", gradient_map), ("occlusion", occlusion_map)):
+        for m, fn in methods:
             qm = fn(enc, crop)
             maps[m], raws[m] = qm.map, qm.raw
             times[m].append(qm.seconds)
@@ -60,7 +62,7 @@ def main():
             patched = crop.copy()
             patched[rs, cs] = 128  # opaque grey patch
             q_p = quality_of(enc, np.stack([crop, patched]).astype(np.float32))
-            for m, fn in (("gradient", gradient_map), ("occlusion", occlusion_map)):
+            for m, fn in methods:
                 mp2 = fn(enc, patched)
                 res[m][f"{part}_q"].append(q_p[1] < q_p[0])
                 res[m][f"{part}_map"].append(mp2.raw[rs, cs].mean() < raws[m][rs, cs].mean())
@@ -77,7 +79,7 @@ def main():
     for m in res:
         print(f"  {m:15s} signed {100 * np.mean(res[m]['del']):5.1f}%   absolute {100 * np.mean(res[m]['del_abs']):5.1f}%")
     for part in ("eyes", "mouth"):
-        for m in ("gradient", "occlusion"):
+        for m in ("gradient", "occlusion", "occlusion-grey"):
             print(f"opaque patch over the {part:5s} [{m:9s}]: q lower in {100 * np.mean(res[m][f'{part}_q']):5.1f}%, "
                   f"map in the patch lower in {100 * np.mean(res[m][f'{part}_map']):5.1f}%, both in "
                   f"{100 * np.mean(res[m][f'{part}_both']):5.1f}% of faces")

@@ -47,20 +47,22 @@ st.caption(f"Discarding the 20% lowest-q_min pairs: FNMR {100 * e.fnmr[k]:.3f}% 
            f"for random discards (median of {e.n_random}); threshold fixed on the full set ({e.rule}).")
 st.subheader("Where in a face is quality lost? (pixel-level quality map)")
 st.caption("The map explains this encoder's own q: red pixels lower it, blue pixels raise it. "
-           "gradient: integrated gradients from a blurred copy (pixel detail); occlusion: q change when "
-           "16×16 patches are blurred (324 forward passes).")
+           "gradient: integrated gradients from a blurred copy (pixel detail); occlusion (blur): q change when "
+           "16×16 patches are blurred; occlusion (grey): q change when they are greyed out (content; 324 "
+           "forward passes each).")
 
 
 @st.cache_data(show_spinner="Computing the quality map…", max_entries=32)
 def plq(data: bytes, name: str, method: str, encoder_key: str, _enc, _det):
     from qmag_core.explain import explain
 
-    return explain(data, _enc, method=method, detector=_det, name=name)
+    kw = {"fill": "grey"} if method == "occlusion (grey)" else {}
+    return explain(data, _enc, method=method.split(" ")[0], detector=_det, name=name, **kw)
 
 
 c1, c2 = st.columns([2, 1])
 up = c1.file_uploader("Upload a face", type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"], key="plq_upload")
-method = c2.radio("Method", ["gradient", "occlusion"], key="plq_method", horizontal=True)
+method = c2.radio("Method", ["gradient", "occlusion (blur)", "occlusion (grey)"], key="plq_method", horizontal=True)
 source = None
 if up is not None:
     source = (up.getvalue(), up.name)

@@ -344,7 +344,7 @@ def cmd_explain(a) -> int:
     from .explain import explain, render_overlay
 
     enc = _encoder_from_args(a)
-    kw = {"steps": a.steps} if a.method == "gradient" else {"patch": a.patch, "stride": a.stride}
+    kw = {"steps": a.steps} if a.method == "gradient" else {"patch": a.patch, "stride": a.stride, "fill": a.fill}
     qm = explain(a.image, enc, method=a.method, aligned=a.aligned, name=os.path.basename(a.image), **kw)
     Image.fromarray(render_overlay(qm)).save(a.out)
     npy = a.npy or os.path.splitext(a.out)[0] + ".npy"
@@ -548,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=64, help="integration steps (gradient)")
     p.add_argument("--patch", type=int, default=16, help="patch size in px (occlusion)")
     p.add_argument("--stride", type=int, default=8, help="patch stride in px (occlusion)")
+    p.add_argument("--fill", choices=("blur", "grey"), default="blur",
+                   help="occlusion: replace each patch by the blurred crop (detail) or mid-grey (content)")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_explain)
 

@@ -137,14 +137,18 @@ def gradient_map(encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: 
 
 
 def occlusion_map(encoder, crop: np.ndarray, *, patch: int = 16, stride: int = 8, baseline_sigma: float = 4.0,
-                  batch_size: int = 64) -> QualityMap:
-    """Occlusion-sensitivity PLQ map (see module docstring)."""
+                  fill: str = "blur", batch_size: int = 64) -> QualityMap:
+    """Occlusion-sensitivity PLQ map (see module docstring).  ``fill``: what replaces each
+    patch — ``blur`` (the crop blurred by ``baseline_sigma``: removes detail only) or
+    ``grey`` (mid-grey 128: removes the content, classic occlusion sensitivity)."""
     t0 = time.perf_counter()
     x = np.asarray(crop, np.float32)
     S = x.shape[0]
     if not (0 < patch <= S and stride > 0):
         raise QMagError(f"need 0 < patch <= {S} and stride > 0, got patch={patch}, stride={stride}")
-    base = blur(x, baseline_sigma)
+    if fill not in ("blur", "grey"):
+        raise QMagError(f"fill must be 'blur' or 'grey', got {fill!r}")
+    base = blur(x, baseline_sigma) if fill == "blur" else np.full_like(x, 128.0)
     starts = list(range(0, S - patch + 1, stride))
     if starts[-1] != S - patch:
         starts.append(S - patch)
@@ -163,7 +167,8 @@ def occlusion_map(encoder, crop: np.ndarray, *, patch: int = 16, stride: int = 8
             cnt[r:r + patch, c:c + patch] += 1
     raw = (acc / np.maximum(cnt, 1)).astype(np.float32)
     return QualityMap(np.asarray(crop, np.uint8), q0, _normalise(raw), raw, "occlusion", encoder.id,
-                      {"patch": patch, "stride": stride, "baseline_sigma": baseline_sigma, "n_forward": len(windows)},
+                      {"patch": patch, "stride": stride, "fill": fill, "baseline_sigma": baseline_sigma,
+                       "n_forward": len(windows)},
                       time.perf_counter() - t0)
 
 

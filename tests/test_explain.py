@@ -8,6 +8,7 @@ import torch
 from conftest import need_shared
 from qmag_core.align import FaceDetector, ImageError, NoFaceError, detect_and_align
 from qmag_core.encoders import load_encoder
+from qmag_core.errors import QMagError
 from qmag_core.explain import (blur, deletion_drops, explain, gradient_map, local_variance_map, occlusion_map,
                                patch_region, quality_gradient, quality_of, render_overlay)
 
@@ -120,3 +121,16 @@ def test_cli_explain(tmp_path):
     assert "q=" in r.stdout and out.stat().st_size > 10_000
     raw = np.load(tmp_path / "m.npy")
     assert raw.shape == (150, 150)
+
+
+def test_occlusion_fill_options(enc, crops):
+    a = occlusion_map(enc, crops[0], patch=30, stride=30)
+    b = occlusion_map(enc, crops[0], patch=30, stride=30, fill="grey")
+    assert a.options["fill"] == "blur" and b.options["fill"] == "grey"
+    assert a.quality == b.quality and not np.allclose(a.raw, b.raw)
+    # greying out the whole crop in one patch: the map is q − q(grey image) everywhere
+    c = occlusion_map(enc, crops[0], patch=150, stride=150, fill="grey")
+    q_grey = quality_of(enc, np.full((1, 150, 150, 3), 128.0, np.float32))[0]
+    np.testing.assert_allclose(c.raw, c.quality - q_grey, rtol=1e-4)
+    with pytest.raises(QMagError, match="fill must be"):
+        occlusion_map(enc, crops[0], fill="noise")
