@@ -326,6 +326,14 @@ def kfold_accuracy(scores: npt.ArrayLike, labels: npt.ArrayLike, folds: npt.Arra
     return AccuracyResult(float(a.mean()), float(a.std()), a, np.asarray(ths), ids)
 
 
+def _weighted_eer_fnmr(ss: "_SortedScores", wg: np.ndarray, wi: np.ndarray, fmrs: np.ndarray):
+    """EER value and FNMR at each FMR of ``fmrs`` for per-score weights (bootstrap counts)."""
+    tps, fps = ss.counts(wg, wi)
+    fmr, fnmr = _rates(tps, fps, ss.n_gen, ss.n_imp)
+    eer_value = _eer_from_rates(fmr, fnmr, np.r_[np.inf, ss.thresholds]).value
+    return eer_value, _op_from_counts(ss.thresholds, tps, fps, ss.n_gen, ss.n_imp, fmrs)[0]
+
+
 # ----------------------------------------------------------------------- bootstrap
 def bootstrap_ci(genuine: npt.ArrayLike, imposter: npt.ArrayLike, *, fmrs=(1e-2, 1e-3, 1e-4),
                  n_boot: int = 200, level: float = 0.95, random_state=0) -> dict:
@@ -341,14 +349,10 @@ def bootstrap_ci(genuine: npt.ArrayLike, imposter: npt.ArrayLike, *, fmrs=(1e-2,
     fmrs = np.atleast_1d(np.asarray(fmrs, dtype=np.float64))
     eers = np.empty(n_boot)
     fns = np.empty((n_boot, fmrs.size))
-    thr = np.r_[np.inf, ss.thresholds]
     for b in range(int(n_boot)):
         wg = np.bincount(rng.integers(0, g.size, g.size), minlength=g.size).astype(np.float64)
         wi = np.bincount(rng.integers(0, i.size, i.size), minlength=i.size).astype(np.float64)
-        tps, fps = ss.counts(wg, wi)
-        fmr, fnmr = _rates(tps, fps, g.size, i.size)
-        eers[b] = _eer_from_rates(fmr, fnmr, thr).value
-        fns[b] = _op_from_counts(ss.thresholds, tps, fps, g.size, i.size, fmrs)[0]
+        eers[b], fns[b] = _weighted_eer_fnmr(ss, wg, wi, fmrs)
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     out = {"eer": (float(np.percentile(eers, lo)), float(np.percentile(eers, hi))), "fnmr_at_fmr": {}}
     for j, t in enumerate(fmrs):
@@ -400,10 +404,8 @@ def paired_bootstrap(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: n
     f = None if folds is None else np.asarray(folds)
 
     def measure(ss, wg, wi, x, idx):
-        tps, fps = ss.counts(wg, wi)
-        fmr, fnmr = _rates(tps, fps, gi.size, ii.size)
-        out = [_eer_from_rates(fmr, fnmr, np.r_[np.inf, ss.thresholds]).value]
-        out += list(_op_from_counts(ss.thresholds, tps, fps, gi.size, ii.size, np.asarray(fmrs))[0]) if fmrs else []
+        eer_value, fnmrs = _weighted_eer_fnmr(ss, wg, wi, np.asarray(fmrs, dtype=np.float64))
+        out = [eer_value] + list(fnmrs)
         if f is not None:
             out.append(kfold_accuracy(x[idx], y[idx], f[idx]).mean)
         return out
