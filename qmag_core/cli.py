@@ -360,7 +360,7 @@ def cmd_train_magface(a) -> int:
     from tqdm import tqdm
 
     from .encoders import load_encoder
-    from .magface import build_training_set, save_quality_head, train_quality_head
+    from .magface import MagFaceConfig, backbone_directions, build_training_set, save_quality_head, train_quality_head
 
     enc = load_encoder("builtin-raw", device=a.device)
     bar = tqdm(desc="aligning + degrading", unit="img", file=sys.stderr, disable=None)
@@ -382,12 +382,15 @@ def cmd_train_magface(a) -> int:
         ebar.set_postfix(loss=f"{rec['loss']:.3f}", mean_q=f"{rec['mean_a']:.1f}")
         ebar.refresh()
 
-    head, hist = train_quality_head(data["features"], data["labels"], epochs=a.epochs, lr=a.lr, dim=a.dim,
-                                    seed=a.seed, device=a.device if a.device != "auto" else "cpu",
+    dirs = backbone_directions(enc, data["features"]) if a.direction == "fixed" else None
+    cfg = MagFaceConfig(u_a=a.u_a)
+    head, hist = train_quality_head(data["features"], data["labels"], directions=dirs, epochs=a.epochs, lr=a.lr,
+                                    dim=a.dim, seed=a.seed, cfg=cfg, device=a.device if a.device != "auto" else "cpu",
                                     checkpoint=a.checkpoint or a.out + ".ckpt", log=a.log or a.out + ".log.json",
                                     progress=eprog)
     ebar.close()
-    save_quality_head(head, a.out, {"features": a.features, "data": os.path.abspath(a.data),
+    save_quality_head(head, a.out, {"features": a.features, "data": os.path.abspath(a.data), "direction": a.direction,
+                                    "magface": {k: float(v) for k, v in vars(cfg).items()},
                                     "n_identities": len(data["identities"]), "max_severity": a.max_severity,
                                     "n_samples": int(len(data["labels"])), "degraded_per_image": a.degraded,
                                     "seed": a.seed, "epochs": a.epochs, "final_loss": hist[-1]["loss"]})
@@ -563,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-severity", type=float, default=1.0, help="degradation severities ~ U(0.1, this)")
     p.add_argument("--features", choices=("multi", "pooled"), default="multi",
                    help="head input: per-stage statistics + pooled layer (768-d), or the pooled layer (256-d)")
+    p.add_argument("--direction", choices=("fixed", "free"), default="fixed",
+                   help="MagFace embedding: the backbone's own direction x the head's length (default; q then "
+                        "measures how well the direction the encoder matches with fits its identity) or the head's output")
+    p.add_argument("--u-a", type=float, default=110.0, help="MagFace upper magnitude u_a (l_a 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .errors import QMagError
 
 __all__ = ["MagFaceConfig", "magnitude_margin", "magnitude_regulariser", "MagFaceLoss", "QualityHead",
-           "QualityModel", "train_quality_head", "save_quality_head", "load_quality_head"]
+           "QualityModel", "train_quality_head", "backbone_directions", "save_quality_head", "load_quality_head"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,11 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: 
     n = x.shape[0]
     g = torch.Generator().manual_seed(int(seed))
     head = QualityHead(x.shape[1], dim, hidden).reset(g)
+    if math.sqrt(2 * dim) < 1.2 * cfg.l_a:
+        # BN output ≈ N(bias, 1) per unit, so lengths start near √(dim·(1 + bias²)); below
+        # l_a the clipped loss has no gradient on them and the length would never learn
+        with torch.no_grad():
+            head.bn.bias.fill_(math.sqrt((1.2 * cfg.l_a) ** 2 / dim - 1))
     loss_fn = MagFaceLoss(int(uniq.size), dim if u is None else u.shape[1], cfg, generator=g)
     params = list(head.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -273,6 +278,24 @@ def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64, kind: st
         for k in range(0, len(crops), batch_size):
             out.append(fn(encoder.tensor(np.asarray(crops[k:k + batch_size]))).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
+
+
+def backbone_directions(encoder, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Backbone descriptors (N, D) from cached head features (N, F): the final projection
+    applied to their pooled part (the last ``fc.in_features`` columns of both ``pooled``
+    and ``multi`` features) — the directions the shipped encoder matches with, for
+    ``train_quality_head(directions=...)``."""
+    fc = getattr(encoder.net, "fc", None)
+    if not isinstance(fc, nn.Linear):
+        raise QMagError(f"encoder {encoder.id!r} has no final projection to turn features into descriptors")
+    f = np.asarray(features, np.float32)
+    if f.ndim != 2 or f.shape[1] < fc.in_features:
+        raise QMagError(f"features must be (N, >= {fc.in_features}), got {f.shape}")
+    out = []
+    with torch.inference_mode():
+        for k in range(0, len(f), batch_size):
+            out.append(fc(torch.from_numpy(f[k:k + batch_size, -fc.in_features:])).numpy())
+    return np.concatenate(out) if out else np.zeros((0, fc.out_features), np.float32)
 
 
 def build_training_set(root, encoder, *, n_degraded: int = 4, seed: int = 0, aligned: bool = False,

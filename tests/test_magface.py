@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 
 from qmag_core.errors import QMagError
 from qmag_core.magface import (MagFaceConfig, MagFaceLoss, load_quality_head, magnitude_margin,
@@ -148,6 +149,7 @@ def test_cli_train_magface(tmp_path):
     assert "4 identities, 48 samples" in r.stdout
     head, meta = load_quality_head(out)
     assert meta["n_identities"] == 4 and meta["epochs"] == 3
+    assert meta["direction"] == "fixed" and meta["magface"]["u_a"] == 110.0
     import json
     log = json.loads((tmp_path / "head.pt.log.json").read_text())
     assert [h["epoch"] for h in log["history"]] == [1, 2, 3]
@@ -183,6 +185,51 @@ def test_direction_fixed_training_learns_only_the_length():
         assert torch.equal(a, b)
     with pytest.raises(QMagError, match="directions has 10 rows"):
         train_quality_head(X, Y, directions=D[:10], epochs=1)
+
+
+def test_fixed_direction_length_learns_how_well_the_direction_fits_its_class():
+    # toy: the direction drifts from its class centre by noise of strength t, and the
+    # head sees t among distractors; only a length trained against the fixed directions
+    # can learn "large t = poor fit = low q"; the head's own embedding can ignore it
+    rng = np.random.default_rng(0)
+    n, C = 1200, 10
+    centres = rng.normal(size=(C, 16))
+    Y = rng.integers(0, C, n)
+    t = rng.uniform(0, 1, n)
+    D = (centres[Y] + 3.0 * t[:, None] * rng.normal(size=(n, 16))).astype(np.float32)
+    X = np.c_[t, rng.normal(size=(n, 7))].astype(np.float32)
+    rho = {}
+    for name, dirs in (("fixed", D), ("free", None)):
+        head, _ = train_quality_head(X, Y, directions=dirs, epochs=40, batch_size=64, lr=0.2, dim=128, seed=0)
+        with torch.inference_mode():
+            q = head(torch.from_numpy(X)).norm(dim=1).numpy()
+        rho[name] = spearmanr(q, -t).correlation
+    assert rho["fixed"] > 0.7 and rho["fixed"] > rho["free"] + 0.4, rho
+
+
+def test_small_heads_start_inside_the_magnitude_range():
+    # with dim 8 the default init gives lengths ≈ 4 < l_a = 10, where the clipped MagFace
+    # loss has no gradient on the length: training must start them inside [l_a, u_a]
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(256, 6)).astype(np.float32)
+    Y = rng.integers(0, 4, 256)
+    head, hist = train_quality_head(X, Y, epochs=3, batch_size=64, dim=8, seed=0)
+    assert hist[0]["mean_a"] > MagFaceConfig().l_a + 1
+
+
+def test_backbone_directions_are_the_encoder_descriptors():
+    from pathlib import Path
+
+    from qmag_core.encoders import load_encoder
+    from qmag_core.magface import backbone_directions, backbone_features
+
+    enc = load_encoder("builtin-raw", device="cpu")
+    crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
+    for kind in ("pooled", "multi"):
+        np.testing.assert_allclose(backbone_directions(enc, backbone_features(enc, crops, kind=kind)),
+                                   enc.embed(crops), atol=1e-4)
+    with pytest.raises(QMagError, match=r"features must be \(N, >= 256\)"):
+        backbone_directions(enc, np.zeros((3, 100), np.float32))
 
 
 def test_quality_model_keeps_backbone_direction_and_uses_head_length():
