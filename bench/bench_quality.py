@@ -18,12 +18,12 @@ D. QMagFace vs cosine on cross-quality pairs, α/β trained on cross-quality pai
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,7 +32,7 @@ from qmag_core import metrics as M  # noqa: E402
 from qmag_core.align import FaceDetector, detect_and_align  # noqa: E402
 from qmag_core.compare import default_params  # noqa: E402
 from qmag_core.data import read_lfw_pairs  # noqa: E402
-from qmag_core.degrade import KINDS, degrade  # noqa: E402
+from qmag_core.degrade import KINDS, DegradedBank, cross_versions, degraded_bank, identity_pairs  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
 from qmag_core.scoring import QMagFaceTrainer, qmagface_score  # noqa: E402
 
@@ -50,62 +50,6 @@ def crops_for(paths, cache: Path, spec):
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(f, paths=np.asarray(paths), crops=crops)
     return crops
-
-
-def bank(enc, crops, n_deg: int, seed: int):
-    """Per image: clean + ``n_deg`` seeded degraded versions → unit descriptors (N, V, D),
-    head quality (N, V), raw descriptor length (N, V), kind (N, V), severity (N, V)."""
-    rng = np.random.default_rng(seed)
-    U, Q, R, K, S = [], [], [], [], []
-    for k in range(0, len(crops), 32):
-        batch, kinds, sevs = [], [], []
-        for c in crops[k:k + 32]:
-            batch.append(c); kinds.append(""); sevs.append(0.0)  # noqa: E702
-            for _ in range(n_deg):
-                kd, sv = KINDS[int(rng.integers(len(KINDS)))], float(rng.uniform(0.1, 1.0))
-                batch.append(degrade(c, kd, sv, rng)); kinds.append(kd); sevs.append(sv)  # noqa: E702
-        with torch.inference_mode():
-            d, q = enc.net.descriptor_and_quality(enc.tensor(np.stack(batch)))
-        U.append(torch.nn.functional.normalize(d, dim=1).numpy()); Q.append(q.numpy())  # noqa: E702
-        R.append(d.norm(dim=1).numpy()); K += kinds; S += sevs  # noqa: E702
-    v = 1 + n_deg
-    return (np.concatenate(U).reshape(len(crops), v, -1), np.concatenate(Q).reshape(-1, v),
-            np.concatenate(R).reshape(-1, v), np.asarray(K).reshape(-1, v), np.asarray(S).reshape(-1, v))
-
-
-def extended_pairs(ident, rng, n_gen_max: int, n_imp: int):
-    """All genuine pairs (capped, seeded) and ``n_imp`` seeded imposter pairs."""
-    order = np.argsort(ident, kind="stable")
-    gen = []
-    for name in np.unique(ident):
-        idx = order[ident[order] == name]
-        if idx.size > 1:
-            a, b = np.triu_indices(idx.size, 1)
-            gen.append(np.c_[idx[a], idx[b]])
-    gen = np.concatenate(gen)
-    if len(gen) > n_gen_max:
-        gen = gen[np.sort(rng.choice(len(gen), n_gen_max, replace=False))]
-    imp = rng.integers(0, ident.size, (n_imp * 2, 2))
-    imp = imp[ident[imp[:, 0]] != ident[imp[:, 1]]][:n_imp]
-    return np.r_[gen, imp], np.r_[np.ones(len(gen), bool), np.zeros(len(imp), bool)]
-
-
-def score(bk, ij, version):
-    """s and q_min for pairs ``ij`` (P, 2) with per-side versions (P, 2) (0 = clean)."""
-    U, Q, R = bk[:3]
-    u1, u2 = U[ij[:, 0], version[:, 0]], U[ij[:, 1], version[:, 1]]
-    s = np.einsum("pd,pd->p", u1, u2)
-    q = np.minimum(Q[ij[:, 0], version[:, 0]], Q[ij[:, 1], version[:, 1]])
-    r = np.minimum(R[ij[:, 0], version[:, 0]], R[ij[:, 1], version[:, 1]])
-    return s, q, r
-
-
-def cross_versions(n: int, n_deg: int, rng):
-    """One side of each pair degraded: (P, 2) versions, the other side clean."""
-    v = np.zeros((n, 2), np.int64)
-    side = rng.integers(0, 2, n)
-    v[np.arange(n), side] = rng.integers(1, n_deg + 1, n)
-    return v
 
 
 def pct(x):
@@ -129,13 +73,12 @@ def main():
     pidx = {p: k for k, p in enumerate(paths)}
     ident = np.asarray([p.split("/")[0] for p in paths])
     crops = crops_for(paths, Path(a.cache), enc.spec)
-    bk_file = Path(a.cache) / f"bank_{enc.key}_{a.degraded}_{a.seed}.npz"
+    bk_file = Path(a.cache) / f"degraded_bank_{enc.key}_{a.degraded}_{a.seed}.npz"
     if bk_file.is_file():
-        z = np.load(bk_file)
-        bk = tuple(z[f"a{k}"] for k in range(5))
+        bk = DegradedBank.load(bk_file)
     else:
-        bk = bank(enc, crops, a.degraded, a.seed)
-        np.savez(bk_file, **{f"a{k}": v for k, v in enumerate(bk)})
+        bk = degraded_bank(enc, crops, a.degraded, a.seed)
+        bk.save(bk_file)
     print(f"{len(paths)} LFW-dev images x (clean + {a.degraded} degraded), {time.time() - t0:.0f} s")
     ij_all = np.c_[[pidx[p] for p in pairs.path1], [pidx[p] for p in pairs.path2]]
     ev_img = np.zeros(len(paths), bool)
@@ -147,13 +90,13 @@ def main():
     m = pairs.fold >= 4
     e_raw = raw.embed(crops[:64])
     e_b = enc.embed(crops[:64])
-    dir_diff = np.abs(e_raw / np.linalg.norm(e_raw, axis=1, keepdims=True) - bk[0][:64, 0]).max()
-    cos_b = np.einsum("pd,pd->p", bk[0][ij_all[:, 0], 0], bk[0][ij_all[:, 1], 0])
+    dir_diff = np.abs(e_raw / np.linalg.norm(e_raw, axis=1, keepdims=True) - bk.unit[:64, 0]).max()
+    cos_b = np.einsum("pd,pd->p", bk.unit[ij_all[:, 0], 0], bk.unit[ij_all[:, 1], 0])
     nr = e_raw / np.linalg.norm(e_raw, axis=1, keepdims=True)
     nb = e_b / np.linalg.norm(e_b, axis=1, keepdims=True)
     print("\nA. clean pairs: builtin vs builtin-raw")
     print(f"  max |unit(builtin) - unit(builtin-raw)| over 64 images {max(dir_diff, np.abs(nr - nb).max()):.1e}; "
-          f"embed() q = head q: {np.allclose(np.linalg.norm(e_b, axis=1), bk[1][:64, 0], rtol=1e-4)}")
+          f"embed() q = head q: {np.allclose(np.linalg.norm(e_b, axis=1), bk.q[:64, 0], rtol=1e-4)}")
     for name, sel in (("folds 5-7", m), ("all 7 folds", np.ones_like(m))):
         acc = M.kfold_accuracy(cos_b[sel], pairs.label[sel], pairs.fold[sel])
         print(f"  {name}: accuracy {100 * acc.mean:.2f}% +/- {100 * acc.std:.2f} for both "
@@ -161,9 +104,9 @@ def main():
 
     # B. natural quality: clean extended pairs of folds 5-7
     ev = np.flatnonzero(ev_img)
-    ij_e, y_e = extended_pairs(ident[ev], rng, a.genuine, a.imposters)
+    ij_e, y_e = identity_pairs(ident[ev], rng, a.genuine, a.imposters)
     ij_e = ev[ij_e]
-    s_c, q_c, r_c = score(bk, ij_e, np.zeros_like(ij_e))
+    s_c, q_c, r_c = bk.pair_scores(ij_e, np.zeros_like(ij_e))
     print(f"\nB. natural quality, clean pairs of folds 5-7 ({int(y_e.sum())} genuine, {int((~y_e).sum())} imposter); "
           "FNMR at the EER threshold of the full set")
     thr = M.eer(s_c[y_e], s_c[~y_e]).threshold
@@ -177,15 +120,15 @@ def main():
           f"{', '.join(KINDS)}; severity U(0.1, 1)); discard 20% lowest q_min, EER threshold of the full set")
     v_off = cross_versions(int(m.sum()), a.degraded, rng)
     v_e = cross_versions(len(ij_e), a.degraded, rng)
-    sets = {"official pairs": (score(bk, ij_all[m], v_off), pairs.label[m].astype(bool)),
-            "extended pairs": (score(bk, ij_e, v_e), y_e)}
+    sets = {"official pairs": (bk.pair_scores(ij_all[m], v_off), pairs.label[m].astype(bool)),
+            "extended pairs": (bk.pair_scores(ij_e, v_e), y_e)}
     for sname, ((s, q, r), y) in sets.items():
         thr = M.eer(s[y], s[~y]).threshold
         for name, qq in (("head q", q), ("raw length", r)):
             e = M.edc(s, y, qq, discard=(0.0, 0.2), threshold=thr, n_random=200, random_state=a.seed)
             print(f"  {sname} ({int(y.sum())}+{int((~y).sum())}), {name:10s}: FNMR {pct(e.fnmr[0])} -> {pct(e.fnmr[1])} "
                   f"vs random median {pct(e.fnmr_random_median[1])}: ratio {e.fnmr[1] / e.fnmr_random_median[1]:.2f}")
-    kinds_e = bk[3][ij_e[np.arange(len(ij_e)), v_e.argmax(1)], v_e.max(1)]
+    kinds_e = bk.kind[ij_e[np.arange(len(ij_e)), v_e.argmax(1)], v_e.max(1)]
     (s, q, _), y = sets["extended pairs"]
     thr = M.eer(s[y], s[~y]).threshold
     per = []
@@ -197,30 +140,30 @@ def main():
 
     # D. QMagFace vs cosine on cross-quality pairs
     tr_img = np.flatnonzero(~ev_img)
-    ij_t, y_t = extended_pairs(ident[tr_img], rng, a.genuine, a.imposters)
+    ij_t, y_t = identity_pairs(ident[tr_img], rng, a.genuine, a.imposters)
     ij_t = tr_img[ij_t]
     v_t = cross_versions(len(ij_t), a.degraded, rng)
     variants = [("backbone direction (shipped)", bk)]
     if a.centre:
-        d = bk[0] * bk[2][..., None]
+        d = bk.unit * bk.raw[..., None]
         mu = d[tr_img, 0].mean(axis=0)
         dc = d - mu
         variants.append(("descriptors centred on the mean of the folds 1-4 images",
-                         (dc / np.linalg.norm(dc, axis=2, keepdims=True),) + tuple(bk[1:])))
+                         dataclasses.replace(bk, unit=dc / np.linalg.norm(dc, axis=2, keepdims=True))))
     shipped = default_params("builtin")
     for vname, bkv in variants:
-        s_t, q_t, _ = score(bkv, ij_t, v_t)
+        s_t, q_t, _ = bkv.pair_scores(ij_t, v_t)
         X_t = np.c_[s_t, q_t, q_t]
-        sets = {"official pairs": (score(bkv, ij_all[m], v_off), pairs.label[m].astype(bool)),
-                "extended pairs": (score(bkv, ij_e, v_e), y_e)}
+        sets = {"official pairs": (bkv.pair_scores(ij_all[m], v_off), pairs.label[m].astype(bool)),
+                "extended pairs": (bkv.pair_scores(ij_e, v_e), y_e)}
         if bkv is bk:
             shipped_sets = sets
         print(f"\nD. [{vname}] QMagFace vs cosine, cross-quality pairs of folds 5-7; α/β trained on cross-quality "
               f"pairs of folds 1-4 ({int(y_t.sum())}+{int((~y_t).sum())}); paired bootstrap {a.n_boot} resamples, "
               "95% CI of QMagFace - cosine (* = excludes 0)")
         if bkv is not bk:
-            so0 = np.einsum("pd,pd->p", bk[0][ij_all[m, 0], 0], bk[0][ij_all[m, 1], 0])
-            so1 = np.einsum("pd,pd->p", bkv[0][ij_all[m, 0], 0], bkv[0][ij_all[m, 1], 0])
+            so0 = np.einsum("pd,pd->p", bk.unit[ij_all[m, 0], 0], bk.unit[ij_all[m, 1], 0])
+            so1 = np.einsum("pd,pd->p", bkv.unit[ij_all[m, 0], 0], bkv.unit[ij_all[m, 1], 0])
             d0 = M.paired_bootstrap(pairs.label[m], so0, so1, fmrs=(), folds=pairs.fold[m], n_boot=a.n_boot,
                                     random_state=a.seed)[-1]
             print(f"  clean accuracy, folds 5-7: uncentred {pct(d0.a)}, centred {pct(d0.b)}, diff {100 * d0.diff:+.2f} pt "

@@ -23,13 +23,16 @@ use geometric scales because their effect only starts near the strong end.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
 from .align import warp_affine
 from .errors import QMagError
 
-__all__ = ["KINDS", "MAX_SEVERITY", "degrade", "random_degradations"]
+__all__ = ["KINDS", "MAX_SEVERITY", "degrade", "random_degradations", "DegradedBank", "degraded_bank",
+           "identity_pairs", "cross_versions"]
 
 KINDS = ("downscale", "blur", "jpeg", "noise", "occlusion", "exposure", "pose")
 
@@ -97,3 +100,109 @@ def random_degradations(crop: np.ndarray, n: int, rng: np.random.Generator, kind
         sev = float(rng.uniform(0.1, max_severity))
         out.append((degrade(crop, kind, sev, rng), kind, sev))
     return out
+
+
+# --- cross-quality protocol: every image clean + seeded degraded versions, pairs whose
+# --- sides may come from different versions (e.g. one side degraded, the other clean)
+
+@dataclass
+class DegradedBank:
+    """Embeddings of N images, each as version 0 (clean) and V − 1 seeded degraded versions.
+
+    ``unit`` (N, V, D) unit descriptors; ``q`` (N, V) quality (the embedding length);
+    ``raw`` (N, V) the backbone descriptor's own length (= ``q`` for encoders without a
+    separate quality head); ``kind`` (N, V) degradation ('' for clean); ``severity``
+    (N, V) in [0, 1] (0 for clean).
+    """
+
+    unit: np.ndarray
+    q: np.ndarray
+    raw: np.ndarray
+    kind: np.ndarray
+    severity: np.ndarray
+
+    def pair_scores(self, ij: np.ndarray, versions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cosine s, q_min and raw-length minimum (each (P,)) of pairs ``ij`` (P, 2) of
+        image indices, side k taken at version ``versions[:, k]`` (0 = clean)."""
+        ij, v = np.asarray(ij), np.asarray(versions)
+        if ij.shape != v.shape or ij.ndim != 2 or ij.shape[1] != 2:
+            raise QMagError(f"ij and versions must both be (P, 2), got {ij.shape} and {v.shape}")
+        a, b = (ij[:, 0], v[:, 0]), (ij[:, 1], v[:, 1])
+        s = np.einsum("pd,pd->p", self.unit[a], self.unit[b])
+        return s, np.minimum(self.q[a], self.q[b]), np.minimum(self.raw[a], self.raw[b])
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, **{f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DegradedBank":
+        z = np.load(path)
+        missing = [f.name for f in fields(cls) if f.name not in z.files]
+        if missing:
+            raise QMagError(f"{path}: not a degraded bank (missing {', '.join(missing)})")
+        return cls(**{f.name: z[f.name] for f in fields(cls)})
+
+
+def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *,
+                  batch_size: int = 32) -> DegradedBank:
+    """Embed each aligned crop (N, S, S, 3) clean and in ``n_degraded`` seeded degraded
+    versions (kind uniform over :data:`KINDS`, severity U(0.1, 1), one generator seeded
+    with ``seed`` consumed image by image, as :func:`random_degradations`)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    net = encoder.net
+    both = callable(getattr(net, "descriptor_and_quality", None)) and not getattr(encoder, "flip", False)
+    U, Q, R, K, S = [], [], [], [], []
+    for k in range(0, len(crops), batch_size):
+        batch = []
+        for c in crops[k:k + batch_size]:
+            batch.append(c); K.append(""); S.append(0.0)  # noqa: E702
+            for img, kd, sv in random_degradations(c, n_degraded, rng):
+                batch.append(img); K.append(kd); S.append(sv)  # noqa: E702
+        if both:  # unit direction, head q and the raw descriptor length from one pass
+            with torch.inference_mode():
+                d, q = net.descriptor_and_quality(encoder.tensor(np.stack(batch)))
+            d, q = d.float().cpu().numpy(), q.float().cpu().numpy()
+            r = np.linalg.norm(d, axis=1)
+        else:
+            d = encoder.embed(np.stack(batch))
+            q = r = np.linalg.norm(d, axis=1)
+        U.append(d / np.maximum(r, 1e-12)[:, None]); Q.append(q); R.append(r)  # noqa: E702
+    v = 1 + n_degraded
+    n = len(crops)
+    return DegradedBank(np.concatenate(U).reshape(n, v, -1), np.concatenate(Q).reshape(n, v),
+                        np.concatenate(R).reshape(n, v), np.asarray(K).reshape(n, v),
+                        np.asarray(S, np.float32).reshape(n, v))
+
+
+def identity_pairs(identity: np.ndarray, rng: np.random.Generator, n_genuine_max: int,
+                   n_imposter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every genuine pair of ``identity`` (N,) (a seeded subset when there are more than
+    ``n_genuine_max``) and up to ``n_imposter`` seeded random imposter pairs.  Returns
+    ``ij`` (P, 2) image indices and ``is_genuine`` (P,) bool, genuine pairs first."""
+    identity = np.asarray(identity)
+    order = np.argsort(identity, kind="stable")
+    sorted_ids = identity[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    gen = []
+    for a0, a1 in zip(starts, ends):
+        if a1 - a0 > 1:
+            a, b = np.triu_indices(a1 - a0, 1)
+            gen.append(np.c_[order[a0 + a], order[a0 + b]])
+    gen = np.concatenate(gen) if gen else np.zeros((0, 2), np.int64)
+    if len(gen) > n_genuine_max:
+        gen = gen[np.sort(rng.choice(len(gen), n_genuine_max, replace=False))]
+    imp = rng.integers(0, identity.size, (n_imposter * 2, 2))
+    imp = imp[identity[imp[:, 0]] != identity[imp[:, 1]]][:n_imposter]
+    return np.r_[gen, imp], np.r_[np.ones(len(gen), bool), np.zeros(len(imp), bool)]
+
+
+def cross_versions(n: int, n_degraded: int, rng: np.random.Generator) -> np.ndarray:
+    """Versions (n, 2) for cross-quality pairs: one seeded side of each pair takes a
+    seeded degraded version in 1..``n_degraded``, the other stays clean (0)."""
+    v = np.zeros((n, 2), np.int64)
+    side = rng.integers(0, 2, n)
+    v[np.arange(n), side] = rng.integers(1, n_degraded + 1, n)
+    return v

@@ -188,19 +188,17 @@ def train_params(c, mode: str, seed: int, write: bool, n_deg: int = 3):
     """QMagFace α/β for the shipped ``builtin`` encoder: cross-quality pairs (one side
     degraded, seeded) of glint24 + ORL only — disjoint from LFW, so from every
     evaluation and from the sample dataset."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_quality import bank, cross_versions, extended_pairs, score
-
     from qmag_core.compare import operating_points
+    from qmag_core.degrade import cross_versions, degraded_bank, identity_pairs
     from qmag_core.scoring import QMagFaceTrainer, qmagface_score
 
     allowed = np.asarray([str(n).startswith(("glint24/", "orl/")) for n in c["ids"]])
     sel = np.flatnonzero(allowed[c["labels"]])
     enc = load_encoder("builtin", device="cpu")
-    bk = bank(enc, c["train"][sel], n_deg, seed)
+    bk = degraded_bank(enc, c["train"][sel], n_deg, seed)
     rng = np.random.default_rng(seed)
-    ij, y = extended_pairs(c["labels"][sel], rng, 20_000, 100_000)
-    s, q, _ = score(bk, ij, cross_versions(len(ij), n_deg, rng))
+    ij, y = identity_pairs(c["labels"][sel], rng, 20_000, 100_000)
+    s, q, _ = bk.pair_scores(ij, cross_versions(len(ij), n_deg, rng))
     tr = QMagFaceTrainer(mode=mode, random_state=seed).fit(np.c_[s, q, q], y)
     print(f"{mode}: alpha {tr.alpha_:.5g} beta {tr.beta_:.5g} (s0 {tr.alpha_ / tr.beta_:.3f}) on {int(y.sum())} genuine + "
           f"{int((~y).sum())} imposter cross-quality pairs of {len(np.unique(c['labels'][sel]))} identities")
