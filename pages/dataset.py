@@ -1,15 +1,12 @@
 """Dataset: genuine/imposter distributions before and after QMagFace, s vs q_min,
 ROC/DET, FNMR@FMR with bootstrap CIs, EER; bring your own data."""
-import os
-import tempfile
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pages.shared import active_params, dataset, download_table, encoder, fmt_pct, set_active, sidebar, state
 from qmag_core import metrics as M
-from qmag_core.dashboard import Dataset, REPORT_FMRS, dataset_from_scores, resolve_under_roots
+from qmag_core.dashboard import Dataset, REPORT_FMRS, dataset_from_scores, resolve_under_roots, staged_uploads
 from qmag_core.data import load_embeddings, read_pairs, scores_from_embeddings
 from qmag_core.errors import QMagError
 from qmag_core.figures import roc_det, s_vs_q, score_histograms
@@ -18,14 +15,6 @@ from qmag_core.scoring import qmagface_score
 sidebar()
 st.title("Dataset")
 ss = state()
-
-
-def _save_upload(up) -> str:
-    d = tempfile.mkdtemp(prefix="qmag-upload-")
-    p = os.path.join(d, os.path.basename(up.name))
-    with open(p, "wb") as fh:
-        fh.write(up.getvalue())
-    return p
 
 
 def _add(name: str, ds: Dataset):
@@ -42,7 +31,9 @@ with st.expander("Bring your own data", expanded=False):
         up = st.file_uploader("s,q1,q2,label[,fold] (or q_min)", type=["csv", "txt"], key="up_scores")
         if up is not None and st.button("Load scores", key="load_scores"):
             try:
-                _add(up.name, dataset_from_scores(_save_upload(up), up.name))
+                with staged_uploads(up) as (path,):
+                    ds_new = dataset_from_scores(path, up.name)
+                _add(up.name, ds_new)
             except (QMagError, OSError) as e:
                 st.error(f"Not loaded: {e}")
     with t2:
@@ -50,8 +41,9 @@ with st.expander("Bring your own data", expanded=False):
         upr = st.file_uploader("pairs (LFW pairs.txt or CSV path1,path2,label[,fold])", key="up_pairs")
         if ue is not None and upr is not None and st.button("Load embeddings + pairs", key="load_emb"):
             try:
-                emb = load_embeddings(_save_upload(ue))
-                t, rep = scores_from_embeddings(emb, read_pairs(_save_upload(upr)))
+                with staged_uploads(ue, upr) as (pe, pp):
+                    emb = load_embeddings(pe)
+                    t, rep = scores_from_embeddings(emb, read_pairs(pp))
                 if rep["n_scored"] == 0:
                     raise QMagError("no pair could be matched to the embeddings' paths")
                 _add(f"{ue.name} + {upr.name}", Dataset(f"{ue.name} + {upr.name}", t, encoder=emb.encoder or None,

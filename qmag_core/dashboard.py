@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from .data import ScoreTable, read_pairs, read_scores_csv
 from .errors import QMagError
 from .scoring import QMagFaceParams, QMagFaceTrainer, qmagface_score
 
-__all__ = ["ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
+__all__ = ["staged_uploads", "ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
            "load_sample_dataset", "dataset_from_scores", "fmr_bounds", "fmr_grid", "heldout_effect", "summary_metrics",
            "overlap", "scale_free", "OFFICIAL_PARAMS", "REPORT_FMRS"]
 
@@ -93,6 +96,26 @@ class Dataset:
     @property
     def n_imposter(self) -> int:
         return int((self.table.label == 0).sum())
+
+
+@contextmanager
+def staged_uploads(*uploads):
+    """Write uploaded files (objects with ``.name`` and ``.getvalue()``, e.g. Streamlit's
+    UploadedFile) to a private temporary folder for the loaders, which read them
+    completely; yields their paths and removes the folder afterwards, also on errors."""
+    d = tempfile.mkdtemp(prefix="qmag-upload-")
+    try:
+        paths = []
+        for k, up in enumerate(uploads):
+            sub = os.path.join(d, str(k))  # two uploads may share a name
+            os.mkdir(sub)
+            p = os.path.join(sub, os.path.basename(up.name) or "upload")
+            with open(p, "wb") as fh:
+                fh.write(up.getvalue())
+            paths.append(p)
+        yield paths
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def dataset_from_scores(path: str | os.PathLike, name: str | None = None) -> Dataset:

@@ -2,6 +2,7 @@
 against qmag_core computed independently."""
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,7 +88,14 @@ def test_dataset_page_values():
     assert df["FNMR@0.0001 CI95"].iloc[0] == "not enough imposters"
 
 
+def _upload_dirs():
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("qmag-upload-*"))
+
+
 def test_dataset_bad_upload_keeps_loaded_data(tmp_path):
+    before = _upload_dirs()
     at = app("dataset")
     at.file_uploader(key="up_scores").set_value(("bad.csv", b"s,q1,q2,label\n0.5,1,1,1\nxx,1,1,0\n", "text/csv")).run()
     at.button(key="load_scores").click().run()
@@ -99,6 +107,28 @@ def test_dataset_bad_upload_keeps_loaded_data(tmp_path):
     at.button(key="load_scores").click().run()
     assert at.selectbox(key="w_dataset_id").value == "mine.csv"
     assert not at.exception
+    assert _upload_dirs() == before  # staged upload files are gone after loading, failed or not
+
+
+def test_staged_uploads_are_removed_even_on_errors():
+    from qmag_core.dashboard import staged_uploads
+
+    class Up:
+        def __init__(self, name, data):
+            self.name, self._d = name, data
+
+        def getvalue(self):
+            return self._d
+
+    with staged_uploads(Up("a.csv", b"1"), Up("a.csv", b"2")) as (p1, p2):
+        assert Path(p1).read_bytes() == b"1" and Path(p2).read_bytes() == b"2"  # same name, both kept
+        assert Path(p1).name == "a.csv"
+    assert not Path(p1).exists() and not Path(p1).parent.parent.exists()
+    with pytest.raises(ValueError):
+        with staged_uploads(Up("../../evil.csv", b"x")) as (p,):
+            assert Path(p).name == "evil.csv" and "qmag-upload-" in str(Path(p).parent.parent)
+            raise ValueError("loader failed")
+    assert not Path(p).parent.parent.exists()
 
 
 def test_server_paths_outside_data_root_refused():
