@@ -89,10 +89,10 @@ def metrics_table(key: str, s, s_hat, y):
     rows = []
     for name, v in (("cosine s", s), ("QMagFace ŝ", s_hat)):
         g, i = M.split_scores(v, y)
-        e = M.eer(g, i)
+        c = M.roc(g, i)  # one sort for EER, AUC and FNMR@FMR
         ci = M.bootstrap_ci(g, i, fmrs=REPORT_FMRS, n_boot=200, random_state=0)
-        row = {"scores": name, "EER": e.value, "EER CI95": ci["eer"], "AUC": M.auc(g, i), "d′": M.dprime(g, i)}
-        for o in M.fnmr_at_fmr(g, i, REPORT_FMRS):
+        row = {"scores": name, "EER": c.eer().value, "EER CI95": ci["eer"], "AUC": c.auc(), "d′": M.dprime(g, i)}
+        for o in c.fnmr_at_fmr(REPORT_FMRS):
             row[f"FNMR@{o.target_fmr:g}"] = o.fnmr
             row[f"FNMR@{o.target_fmr:g} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
         rows.append(row)
@@ -115,13 +115,14 @@ c2.metric("EER QMagFace", fmt_pct(rows[1]["EER"]), delta=f"{100 * (rows[1]['EER'
 fig, _ = score_histograms(t.s, s_hat, y)
 st.plotly_chart(fig, key="hist", width="stretch")
 thr = None
+roc_hat = M.roc(s_hat[y], s_hat[~y])
 if params is not None:
-    ops = M.fnmr_at_fmr(s_hat[y], s_hat[~y], (1e-3,))
-    thr = ops[0].threshold if ops[0].threshold is not None else M.eer(s_hat[y], s_hat[~y]).threshold
+    ops = roc_hat.fnmr_at_fmr((1e-3,))
+    thr = ops[0].threshold if ops[0].threshold is not None else roc_hat.eer().threshold
 c1, c2 = st.columns([2, 3])
 c1.plotly_chart(s_vs_q(t.s, t.q_min, y, alpha=alpha if params else None, beta=beta, threshold=thr), key="sq",
                 width="stretch")
-c2.plotly_chart(roc_det({"cosine": M.roc(t.s[y], t.s[~y]), "QMagFace": M.roc(s_hat[y], s_hat[~y])}), key="roc",
+c2.plotly_chart(roc_det({"cosine": M.roc(t.s[y], t.s[~y]), "QMagFace": roc_hat}), key="roc",
                 width="stretch")
 scored = pd.DataFrame({"s": t.s, "q1": t.q1, "q2": t.q2, "label": t.label, "fold": t.fold, "s_hat": s_hat})
 download_table(scored, "scores_with_s_hat.csv", "Download scores with ŝ (CSV)")

@@ -118,12 +118,13 @@ def metric_block(genuine, imposter, scores, labels, folds, *, n_boot: int, seed:
     """The metrics dict M of the evaluate JSON."""
     from . import metrics as M
 
-    e = M.eer(genuine, imposter)
-    ops = M.fnmr_at_fmr(genuine, imposter, REPORT_FMRS)
+    curve = M.roc(genuine, imposter)  # one sort for EER, AUC and FNMR@FMR
+    e = curve.eer()
+    ops = curve.fnmr_at_fmr(REPORT_FMRS)
     out = {
         "eer": e.value,
         "eer_threshold": e.threshold,
-        "auc": M.auc(genuine, imposter),
+        "auc": curve.auc(),
         "dprime": M.dprime(genuine, imposter),
         "fnmr_at_fmr": {_fmr_key(o.target_fmr): o.fnmr for o in ops},
         "threshold_at_fmr": {_fmr_key(o.target_fmr): o.threshold for o in ops},

@@ -116,6 +116,19 @@ class RocCurve:
     def tpr(self) -> FloatArray:
         return 1.0 - self.fnmr
 
+    def eer(self) -> "EER":
+        """Equal error rate of this curve (see :func:`eer`)."""
+        return _eer_from_rates(self.fmr, self.fnmr, self.thresholds)
+
+    def fnmr_at_fmr(self, fmrs=(1e-2, 1e-3, 1e-4)) -> list["OperatingPoint"]:
+        """FNMR at each target FMR (see :func:`fnmr_at_fmr`)."""
+        return _operating_points(self.fmr, self.fnmr, self.thresholds, self.n_imposter, fmrs)
+
+    def auc(self) -> float:
+        """Area under this curve (ties count one half)."""
+        tpr = 1.0 - self.fnmr
+        return float(np.sum(np.diff(self.fmr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
     def decimate(self, max_points: int = 2000) -> "RocCurve":
         """At most ``max_points`` points, spread in index and in log-FMR (for plotting)."""
         idx = decimate_indices(self.fmr, max_points)
@@ -189,16 +202,26 @@ def supports_fmr(n_imposter: int, fmr: float) -> bool:
     return n_imposter * fmr >= 1.0 - 1e-9
 
 
-def _op_from_counts(thr, tps, fps, n_gen, n_imp, fmrs):
-    """Vectorised FNMR@FMR (≤ rule) from descending-threshold cumulative counts."""
-    fps0 = np.r_[0.0, fps]
-    tps0 = np.r_[0.0, tps]
-    thr0 = np.r_[np.inf, thr]
-    fpr = fps0 / n_imp
-    k = np.searchsorted(fpr, fmrs, side="right") - 1
-    t_best = tps0[k]
-    j = np.searchsorted(tps0, t_best, side="left")
-    return 1.0 - t_best / n_gen, fpr[j], thr0[j]
+def _op_from_rates(fmr, fnmr, thr, fmrs):
+    """Vectorised FNMR@FMR (≤ rule) on a curve with thresholds descending from +inf:
+    the lowest FNMR with FMR ≤ each target, at the highest threshold giving it."""
+    k = np.searchsorted(fmr, fmrs, side="right") - 1
+    best = fnmr[k]
+    j = np.searchsorted(-fnmr, -best, side="left")  # first point reaching that FNMR
+    return best, fmr[j], thr[j]
+
+
+def _operating_points(curve_fmr, curve_fnmr, curve_thr, n_imp, fmrs) -> list[OperatingPoint]:
+    fmrs = np.atleast_1d(np.asarray(fmrs, dtype=np.float64))
+    fn, fm, th = _op_from_rates(curve_fmr, curve_fnmr, curve_thr, fmrs)
+    out = []
+    for t, a, b, c in zip(fmrs, fn, fm, th):
+        if supports_fmr(n_imp, t):
+            out.append(OperatingPoint(float(t), float(a), float(b), float(c)))
+        else:
+            out.append(OperatingPoint(float(t), None, None, None,
+                                      f"not enough imposters: FMR {t:g} needs ≥ {math.ceil(1 / t - 1e-9):,}, have {n_imp:,}"))
+    return out
 
 
 def fnmr_at_fmr(genuine: npt.ArrayLike, imposter: npt.ArrayLike,
@@ -211,19 +234,7 @@ def fnmr_at_fmr(genuine: npt.ArrayLike, imposter: npt.ArrayLike,
     >>> [(p.fnmr, p.threshold) for p in ops]
     [(0.0, 0.3), (0.33333333333333337, 0.8), (None, None)]
     """
-    g, i = _check(genuine, imposter)
-    fmrs = np.atleast_1d(np.asarray(fmrs, dtype=np.float64))
-    ss = _SortedScores(g, i)
-    tps, fps = ss.counts()
-    fn, fm, th = _op_from_counts(ss.thresholds, tps, fps, g.size, i.size, fmrs)
-    out = []
-    for t, a, b, c in zip(fmrs, fn, fm, th):
-        if supports_fmr(i.size, t):
-            out.append(OperatingPoint(float(t), float(a), float(b), float(c)))
-        else:
-            out.append(OperatingPoint(float(t), None, None, None,
-                                      f"not enough imposters: FMR {t:g} needs ≥ {math.ceil(1 / t - 1e-9):,}, have {i.size:,}"))
-    return out
+    return roc(genuine, imposter).fnmr_at_fmr(fmrs)
 
 
 @dataclass(frozen=True)
@@ -259,15 +270,12 @@ def eer(genuine: npt.ArrayLike, imposter: npt.ArrayLike) -> EER:
     >>> eer([0.9, 0.8, 0.7, 0.2], [0.1, 0.3, 0.4, 0.75]).value
     0.25
     """
-    c = roc(genuine, imposter)
-    return _eer_from_rates(c.fmr, c.fnmr, c.thresholds)
+    return roc(genuine, imposter).eer()
 
 
 def auc(genuine: npt.ArrayLike, imposter: npt.ArrayLike) -> float:
     """Area under the ROC curve (ties count one half), = sklearn's ``roc_auc_score``."""
-    c = roc(genuine, imposter)
-    tpr = 1.0 - c.fnmr
-    return float(np.sum(np.diff(c.fmr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return roc(genuine, imposter).auc()
 
 
 def dprime(genuine: npt.ArrayLike, imposter: npt.ArrayLike) -> float:
@@ -331,7 +339,7 @@ def _weighted_eer_fnmr(ss: "_SortedScores", wg: np.ndarray, wi: np.ndarray, fmrs
     tps, fps = ss.counts(wg, wi)
     fmr, fnmr = _rates(tps, fps, ss.n_gen, ss.n_imp)
     eer_value = _eer_from_rates(fmr, fnmr, np.r_[np.inf, ss.thresholds]).value
-    return eer_value, _op_from_counts(ss.thresholds, tps, fps, ss.n_gen, ss.n_imp, fmrs)[0]
+    return eer_value, _op_from_rates(fmr, fnmr, np.r_[np.inf, ss.thresholds], fmrs)[0]
 
 
 # ----------------------------------------------------------------------- bootstrap

@@ -198,3 +198,18 @@ def test_paired_bootstrap_values_and_differences():
     assert e.metric == "eer" and e.b < e.a and e.hi < 0 and e.excludes_zero and e.lo <= e.diff <= e.hi
     with pytest.raises(QMagError, match="equal length"):
         M.paired_bootstrap(y, a, b[:-1])
+
+
+def test_roc_curve_methods_equal_the_functions_on_one_sort():
+    rng = np.random.default_rng(7)
+    g = np.round(rng.normal(1, 1, 300), 2)  # ties inside and across classes
+    i = np.round(rng.normal(0, 1, 5000), 2)
+    c = M.roc(g, i)
+    assert c.eer() == M.eer(g, i) and c.auc() == M.auc(g, i)
+    assert c.fnmr_at_fmr((1e-1, 1e-2, 1e-3, 1e-4)) == M.fnmr_at_fmr(g, i, (1e-1, 1e-2, 1e-3, 1e-4))
+    # brute force FNMR@1e-2: lowest FNMR over thresholds with FMR <= 1e-2
+    ts = np.r_[np.inf, np.unique(np.r_[g, i])]
+    fmr = np.array([(i >= t).mean() for t in ts])
+    fnmr = np.array([(g < t).mean() for t in ts])
+    assert c.fnmr_at_fmr((1e-2,))[0].fnmr == pytest.approx(fnmr[fmr <= 1e-2].min())
+    assert c.fnmr_at_fmr((1e-4,))[0].fnmr is None  # 5,000 imposters cannot measure 1e-4
