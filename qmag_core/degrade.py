@@ -16,7 +16,7 @@ kind                    severity s → effect
 
 The scales are calibrated on one common footing: at severity 1 every kind costs the
 built-in network about the same identity information (mean 1 − cos(clean, degraded)
-0.06–0.09 on 160 LFW fold 1–4 faces, ``tools/train_builtin_head.py --calibrate``),
+0.06–0.10 on 160 LFW fold 1–4 faces, ``tools/train_builtin_head.py --calibrate``),
 so severities of different kinds can be ranked together.  Downscale, JPEG and exposure
 use geometric scales because their effect only starts near the strong end.
 """

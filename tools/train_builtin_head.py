@@ -13,7 +13,9 @@ Aligned crops are cached (``--cache``), so a rerun only repeats degradations, ba
 passes and training.  Every random choice is seeded.
 
     python tools/train_builtin_head.py [--held-out exposure|none] [--degraded 4]
-        [--features multi|pooled] [--epochs 30] [--variants linear:0,mlp:512] [--write]
+        [--features multi|pooled] [--direction fixed|free] [--u-a 110] [--epochs 30]
+        [--variants linear:0,mlp:512] [--write]
+    python tools/train_builtin_head.py --held-out none --degraded 6 --select   # recipe choice, validation only
     python tools/train_builtin_head.py --params consistent|official [--write]   # α/β with the shipped head
 """
 from __future__ import annotations
