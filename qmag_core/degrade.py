@@ -31,8 +31,8 @@ import numpy as np
 from .align import warp_affine
 from .errors import QMagError
 
-__all__ = ["KINDS", "MAX_SEVERITY", "degrade", "random_degradations", "DegradedBank", "degraded_bank",
-           "identity_pairs", "cross_versions"]
+__all__ = ["KINDS", "MAX_SEVERITY", "degrade", "random_degradations", "with_degraded_copies", "DegradedBank",
+           "degraded_bank", "identity_pairs", "cross_versions"]
 
 KINDS = ("downscale", "blur", "jpeg", "noise", "occlusion", "exposure", "pose")
 
@@ -102,6 +102,18 @@ def random_degradations(crop: np.ndarray, n: int, rng: np.random.Generator, kind
     return out
 
 
+def with_degraded_copies(crops, n: int, rng: np.random.Generator, kinds=KINDS, max_severity: float = 1.0):
+    """Each crop followed by its ``n`` :func:`random_degradations` (``rng`` consumed crop
+    by crop, so chunked calls give the same copies as one call).  Returns lists
+    (images, kinds, severities) of length len(crops)·(1 + n); clean: kind '', severity 0."""
+    images, kds, sevs = [], [], []
+    for crop in crops:
+        images.append(crop); kds.append(""); sevs.append(0.0)  # noqa: E702
+        for img, kd, sv in random_degradations(crop, n, rng, kinds, max_severity):
+            images.append(img); kds.append(kd); sevs.append(sv)  # noqa: E702
+    return images, kds, sevs
+
+
 # --- cross-quality protocol: every image clean + seeded degraded versions, pairs whose
 # --- sides may come from different versions (e.g. one side degraded, the other clean)
 
@@ -147,7 +159,7 @@ def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *,
                   batch_size: int = 32) -> DegradedBank:
     """Embed each aligned crop (N, S, S, 3) clean and in ``n_degraded`` seeded degraded
     versions (kind uniform over :data:`KINDS`, severity U(0.1, 1), one generator seeded
-    with ``seed`` consumed image by image, as :func:`random_degradations`)."""
+    with ``seed`` consumed image by image, see :func:`with_degraded_copies`)."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -155,11 +167,9 @@ def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *,
     both = callable(getattr(net, "descriptor_and_quality", None)) and not getattr(encoder, "flip", False)
     U, Q, R, K, S = [], [], [], [], []
     for k in range(0, len(crops), batch_size):
-        batch = []
-        for c in crops[k:k + batch_size]:
-            batch.append(c); K.append(""); S.append(0.0)  # noqa: E702
-            for img, kd, sv in random_degradations(c, n_degraded, rng):
-                batch.append(img); K.append(kd); S.append(sv)  # noqa: E702
+        batch, kds, sevs = with_degraded_copies(crops[k:k + batch_size], n_degraded, rng)
+        K += kds
+        S += sevs
         if both:  # unit direction, head q and the raw descriptor length from one pass
             with torch.inference_mode():
                 d, q = net.descriptor_and_quality(encoder.tensor(np.stack(batch)))

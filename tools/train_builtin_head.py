@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from qmag_core.align import ARCFACE_112, FaceDetector, ImageError, NoFaceError, detect_and_align  # noqa: E402
 from qmag_core.data import read_lfw_pairs  # noqa: E402
-from qmag_core.degrade import KINDS, degrade, random_degradations  # noqa: E402
+from qmag_core.degrade import KINDS, degrade, with_degraded_copies  # noqa: E402
 from qmag_core.embed import list_images  # noqa: E402
 from qmag_core.encoders import BUILTIN_HEAD, load_encoder  # noqa: E402
 from qmag_core.magface import (MagFaceConfig, backbone_directions, backbone_features,  # noqa: E402
@@ -101,18 +101,15 @@ def training_features(c, enc, n_degraded, seed, feature_kind, max_severity=1.0, 
     """Features of every training crop and its seeded degraded copies (all kinds; a
     held-out kind is dropped afterwards), in chunks.  Returns X, labels, severity, kind."""
     rng = np.random.default_rng(seed)
-    feats, labels, sev, kind = [], [], [], []
+    feats, sev, kind = [], [], []
     crops = c["train"]
     for k in range(0, len(crops), chunk):
-        batch, lab, sv = [], [], []
-        for crop, y in zip(crops[k:k + chunk], c["labels"][k:k + chunk]):
-            batch.append(crop); lab.append(y); sv.append(0.0); kind.append("")  # noqa: E702
-            for img, kd, s in random_degradations(crop, n_degraded, rng, KINDS, max_severity):
-                batch.append(img); lab.append(y); sv.append(s); kind.append(kd)  # noqa: E702
+        batch, kd, sv = with_degraded_copies(crops[k:k + chunk], n_degraded, rng, KINDS, max_severity)
         feats.append(backbone_features(enc, np.stack(batch), kind=feature_kind))
-        labels += lab
+        kind += kd
         sev += sv
-    return np.concatenate(feats), np.asarray(labels), np.asarray(sev, np.float32), np.asarray(kind)
+    labels = np.repeat(c["labels"], 1 + n_degraded)  # each crop's label for it and its copies
+    return np.concatenate(feats), labels, np.asarray(sev, np.float32), np.asarray(kind)
 
 
 def eval_set(c, enc, seed, feature_kind):
@@ -277,8 +274,7 @@ def main():
     D = backbone_directions(enc, X) if a.direction == "fixed" else None
     cfg = MagFaceConfig(u_a=a.u_a)
     f, sev, kind = cached(cache / f"eval_{a.features}_{a.seed}.npz", lambda: eval_set(c, enc, a.seed, a.features))
-    with torch.inference_mode():
-        q_raw = np.linalg.norm(enc.net.fc(torch.from_numpy(f[:, -256:])).numpy(), axis=1)
+    q_raw = np.linalg.norm(backbone_directions(enc, f), axis=1)
     print(f"features in {time.time() - t0:.0f} s: training {len(np.unique(Y))} identities, {len(Y)} samples "
           f"({len(c['train'])} images + {a.degraded} degraded copies each, kinds {', '.join(kinds)}); "
           f"evaluation: LFW folds 5-7, {len(c['eval'])} images x (clean + {len(KINDS)} kinds)", flush=True)
