@@ -77,6 +77,7 @@ class _SortedScores:
         self.src = order  # index into concat(g, i)
         self.ends = np.r_[np.flatnonzero(self.scores[1:] != self.scores[:-1]), self.scores.size - 1]
         self.thresholds = self.scores[self.ends]
+        self.curve_thresholds = np.r_[np.inf, self.thresholds]  # the curve starts at +inf
         self.n_gen, self.n_imp = g.size, i.size
 
     def counts(self, w_gen: np.ndarray | None = None, w_imp: np.ndarray | None = None):
@@ -155,7 +156,7 @@ def roc(genuine: npt.ArrayLike, imposter: npt.ArrayLike) -> RocCurve:
     ss = _SortedScores(g, i)
     tps, fps = ss.counts()
     fmr, fnmr = _rates(tps, fps, g.size, i.size)
-    return RocCurve(np.r_[np.inf, ss.thresholds], fmr, fnmr, g.size, i.size)
+    return RocCurve(ss.curve_thresholds, fmr, fnmr, g.size, i.size)
 
 
 def decimate_indices(fmr: npt.ArrayLike, max_points: int = 2000) -> npt.NDArray[np.int64]:
@@ -338,8 +339,8 @@ def _weighted_eer_fnmr(ss: "_SortedScores", wg: np.ndarray, wi: np.ndarray, fmrs
     """EER value and FNMR at each FMR of ``fmrs`` for per-score weights (bootstrap counts)."""
     tps, fps = ss.counts(wg, wi)
     fmr, fnmr = _rates(tps, fps, ss.n_gen, ss.n_imp)
-    eer_value = _eer_from_rates(fmr, fnmr, np.r_[np.inf, ss.thresholds]).value
-    return eer_value, _op_from_rates(fmr, fnmr, np.r_[np.inf, ss.thresholds], fmrs)[0]
+    eer_value = _eer_from_rates(fmr, fnmr, ss.curve_thresholds).value
+    return eer_value, _op_from_rates(fmr, fnmr, ss.curve_thresholds, fmrs)[0]
 
 
 # ----------------------------------------------------------------------- bootstrap
@@ -370,7 +371,6 @@ def bootstrap_ci(genuine: npt.ArrayLike, imposter: npt.ArrayLike, *, fmrs=(1e-2,
     return out
 
 
-# ----------------------------------------------------------------------------- EDC
 @dataclass(frozen=True)
 class PairedDifference:
     """One metric for two score sets on the same pairs: values ``a``, ``b``, the
@@ -433,6 +433,7 @@ def paired_bootstrap(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: n
             for n, va, vb, l, h in zip(names, full[0], full[1], lo, hi)]
 
 
+# ----------------------------------------------------------------------------- EDC
 @dataclass(frozen=True)
 class EDCResult:
     """Error-versus-discard: FNMR of the remaining genuine pairs vs discarded fraction."""
