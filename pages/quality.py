@@ -52,17 +52,22 @@ st.caption("The map explains this encoder's own q: red pixels lower it, blue pix
            "forward passes each).")
 
 
+#: radio label → (explain method, its options)
+PLQ_METHODS = {"gradient": ("gradient", {}), "occlusion (blur)": ("occlusion", {"fill": "blur"}),
+               "occlusion (grey)": ("occlusion", {"fill": "grey"})}
+
+
 @st.cache_data(show_spinner="Computing the quality map…", max_entries=32)
 def plq(data: bytes, name: str, method: str, encoder_key: str, _enc, _det):
     from qmag_core.explain import explain
 
-    kw = {"fill": "grey"} if method == "occlusion (grey)" else {}
-    return explain(data, _enc, method=method.split(" ")[0], detector=_det, name=name, **kw)
+    name_, kw = PLQ_METHODS[method]
+    return explain(data, _enc, method=name_, detector=_det, name=name, **kw)
 
 
 c1, c2 = st.columns([2, 1])
 up = c1.file_uploader("Upload a face", type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"], key="plq_upload")
-method = c2.radio("Method", ["gradient", "occlusion (blur)", "occlusion (grey)"], key="plq_method", horizontal=True)
+method = c2.radio("Method", list(PLQ_METHODS), key="plq_method", horizontal=True)
 source = None
 if up is not None:
     source = (up.getvalue(), up.name)
