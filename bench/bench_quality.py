@@ -90,10 +90,10 @@ def main():
     m = pairs.fold >= 4
     e_raw = raw.embed(crops[:64])
     e_b = enc.embed(crops[:64])
-    dir_diff = np.abs(e_raw / np.linalg.norm(e_raw, axis=1, keepdims=True) - bk.unit[:64, 0]).max()
-    cos_b = np.einsum("pd,pd->p", bk.unit[ij_all[:, 0], 0], bk.unit[ij_all[:, 1], 0])
     nr = e_raw / np.linalg.norm(e_raw, axis=1, keepdims=True)
     nb = e_b / np.linalg.norm(e_b, axis=1, keepdims=True)
+    dir_diff = np.abs(nr - bk.unit[:64, 0]).max()
+    cos_b = np.einsum("pd,pd->p", bk.unit[ij_all[:, 0], 0], bk.unit[ij_all[:, 1], 0])
     print("\nA. clean pairs: builtin vs builtin-raw")
     print(f"  max |unit(builtin) - unit(builtin-raw)| over 64 images {max(dir_diff, np.abs(nr - nb).max()):.1e}; "
           f"embed() q = head q: {np.allclose(np.linalg.norm(e_b, axis=1), bk.q[:64, 0], rtol=1e-4)}")
