@@ -6,7 +6,8 @@ import streamlit as st
 
 from pages.shared import active_params, dataset, download_table, encoder, fmt_pct, set_active, sidebar, state
 from qmag_core import metrics as M
-from qmag_core.dashboard import Dataset, REPORT_FMRS, dataset_from_scores, resolve_under_roots, staged_uploads
+from qmag_core.dashboard import (Dataset, REPORT_FMRS, dataset_from_folder, dataset_from_scores, public_message,
+                                  staged_uploads)
 from qmag_core.data import load_embeddings, read_pairs, scores_from_embeddings
 from qmag_core.errors import QMagError
 from qmag_core.figures import roc_det, s_vs_q, score_histograms
@@ -35,7 +36,7 @@ with st.expander("Bring your own data", expanded=False):
                     ds_new = dataset_from_scores(path, up.name)
                 _add(up.name, ds_new)
             except (QMagError, OSError) as e:
-                st.error(f"Not loaded: {e}")
+                st.error(f"Not loaded: {public_message(e)}")
     with t2:
         ue = st.file_uploader("embeddings (.npz, .npy, MagFace feat.list)", key="up_emb")
         upr = st.file_uploader("pairs (LFW pairs.txt or CSV path1,path2,label[,fold])", key="up_pairs")
@@ -49,28 +50,25 @@ with st.expander("Bring your own data", expanded=False):
                 _add(f"{ue.name} + {upr.name}", Dataset(f"{ue.name} + {upr.name}", t, encoder=emb.encoder or None,
                                                          notes=[f"{rep['n_pairs'] - rep['n_scored']} pairs skipped"]))
             except (QMagError, OSError) as e:
-                st.error(f"Not loaded: {e}")
+                st.error(f"Not loaded: {public_message(e)}")
     with t3:
         folder = st.text_input("image folder (under the data root)", key="srv_folder")
         pairs_path = st.text_input("pairs file (under the data root)", key="srv_pairs")
         if st.button("Embed and load", key="load_srv"):
             try:
-                from qmag_core.embed import embed_files
-
-                root = resolve_under_roots(folder)
-                pairs = read_pairs(resolve_under_roots(pairs_path))
-                paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
                 bar = st.progress(0.0, text="Embedding…")
-                emb = embed_files(paths, root, encoder(), progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"))
-                t, rep = scores_from_embeddings(emb, pairs, encoder=encoder().id)
-                q = {p: float(v) for p, v, ok in zip(emb.paths, emb.quality, emb.ok) if ok}
-                _add(root.name, Dataset(root.name, t, root, q, encoder().id,
-                                        [f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing/failed images)"]))
+                ds_new = dataset_from_folder(folder, pairs_path, encoder(),
+                                             progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"))
+                bar.empty()
+                _add(ds_new.name, ds_new)
             except (QMagError, OSError) as e:
-                st.error(f"Not loaded: {e}")
+                st.error(f"Not loaded: {public_message(e)}")
 
 ds = dataset()
 if ds is None:
+    st.stop()
+if ds.one_class:
+    st.warning(ds.one_class)
     st.stop()
 t = ds.table
 params = active_params()
@@ -99,7 +97,7 @@ def metrics_table(key: str, s, s_hat, y):
     return rows
 
 
-rows = metrics_table(f"{ds.name}|{alpha}|{beta}|{len(t)}", t.s, s_hat, y)
+rows = metrics_table(f"{ds.key}|{alpha}|{beta}", t.s, s_hat, y)
 show = pd.DataFrame([{k: (fmt_pct(v) if k.startswith(("EER", "FNMR")) and not k.endswith("CI95") else
                           (f"[{fmt_pct(v[0])}, {fmt_pct(v[1])}]" if isinstance(v, tuple) else
                            ("not enough imposters" if v is None and k.endswith("CI95") else

@@ -40,11 +40,15 @@ def edc(key, s, y, qm):
     return M.edc(s, y, qm, n_random=200, random_state=0)
 
 
-e = edc(f"{ds.name}|{len(t)}", t.s, t.label.astype(bool), t.q_min)
-st.plotly_chart(edc_figure(e), key="edc", width="stretch")
-k = int(np.argmin(np.abs(e.discard - 0.2)))
-st.caption(f"Discarding the 20% lowest-q_min pairs: FNMR {100 * e.fnmr[k]:.3f}% vs {100 * e.fnmr_random_median[k]:.3f}% "
-           f"for random discards (median of {e.n_random}); threshold fixed on the full set ({e.rule}).")
+if ds.one_class:
+    st.warning(f"No EDC: {ds.one_class}")
+else:
+    e = edc(ds.key, t.s, t.label.astype(bool), t.q_min)
+    st.plotly_chart(edc_figure(e), key="edc", width="stretch")
+    k = int(np.argmin(np.abs(e.discard - 0.2)))
+    st.caption(f"Discarding the 20% lowest-q_min pairs: FNMR {100 * e.fnmr[k]:.3f}% vs "
+               f"{100 * e.fnmr_random_median[k]:.3f}% for random discards (median of {e.n_random}); threshold fixed "
+               f"on the full set ({e.rule}).")
 st.subheader("Where in a face is quality lost? (pixel-level quality map)")
 st.caption("The map explains this encoder's own q: red pixels lower it, blue pixels raise it. "
            "gradient: integrated gradients from a blurred copy (pixel detail); occlusion (blur): q change when "

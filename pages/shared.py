@@ -53,7 +53,7 @@ def state():
 def encoder():
     ss = state()
     try:
-        ck = str(resolve_under_roots(ss.checkpoint)) if ss.encoder_id == "magface" else None
+        ck = str(resolve_under_roots(ss.checkpoint, kind="file")) if ss.encoder_id == "magface" else None
         return get_encoder(ss.encoder_id, ck, ss.arch, ss.device)
     except QMagError as e:
         st.sidebar.error(f"Encoder not loaded: {e}. Using the built-in encoder.")

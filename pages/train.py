@@ -20,11 +20,14 @@ ss = state()
 ds = dataset()
 if ds is None:
     st.stop()
+if ds.one_class:
+    st.warning(ds.one_class)
+    st.stop()
 t = ds.table
 grid, default, reason = fmr_grid(ds.n_imposter)
 st.caption(f"**{ds.name}** — {ds.n_genuine:,} genuine, {ds.n_imposter:,} imposter pairs" + (f". {reason}." if reason else ""))
-if ss.get("_train_ds") != ds.name:  # new dataset: new slider limits
-    ss["_train_ds"] = ds.name
+if ss.get("_train_ds") != ds.key:  # new dataset: new slider limits
+    ss["_train_ds"] = ds.key
     ss["fmr_range"] = default
     ss.pop("w_fmr_range", None)
 cur = ss.get("fmr_range")
@@ -69,7 +72,7 @@ def heldout(key, _table, _tr):
 
 
 args = (mode, float(fmr_min), float(fmr_max), int(n_fmr), int(n_omega), float(max_ratio), int(seed))
-key = f"{ds.name}|{len(t)}"
+key = ds.key  # content fingerprint: two uploads with the same name never share a result
 try:
     tr = fit(key, t.X(), t.label, *args)
 except QMagError as e:

@@ -30,11 +30,16 @@ from .errors import QMagError
 __all__ = [
     "CropSpec", "ARCFACE_112", "DLIB_150", "ImageError", "NoFaceError", "Face", "AlignedFace",
     "load_image", "similarity_transform", "warp_affine", "align", "FaceDetector",
-    "detect_and_align", "realign_aligned", "MAX_PIXELS",
+    "detect_and_align", "realign_aligned", "MAX_PIXELS", "WORK_SIDE",
 ]
 
 #: refuse images above this many pixels (decompression bombs, absurd sizes)
 MAX_PIXELS = int(os.environ.get("QMAG_MAX_PIXELS", 80_000_000))
+#: images whose longer side exceeds this are downscaled once, while decoding (JPEG
+#: decodes at 1/2, 1/4 or 1/8 scale directly), for detection, alignment and display
+WORK_SIDE = int(os.environ.get("QMAG_WORK_SIDE", 2048))
+#: formats that cannot decode at reduced scale are refused above this many pixels
+MAX_FULL_DECODE_PIXELS = int(os.environ.get("QMAG_MAX_FULL_DECODE_PIXELS", 40_000_000))
 
 
 @dataclass(frozen=True)
@@ -67,14 +72,19 @@ def _name(src) -> str:
     return getattr(src, "name", None) or "image"
 
 
-def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None,
+               max_side: int | None = WORK_SIDE) -> np.ndarray:
     """Decode an image into RGB uint8 (H, W, 3).
 
     Accepts a path, bytes, a binary file object, a PIL image or a numpy array
     (H, W), (H, W, 3) or (H, W, 4).  JPEG/PNG/WebP/BMP/PGM/TIFF, greyscale, palette,
     RGBA (composited on white), CMYK and 16-bit images are converted; EXIF orientation
-    is applied.  Raises :class:`ImageError` naming the problem.
+    is applied.  The pixel count is checked from the header before decoding; a photo
+    whose longer side exceeds ``max_side`` is downscaled once (JPEGs while decoding),
+    so memory stays bounded.  Raises :class:`ImageError` naming the problem.
     """
+    from .safeio import MAX_IMAGE_BYTES, read_bytes
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = name or _name(src)
@@ -85,15 +95,18 @@ def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None) ->
     else:
         if isinstance(src, (str, os.PathLike)):
             p = Path(src)
-            if not p.is_file():
+            if not p.exists():
                 raise ImageError(f"{label}: file not found")
-            if p.stat().st_size == 0:
-                raise ImageError(f"{label}: empty file")
-            data = p.read_bytes()
+            try:
+                data = read_bytes(p, max_bytes=MAX_IMAGE_BYTES, what="image file", name=label)
+            except QMagError as e:
+                raise ImageError(str(e)) from None
         elif isinstance(src, (bytes, bytearray, memoryview)):
             data = bytes(src)
         elif hasattr(src, "read"):
-            data = src.read()
+            data = src.read(MAX_IMAGE_BYTES + 1)
+            if len(data) > MAX_IMAGE_BYTES:
+                raise ImageError(f"{label}: image file above the limit of {MAX_IMAGE_BYTES >> 20} MiB")
         else:
             raise ImageError(f"{label}: unsupported input type {type(src).__name__}")
         if len(data) == 0:
@@ -114,10 +127,23 @@ def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None) ->
                          f"{max_pixels / 1e6:.0f} (set QMAG_MAX_PIXELS to change it)")
     if w == 0 or h == 0:
         raise ImageError(f"{label}: image has zero size")
+    big = max_side is not None and max(w, h) > max_side
+    draft = big and getattr(img, "format", None) == "JPEG"
+    if not draft and w * h > MAX_FULL_DECODE_PIXELS and not isinstance(src, Image.Image):
+        raise ImageError(f"{label}: decoding this {getattr(img, 'format', None) or ''} image of {w}×{h} = "
+                         f"{w * h / 1e6:.0f} megapixels at full size is refused (limit "
+                         f"{MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels; large JPEGs are decoded at reduced size)")
     try:
+        if draft:
+            s = max_side / max(w, h)
+            img.draft("RGB", (max(1, int(w * s)), max(1, int(h * s))))  # DCT-domain downscale
         img.load()
+        if big and max(img.size) > max_side:
+            s = max_side / max(img.size)
+            img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), Image.LANCZOS,
+                             reducing_gap=2.0)
         img = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{label}: corrupt or truncated image ({e})") from None
     return _pil_to_rgb(img, label)
 
@@ -290,23 +316,45 @@ class FaceDetector:
             return np.asarray(small), s
         return image, 1.0
 
+    def too_small(self, image: np.ndarray) -> bool:
+        """True when the image is smaller than the smallest face MTCNN can find."""
+        return min(image.shape[:2]) < self.min_face_size
+
+    def why_no_face(self, image: np.ndarray) -> str:
+        """The message for an image in which no face was found."""
+        h, w = image.shape[:2]
+        if self.too_small(image):
+            return (f"image is only {w}×{h} px; faces smaller than {self.min_face_size} px cannot be detected "
+                    "(use --aligned for ready-made crops)")
+        return "no face detected"
+
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Faces per image (largest first).  Same-size images run as one MTCNN batch."""
+        """Faces per image (largest first).  Same-size images run as one MTCNN batch;
+        images below the minimum face size get no faces (see :meth:`why_no_face`)."""
         import torch
 
         prepared = [self._prepare(im) for im in images]
-        out: list[list[Face] | None] = [None] * len(images)
+        out: list[list[Face]] = [[] for _ in images]
         groups: dict[tuple, list[int]] = {}
         for k, (im, _) in enumerate(prepared):
+            if self.too_small(im) or self.too_small(images[k]):
+                continue
             groups.setdefault(im.shape, []).append(k)
         for idxs in groups.values():
             batch = np.stack([prepared[k][0] for k in idxs])
-            with torch.inference_mode():
-                boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+            try:
+                with torch.inference_mode():
+                    boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+            except RuntimeError:
+                if len(idxs) == 1:  # MTCNN has no answer for this image: no face
+                    continue
+                for k in idxs:  # retry one by one so one bad image cannot sink the batch
+                    out[k] = self.detect_batch([images[k]])[0]
+                continue
             for j, k in enumerate(idxs):
                 s = prepared[k][1]
                 out[k] = self._faces(boxes[j], probs[j], points[j], s)
-        return out  # type: ignore[return-value]
+        return out
 
     def detect(self, image: np.ndarray) -> list[Face]:
         return self.detect_batch([image])[0]
@@ -342,7 +390,8 @@ def detect_and_align(image, detector: FaceDetector | None, spec: CropSpec = ARCF
             raise QMagError("a FaceDetector is needed unless aligned=True")
         faces = detector.detect(img)
     if not faces:
-        raise NoFaceError(f"{label}: no face detected")
+        why = detector.why_no_face(img) if detector is not None else "no face detected"
+        raise NoFaceError(f"{label}: {why}")
     f = faces[0]
     a = align(img, f.landmarks, spec)
     return AlignedFace(a.crop, spec, a.matrix, f, len(faces), (img.shape[1], img.shape[0]))

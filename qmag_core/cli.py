@@ -39,6 +39,54 @@ def _jsonable(x):
     return x
 
 
+# ------------------------------------------------------------- argument types
+def _int_type(lo: int, what: str):
+    def parse(v: str) -> int:
+        try:
+            x = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v!r}") from None
+        if x < lo:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {x}")
+        return x
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _int_type(1, "a positive integer")
+nonneg_int = _int_type(0, "an integer >= 0")
+at_least_two = _int_type(2, "an integer >= 2")
+
+
+def probability(v: str) -> float:
+    """A number strictly between 0 and 1 (an FMR)."""
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {v!r}") from None
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {v}")
+    return x
+
+
+def positive_float(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return x
+
+
+def _write_json(path: str, d: dict) -> None:
+    from .safeio import atomic_write
+
+    with atomic_write(path) as fh:
+        json.dump(_jsonable(d), fh, indent=2)
+        fh.write("\n")
+
+
 def _fmr_key(f: float) -> str:
     return f"{f:g}" if f >= 1e-3 else f"{f:.4f}".rstrip("0")
 
@@ -48,16 +96,16 @@ def _add_trainer_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("trainer options")
     g.add_argument("--mode", choices=("official", "consistent"), default="official",
                    help="official: the published algorithm exactly; consistent: thresholds in raw score space")
-    g.add_argument("--fmr-min", type=float, default=1e-5)
-    g.add_argument("--fmr-max", type=float, default=1e-2)
-    g.add_argument("--n-fmr", type=int, default=50)
-    g.add_argument("--n-omega", type=int, default=20)
-    g.add_argument("--max-ratio", type=float, default=0.5)
-    g.add_argument("--max-imposters", type=int, default=None,
+    g.add_argument("--fmr-min", type=probability, default=1e-5)
+    g.add_argument("--fmr-max", type=probability, default=1e-2)
+    g.add_argument("--n-fmr", type=at_least_two, default=50)
+    g.add_argument("--n-omega", type=at_least_two, default=20)
+    g.add_argument("--max-ratio", type=positive_float, default=0.5)
+    g.add_argument("--max-imposters", type=positive_int, default=None,
                    help="use a seeded random subset of this many imposter pairs")
     g.add_argument("--no-clamp-fmr", action="store_true",
                    help="keep FMRs below 1/#imposters (official behaviour) instead of clamping")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=nonneg_int, default=0)
 
 
 def _trainer_from_args(a):
@@ -102,9 +150,7 @@ def cmd_train(a) -> int:
         ci = tr.bootstrap(table.X(), table.label, n_boot=a.bootstrap, random_state=a.seed)
         d["bootstrap"] = _jsonable({"alpha_ci95": ci.alpha, "beta_ci95": ci.beta,
                                     "n_boot": ci.n_boot, "n_failed": ci.n_failed})
-    with open(a.out, "w", encoding="utf-8") as fh:
-        json.dump(d, fh, indent=2)
-        fh.write("\n")
+    _write_json(a.out, d)
     print(f"alpha={tr.alpha_:.6g} beta={tr.beta_:.6g} mode={tr.mode} "
           f"s0=alpha/beta={params.s0:.4g} pairs={tr.n_genuine_} genuine + {tr.n_imposter_} imposter "
           f"ties(max)={int(tr.n_ties_.max())} -> {a.out}")
@@ -131,9 +177,11 @@ def metric_block(genuine, imposter, scores, labels, folds, *, n_boot: int, seed:
         "accuracy": None,
         "accuracy_std": None,
     }
-    if folds is not None:
+    if folds is not None and np.unique(folds).size >= 2:
         acc = M.kfold_accuracy(scores, labels, folds)
         out["accuracy"], out["accuracy_std"] = acc.mean, acc.std
+    elif folds is not None:
+        out["accuracy_note"] = "k-fold accuracy needs at least 2 folds; the file has 1"
     ci = M.bootstrap_ci(genuine, imposter, fmrs=REPORT_FMRS, n_boot=n_boot, random_state=seed)
     out["ci95"] = {"eer": list(ci["eer"]),
                    "fnmr_at_fmr": {_fmr_key(k): (list(v) if v else None) for k, v in ci["fnmr_at_fmr"].items()}}
@@ -149,7 +197,7 @@ def cross_fit(table, trainer, *, n_folds_default: int = 2, seed: int = 0):
     """
     from .scoring import qmagface_score
 
-    if table.has_folds:
+    if table.has_folds and np.unique(table.fold).size >= 2:
         folds = table.fold
     else:
         rng = np.random.default_rng(seed)
@@ -184,7 +232,7 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
         folds = table.fold if table.has_folds else None
         pinfo = {"source": "file", **params.to_dict()}
     else:
-        folds_from = "file" if table.has_folds else "2 seeded folds"
+        folds_from = "file" if table.has_folds and np.unique(table.fold).size >= 2 else "2 seeded folds"
         try:
             s_hat, cf_folds, per_fold = cross_fit(table, trainer, seed=seed)
         except QMagError as e:  # degenerate data: still report the baseline
@@ -243,7 +291,8 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--arch", default="iresnet100", help="iresnet18|34|50|100 (with --encoder magface)")
     g.add_argument("--head", default=None, help="quality head from train-magface (with --encoder builtin; "
                    "default: the shipped head)")
-    g.add_argument("--device", default="auto", help="auto (GPU when available) | cpu | cuda")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto (GPU when available) | cpu | cuda")
     g.add_argument("--fp16", action="store_true", help="half precision on GPU")
     g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
     g.add_argument("--aligned", action="store_true",
@@ -282,6 +331,8 @@ def _embed_paths(a, paths, root):
                       progress=_progress_bar(len(paths), f"embedding ({enc.id})"), stats=st)
     print(f"{st.n_images} images: {st.n_embedded} embedded, {st.n_cached} from cache, {st.n_failed} failed "
           f"({st.seconds:.1f} s)", file=sys.stderr)
+    for msg in st.cache_damaged:
+        print(f"warning: embedding cache: {msg}; its images were embedded again", file=sys.stderr)
     for p, e in list(zip(emb.paths[~emb.ok], emb.error[~emb.ok]))[:10]:
         print(f"  failed: {e if p in e else f'{p}: {e}'}", file=sys.stderr)
     return emb, enc
@@ -291,19 +342,26 @@ def cmd_embed(a) -> int:
     from .data import save_embeddings
     from .embed import list_images
 
+    from .safeio import confine_paths, read_text
+
     if bool(a.images) == bool(a.list):
         raise QMagError("give either --images DIR or --list FILE")
     if a.images:
         root, paths = a.images, list_images(a.images)
     else:
-        lines = Path(a.list).read_text(encoding="utf-8").splitlines()
-        paths = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-        root = a.root
+        text = read_text(a.list, expected="one image path per line")
+        rows = [(k + 1, ln.strip()) for k, ln in enumerate(text.splitlines())
+                if ln.strip() and not ln.lstrip().startswith("#")]
+        paths = [r[1] for r in rows]
+        root = a.root or (os.path.dirname(os.path.abspath(a.list)))
+        if not Path(root).is_dir():
+            raise QMagError(f"--root {root}: not a folder")
+        confine_paths(paths, root, source=a.list, lines=[r[0] for r in rows])
     if not paths:
         raise QMagError("no images found")
     emb, _ = _embed_paths(a, paths, root)
-    save_embeddings(a.out, emb)
-    print(f"{int(emb.ok.sum())}/{len(paths)} embedded -> {a.out}")
+    out = save_embeddings(a.out, emb)
+    print(f"{int(emb.ok.sum())}/{len(paths)} embedded -> {out}")
     return 0
 
 
@@ -344,14 +402,24 @@ def cmd_explain(a) -> int:
 
     from .explain import explain, render_overlay
 
+    from .safeio import atomic_path, atomic_write
+
+    ext = os.path.splitext(a.out)[1].lower()
+    if ext not in Image.registered_extensions():
+        raise QMagError(f"--out {a.out}: unknown image type {ext or '(no extension)'!r}; use .png or .jpg")
+    npy = a.npy or os.path.splitext(a.out)[0] + ".npy"
+    if not npy.lower().endswith(".npy"):
+        raise QMagError(f"--npy {npy}: the raw map is written as .npy")
+    for out in (a.out, npy):
+        if not Path(out).resolve().parent.is_dir():
+            raise QMagError(f"{out}: its folder does not exist")
     enc = _encoder_from_args(a)
     kw = {"steps": a.steps} if a.method == "gradient" else {"patch": a.patch, "stride": a.stride, "fill": a.fill}
     qm = explain(a.image, enc, method=a.method, aligned=a.aligned, name=os.path.basename(a.image), **kw)
-    Image.fromarray(render_overlay(qm)).save(a.out)
-    npy = a.npy or os.path.splitext(a.out)[0] + ".npy"
-    import numpy as np
-
-    np.save(npy, qm.raw)
+    with atomic_path(a.out) as tmp:
+        Image.fromarray(render_overlay(qm)).save(tmp, format=Image.registered_extensions()[ext])
+    with atomic_write(npy, "wb") as fh:
+        np.save(fh, qm.raw)
     print(f"{os.path.basename(a.image)}: q={qm.quality:.4f} ({enc.id}; {enc.quality})")
     print(f"{a.method} map in {qm.seconds:.2f} s -> {a.out} (crop | overlay: red lowers q, blue raises it), raw map -> {npy}")
     return 0
@@ -401,9 +469,12 @@ def cmd_train_magface(a) -> int:
 
 
 def _scores_from_images(a):
-    from .data import read_pairs, scores_from_embeddings
+    from .data import confine_pairs, read_pairs, scores_from_embeddings
 
+    if not Path(a.images).is_dir():
+        raise QMagError(f"--images {a.images}: not a folder")
     pairs = read_pairs(a.pairs)
+    confine_pairs(pairs, a.images)
     paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
     emb, enc = _embed_paths(a, paths, a.images)
     table, rep = scores_from_embeddings(emb, pairs, encoder=enc.id)
@@ -460,23 +531,25 @@ def cmd_evaluate(a) -> int:
 def _finish_evaluate(a, rep) -> int:
     print(format_report(rep))
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as fh:
-            json.dump(_jsonable(rep), fh, indent=2)
-            fh.write("\n")
+        _write_json(a.json, rep)
     return 0
 
 
 # ------------------------------------------------------------------------ score
 def cmd_score(a) -> int:
-    from .data import write_scores_csv
+    from .data import add_scores_column
     from .scoring import QMagFaceParams
 
+    if bool(a.out) == bool(a.in_place):
+        raise QMagError("give --out FILE, or --in-place to add s_hat to --scores itself")
+    out = a.scores if a.in_place else a.out
+    if not a.in_place and Path(out).resolve() == Path(a.scores).resolve():
+        raise QMagError(f"--out {out} is the input file; use --in-place to overwrite it")
     table = _load_scores(a.scores)
     params = QMagFaceParams.load(a.params)
     s_hat = params.score(table.s, table.q_min)
-    out = a.out or a.scores
-    write_scores_csv(out, table, s_hat=s_hat, meta={"params_alpha": params.alpha, "params_beta": params.beta})
-    print(f"scored {len(table)} pairs with alpha={params.alpha:.6g} beta={params.beta:.6g} -> {out}")
+    n = add_scores_column(a.scores, out, s_hat, meta={"params_alpha": params.alpha, "params_beta": params.beta})
+    print(f"scored {n} pairs with alpha={params.alpha:.6g} beta={params.beta:.6g} -> {out}")
     return 0
 
 
@@ -493,15 +566,22 @@ def cmd_make_pairs(a) -> int:
 
 
 # ------------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like every other bad-input message."""
+
+    def error(self, message):  # noqa: D401
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="qmag", description="QMagFace Studio command line")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="qmag", description="QMagFace Studio command line")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="learn alpha/beta from a scores CSV (s,q1,q2,label[,fold])")
     p.add_argument("--scores", required=True)
     p.add_argument("--out", required=True, help="params JSON to write")
     p.add_argument("--encoder", default=None, help="encoder id of the scores (overrides the file's '# encoder=')")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="add a seeded bootstrap 95%% CI of alpha/beta (N resamples)")
+    p.add_argument("--bootstrap", type=nonneg_int, default=0, metavar="N", help="add a seeded bootstrap 95%% CI of alpha/beta (N resamples)")
     _add_trainer_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -509,20 +589,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", default=None)
     p.add_argument("--images", default=None, help="image folder the pairs refer to (embeds what the pairs need)")
     p.add_argument("--pairs", default=None, help="LFW pairs.txt or pairs CSV (with --images)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--params", default=None, help="params JSON; without it alpha/beta are cross-fitted over folds")
     p.add_argument("--json", default=None, help="write the full report as JSON")
     _add_encoder_options(p)
-    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap resamples for the 95%% CIs")
     _add_trainer_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="add an s_hat column to a scores CSV")
     p.add_argument("--scores", required=True)
     p.add_argument("--params", required=True)
-    p.add_argument("--out", default=None, help="output CSV (default: overwrite --scores)")
+    p.add_argument("--out", default=None, help="output CSV (the input is never overwritten without --in-place)")
+    p.add_argument("--in-place", action="store_true",
+                   help="add (or replace) the s_hat column in --scores itself, atomically")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("embed", help="embed images into an .npz (failed images kept as rows)")
@@ -530,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", default=None, help="text file with one image path per line")
     p.add_argument("--root", default=None, help="folder the --list paths are relative to")
     p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/qmag or $QMAG_CACHE)")
     p.add_argument("--no-cache", action="store_true")
     _add_encoder_options(p)
@@ -539,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="quality per image, s and s_hat per pair, decision at an FMR")
     p.add_argument("images", nargs="+")
     p.add_argument("--params", default=None, help="params JSON (default: the encoder's shipped parameters)")
-    p.add_argument("--fmr", type=float, default=1e-3, help="operating point for the accept/reject decision")
+    p.add_argument("--fmr", type=probability, default=1e-3, help="operating point for the accept/reject decision")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_compare)
@@ -549,9 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG: aligned crop | heatmap overlay")
     p.add_argument("--npy", default=None, help="raw map (default: next to --out)")
     p.add_argument("--method", choices=("gradient", "occlusion"), default="gradient")
-    p.add_argument("--steps", type=int, default=64, help="integration steps (gradient)")
-    p.add_argument("--patch", type=int, default=16, help="patch size in px (occlusion)")
-    p.add_argument("--stride", type=int, default=8, help="patch stride in px (occlusion)")
+    p.add_argument("--steps", type=positive_int, default=64, help="integration steps (gradient)")
+    p.add_argument("--patch", type=positive_int, default=16, help="patch size in px (occlusion)")
+    p.add_argument("--stride", type=positive_int, default=8, help="patch stride in px (occlusion)")
     p.add_argument("--fill", choices=("blur", "grey"), default="blur",
                    help="occlusion: replace each patch by the blurred crop (detail) or mid-grey (content)")
     _add_encoder_options(p)
@@ -560,18 +642,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-magface", help="train a MagFace quality head on the built-in backbone")
     p.add_argument("--data", required=True, help="folder with one sub-folder of images per identity")
     p.add_argument("--out", required=True, help="quality head file (.pt, tensors only)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--degraded", type=int, default=6, help="seeded degraded copies per image")
-    p.add_argument("--max-severity", type=float, default=1.0, help="degradation severities ~ U(0.1, this)")
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--lr", type=positive_float, default=0.05)
+    p.add_argument("--dim", type=positive_int, default=128)
+    p.add_argument("--degraded", type=nonneg_int, default=6, help="seeded degraded copies per image")
+    p.add_argument("--max-severity", type=positive_float, default=1.0, help="degradation severities ~ U(0.1, this)")
     p.add_argument("--features", choices=("multi", "pooled"), default="multi",
                    help="head input: per-stage statistics + pooled layer (768-d), or the pooled layer (256-d)")
     p.add_argument("--direction", choices=("fixed", "free"), default="fixed",
                    help="MagFace embedding: the backbone's own direction x the head's length (default; q then "
                         "measures how well the direction the encoder matches with fits its identity) or the head's output")
-    p.add_argument("--u-a", type=float, default=110.0, help="MagFace upper magnitude u_a (l_a 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--u-a", type=positive_float, default=110.0, help="MagFace upper magnitude u_a (l_a 10)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops")
     p.add_argument("--checkpoint", default=None, help="resumable checkpoint (default OUT.ckpt)")
@@ -580,27 +662,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-pairs", help="seeded genuine/imposter pairs for a folder-per-identity image set")
     p.add_argument("--images", required=True)
-    p.add_argument("--genuine", type=int, required=True)
-    p.add_argument("--imposter", type=int, required=True)
-    p.add_argument("--folds", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--genuine", type=nonneg_int, required=True)
+    p.add_argument("--imposter", type=nonneg_int, required=True)
+    p.add_argument("--folds", type=positive_int, default=10)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_make_pairs)
     return ap
 
 
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
 def main(argv=None) -> int:
+    """Run one command.  Bad input exits 2 with one line on stderr; an internal error
+    exits 1 with one line (``QMAG_DEBUG=1`` shows its traceback)."""
     ap = build_parser()
     a = ap.parse_args(argv)
     try:
         return int(a.func(a) or 0)
     except (QMagError, OSError) as e:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {_one_line(msg)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print("error: not enough memory for this input (see the size limits in the README)", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - never a traceback for a user
+        if os.environ.get("QMAG_DEBUG"):
+            raise
+        print(f"error: internal error ({type(e).__name__}: {_one_line(e)[:300]}); "
+              "rerun with QMAG_DEBUG=1 for the traceback and please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

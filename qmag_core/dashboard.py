@@ -2,6 +2,7 @@
 bounds, held-out evaluation of a trainer, and summaries the pages display."""
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -17,9 +18,9 @@ from .data import ScoreTable, read_pairs, read_scores_csv
 from .errors import QMagError
 from .scoring import QMagFaceParams, QMagFaceTrainer, qmagface_score
 
-__all__ = ["staged_uploads", "ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
+__all__ = ["fingerprint", "public_message", "staged_uploads", "ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
            "load_sample_dataset", "dataset_from_scores", "fmr_bounds", "fmr_grid", "heldout_effect", "summary_metrics",
-           "overlap", "scale_free", "OFFICIAL_PARAMS", "REPORT_FMRS"]
+           "overlap", "scale_free", "OFFICIAL_PARAMS", "REPORT_FMRS", "dataset_from_folder"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"
@@ -36,21 +37,51 @@ def data_roots() -> list[Path]:
     return [r.resolve() for r in roots]
 
 
-def resolve_under_roots(path: str | os.PathLike) -> Path:
-    """Resolve a user-typed path; refuse anything outside the configured data roots."""
+def resolve_under_roots(path: str | os.PathLike, *, kind: str | None = None) -> Path:
+    """Resolve a user-typed path (symlinks followed); refuse anything outside the
+    configured data roots, and (``kind="file"``/``"dir"``) anything that is not a
+    regular file / folder.  Messages never show the server's absolute paths."""
     if not str(path).strip():
-        raise QMagError("empty path")
+        raise QMagError("empty path: type a path under the data root")
+    if "\x00" in str(path):
+        raise QMagError("the path contains a NUL byte")
     p = Path(path).expanduser()
     roots = data_roots()
     cands = [p.resolve()] if p.is_absolute() else [(r / p).resolve() for r in roots]
-    for c in cands:
-        if any(c == r or r in c.parents for r in roots):
-            if c.exists():
-                return c
-    if any(any(c == r or r in c.parents for r in roots) for c in cands):
-        raise QMagError(f"{path}: not found under the data roots ({', '.join(map(str, roots))})")
-    raise QMagError(f"{path}: outside the allowed data roots ({', '.join(map(str, roots))}); "
-                    "set QMAG_DATA_ROOT to allow other folders")
+    inside = [c for c in cands if any(c == r or r in c.parents for r in roots)]
+    for c in inside:
+        if c.exists():
+            if kind == "file" and not c.is_file():
+                raise QMagError(f"{path}: not a regular file")
+            if kind == "dir" and not c.is_dir():
+                raise QMagError(f"{path}: not a folder")
+            return c
+    if inside:
+        raise QMagError(f"{path}: not found under the data root")
+    raise QMagError(f"{path}: outside the data root the server allows (QMAG_DATA_ROOT); refused")
+
+
+def fingerprint(*arrays) -> str:
+    """Content hash (BLAKE2b, 16 bytes hex) of arrays: the cache key of anything
+    computed from a user's data — never a file name or a row count."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes() if a.dtype.kind != "O" else repr(a.tolist()).encode())
+    return h.hexdigest()
+
+
+def public_message(e: BaseException, replace: dict[str, str] | None = None) -> str:
+    """An error's message fit for a browser: staged-upload paths become the upload's
+    name and absolute server paths (data roots, temp folders, home) are cut."""
+    msg = str(e) if not (isinstance(e, OSError) and e.filename) else f"{e.filename}: {e.strerror}"
+    for old, new in sorted((replace or {}).items(), key=lambda kv: -len(kv[0])):
+        msg = msg.replace(old, new)
+    prefixes = [str(r) + os.sep for r in data_roots()] + [tempfile.gettempdir() + os.sep, str(Path.home()) + os.sep]
+    for pre in sorted(prefixes, key=len, reverse=True):
+        msg = msg.replace(pre, "")
+    return msg
 
 
 @dataclass(frozen=True)
@@ -97,25 +128,71 @@ class Dataset:
     def n_imposter(self) -> int:
         return int((self.table.label == 0).sum())
 
+    @property
+    def one_class(self) -> str | None:
+        """Why verification metrics cannot be computed (None when both classes exist)."""
+        if self.n_genuine and self.n_imposter:
+            return None
+        have, lack = ("genuine", "imposter") if self.n_genuine else ("imposter", "genuine")
+        return (f"{self.name} holds only {have} pairs ({len(self.table):,}); error rates, curves and α/β need "
+                f"{lack} pairs too. Load a file with both labels.")
+
+    @property
+    def key(self) -> str:
+        """Content fingerprint of the pairs (for caches)."""
+        t = self.table
+        return fingerprint(t.s, t.q1, t.q2, t.label, t.fold)
+
 
 @contextmanager
 def staged_uploads(*uploads):
     """Write uploaded files (objects with ``.name`` and ``.getvalue()``, e.g. Streamlit's
     UploadedFile) to a private temporary folder for the loaders, which read them
-    completely; yields their paths and removes the folder afterwards, also on errors."""
+    completely; yields their paths and removes the folder afterwards, also on errors.
+    An error inside the block comes out as a :class:`QMagError` whose message names the
+    upload, never the server's temporary path."""
     d = tempfile.mkdtemp(prefix="qmag-upload-")
+    names = {}
     try:
         paths = []
         for k, up in enumerate(uploads):
             sub = os.path.join(d, str(k))  # two uploads may share a name
             os.mkdir(sub)
-            p = os.path.join(sub, os.path.basename(up.name) or "upload")
+            base = os.path.basename(up.name) or "upload"
+            p = os.path.join(sub, base)
             with open(p, "wb") as fh:
                 fh.write(up.getvalue())
             paths.append(p)
-        yield paths
+            names[p] = base
+        try:
+            yield paths
+        except (QMagError, OSError, MemoryError) as e:
+            if isinstance(e, MemoryError):
+                raise QMagError("not enough memory to load this upload") from None
+            raise QMagError(public_message(e, {**names, d + os.sep: ""})) from None
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None) -> Dataset:
+    """Embed a server-side image folder for a pairs file.  Both paths must lie under
+    the data roots, and every image path inside the pairs file under the folder (else
+    the whole file is refused, naming the line)."""
+    from .data import confine_pairs, scores_from_embeddings
+    from .embed import embed_files
+
+    root = resolve_under_roots(folder, kind="dir")
+    pairs = read_pairs(resolve_under_roots(pairs_file, kind="file"))
+    pairs.source = str(pairs_file)
+    confine_pairs(pairs, root)
+    paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
+    emb = embed_files(paths, root, encoder, progress=progress)
+    t, rep = scores_from_embeddings(emb, pairs, encoder=encoder.id)
+    if rep["n_scored"] == 0:
+        raise QMagError(f"no pair of {pairs_file} could be scored (missing or failed images)")
+    q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist()) if ok}
+    return Dataset(root.name, t, root, q, encoder.id,
+                   [f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing/failed images)"])
 
 
 def dataset_from_scores(path: str | os.PathLike, name: str | None = None) -> Dataset:

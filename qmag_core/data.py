@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import DataFormatError, QMagError
+from .safeio import atomic_write, load_npy, load_npz, read_bytes, read_text, save_npz
 
 __all__ = [
     "Embeddings",
@@ -32,15 +33,24 @@ __all__ = [
     "read_pairs_csv",
     "write_pairs_csv",
     "read_pairs",
+    "confine_pairs",
     "read_scores_csv",
     "write_scores_csv",
+    "add_scores_column",
     "parse_labels",
     "make_pairs",
     "pairs_to_indices",
     "scores_from_embeddings",
     "sha256_file",
     "IMAGE_EXTENSIONS",
+    "MAX_QUALITY",
+    "MAX_FOLD",
 ]
+
+#: a quality (embedding length) above this is refused as implausible
+MAX_QUALITY = 1e6
+#: fold ids must lie in [-1, MAX_FOLD]
+MAX_FOLD = 1_000_000
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm", ".tif", ".tiff")
 
@@ -98,8 +108,11 @@ class Embeddings:
 
     @classmethod
     def from_array(cls, e: npt.ArrayLike, paths=None, encoder: str = "") -> "Embeddings":
-        """Wrap raw (N, D) vectors; rows with zero norm or NaN/inf are marked failed."""
-        e = np.asarray(e, dtype=np.float32)
+        """Wrap raw (N, D) real vectors; rows with zero norm or NaN/inf are marked failed."""
+        e = np.asarray(e)
+        if e.dtype.kind not in "fiu":
+            raise QMagError(f"embeddings must be real numbers (float or int), got dtype {e.dtype}")
+        e = e.astype(np.float32)
         if e.ndim != 2:
             raise QMagError(f"embeddings must have shape (N, D), got {e.shape}")
         n = e.shape[0]
@@ -117,9 +130,13 @@ class Embeddings:
         return {_norm_path(p): k for k, p in enumerate(self.paths.tolist())}
 
 
-def save_embeddings(path: str | os.PathLike, emb: Embeddings) -> None:
-    """Write the .npz layout (readable with ``allow_pickle=False``)."""
-    np.savez(
+def save_embeddings(path: str | os.PathLike, emb: Embeddings) -> str:
+    """Write the .npz layout (readable with ``allow_pickle=False``) atomically; like
+    ``np.savez`` a missing ``.npz`` suffix is added.  Returns the path written."""
+    path = str(path)
+    if not path.lower().endswith(".npz"):
+        path += ".npz"
+    save_npz(
         path,
         embeddings=np.asarray(emb.embeddings, dtype=np.float32),
         quality=np.asarray(emb.quality, dtype=np.float32),
@@ -128,6 +145,7 @@ def save_embeddings(path: str | os.PathLike, emb: Embeddings) -> None:
         error=np.asarray(emb.error, dtype=str),
         encoder=np.asarray(emb.encoder, dtype=str),
     )
+    return path
 
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
@@ -137,75 +155,65 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
     if low.endswith(".npz"):
         return _load_npz(p)
     if low.endswith(".npy"):
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise DataFormatError(f"not a plain numeric .npy array ({e})", path=p) from None
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-            raise DataFormatError(f"expected a numeric array of shape (N, D), got {arr.dtype} {arr.shape}", path=p)
+        arr = load_npy(p)
+        if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+            raise DataFormatError(f"expected a real numeric array of shape (N, D), got {arr.dtype} {arr.shape}", path=p)
         return Embeddings.from_array(arr)
     return read_feat_list(p)
 
 
 def _load_npz(p: str) -> Embeddings:
-    try:
-        z = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DataFormatError(f"cannot read as .npz ({e})", path=p) from None
-    with z:
-        if "embeddings" not in z.files:
-            raise DataFormatError(f"missing array 'embeddings' (found {z.files})", path=p)
-        try:
-            e = z["embeddings"]
-        except ValueError:
-            raise DataFormatError("'embeddings' is an object array; only numeric arrays are accepted", path=p) from None
-        if e.ndim != 2 or not np.issubdtype(e.dtype, np.number):
-            raise DataFormatError(f"'embeddings' must be numeric (N, D), got {e.dtype} {e.shape}", path=p)
-        n = e.shape[0]
-        base = Embeddings.from_array(e)
+    z = load_npz(p)
+    if "embeddings" not in z:
+        raise DataFormatError(f"missing array 'embeddings' (found {sorted(z)})", path=p)
+    e = z["embeddings"]
+    if e.ndim != 2 or e.dtype.kind not in "fiu":
+        raise DataFormatError(f"'embeddings' must be real numbers of shape (N, D), got {e.dtype} {e.shape}", path=p)
+    n = e.shape[0]
+    base = Embeddings.from_array(e)
+    kinds = {"paths": "U", "error": "U", "encoder": "U", "ok": "b?", "quality": "fiu"}
 
-        def get(name, default):
-            if name not in z.files:
-                return default
-            try:
-                v = z[name]
-            except ValueError:
-                raise DataFormatError(f"'{name}' is an object array (pickled); not accepted", path=p) from None
-            if name == "encoder":
-                return str(v.item()) if v.ndim == 0 else str(v)
-            if v.shape != (n,):
-                raise DataFormatError(f"'{name}' must have shape ({n},), got {v.shape}", path=p)
-            return v
+    def get(name, default):
+        if name not in z:
+            return default
+        v = z[name]
+        if v.dtype.kind not in kinds[name] and not (kinds[name] == "U" and v.dtype.kind == "S"):
+            raise DataFormatError(f"'{name}' has dtype {v.dtype}; expected {kinds[name]!r} kind", path=p)
+        if name == "encoder":
+            if v.size != 1:
+                raise DataFormatError(f"'encoder' must be one string, got shape {v.shape}", path=p)
+            return str(v.reshape(()).item())
+        if v.shape != (n,):
+            raise DataFormatError(f"'{name}' must have shape ({n},), got {v.shape}", path=p)
+        return v
 
-        paths = get("paths", base.paths).astype(str)
-        ok = get("ok", base.ok).astype(bool) & base.ok
-        error = get("error", base.error).astype(str)
-        error = np.where(ok, "", np.where(error == "", base.error, error))
-        error = np.where(~ok & (error == ""), "failed", error)
-        stored_q = get("quality", None)
-        if stored_q is not None:
-            sq = stored_q.astype(np.float64)
-            both = ok & np.isfinite(sq)
-            off = np.flatnonzero(both & ~np.isclose(sq, base.quality, rtol=1e-3, atol=1e-4))
-            if off.size:
-                k = int(off[0])
-                raise DataFormatError(
-                    f"'quality' must equal the embedding lengths; row {k}: stored {sq[k]:.6g}, "
-                    f"norm {float(base.quality[k]):.6g}", path=p)
-        emb = base.embeddings.copy()
-        emb[~ok] = np.nan
-        q = np.where(ok, base.quality, np.nan).astype(np.float32)
-        return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""))
+    paths = get("paths", base.paths).astype(str)
+    ok_in = get("ok", base.ok)
+    if ok_in.dtype.kind != "b":
+        raise DataFormatError(f"'ok' must be booleans, got {ok_in.dtype}", path=p)
+    ok = ok_in.astype(bool) & base.ok
+    error = get("error", base.error).astype(str)
+    error = np.where(ok, "", np.where(error == "", base.error, error))
+    error = np.where(~ok & (error == ""), "failed", error)
+    stored_q = get("quality", None)
+    if stored_q is not None:
+        sq = stored_q.astype(np.float64)
+        both = ok & np.isfinite(sq)
+        off = np.flatnonzero(both & ~np.isclose(sq, base.quality, rtol=1e-3, atol=1e-4))
+        if off.size:
+            k = int(off[0])
+            raise DataFormatError(
+                f"'quality' must equal the embedding lengths; row {k}: stored {sq[k]:.6g}, "
+                f"norm {float(base.quality[k]):.6g}", path=p)
+    emb = base.embeddings.copy()
+    emb[~ok] = np.nan
+    q = np.where(ok, base.quality, np.nan).astype(np.float32)
+    return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""))
 
 
 def _read_text(p: str, expected: str) -> str:
-    """A file's UTF-8 text, or a DataFormatError that says what was expected."""
-    try:
-        return Path(p).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataFormatError(f"not a text file (expected {expected})", path=p) from None
-    except OSError as e:
-        raise DataFormatError(f"cannot read ({e.strerror})", path=p) from None
+    """A file's UTF-8 text (bounded), or a DataFormatError that says what was expected."""
+    return read_text(p, expected=expected)
 
 
 def read_feat_list(path: str | os.PathLike) -> Embeddings:
@@ -251,7 +259,7 @@ def _is_float(t: str) -> bool:
 
 def write_feat_list(path: str | os.PathLike, emb: Embeddings) -> None:
     """Write MagFace feat.list lines (path, then each value followed by a space)."""
-    with open(path, "w", encoding="utf-8") as fh:
+    with atomic_write(path) as fh:
         for p, row in zip(emb.paths.tolist(), np.asarray(emb.embeddings, np.float64)):
             fh.write(p + " " + "".join(f"{float(v)!r} " for v in row) + "\n")
 
@@ -283,6 +291,40 @@ class Pairs:
     @property
     def has_folds(self) -> bool:
         return bool(self.fold.size) and bool((self.fold >= 0).all())
+
+
+def _check_pairs(pairs: Pairs) -> Pairs:
+    """Refuse a pair listed twice (in either order): it would be counted twice."""
+    a = np.char.replace(pairs.path1.astype(str), "\\", "/")
+    b = np.char.replace(pairs.path2.astype(str), "\\", "/")
+    first_ab = a <= b
+    lo, hi = np.where(first_ab, a, b), np.where(first_ab, b, a)
+    key = np.char.add(np.char.add(lo, "\x00"), hi)
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    dup = np.flatnonzero(first[inv.ravel()] != np.arange(key.size))
+    if dup.size:
+        k = int(dup[0])
+        j = int(first[inv.ravel()[k]])
+        ln = pairs.line[k] if pairs.line.size else None
+        ln0 = int(pairs.line[j]) if pairs.line.size else j + 1
+        raise DataFormatError(f"the pair {str(pairs.path1[k])!r} ~ {str(pairs.path2[k])!r} is listed again "
+                              f"(first on line {ln0}); each pair may appear once", path=pairs.source,
+                              line=None if ln is None else int(ln))
+    return pairs
+
+
+def _parse_folds(fv, *, path, lines) -> np.ndarray:
+    """Fold ids from strings: integers in [-1, MAX_FOLD]."""
+    fv = np.char.strip(np.asarray(fv, dtype=str))
+    okf = np.char.isdigit(np.char.lstrip(fv, "-")) & (np.char.count(fv, "-") <= 1) & (np.char.str_len(fv) <= 8)
+    if okf.all():
+        fold = fv.astype(np.int64)
+        okf = (fold >= -1) & (fold <= MAX_FOLD)
+    if not okf.all():
+        k = int(np.flatnonzero(~okf)[0])
+        raise DataFormatError(f"fold must be an integer from -1 to {MAX_FOLD:,}, got {str(fv[k])[:40]!r}", path=path,
+                              line=None if lines is None else int(lines[k]))
+    return fold
 
 
 def parse_labels(values, *, path: str | None = None, lines=None) -> npt.NDArray[np.int8]:
@@ -317,12 +359,14 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
         raise DataFormatError("empty pairs file", path=p)
     header = None
     first = recs[0][1]
-    if len(first) == 2 and all(t.isdigit() for t in first):
+    if len(first) == 2 and all(t.isdigit() and len(t) <= 7 for t in first):
         header = (int(first[0]), int(first[1]))
         recs = recs[1:]
     p1, p2, lab, lno = [], [], [], []
     for ln, t in recs:
         try:
+            if any(len(t[j]) > 9 for j in ((1, 2) if len(t) == 3 else (1, 3) if len(t) == 4 else ())):
+                raise ValueError  # an image number of 10+ digits is not an LFW number
             if len(t) == 3:
                 n1, n2 = int(t[1]), int(t[2])
                 p1.append(template.format(name=t[0], num=n1))
@@ -361,8 +405,8 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
         fold = np.cumsum(starts) - 1
         if fold.max() == 0:  # one block: the file defines no folds
             fold = np.full(n, -1)
-    return Pairs(np.asarray(p1, dtype=str), np.asarray(p2, dtype=str), label,
-                 fold.astype(np.int64), np.asarray(lno, np.int64), p)
+    return _check_pairs(Pairs(np.asarray(p1, dtype=str), np.asarray(p2, dtype=str), label,
+                              fold.astype(np.int64), np.asarray(lno, np.int64), p))
 
 
 _ALIASES = {
@@ -381,14 +425,7 @@ def _read_csv_table(p: str, *, comment: bool = True):
     """(header, rows as list of lists, line numbers, metadata) via the csv module;
     accepts CRLF and a missing final newline.  Lines starting with '#' before the
     header are metadata (``# key=value``)."""
-    try:
-        raw = Path(p).read_bytes()
-    except OSError as e:
-        raise DataFormatError(f"cannot read ({e.strerror})", path=p) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataFormatError("not a UTF-8 text file", path=p) from None
+    text = read_text(p, expected="a CSV file")
     meta = {}
     lines = text.splitlines()
     start = 0
@@ -400,14 +437,28 @@ def _read_csv_table(p: str, *, comment: bool = True):
     if start >= len(lines):
         raise DataFormatError("empty file: expected a header line", path=p)
     reader = csv.reader(lines[start:])
-    header = [h.strip() for h in next(reader)]
-    rows, lnos = [], []
-    for k, r in enumerate(reader):
-        if not r or all(not c.strip() for c in r):
-            continue
-        rows.append(r)
-        lnos.append(start + 2 + k)
+    try:
+        header = [h.strip() for h in next(reader)]
+        _check_header(header, p, start + 1)
+        rows, lnos = [], []
+        for k, r in enumerate(reader):
+            if not r or all(not c.strip() for c in r):
+                continue
+            rows.append(r)
+            lnos.append(start + 2 + k)
+    except csv.Error as e:
+        raise DataFormatError(f"malformed CSV ({e})", path=p, line=start + 1 + reader.line_num) from None
     return header, rows, lnos, meta
+
+
+def _check_header(header, p, line) -> None:
+    """Refuse duplicate (case-insensitive) column names: one of them would be ignored."""
+    seen = {}
+    for h in header:
+        k = str(h).strip().lower()
+        if k in seen and k:
+            raise DataFormatError(f"column {h!r} appears twice in the header", path=p, line=line)
+        seen[k] = True
 
 
 def _map_columns(header, required, optional, columns, p):
@@ -449,12 +500,7 @@ def read_pairs_csv(path: str | os.PathLike, *, columns: dict[str, str] | None = 
     table = np.asarray(rows, dtype=str)
     label = parse_labels(table[:, col["label"]], path=p, lines=lnos)
     if "fold" in col:
-        fv = np.char.strip(table[:, col["fold"]])
-        okf = np.char.isdigit(np.char.lstrip(fv, "-"))
-        if not okf.all():
-            k = int(np.flatnonzero(~okf)[0])
-            raise DataFormatError(f"fold must be an integer, got {fv[k]!r}", path=p, line=lnos[k])
-        fold = fv.astype(np.int64)
+        fold = _parse_folds(table[:, col["fold"]], path=p, lines=lnos)
     else:
         fold = np.full(len(rows), -1, np.int64)
     p1 = np.char.strip(table[:, col["path1"]])
@@ -462,11 +508,22 @@ def read_pairs_csv(path: str | os.PathLike, *, columns: dict[str, str] | None = 
     empty = np.flatnonzero((np.char.str_len(p1) == 0) | (np.char.str_len(p2) == 0))
     if empty.size:
         raise DataFormatError("empty image path", path=p, line=lnos[empty[0]])
-    return Pairs(p1, p2, label, fold, np.asarray(lnos, np.int64), p)
+    return _check_pairs(Pairs(p1, p2, label, fold, np.asarray(lnos, np.int64), p))
+
+
+def confine_pairs(pairs: Pairs, root: str | os.PathLike) -> None:
+    """Refuse the whole pairs file when any image path in it escapes ``root`` (absolute
+    paths elsewhere, ``..``, symlinks leading out); the error names the file and line."""
+    from .safeio import confine_paths
+
+    lines = pairs.line if pairs.line.size == len(pairs) else None
+    for col in (pairs.path1, pairs.path2):
+        confine_paths(col.tolist(), root, source=pairs.source or None, lines=lines)
 
 
 def write_pairs_csv(path: str | os.PathLike, pairs: Pairs) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    """Write ``path1,path2,label,fold`` (atomically)."""
+    with atomic_write(path, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path1", "path2", "label", "fold"])
         for a, b, l, f in zip(pairs.path1.tolist(), pairs.path2.tolist(), pairs.label.tolist(), pairs.fold.tolist()):
@@ -478,9 +535,8 @@ def read_pairs(path: str | os.PathLike, **kw) -> Pairs:
     p = str(path)
     if p.lower().endswith(".csv"):
         return read_pairs_csv(p, **kw)
-    with open(p, "rb") as fh:
-        head = fh.readline()
-    if b"," in head:
+    head = read_text(p, expected="an LFW pairs.txt or a pairs CSV").lstrip().split("\n", 1)[0]
+    if "," in head:
         return read_pairs_csv(p, **kw)
     return read_lfw_pairs(p)
 
@@ -524,15 +580,7 @@ class ScoreTable:
 
 def _split_metadata(p: str) -> tuple[dict, str, int]:
     """``(meta, body, n_lines_before_header)``: leading ``# key=value`` and blank lines."""
-    try:
-        with open(p, "rb") as fh:
-            raw = fh.read()
-    except OSError as e:
-        raise DataFormatError(f"cannot read ({e.strerror})", path=p) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataFormatError("not a UTF-8 text file; expected CSV with s,q1,q2,label", path=p) from None
+    text = read_text(p, expected="a CSV with s,q1,q2,label")
     meta, pos, line_no = {}, 0, 0
     while pos < len(text):
         nl = text.find("\n", pos)
@@ -554,6 +602,7 @@ def _split_metadata(p: str) -> tuple[dict, str, int]:
 
 
 def _score_columns(columns, p, header_line):
+    _check_header(columns, p, header_line)
     cols = {str(c).strip().lower(): c for c in columns}
     if "s" not in cols or "label" not in cols:
         raise DataFormatError(
@@ -576,11 +625,35 @@ def read_scores_csv(path: str | os.PathLike) -> ScoreTable:
     raises a :class:`DataFormatError` naming it.  Labels accept the same codings as
     pairs files; leading ``# key=value`` lines are metadata (e.g. ``encoder``).
     """
-    import pandas as pd
-
     p = str(path)
     meta, body, n_before = _split_metadata(p)
     header_line = n_before + 1
+    try:
+        raw_header = next(csv.reader([body.split("\n", 1)[0]]))
+    except (csv.Error, StopIteration):
+        raw_header = []
+    _check_header([h.strip() for h in raw_header], p, header_line)
+    return _check_rows(_read_scores_body(p, meta, body, header_line), meta)
+
+
+def _check_rows(t: "ScoreTable", meta: dict) -> "ScoreTable":
+    """Values a parser accepts but a QMagFace fit must not: absurd qualities; and a row
+    count that disagrees with the ``# rows=N`` line our writers add (a truncated file)."""
+    q = np.maximum(t.q1, t.q2)
+    bad = np.flatnonzero(q > MAX_QUALITY)
+    if bad.size:
+        raise DataFormatError(f"quality {q[bad[0]]:.3g} is implausibly large (limit {MAX_QUALITY:.0e}); "
+                              f"data row {bad[0] + 1}", path=t.source)
+    declared = meta.get("rows")
+    if declared is not None and declared.strip().isdigit() and int(declared) != len(t):
+        raise DataFormatError(f"the file says it has {int(declared):,} rows ('# rows=') but holds {len(t):,}: "
+                              "truncated or edited", path=t.source)
+    return t
+
+
+def _read_scores_body(p: str, meta: dict, body: str, header_line: int) -> "ScoreTable":
+    import pandas as pd
+
     try:
         df = pd.read_csv(io.StringIO(body), skipinitialspace=True)
         cols = _score_columns(df.columns, p, header_line)
@@ -611,9 +684,10 @@ def read_scores_csv(path: str | os.PathLike) -> ScoreTable:
         else:
             label = parse_labels(lab.astype(str).to_numpy(dtype=str), path=p)
         if "fold" in num:
-            if np.any(num["fold"] != np.round(num["fold"])):
+            fv = num["fold"]
+            if np.any(fv != np.round(fv)) or np.any(fv < -1) or np.any(fv > MAX_FOLD):
                 raise _NeedSlowPath
-            fold = num["fold"].astype(np.int64)
+            fold = fv.astype(np.int64)
         else:
             fold = np.full(len(df), -1, np.int64)
         known = {"s", "q1", "q2", "q_min", "label", "fold"}
@@ -668,12 +742,7 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
         raise DataFormatError(f"quality must be ≥ 0, got {min(q1[bad[0]], q2[bad[0]])}", path=p, line=int(lines[bad[0]]))
     label = parse_labels(df[cols["label"]].to_numpy(dtype=str), path=p, lines=lines)
     if "fold" in cols:
-        fv = df[cols["fold"]].str.strip().to_numpy(dtype=str)
-        okf = np.char.isdigit(np.char.lstrip(fv, "-"))
-        if not okf.all():
-            k = int(np.flatnonzero(~okf)[0])
-            raise DataFormatError(f"fold must be an integer, got {fv[k]!r}", path=p, line=int(lines[k]))
-        fold = fv.astype(np.int64)
+        fold = _parse_folds(df[cols["fold"]].to_numpy(dtype=str), path=p, lines=lines)
     else:
         fold = np.full(len(df), -1, np.int64)
     known = {"s", "q1", "q2", "q_min", "label", "fold"}
@@ -694,12 +763,81 @@ def write_scores_csv(path: str | os.PathLike, table: ScoreTable, *, s_hat=None,
         cols[k] = v
     if s_hat is not None:
         cols["s_hat"] = np.asarray(s_hat, dtype=np.float64)
-    allmeta = {**table.meta, **(meta or {})}
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    allmeta = {**table.meta, **(meta or {}), "rows": len(table)}
+    with atomic_write(path, newline="") as fh:
         for k, v in allmeta.items():
             if v is not None and v != "":
                 fh.write(f"# {k}={v}\n")
         pd.DataFrame(cols).to_csv(fh, index=False, float_format="%.9g", lineterminator="\n")
+
+
+def add_scores_column(src: str | os.PathLike, dst: str | os.PathLike, values, *, name: str = "s_hat",
+                      meta: dict | None = None) -> int:
+    """Copy the scores CSV ``src`` to ``dst`` (atomically; ``dst`` may be ``src``) with
+    one column ``name`` set to ``values`` — appended, or replaced where it exists.
+
+    Everything else round-trips: comment and metadata lines, blank lines, line endings,
+    every other field as written (no re-rounding, no label recoding, every fold kept).
+    ``meta`` adds or updates ``# key=value`` lines.  ``values`` must have one entry
+    per data row of :func:`read_scores_csv`; returns the number of rows written."""
+    p = str(src)
+    text = read_text(p, expected="a CSV with s,q1,q2,label")
+    values = np.asarray(values, dtype=np.float64)
+    lines = text.splitlines(keepends=True)
+    eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    head, k = [], 0
+    while k < len(lines) and (lines[k].startswith("#") or not lines[k].strip()):
+        head.append(lines[k])
+        k += 1
+    if k >= len(lines):
+        raise DataFormatError("empty file: expected a header s,q1,q2,label[,fold]", path=p)
+    meta = dict(meta or {})
+    out_head = []
+    for ln in head:  # update metadata lines in place, keep every other comment
+        m = _META_RE.match(ln.rstrip("\r\n"))
+        if m and m.group(1) in meta:
+            v = meta.pop(m.group(1))
+            if v is not None and v != "":
+                out_head.append(f"# {m.group(1)}={v}{eol}")
+            continue
+        out_head.append(ln)
+    out_head += [f"# {kk}={v}{eol}" for kk, v in meta.items() if v is not None and v != ""]
+    body = lines[k:]
+    rows = list(csv.reader([ln.rstrip("\r\n") for ln in body]))
+    header = [h.strip() for h in rows[0]]
+    _check_header(header, p, len(head) + 1)
+    col = next((j for j, h in enumerate(header) if h.lower() == name.lower()), None)
+    data_idx = [j for j in range(1, len(body)) if body[j].strip()]
+    if len(data_idx) != values.size:
+        raise DataFormatError(f"{values.size} values for {len(data_idx)} data rows", path=p)
+    fmt = [repr(float(v)) if math.isfinite(v) else "nan" for v in values.tolist()]
+    out = list(out_head)
+    if col is None:
+        out.append(body[0].rstrip("\r\n") + "," + name + _eol_of(body[0], eol))
+        for j, ln in enumerate(body[1:], start=1):
+            out.append(ln)
+        for v, j in zip(fmt, data_idx):
+            out[len(out_head) + j] = body[j].rstrip("\r\n") + "," + v + _eol_of(body[j], eol)
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator=eol)
+        w.writerow(rows[0])
+        vi = iter(fmt)
+        for j in range(1, len(body)):
+            if not body[j].strip():
+                buf.write(body[j])
+                continue
+            r = list(rows[j])
+            r[col] = next(vi)
+            w.writerow(r)
+        out.append(buf.getvalue())
+    with atomic_write(dst, newline="") as fh:
+        fh.write("".join(out))
+    return len(data_idx)
+
+
+def _eol_of(line: str, default: str) -> str:
+    return line[len(line.rstrip("\r\n")):] or default
 
 
 # ----------------------------------------------------------- embeddings + pairs

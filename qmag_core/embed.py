@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -21,7 +21,8 @@ import numpy as np
 
 from .align import ARCFACE_112, FaceDetector, ImageError, NoFaceError, align, load_image, realign_aligned
 from .data import IMAGE_EXTENSIONS, Embeddings
-from .errors import QMagError
+from .errors import DataFormatError, QMagError
+from .safeio import MAX_IMAGE_BYTES, confine_paths, load_npz, read_bytes, save_npz
 
 __all__ = ["list_images", "EmbeddingCache", "embed_files", "default_cache_dir", "EmbedStats"]
 
@@ -41,19 +42,33 @@ def list_images(root: str | os.PathLike) -> list[str]:
 
 
 class EmbeddingCache:
-    """Content-addressed cache of embeddings for one encoder configuration (``key``)."""
+    """Content-addressed cache of embeddings for one encoder configuration (``key``).
 
-    def __init__(self, root: str | os.PathLike, key: str):
+    A damaged chunk (truncated, not an .npz, wrong arrays) is skipped, listed in
+    ``damaged`` and deleted, so its images are embedded again and cached anew."""
+
+    def __init__(self, root: str | os.PathLike, key: str, *, dim: int | None = None):
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
         self._mem: dict[str, tuple[np.ndarray, bool, str]] = {}
+        self.damaged: list[str] = []
         for f in sorted(self.dir.glob("chunk-*.npz")):
             try:
-                with np.load(f, allow_pickle=False) as z:
-                    for h, e, ok, err in zip(z["sha1"].tolist(), z["embeddings"], z["ok"].tolist(), z["error"].tolist()):
-                        self._mem[h] = (e, ok, err)
-            except (OSError, ValueError, KeyError):
-                continue  # a damaged chunk is ignored; its images are embedded again
+                z = load_npz(f, name=f.name)
+                sha, e, ok, err = z["sha1"], z["embeddings"], z["ok"], z["error"]
+                n = sha.shape[0] if sha.ndim == 1 else -1
+                if (e.ndim != 2 or e.shape[0] != n or ok.shape != (n,) or err.shape != (n,)
+                        or (dim is not None and e.shape[1] != dim) or e.dtype.kind != "f"):
+                    raise DataFormatError("arrays of the wrong shape", path=f.name)
+            except (QMagError, KeyError, OSError) as ex:
+                self.damaged.append(f"{f.name}: {ex}" if f.name not in str(ex) else str(ex))
+                try:
+                    f.unlink()
+                except OSError:
+                    pass
+                continue
+            for h, row, o, r in zip(sha.tolist(), e, ok.tolist(), err.tolist()):
+                self._mem[h] = (row, bool(o), str(r))
         self._n = len(list(self.dir.glob("chunk-*.npz")))
 
     def __contains__(self, h: str) -> bool:
@@ -68,10 +83,8 @@ class EmbeddingCache:
     def add(self, hashes: Sequence[str], emb: np.ndarray, ok: Sequence[bool], err: Sequence[str]) -> None:
         if not len(hashes):
             return
-        tmp = self.dir / f".tmp-{os.getpid()}-{self._n}.npz"
-        np.savez(tmp, sha1=np.asarray(hashes, str), embeddings=np.asarray(emb, np.float32),
-                 ok=np.asarray(ok, bool), error=np.asarray(err, str))
-        os.replace(tmp, self.dir / f"chunk-{time.time_ns()}-{os.getpid()}-{self._n:06d}.npz")
+        save_npz(self.dir / f"chunk-{time.time_ns()}-{os.getpid()}-{self._n:06d}.npz", sha1=np.asarray(hashes, str),
+                 embeddings=np.asarray(emb, np.float32), ok=np.asarray(ok, bool), error=np.asarray(err, str))
         self._n += 1
         for h, e, o, r in zip(hashes, emb, ok, err):
             self._mem[h] = (e, bool(o), str(r))
@@ -84,6 +97,8 @@ class EmbedStats:
     n_embedded: int = 0
     n_failed: int = 0
     seconds: float = 0.0
+    #: messages about damaged cache chunks (skipped, deleted, their images embedded again)
+    cache_damaged: list = field(default_factory=list)
 
 
 def _pad_edges(img: np.ndarray, frac: float) -> np.ndarray:
@@ -91,12 +106,14 @@ def _pad_edges(img: np.ndarray, frac: float) -> np.ndarray:
     return np.pad(img, ((ph, ph), (pw, pw), (0, 0)), mode="edge")
 
 
-def _read(path: Path) -> tuple[bytes | None, str]:
+def _read(path: Path, label: str) -> tuple[bytes | None, str]:
+    """Bytes of one image file (regular files only, at most MAX_IMAGE_BYTES)."""
+    if not path.exists():
+        return None, f"{label}: file not found"
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, f"cannot read file ({e.strerror})"
-    return data, ""
+        return read_bytes(path, max_bytes=MAX_IMAGE_BYTES, what="image file", name=label), ""
+    except QMagError as e:
+        return None, str(e)
 
 
 def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *,
@@ -111,10 +128,15 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
     ``cache_dir=None`` disables caching; "default" uses :func:`default_cache_dir`.
     ``detect_pad`` (fraction of the image size, each side) pads tight crops by
     replicating their edges before detection, so MTCNN sees a whole face.
+    With ``root`` every path must resolve (symlinks included) under it, or nothing is
+    embedded (:class:`~qmag_core.errors.DataFormatError`).
     """
     t0 = time.perf_counter()
     root_p = Path(root) if root is not None else None
-    files = [root_p / p if root_p is not None else Path(p) for p in paths]
+    if root_p is not None:
+        files = confine_paths([str(p) for p in paths], root_p)
+    else:
+        files = [Path(p) for p in paths]
     n = len(files)
     emb = np.full((n, encoder.dim), np.nan, np.float32)
     ok = np.zeros(n, bool)
@@ -123,14 +145,16 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
     if cache_dir is not None:
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
         mode = f"aligned-{aligned_spec.name}" if aligned else f"mtcnn{f'-pad{detect_pad:g}' if detect_pad else ''}"
-        cache = EmbeddingCache(cdir, f"{encoder.key}-{mode}")
+        cache = EmbeddingCache(cdir, f"{encoder.key}-{mode}", dim=encoder.dim)
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
     st = stats if stats is not None else EmbedStats()
     st.n_images = n
+    if cache is not None:
+        st.cache_damaged.extend(cache.damaged)
 
     def decode(k: int):
-        data, e = _read(files[k])
+        data, e = _read(files[k], str(paths[k]))
         if data is None:
             return k, None, None, e
         h = hashlib.sha1(data).hexdigest()
@@ -175,7 +199,7 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                     results = []
                     for k, img, fs in zip(todo_k, todo_img, faces):
                         if not fs:
-                            results.append((None, f"{paths[k]}: no face detected"))
+                            results.append((None, f"{paths[k]}: {detector.why_no_face(img)}"))
                         else:
                             results.append((align(img, fs[0].landmarks, encoder.spec).crop, ""))
                 for k, h, (crop, e) in zip(todo_k, todo_h, results):

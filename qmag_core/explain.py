@@ -115,6 +115,8 @@ def gradient_map(encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: 
     import torch
     from scipy.ndimage import gaussian_filter
 
+    if int(steps) < 1:
+        raise QMagError(f"steps must be a positive integer, got {steps}")
     t0 = time.perf_counter()
     x = np.asarray(crop, np.float32)
     base = blur(x, baseline_sigma)

@@ -136,12 +136,35 @@ def similarity_matrix(m: np.ndarray, names: list[str], title: str) -> go.Figure:
     return fig
 
 
+#: longest side (px) of a photo sent to the browser inside a figure
+DISPLAY_SIDE = 640
+
+
+def display_image(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[str, float]:
+    """``(data URI of a JPEG at most side px, scale)``: a photo as a figure sends it —
+    the browser gets a few tens of kB instead of the JSON of every pixel."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = min(1.0, side / max(h, w, 1))
+    im = Image.fromarray(np.ascontiguousarray(image[..., :3]))
+    if scale < 1.0:
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=88)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), scale
+
+
 def face_overlay(image: np.ndarray, box, landmarks) -> go.Figure:
-    """The photo with the detected box and the 5 landmarks."""
-    fig = go.Figure(go.Image(z=image))
-    x1, y1, x2, y2 = [float(v) for v in box]
+    """The photo (sent at display size) with the detected box and the 5 landmarks."""
+    uri, scale = display_image(image)
+    fig = go.Figure(go.Image(source=uri))
+    x1, y1, x2, y2 = [float(v) * scale for v in box]
     fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color="#2a9d8f", width=3))
-    lm = np.asarray(landmarks)
+    lm = np.asarray(landmarks, dtype=float) * scale
     fig.add_trace(go.Scatter(x=lm[:, 0], y=lm[:, 1], mode="markers", marker=dict(color="#e9c46a", size=8,
                                                                                   line=dict(color="black", width=1)),
                              name="landmarks", hoverinfo="skip"))

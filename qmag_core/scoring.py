@@ -357,7 +357,17 @@ def _as_s_qmin(X: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         raise QMagError(f"X holds NaN/inf in {rows.size} row(s), first rows {rows[:5].tolist()}")
     s = X[:, 0]
     q = X[:, 1] if X.shape[1] == 2 else np.minimum(X[:, 1], X[:, 2])
+    if X.shape[0] and (np.abs(s).max() > 1 + 1e-6):
+        raise QMagError(f"cosine s must lie in [-1, 1]; got {s[np.argmax(np.abs(s))]:.6g}")
+    qs = X[:, 1:]
+    if qs.size and (qs.min() < 0 or qs.max() > _MAX_Q):
+        bad = qs.min() if qs.min() < 0 else qs.max()
+        raise QMagError(f"quality q must lie in [0, {_MAX_Q:.0e}]; got {bad:.6g}")
     return s, q
+
+
+#: a quality above this is refused as implausible (embedding lengths are ~1–1000)
+_MAX_Q = 1e6
 
 
 def _as_labels(y: npt.ArrayLike, n: int) -> npt.NDArray[np.bool_]:
@@ -749,32 +759,74 @@ class QMagFaceParams:
         return asdict(self)
 
     def save(self, path) -> None:
-        with open(path, "w", encoding="utf-8") as fh:
+        """Write the JSON atomically."""
+        from .safeio import atomic_write
+
+        with atomic_write(path) as fh:
             json.dump(self.to_dict(), fh, indent=2)
             fh.write("\n")
 
     @classmethod
     def from_dict(cls, d: dict, *, source: str = "params") -> "QMagFaceParams":
+        """Validate a params mapping: α/β real numbers (not booleans), known fields of
+        the right type; anything else is a :class:`DataFormatError` naming the key."""
         if not isinstance(d, dict):
             raise DataFormatError("expected a JSON object with 'alpha' and 'beta'", path=source)
         missing = [k for k in ("alpha", "beta") if k not in d]
         if missing:
             raise DataFormatError(f"missing key(s) {missing}; expected 'alpha' and 'beta'", path=source)
-        try:
-            alpha, beta = float(d["alpha"]), float(d["beta"])
-        except (TypeError, ValueError):
-            raise DataFormatError("'alpha' and 'beta' must be numbers", path=source) from None
-        if not (math.isfinite(alpha) and math.isfinite(beta)):
-            raise DataFormatError("'alpha' and 'beta' must be finite", path=source)
+        for k in ("alpha", "beta"):
+            if not _is_real(d[k]):
+                raise DataFormatError(f"'{k}' must be a finite number, got {d[k]!r}", path=source)
+        alpha, beta = float(d["alpha"]), float(d["beta"])
         known = {f for f in cls.__dataclass_fields__}
         rest = {k: v for k, v in d.items() if k in known and k not in ("alpha", "beta")}
+        _check_param_fields(rest, source)
         return cls(alpha=alpha, beta=beta, **rest)
 
     @classmethod
     def load(cls, path) -> "QMagFaceParams":
+        """Read a params JSON (at most 16 MiB of UTF-8)."""
+        from .safeio import read_text
+
+        text = read_text(path, expected="a params JSON", max_bytes=16 << 20)
         try:
-            with open(path, encoding="utf-8") as fh:
-                d = json.load(fh)
+            d = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataFormatError(f"not valid JSON ({e.msg})", path=str(path), line=e.lineno) from None
+        except RecursionError:
+            raise DataFormatError("JSON nested too deeply", path=str(path)) from None
         return cls.from_dict(d, source=str(path))
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_param_fields(d: dict, source: str) -> None:
+    """Types of the optional fields of a params JSON (those code reads back)."""
+    def bad(key, what):
+        raise DataFormatError(f"'{key}' must be {what}", path=source)
+
+    if "mode" in d and d["mode"] not in ("official", "consistent"):
+        bad("mode", "'official' or 'consistent'")
+    for key in ("fmrs", "thresholds", "omega_opt", "n_ties"):
+        if key in d and not (isinstance(d[key], list) and all(v is None or _is_real(v) for v in d[key])):
+            bad(key, "a list of numbers")
+    for key in ("options", "trained_on"):
+        if key in d and not isinstance(d[key], dict):
+            bad(key, "an object")
+    if "notes" in d and not isinstance(d["notes"], list):
+        bad("notes", "a list")
+    for key in ("encoder", "quality"):
+        if key in d and d[key] is not None and not isinstance(d[key], str):
+            bad(key, "a string")
+    if "operating_points" in d:
+        ops = d["operating_points"]
+        if not isinstance(ops, list):
+            bad("operating_points", "a list of {fmr, threshold_s, threshold_s_hat} objects")
+        for k, op in enumerate(ops):
+            if not (isinstance(op, dict) and all(_is_real(op.get(f)) for f in ("fmr", "threshold_s", "threshold_s_hat"))
+                    and 0 < op["fmr"] <= 1):
+                raise DataFormatError(f"operating_points[{k}] must be an object with numbers fmr in (0, 1], "
+                                      f"threshold_s and threshold_s_hat; got {op!r}"[:300], path=source)

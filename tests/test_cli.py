@@ -124,7 +124,7 @@ def test_make_pairs_cli(tmp_path):
     (["train", "--scores", "missing.csv", "--out", "x.json"], "missing.csv: no such file"),
     (["evaluate", "--scores", "BAD", "--params", "none.json"], "line 3: column 's' expected a finite number"),
     (["train", "--scores", "BAD", "--out", "x.json"], "line 3"),
-    (["score", "--scores", "GOOD", "--params", "none.json"], "none.json: No such file"),
+    (["score", "--scores", "GOOD", "--params", "none.json", "--out", "o.csv"], "none.json"),
 ])
 def test_bad_input_one_line_no_traceback(tmp_path, args, msg):
     bad = tmp_path / "bad.csv"

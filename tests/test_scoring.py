@@ -274,7 +274,7 @@ def test_params_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("text, msg", [('{"beta": 1}', "missing key"), ("{nope", "not valid JSON"),
-                                        ('{"alpha": "x", "beta": 1}', "must be numbers"), ("[1, 2]", "JSON object")])
+                                        ('{"alpha": "x", "beta": 1}', "must be a finite number"), ("[1, 2]", "JSON object")])
 def test_params_load_errors(tmp_path, text, msg):
     f = tmp_path / "p.json"
     f.write_text(text)

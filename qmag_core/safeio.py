@@ -1,0 +1,314 @@
+"""Safe file access on behalf of a user.
+
+* **Confinement**: every path read for a user is resolved (symlinks included) and must
+  lie under an allowed root; only regular files are read, each up to a byte cap.
+* **Atomic writes**: results are written to a temporary file in the destination's
+  folder and renamed over it, so an interrupted write never leaves a truncated file.
+* **Bounded arrays**: ``.npy`` / ``.npz`` members are checked against their declared
+  shape × dtype *before* anything is allocated, against a byte cap, and against the
+  size the archive declares (zip bombs, lying headers and pickles are refused).
+
+Caps come from the environment (bytes): ``QMAG_MAX_TEXT_BYTES`` (text inputs, default
+2 GiB), ``QMAG_MAX_ARRAY_BYTES`` (one .npy/.npz, default 4 GiB), ``QMAG_MAX_IMAGE_BYTES``
+(one image file, default 64 MiB).
+"""
+from __future__ import annotations
+
+import math
+import os
+import stat
+import struct
+import tempfile
+import zipfile
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator, Sequence
+
+import numpy as np
+
+from .errors import DataFormatError, QMagError
+
+__all__ = [
+    "PathError", "MAX_TEXT_BYTES", "MAX_ARRAY_BYTES", "MAX_IMAGE_BYTES", "confine", "confine_paths",
+    "read_bytes", "read_text", "atomic_write", "atomic_path", "load_npy", "load_npz", "save_npz",
+]
+
+
+def _env_bytes(name: str, default: int) -> int:
+    try:
+        v = int(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return v if v > 0 else default
+
+
+MAX_TEXT_BYTES = _env_bytes("QMAG_MAX_TEXT_BYTES", 2 << 30)
+MAX_ARRAY_BYTES = _env_bytes("QMAG_MAX_ARRAY_BYTES", 4 << 30)
+MAX_IMAGE_BYTES = _env_bytes("QMAG_MAX_IMAGE_BYTES", 64 << 20)
+#: a compressed .npz member that inflates more than this many times (and past 64 MiB)
+#: is refused: float embeddings compress about 1.1×, a zip bomb about 1000×
+MAX_INFLATION = 200
+_MAX_NPZ_MEMBERS = 64
+
+
+#: what zipfile and numpy raise for damaged archives and members
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
+               NotImplementedError, zlib.error, struct.error, KeyError, IndexError, OverflowError)
+
+
+class PathError(QMagError):
+    """A user-named path lies outside its allowed root, or is not a regular file."""
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _under(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def confine(path: str | os.PathLike, root: str | os.PathLike, *, what: str = "file", kind: str = "file") -> Path:
+    """Resolve ``path`` (relative to ``root`` unless absolute, symlinks followed) and
+    check that it lies under ``root`` and is an existing regular file (``kind="file"``)
+    or folder (``kind="dir"``).  Raises :class:`PathError`; messages name the path as
+    the user gave it, never the server's absolute root."""
+    s = str(path)
+    if not s.strip():
+        raise PathError(f"empty {what} path")
+    if "\x00" in s:
+        raise PathError(f"{what} path {s!r} contains a NUL byte")
+    r = Path(root).resolve()
+    p = Path(s).expanduser()
+    full = (p if p.is_absolute() else r / p).resolve()
+    if not _under(full, r):
+        raise PathError(f"{s}: outside the allowed folder ({r.name or r}/); refused")
+    if kind == "dir":
+        if not full.is_dir():
+            raise PathError(f"{s}: not a folder")
+        return full
+    try:
+        st = full.stat()
+    except OSError:
+        raise PathError(f"{s}: {what} not found") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise PathError(f"{s}: not a regular file")
+    return full
+
+
+def confine_paths(paths: Sequence[str], root: str | os.PathLike, *, source: str | None = None,
+                  lines: Sequence[int] | None = None) -> list[Path]:
+    """Resolve every path of a pairs or list file under ``root``.  The first path that
+    escapes (absolute elsewhere, ``..``, a symlink leading out) refuses the whole file
+    with a :class:`DataFormatError` naming the file and line.  Missing files are *not*
+    an error here (they become failed rows later)."""
+    r = Path(root).resolve()
+    out = []
+    for k, s in enumerate(paths):
+        s = str(s)
+        p = Path(s)
+        full = (p if p.is_absolute() else r / p)
+        # lexical check first (cheap), then the symlink-resolving one
+        norm = Path(os.path.normpath(full))
+        bad = not _under(norm, r) or "\x00" in s
+        if not bad:
+            full = full.resolve()
+            bad = not _under(full, r)
+        if bad:
+            ln = None if lines is None or k >= len(lines) else int(lines[k])
+            raise DataFormatError(f"image path {s!r} lies outside the image folder ({r.name or r}/); "
+                                  "the whole file is refused", path=source, line=ln)
+        out.append(full)
+    return out
+
+
+def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str = "file", name: str | None = None) -> bytes:
+    """All bytes of a regular file, refusing devices, FIFOs and files above ``max_bytes``
+    (checked on the open handle, so a file swapped after a check is still bounded)."""
+    label = name or os.path.basename(str(path)) or str(path)
+    try:
+        fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise PathError(f"{label}: cannot read {what} ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PathError(f"{label}: not a regular file")
+        if st.st_size > max_bytes:
+            raise DataFormatError(f"{what} is {_fmt_bytes(st.st_size)}, above the limit of {_fmt_bytes(max_bytes)}",
+                                  path=label)
+        parts = [fh.read(st.st_size + 1)]  # read(n) reserves n bytes: ask for what stat says
+        total = len(parts[0])
+        while total > st.st_size:  # the file grew after fstat: keep reading, up to the cap
+            more = fh.read(1 << 20)
+            if not more:
+                break
+            parts.append(more)
+            total += len(more)
+            if total > max_bytes:
+                raise DataFormatError(f"{what} is above the limit of {_fmt_bytes(max_bytes)}", path=label)
+    return b"".join(parts) if len(parts) > 1 else parts[0]
+
+
+def read_text(path: str | os.PathLike, *, expected: str, max_bytes: int | None = None) -> str:
+    """UTF-8 text of a regular file (BOM dropped), or a :class:`DataFormatError` saying
+    what was expected."""
+    data = read_bytes(path, max_bytes=MAX_TEXT_BYTES if max_bytes is None else max_bytes, name=str(path))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"not a text file (not UTF-8 at byte {e.start}); expected {expected}", path=str(path)) from None
+
+
+# ------------------------------------------------------------------------ writing
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path in the folder of ``path`` (same suffix); when the block
+    succeeds it replaces ``path`` in one rename, otherwise it is removed."""
+    dest = Path(path)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + dest.suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # data on disk before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
+                 newline: str | None = None) -> Iterator[IO]:
+    """``open(path, mode)`` that writes a temporary file and renames it over ``path``
+    only when the block finishes without an exception."""
+    if "b" in mode:
+        encoding = None
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=encoding, newline=newline) as fh:
+            yield fh
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> None:
+    """``np.savez`` written atomically to exactly ``path``."""
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+# ------------------------------------------------------------------------ arrays
+def _read_header(fp, label: str):
+    """(shape, fortran_order, dtype) of an .npy stream, validated."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except _ZIP_ERRORS + (SyntaxError, TypeError) as e:
+        raise DataFormatError(f"not an .npy array ({(str(e).splitlines() or [type(e).__name__])[0][:120]})",
+                              path=label) from None
+    if not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise DataFormatError(f"not an .npy array (shape {shape!r})", path=label)
+    if dtype.hasobject:
+        raise DataFormatError("is an object array (pickled Python objects); only plain numeric/string arrays are accepted",
+                              path=label)
+    return shape, fortran, dtype
+
+
+def _nbytes(shape, dtype) -> int:
+    return int(math.prod(int(d) for d in shape)) * int(dtype.itemsize)
+
+
+def load_npy(path: str | os.PathLike, *, max_bytes: int | None = None, name: str | None = None) -> np.ndarray:
+    """A plain .npy array; its header is checked against the file size and the cap
+    before the data is read."""
+    cap = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
+    label = name or str(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as e:
+        raise PathError(f"{label}: cannot read ({e.strerror})") from None
+    with fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PathError(f"{label}: not a regular file")
+        shape, fortran, dtype = _read_header(fh, label)
+        need = _nbytes(shape, dtype)
+        if need > cap:
+            raise DataFormatError(f"declares {shape} {dtype} = {_fmt_bytes(need)}, above the limit of "
+                                  f"{_fmt_bytes(cap)} (QMAG_MAX_ARRAY_BYTES)", path=label)
+        have = st.st_size - fh.tell()
+        if have < need:
+            raise DataFormatError(f"declares {shape} {dtype} ({_fmt_bytes(need)}) but holds only {_fmt_bytes(have)}: "
+                                  "truncated or not what it says", path=label)
+        fh.seek(0)
+        try:
+            return np.lib.format.read_array(fh, allow_pickle=False)
+        except _ZIP_ERRORS + (TypeError,) as e:
+            raise DataFormatError(f"cannot read the array ({str(e).splitlines()[0][:120]})", path=label) from None
+
+
+def load_npz(path: str | os.PathLike, *, max_bytes: int | None = None, name: str | None = None) -> dict[str, np.ndarray]:
+    """All members of an .npz as ``{name: array}``.  Each member must be a plain .npy
+    whose declared shape × dtype matches the size the archive declares for it; the
+    total is capped and highly compressed large members (zip bombs) are refused, all
+    before anything is inflated."""
+    cap = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
+    label = name or str(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as e:
+        raise DataFormatError(f"cannot read as .npz ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
+                              path=label) from None
+    out: dict[str, np.ndarray] = {}
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > _MAX_NPZ_MEMBERS:
+            raise DataFormatError(f"{len(infos)} members; at most {_MAX_NPZ_MEMBERS} are accepted", path=label)
+        total = 0
+        plan = []
+        for info in infos:
+            key = info.filename
+            if not key.endswith(".npy"):
+                raise DataFormatError(f"member {key!r} is not an .npy array", path=label)
+            mlabel = f"{label}[{key[:-4]}]"
+            try:
+                with zf.open(info) as fp:
+                    shape, _, dtype = _read_header(fp, mlabel)
+                    header_len = fp.tell()
+            except _ZIP_ERRORS as e:
+                raise DataFormatError(f"damaged member ({str(e)[:120] or type(e).__name__})", path=mlabel) from None
+            need = _nbytes(shape, dtype)
+            if info.file_size != header_len + need:
+                raise DataFormatError(f"declares {shape} {dtype} ({_fmt_bytes(need)}) but the archive stores "
+                                      f"{_fmt_bytes(max(0, info.file_size - header_len))}: not what it says",
+                                      path=mlabel)
+            if need > (64 << 20) and need > MAX_INFLATION * max(info.compress_size, 1):
+                raise DataFormatError(f"inflates {need / max(info.compress_size, 1):.0f}× to {_fmt_bytes(need)}: "
+                                      "refused as a likely zip bomb", path=mlabel)
+            total += need
+            if total > cap:
+                raise DataFormatError(f"arrays add up to more than {_fmt_bytes(cap)} (QMAG_MAX_ARRAY_BYTES)",
+                                      path=label)
+            plan.append((info, key[:-4], mlabel))
+        for info, key, mlabel in plan:
+            try:
+                with zf.open(info) as fp:
+                    out[key] = np.lib.format.read_array(fp, allow_pickle=False)
+            except _ZIP_ERRORS + (TypeError,) as e:
+                raise DataFormatError(f"damaged member ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
+                                      path=mlabel) from None
+    return out
