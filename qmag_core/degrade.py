@@ -144,12 +144,17 @@ class DegradedBank:
         return s, np.minimum(self.q[a], self.q[b]), np.minimum(self.raw[a], self.raw[b])
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, **{f.name: getattr(self, f.name) for f in fields(self)})
+        """Write the bank as .npz, atomically."""
+        from .safeio import save_npz
+
+        save_npz(path, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def load(cls, path: str | Path) -> "DegradedBank":
-        z = np.load(path)
-        missing = [f.name for f in fields(cls) if f.name not in z.files]
+        from .safeio import load_npz
+
+        z = load_npz(path)
+        missing = [f.name for f in fields(cls) if f.name not in z]
         if missing:
             raise QMagError(f"{path}: not a degraded bank (missing {', '.join(missing)})")
         return cls(**{f.name: z[f.name] for f in fields(cls)})

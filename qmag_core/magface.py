@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import QMagError
+from .safeio import atomic_write
 
 __all__ = ["MagFaceConfig", "magnitude_margin", "magnitude_regulariser", "MagFaceLoss", "QualityHead",
            "QualityModel", "train_quality_head", "backbone_directions", "save_quality_head", "load_quality_head"]
@@ -194,7 +195,11 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: 
     start = 0
     ck = Path(checkpoint) if checkpoint else None
     if ck is not None and ck.is_file():
-        state = torch.load(ck, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(ck, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any failure is a bad checkpoint file
+            raise QMagError(f"{ck.name}: not a readable training checkpoint ({str(e).splitlines()[0][:160]}); "
+                            "delete it to start afresh") from None
         head.load_state_dict(state["head"])
         loss_fn.load_state_dict(state["loss"])
         opt.load_state_dict(state["opt"])
@@ -230,12 +235,14 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: 
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         history.append(rec)
         if ck is not None:
-            torch.save({"head": head.state_dict(), "loss": loss_fn.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "rng": g.get_state(), "epoch": ep + 1,
-                        "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)}, ck)
+            with atomic_write(ck, "wb") as fh:  # a kill mid-save keeps the previous epoch's checkpoint
+                torch.save({"head": head.state_dict(), "loss": loss_fn.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "rng": g.get_state(), "epoch": ep + 1,
+                            "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)}, fh)
         if log is not None:
-            Path(log).write_text(json.dumps({"config": asdict(cfg), "seed": seed, "epochs": epochs, "lr": lr,
-                                             "batch_size": batch_size, "dim": dim, "history": history}, indent=2))
+            with atomic_write(log) as fh:
+                fh.write(json.dumps({"config": asdict(cfg), "seed": seed, "epochs": epochs, "lr": lr,
+                                     "batch_size": batch_size, "dim": dim, "history": history}, indent=2))
         if progress is not None:
             progress(ep + 1, epochs, rec)
     head.eval()
@@ -243,10 +250,11 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: 
 
 
 def save_quality_head(head: QualityHead, path: str | Path, meta: dict | None = None) -> None:
-    """Save tensors only (loadable with ``torch.load(..., weights_only=True)``)."""
-    torch.save({"state_dict": head.state_dict(), "in_dim": torch.tensor(head.in_dim), "dim": torch.tensor(head.dim),
-                "hidden": torch.tensor(head.hidden),
-                "meta": torch.tensor(list(json.dumps(meta or {}).encode()), dtype=torch.uint8)}, path)
+    """Save tensors only (loadable with ``torch.load(..., weights_only=True)``), atomically."""
+    with atomic_write(path, "wb") as fh:
+        torch.save({"state_dict": head.state_dict(), "in_dim": torch.tensor(head.in_dim),
+                    "dim": torch.tensor(head.dim), "hidden": torch.tensor(head.hidden),
+                    "meta": torch.tensor(list(json.dumps(meta or {}).encode()), dtype=torch.uint8)}, fh)
 
 
 def load_quality_head(path: str | Path) -> tuple[QualityHead, dict]:

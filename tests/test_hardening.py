@@ -306,7 +306,7 @@ def test_no_traceback_one_line(tmp_path, case, needle):
         args = ("compare", img, "--params", p)
     elif case == "checkpoint5":
         ck = tmp_path / "magface.pth"
-        ck.write_bytes(b"12345")
+        ck.write_bytes(b"abcde")  # torch.load raises IndexError on these 5 bytes
         args = ("compare", img, "--encoder", "magface", "--checkpoint", ck)
     elif case == "list_latin1":
         lst = tmp_path / "l.txt"
@@ -487,3 +487,20 @@ def test_upload_errors_name_the_upload_not_server_paths():
     assert any("no_such_folder: not found under the data root" in e for e in errs), errs
     assert not any(str(ROOT) in e for e in errs)
     assert at.selectbox(key="w_dataset_id").value == "lfw-dev"  # what was loaded stays loaded
+
+
+def test_app_server_folder_escape_shown_in_place_and_data_kept(tmp_path, image_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("QMAG_DATA_ROOT", str(tmp_path))
+    (tmp_path / "pairs.csv").write_text("path1,path2,label\na/1.jpg,a/2.jpg,1\na/1.jpg,../../../etc/passwd,0\n")
+    at = AppTest.from_file(str(ROOT / "pages" / "dataset.py"), default_timeout=120).run()
+    at.text_input(key="srv_folder").set_value("images").run()
+    at.text_input(key="srv_pairs").set_value("pairs.csv").run()
+    at.button(key="load_srv").click().run()
+    assert not at.exception
+    errs = [e.value for e in at.error]
+    assert any("pairs.csv, line 3" in e and "outside the image folder" in e for e in errs), errs
+    assert not any(str(tmp_path) in e for e in errs)
+    assert at.selectbox(key="w_dataset_id").value == "lfw-dev"
+    assert any("EER" in m.label for m in at.metric)  # the loaded dataset is still shown

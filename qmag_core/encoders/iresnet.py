@@ -14,6 +14,7 @@ and Quality Assessment", CVPR 2021.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -139,8 +140,14 @@ def load_magface_checkpoint(path: str | Path, arch: str = "iresnet100", *, map_l
     import pickle
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise CheckpointError(f"{p}: checkpoint file not found")
+    if not p.is_file():
+        raise CheckpointError(f"{p.name}: not a regular file")
+    cap = int(os.environ.get("QMAG_MAX_CHECKPOINT_BYTES", 4 << 30))
+    if p.stat().st_size > cap:
+        raise CheckpointError(f"{p.name}: {p.stat().st_size / 2**30:.1f} GiB, above the checkpoint limit of "
+                              f"{cap / 2**30:.1f} GiB (QMAG_MAX_CHECKPOINT_BYTES)")
     try:
         obj = torch.load(str(p), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
