@@ -1,5 +1,8 @@
 """Compare faces: detection, aligned crops, quality q, cosine s, QMagFace ŝ and the
 decision at a chosen FMR operating point."""
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -33,7 +36,23 @@ fmr_options = sorted({d["fmr"] for d in params.operating_points}) if params and 
 fmr = st.select_slider("Operating point (FMR)", options=fmr_options,
                        value=min(fmr_options, key=lambda f: abs(np.log10(f) + 3)), format_func=lambda f: f"{f:.1e}",
                        key="compare_fmr")
-res = compare_images(sources, enc, detector=detector(), names=names, params=params, fmr=fmr)
+ss = st.session_state
+
+
+def _pick(h: str, wkey: str) -> None:
+    ss.face_choice[h] = ss[wkey] - 1
+
+
+ss.setdefault("face_choice", {})  # content hash of an image -> index of the face the user picked
+ss.setdefault("face_rule", "best")
+rule = st.radio("Subject of a photo with several faces", ["best", "largest", "center"], horizontal=True,
+                key="face_rule", help="best: a large face near the centre (box area − 2 × squared offset from "
+                                      "the image centre); largest: the largest box; center: the box nearest the "
+                                      "centre. Pick another face under any photo with several.")
+hashes = [hashlib.sha1(src if isinstance(src, bytes) else Path(src).read_bytes()).hexdigest() for src in sources]
+choose = {k: ss.face_choice[h] for k, h in enumerate(hashes) if h in ss.face_choice}
+res = compare_images(sources, enc, detector=detector(), names=names, params=params, fmr=fmr, face=rule,
+                     choose=choose)
 
 ds = dataset()
 qs = None
@@ -47,15 +66,24 @@ for k, r in enumerate(res.images):
         if not r.ok:
             st.error(r.error)
             continue
-        st.plotly_chart(face_overlay(r.image, r.aligned.face.box, r.aligned.face.landmarks),
+        fa = r.aligned
+        others = [j for j in range(len(fa.faces)) if j != fa.face_index]
+        st.plotly_chart(face_overlay(r.image, fa.face.box, fa.face.landmarks,
+                                     other_boxes=[fa.faces[j].box for j in others],
+                                     labels=[fa.face_index + 1] + [j + 1 for j in others] if others else None),
                         key=f"overlay-{k}", width="stretch")
+        if r.n_faces > 1:
+            wkey = f"face-{hashes[k]}"
+            if hashes[k] not in ss.face_choice:  # follow the rule until the user picks a face
+                ss[wkey] = fa.face_index + 1
+            st.selectbox(f"{r.n_faces} faces: compare face", list(range(1, r.n_faces + 1)), key=wkey,
+                         on_change=_pick, args=(hashes[k], wkey),
+                         help="Faces are numbered by size (1 = largest); the box in colour is compared.")
         st.image(r.aligned.crop, caption=f"aligned {r.aligned.spec.name}", width=150)
         pct = f" · {100 * np.mean(qs <= r.quality):.0f}th percentile of the active dataset" if qs is not None else ""
         st.metric(f"quality q ({enc.id})", f"{r.quality:.4f}", help=enc.quality)
         if pct:
             st.caption(pct.strip(" ·"))
-        if r.n_faces > 1:
-            st.warning(f"{r.n_faces} faces found; the largest is used.")
 
 if not res.pairs:
     st.info("Need at least two images with a detected face for a comparison.")

@@ -83,13 +83,19 @@ st.caption(f"**{ds.name}** — {ds.n_genuine:,} genuine, {ds.n_imposter:,} impos
 
 
 @st.cache_data(show_spinner="Computing metrics and bootstrap CIs…", max_entries=16)
-def metrics_table(key: str, s, s_hat, y):
+def metrics_table(key: str, s, s_hat, y, failed_labels):
     rows = []
-    for name, v in (("cosine s", s), ("QMagFace ŝ", s_hat)):
+    runs = [("cosine s", s, y), ("QMagFace ŝ", s_hat, y)]
+    if failed_labels.size:  # generalized: pairs with a failed image count as non-matches
+        for name, v in (("cosine s", s), ("QMagFace ŝ", s_hat)):
+            sv, yv, _ = M.with_failures(v, y, failed_labels)
+            runs.append((f"{name}, failures counted", sv, yv))
+    for name, v, y in runs:
         g, i = M.split_scores(v, y)
         c = M.roc(g, i)  # one sort for EER, AUC and FNMR@FMR
         ci = M.bootstrap_ci(g, i, fmrs=REPORT_FMRS, n_boot=200, random_state=0)
-        row = {"scores": name, "EER": c.eer().value, "EER CI95": ci["eer"], "AUC": c.auc(), "d′": M.dprime(g, i)}
+        row = {"scores": name, "EER": c.eer().value, "EER CI95": ci["eer"], "AUC": c.auc(),
+               "d′": None if "failures" in name else M.dprime(g, i)}
         for o in c.fnmr_at_fmr(REPORT_FMRS):
             row[f"FNMR@{o.target_fmr:g}"] = o.fnmr
             row[f"FNMR@{o.target_fmr:g} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
@@ -97,7 +103,14 @@ def metrics_table(key: str, s, s_hat, y):
     return rows
 
 
-rows = metrics_table(f"{ds.key}|{alpha}|{beta}", t.s, s_hat, y)
+failed_labels = t.failed.label.astype(bool) if t.n_failed else np.zeros(0, bool)
+rows = metrics_table(f"{ds.key}|{alpha}|{beta}|{t.n_failed}", t.s, s_hat, y, failed_labels)
+if t.n_failed:
+    st.caption(f"Failure to acquire: {t.n_failed:,} of {len(t) + t.n_failed:,} pairs "
+               f"({100 * t.n_failed / (len(t) + t.n_failed):.2f}%) have an image that could not be embedded "
+               f"({int(failed_labels.sum()):,} genuine, {int((~failed_labels).sum()):,} imposter). The rows "
+               "'failures counted' treat them as non-matches (ISO/IEC 19795-1 generalized rates); d′ is left out "
+               "there.")
 show = pd.DataFrame([{k: (fmt_pct(v) if k.startswith(("EER", "FNMR")) and not k.endswith("CI95") else
                           (f"[{fmt_pct(v[0])}, {fmt_pct(v[1])}]" if isinstance(v, tuple) else
                            ("not enough imposters" if v is None and k.endswith("CI95") else

@@ -30,7 +30,7 @@ from .errors import QMagError
 __all__ = [
     "CropSpec", "ARCFACE_112", "DLIB_150", "ImageError", "NoFaceError", "Face", "AlignedFace",
     "load_image", "similarity_transform", "warp_affine", "align", "FaceDetector",
-    "detect_and_align", "realign_aligned", "MAX_PIXELS", "WORK_SIDE",
+    "detect_and_align", "realign_aligned", "MAX_PIXELS", "WORK_SIDE", "FACE_RULES", "choose_face", "DEFAULT_FACE_RULE",
 ]
 
 #: refuse images above this many pixels (decompression bombs, absurd sizes)
@@ -257,6 +257,9 @@ class AlignedFace:
     face: Face | None = None
     n_faces: int = 1
     source_size: tuple[int, int] = (0, 0)
+    #: every detected face (largest first) and the index of the one aligned
+    faces: tuple = ()
+    face_index: int = 0
 
 
 def align(image: np.ndarray, landmarks: npt.ArrayLike, spec: CropSpec = ARCFACE_112) -> AlignedFace:
@@ -372,10 +375,44 @@ class FaceDetector:
         return sorted(faces, key=lambda f: -f.area)
 
 
+#: rules that pick the subject of a photo with several faces (see :func:`choose_face`)
+FACE_RULES = ("best", "largest", "center")
+#: weight of the squared centre offset against the box area in the ``best`` rule
+BEST_PENALTY = 2.0
+#: the rule user-facing commands use unless told otherwise
+DEFAULT_FACE_RULE = "best"
+
+
+def choose_face(faces: Sequence[Face], image_size: tuple[int, int], rule: str = "best", *,
+                penalty: float = BEST_PENALTY) -> int:
+    """Index (into ``faces``) of the subject of a photo of ``image_size`` (width, height).
+
+    * ``largest``: the largest box.
+    * ``center``: the box whose centre is nearest the image centre.
+    * ``best``: the largest ``area − penalty · offset²`` (px², offset = box centre to
+      image centre), the rule of the common MTCNN dataset-alignment scripts: a large face
+      near the centre wins, a larger bystander at the edge does not.  Both terms scale
+      with the square of the image size, so the rule does not depend on resolution.
+    Ties go to the earlier (larger) face.
+    """
+    if not faces:
+        raise NoFaceError("no face to choose from")
+    if rule not in FACE_RULES:
+        raise QMagError(f"face rule must be one of {', '.join(FACE_RULES)}, got {rule!r}")
+    b = np.stack([np.asarray(f.box, np.float64) for f in faces])
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    centre = np.c_[(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2]
+    off2 = ((centre - np.array([image_size[0] / 2, image_size[1] / 2])) ** 2).sum(1)
+    score = {"largest": area, "center": -off2, "best": area - penalty * off2}[rule]
+    return int(np.argmax(score))
+
+
 def detect_and_align(image, detector: FaceDetector | None, spec: CropSpec = ARCFACE_112, *,
                      aligned: bool = False, aligned_spec: CropSpec = ARCFACE_112,
-                     faces: list[Face] | None = None, name: str | None = None) -> AlignedFace:
-    """Load, detect (largest face) and align one image.
+                     faces: list[Face] | None = None, name: str | None = None,
+                     face: str | int = "largest") -> AlignedFace:
+    """Load, detect and align one image; ``face`` picks the subject: a rule of
+    :func:`choose_face` or an index into the detections (largest first).
 
     ``aligned=True`` declares the input an already aligned ``aligned_spec`` crop (e.g.
     112×112 ArcFace crops) and skips detection; it never happens silently.  Raises
@@ -392,6 +429,12 @@ def detect_and_align(image, detector: FaceDetector | None, spec: CropSpec = ARCF
     if not faces:
         why = detector.why_no_face(img) if detector is not None else "no face detected"
         raise NoFaceError(f"{label}: {why}")
-    f = faces[0]
+    if isinstance(face, (int, np.integer)) and not isinstance(face, bool):
+        if not 0 <= int(face) < len(faces):
+            raise QMagError(f"{label}: face {face} asked for, but {len(faces)} were detected")
+        k = int(face)
+    else:
+        k = choose_face(faces, (img.shape[1], img.shape[0]), str(face))
+    f = faces[k]
     a = align(img, f.landmarks, spec)
-    return AlignedFace(a.crop, spec, a.matrix, f, len(faces), (img.shape[1], img.shape[0]))
+    return AlignedFace(a.crop, spec, a.matrix, f, len(faces), (img.shape[1], img.shape[0]), tuple(faces), k)

@@ -246,7 +246,27 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
     y = table.label.astype(bool)
     base = metric_block(table.s[y], table.s[~y], table.s, y, folds, n_boot=n_boot, seed=seed)
     qmag = None if s_hat is None else metric_block(s_hat[y], s_hat[~y], s_hat, y, folds, n_boot=n_boot, seed=seed)
-    e = M.edc(table.s, y, table.q_min, n_random=n_random, random_state=seed)
+    fl = np.zeros(0, bool) if table.failed is None else table.failed.label.astype(bool)
+    if fl.size:  # generalized rates: every pair counts, a failed image never matches
+        if folds is None:
+            ffolds = None
+        elif table.has_folds and folds is table.fold:
+            ffolds = table.failed.fold
+        else:  # seeded cross-fitting folds: spread the failed pairs over them the same way
+            ffolds = np.arange(fl.size) % max(1, np.unique(folds).size)
+
+        def generalized(v):
+            sv, yv, _ = M.with_failures(v, y, fl)
+            fv = None if folds is None else np.r_[folds, ffolds]
+            blk = metric_block(sv[yv], sv[~yv], sv, yv, fv, n_boot=n_boot, seed=seed)
+            blk["dprime"] = None  # not defined once failures sit at the sentinel score
+            return blk
+
+        base["generalized"] = generalized(table.s)
+        if qmag is not None:
+            qmag["generalized"] = generalized(s_hat)
+    s_all, y_all, q_all = M.with_failures(table.s, y, fl, table.q_min)
+    e = M.edc(s_all, y_all, q_all, n_random=n_random, random_state=seed)
     return {
         "baseline": base,
         "qmagface": qmag,
@@ -255,7 +275,8 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
         "params": pinfo,
         "edc": {"rule": e.rule, "threshold": e.threshold, "discard": e.discard.tolist(),
                 "fnmr": e.fnmr.tolist(), "fnmr_random_median": e.fnmr_random_median.tolist(),
-                "n_random": e.n_random},
+                "n_random": e.n_random, "n_failed": int(fl.size),
+                "failed": "pairs with a failed image count as non-matches and are discarded first"},
     }, s_hat
 
 
@@ -275,10 +296,23 @@ def format_report(rep: dict) -> str:
     if b["accuracy"] is not None:
         rows.append(("accuracy", f"{_pct(b['accuracy'])} ± {_pct(b['accuracy_std'])}",
                      "n/a" if q["accuracy"] is None else f"{_pct(q['accuracy'])} ± {_pct(q['accuracy_std'])}"))
+    bg, qg = b.get("generalized"), (q or {}).get("generalized") or {}
+    if bg:  # the same metrics with every pair: failed images count as non-matches
+        rows.append(("generalized (failures count):", "", ""))
+        rows.append(("  EER", _pct(bg["eer"]), _pct(qg.get("eer"))))
+        for k in bg["fnmr_at_fmr"]:
+            rows.append((f"  FNMR@FMR={k}", _pct(bg["fnmr_at_fmr"][k]), _pct((qg.get("fnmr_at_fmr") or {}).get(k))))
+        if bg["accuracy"] is not None:
+            rows.append(("  accuracy", _pct(bg["accuracy"]), _pct(qg.get("accuracy"))))
     w = max(len(r[0]) for r in rows) + 2
     lines = [f"{'metric':<{w}}{'cosine':>22}{'QMagFace':>22}"]
     lines += [f"{r[0]:<{w}}{r[1]:>22}{r[2]:>22}" for r in rows]
     lines.append(f"pairs: {rep['n_genuine']} genuine, {rep['n_imposter']} imposter")
+    pr = rep.get("pairs_report")
+    if pr and pr.get("n_pairs"):
+        lines.append(f"failure to acquire: {pr['n_pairs'] - pr['n_scored']} of {pr['n_pairs']} pairs "
+                     f"({_pct(pr['fta_rate'])}) have an image that could not be embedded "
+                     f"({pr['n_failed_genuine']} genuine, {pr['n_failed_imposter']} imposter)")
     if rep["params"].get("error"):
         lines.append(f"QMagFace not evaluated: {rep['params']['error']}")
     return "\n".join(lines)
@@ -297,6 +331,9 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
     g.add_argument("--aligned", action="store_true",
                    help="inputs are already aligned ArcFace-112 crops: skip detection (never done silently)")
+    g.add_argument("--face", choices=("best", "largest", "center"), default="best",
+                   help="which face of a photo with several is the subject: best (default: a large face near "
+                        "the centre, area - 2 x squared centre offset), largest, or center")
 
 
 def _encoder_from_args(a):
@@ -326,7 +363,7 @@ def _embed_paths(a, paths, root):
 
     enc = _encoder_from_args(a)
     st = EmbedStats()
-    emb = embed_files(paths, root, enc, aligned=a.aligned, batch_size=a.batch_size,
+    emb = embed_files(paths, root, enc, aligned=a.aligned, batch_size=a.batch_size, face=a.face,
                       cache_dir=None if a.no_cache else (a.cache_dir or "default"),
                       progress=_progress_bar(len(paths), f"embedding ({enc.id})"), stats=st)
     print(f"{st.n_images} images: {st.n_embedded} embedded, {st.n_cached} from cache, {st.n_failed} failed "
@@ -372,10 +409,13 @@ def cmd_compare(a) -> int:
     enc = _encoder_from_args(a)
     params = QMagFaceParams.load(a.params) if a.params else default_params(enc.id)
     res = compare_images(a.images, enc, names=[os.path.basename(x) for x in a.images], params=params, fmr=a.fmr,
-                         aligned=a.aligned)
+                         aligned=a.aligned, face=a.face)
     out = {"encoder": enc.id, "fmr": res.fmr, "threshold_s": res.threshold_s, "threshold_s_hat": res.threshold_s_hat,
            "alpha": params.alpha if params else None, "beta": params.beta if params else None,
-           "images": [{"name": r.name, "ok": r.ok, "error": r.error, "quality": r.quality, "n_faces": r.n_faces}
+           "face_rule": a.face,
+           "images": [{"name": r.name, "ok": r.ok, "error": r.error, "quality": r.quality, "n_faces": r.n_faces,
+                       "face_index": None if r.aligned is None else r.aligned.face_index,
+                       "box": None if r.aligned is None or r.aligned.face is None else r.aligned.face.box}
                       for r in res.images],
            "pairs": [{"image1": res.images[p.i].name, "image2": res.images[p.j].name, "s": p.s, "s_hat": p.s_hat,
                       "q_min": p.q_min, "accept_s": p.accept_s, "accept_s_hat": p.accept_s_hat} for p in res.pairs]}
@@ -383,7 +423,8 @@ def cmd_compare(a) -> int:
         print(json.dumps(_jsonable(out), indent=2))
         return 0 if all(r.ok for r in res.images) else 1
     for r in res.images:
-        extra = f"  ({r.n_faces} faces, largest used)" if r.n_faces > 1 else ""
+        extra = (f"  ({r.n_faces} faces; face {r.aligned.face_index + 1} by size chosen by rule '{a.face}')"
+                 if r.n_faces > 1 else "")
         print(f"{r.name}: q={r.quality:.3f}{extra}" if r.ok else f"{r.name}: FAILED: {r.error}")
     if params is None:
         print("note: no params for this encoder: s_hat = s and no decision (give --params)")
@@ -415,7 +456,7 @@ def cmd_explain(a) -> int:
             raise QMagError(f"{out}: its folder does not exist")
     enc = _encoder_from_args(a)
     kw = {"steps": a.steps} if a.method == "gradient" else {"patch": a.patch, "stride": a.stride, "fill": a.fill}
-    qm = explain(a.image, enc, method=a.method, aligned=a.aligned, name=os.path.basename(a.image), **kw)
+    qm = explain(a.image, enc, method=a.method, aligned=a.aligned, name=os.path.basename(a.image), face=a.face, **kw)
     with atomic_path(a.out) as tmp:
         Image.fromarray(render_overlay(qm)).save(tmp, format=Image.registered_extensions()[ext])
     with atomic_write(npy, "wb") as fh:

@@ -13,7 +13,7 @@ from itertools import combinations
 
 import numpy as np
 
-from .align import AlignedFace, FaceDetector, ImageError, NoFaceError, detect_and_align, load_image
+from .align import DEFAULT_FACE_RULE, AlignedFace, FaceDetector, ImageError, NoFaceError, detect_and_align, load_image
 from .errors import QMagError
 from .scoring import QMagFaceParams, qmagface_score
 
@@ -116,11 +116,15 @@ def _shipped_params(encoder_id: str) -> QMagFaceParams | None:
 
 def compare_images(images, encoder, *, detector: FaceDetector | None = None, names=None,
                    params: QMagFaceParams | None = None, fmr: float = 1e-3,
-                   aligned: bool = False) -> ComparisonResult:
-    """Embed each image (largest face) and compare every pair.
+                   aligned: bool = False, face: str = DEFAULT_FACE_RULE,
+                   choose: dict[int, int] | None = None) -> ComparisonResult:
+    """Embed each image's subject and compare every pair.
 
-    ``images``: paths, bytes, PIL images or arrays; ``names`` label them.  Errors on
-    one image (ImageError, NoFaceError) are kept in its :class:`ImageResult`.
+    ``images``: paths, bytes, PIL images or arrays; ``names`` label them.  ``face`` is
+    the rule that picks the subject of a photo with several faces; ``choose`` maps an
+    image's position to the index of the face to use instead (detections are ordered
+    largest first, as in ``ImageResult.aligned.faces``).  Errors on one image
+    (ImageError, NoFaceError) are kept in its :class:`ImageResult`.
     """
     images = list(images)
     names = list(names) if names is not None else [getattr(x, "name", None) or (x if isinstance(x, str) else f"image {k + 1}")
@@ -132,7 +136,8 @@ def compare_images(images, encoder, *, detector: FaceDetector | None = None, nam
     for k, (src, name) in enumerate(zip(images, names)):
         try:
             img = load_image(src, name=str(name))
-            a = detect_and_align(img, detector, encoder.spec, aligned=aligned, name=str(name))
+            a = detect_and_align(img, detector, encoder.spec, aligned=aligned, name=str(name),
+                                 face=(choose or {}).get(k, face))
         except (ImageError, NoFaceError, QMagError) as e:
             results.append(ImageResult(str(name), False, str(e)))
             continue

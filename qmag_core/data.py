@@ -25,6 +25,7 @@ __all__ = [
     "Embeddings",
     "Pairs",
     "ScoreTable",
+    "FailedPairs",
     "save_embeddings",
     "load_embeddings",
     "read_feat_list",
@@ -543,6 +544,23 @@ def read_pairs(path: str | os.PathLike, **kw) -> Pairs:
 
 # ---------------------------------------------------------------------- score table
 @dataclass
+class FailedPairs:
+    """Pairs that could not be scored because an image failed (missing, unreadable, no
+    face).  Generalized metrics count them: a failed genuine pair as a false non-match,
+    a failed imposter pair as a correct non-match.
+
+    label : (k,) int8 · fold : (k,) int64 · line : (k,) int64 (source line, 0 unknown)
+    """
+
+    label: npt.NDArray[np.int8]
+    fold: npt.NDArray[np.int64]
+    line: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+@dataclass
 class ScoreTable:
     """Per-pair scores: cosine s, qualities q1, q2 (or q_min only), label, fold.
 
@@ -558,9 +576,15 @@ class ScoreTable:
     meta: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     source: str = ""
+    #: pairs of the source that could not be scored (None: none known)
+    failed: FailedPairs | None = None
 
     def __len__(self):
         return int(self.s.shape[0])
+
+    @property
+    def n_failed(self) -> int:
+        return 0 if self.failed is None else len(self.failed)
 
     @property
     def q_min(self):
@@ -880,16 +904,22 @@ def scores_from_embeddings(emb: Embeddings, pairs: Pairs, *, encoder: str | None
     safe = np.where(found[:, None], idx, 0)
     ps = pair_similarity(emb.embeddings, safe, ok=emb.ok, on_invalid="mask")
     valid = ps.valid & found
+    n = len(pairs)
     report = {
-        "n_pairs": len(pairs),
+        "n_pairs": n,
         "n_scored": int(valid.sum()),
         "n_missing_image": int((~found).sum()),
         "n_failed_embedding": int((found & ~ps.valid).sum()),
+        "fta_rate": float((~valid).sum() / n) if n else 0.0,
+        "n_failed_genuine": int((~valid & (pairs.label == 1)).sum()),
+        "n_failed_imposter": int((~valid & (pairs.label == 0)).sum()),
         "failed_lines": pairs.line[~valid][:20].tolist() if pairs.line.size else [],
     }
     meta = {"encoder": encoder or emb.encoder or ""}
+    lines = pairs.line if pairs.line.size == n else np.zeros(n, np.int64)
+    failed = FailedPairs(pairs.label[~valid].astype(np.int8), pairs.fold[~valid].astype(np.int64), lines[~valid])
     t = ScoreTable(ps.s[valid], ps.q1[valid], ps.q2[valid], pairs.label[valid],
-                   pairs.fold[valid], meta, {}, pairs.source)
+                   pairs.fold[valid], meta, {}, pairs.source, failed)
     return t, report
 
 

@@ -31,8 +31,9 @@ import numpy as np
 from .align import warp_affine
 from .errors import QMagError
 
-__all__ = ["KINDS", "MAX_SEVERITY", "degrade", "random_degradations", "with_degraded_copies", "DegradedBank",
-           "degraded_bank", "identity_pairs", "cross_versions"]
+__all__ = ["KINDS", "CAPTURE_KINDS", "FAMILIES", "MAX_SEVERITY", "degrade", "degrade_photo", "random_degradations",
+           "random_photo_degradations", "with_degraded_copies", "DegradedBank", "degraded_bank", "identity_pairs",
+           "cross_versions"]
 
 KINDS = ("downscale", "blur", "jpeg", "noise", "occlusion", "exposure", "pose")
 
@@ -112,6 +113,170 @@ def with_degraded_copies(crops, n: int, rng: np.random.Generator, kinds=KINDS, m
         for img, kd, sv in random_degradations(crop, n, rng, kinds, max_severity):
             images.append(img); kds.append(kd); sevs.append(sv)  # noqa: E702
     return images, kds, sevs
+
+
+# --- capture-level family: the whole photograph, before detection and alignment
+
+#: degradations of a whole photo (before detection); ``chain`` applies 2–3 of the others
+CAPTURE_KINDS = ("resolution", "defocus", "motion", "lowlight", "compression", "exposure", "occluder", "chain")
+#: the two families: ``crop`` (aligned crops, :func:`degrade`) and ``capture`` (photos)
+FAMILIES = {"crop": KINDS, "capture": CAPTURE_KINDS}
+#: order in which a chain applies its parts: scene, optics, sensor, resampling, codec
+_CHAIN_ORDER = ("occluder", "defocus", "motion", "exposure", "lowlight", "resolution", "compression")
+_RESAMPLE = ("NEAREST", "BILINEAR", "BICUBIC", "BOX", "LANCZOS")
+
+
+def _subject_geometry(shape, landmarks) -> tuple[np.ndarray, float]:
+    """(5, 2) landmarks and the inter-eye distance (px) of the subject; without
+    landmarks a frontal face filling the centre fifth of the photo is assumed."""
+    h, w = shape[:2]
+    if landmarks is None:
+        c, d = np.array([w / 2, h / 2]), 0.2 * min(h, w)
+        landmarks = c + d * np.array([[-0.5, -0.3], [0.5, -0.3], [0, 0.1], [-0.4, 0.55], [0.4, 0.55]])
+    lm = np.asarray(landmarks, np.float64).reshape(5, 2)
+    return lm, max(4.0, float(np.linalg.norm(lm[1] - lm[0])))
+
+
+def _convolve(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    from scipy.signal import fftconvolve
+
+    k = kernel / kernel.sum()
+    pad = kernel.shape[0] // 2 + 1
+    xp = np.pad(x.astype(np.float32), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    out = np.stack([fftconvolve(xp[..., c], k, mode="same") for c in range(x.shape[2])], -1)
+    return np.clip(np.round(out[pad:-pad, pad:-pad]), 0, 255).astype(np.uint8)
+
+
+def _occlude(x: np.ndarray, s: float, lm: np.ndarray, ied: float, rng: np.random.Generator) -> np.ndarray:
+    """Sunglasses band, mask over mouth and nose, a hand-like blob or a random patch."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(x)
+    draw = ImageDraw.Draw(im)
+    which = ("sunglasses", "mask", "hand", "patch")[int(rng.integers(4))]
+    eyes, nose, mouth = lm[:2].mean(0), lm[2], lm[3:].mean(0)
+    if which == "sunglasses":
+        half_h = ied * (0.15 + 0.3 * s)
+        half_w = ied * (0.9 + 0.3 * s)
+        draw.rounded_rectangle([eyes[0] - half_w, eyes[1] - half_h, eyes[0] + half_w, eyes[1] + half_h],
+                               radius=half_h, fill=tuple(int(v) for v in rng.integers(5, 45, 3)))
+    elif which == "mask":
+        top = nose[1] - ied * (0.6 * s - 0.1)  # from below the nose (s→0) to over the nose bridge (s=1)
+        bottom = mouth[1] + ied * (0.5 + 0.4 * s)
+        half_w = ied * (0.9 + 0.3 * s)
+        colour = tuple(int(v) for v in (rng.choice([[170, 200, 230], [235, 235, 235], [40, 40, 50]])))
+        draw.polygon([(mouth[0] - half_w, top + 0.2 * ied), (mouth[0], top), (mouth[0] + half_w, top + 0.2 * ied),
+                      (mouth[0] + 0.8 * half_w, bottom), (mouth[0] - 0.8 * half_w, bottom)], fill=colour)
+    elif which == "hand":
+        r = ied * (0.35 + 0.75 * s)
+        c = lm[int(rng.integers(5))] + rng.normal(0, 0.25 * ied, 2)
+        skin = tuple(int(v) for v in np.array([224, 172, 140]) * rng.uniform(0.55, 1.05))
+        draw.ellipse([c[0] - r, c[1] - 1.3 * r, c[0] + r, c[1] + 1.3 * r], fill=skin)
+        for f in range(4):  # fingers
+            fx = c[0] - r + (f + 0.5) * r / 2
+            draw.ellipse([fx - 0.22 * r, c[1] - 2.1 * r, fx + 0.22 * r, c[1] - 0.9 * r], fill=skin)
+    else:
+        side = ied * np.sqrt(0.4 + 2.6 * s)
+        c = lm.mean(0) + rng.normal(0, 0.35 * ied, 2)
+        draw.rectangle([c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2],
+                       fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return np.asarray(im)
+
+
+def degrade_photo(photo: np.ndarray, kind: str, severity: float, rng: np.random.Generator, *,
+                  landmarks=None) -> np.ndarray:
+    """Degrade a whole photo (H, W, 3) uint8 as a camera or a channel would, *before*
+    detection.  Scales follow the subject's face: ``landmarks`` (5, 2) of the subject in
+    the clean photo (see :func:`_subject_geometry` without them).
+
+    ======================  ========================================================
+    kind                    severity s → effect (IED = the subject's inter-eye px)
+    ======================  ========================================================
+    ``resolution``          the photo shrinks until IED = IED·(12/IED)^s (12 px at
+                            s = 1), random kernel; half the time upsampled back
+    ``defocus``             disk blur, radius 0.3·IED·s
+    ``motion``              line blur, length 0.6·IED·s, random direction
+    ``lowlight``            light × (1 − 0.93·s), shot + read noise, gain back, gamma
+    ``compression``         JPEG or WebP at quality 95·(2/95)^s
+    ``exposure``            gain 2^(±2.5·s), contrast × (1 − 0.7·s), clipped
+    ``occluder``            sunglasses, mask, hand or random patch, growing with s
+    ``chain``               2–3 other kinds, each at s·U(0.6, 1), in capture order
+    ======================  ========================================================
+    """
+    from PIL import Image
+
+    s = float(np.clip(severity, 0.0, MAX_SEVERITY))
+    x = np.asarray(photo, np.uint8)
+    if x.ndim != 3 or x.shape[2] != 3:
+        raise QMagError(f"a photo must be (H, W, 3) uint8, got {x.shape}")
+    lm, ied = _subject_geometry(x.shape, landmarks)
+    h, w = x.shape[:2]
+    if kind == "resolution":
+        f = min(1.0, (12.0 / ied) ** s) if ied > 12 else 1.0
+        down = getattr(Image, _RESAMPLE[int(rng.integers(len(_RESAMPLE)))])
+        small = Image.fromarray(x).resize((max(8, round(w * f)), max(8, round(h * f))), down)
+        if rng.random() < 0.5:
+            return np.asarray(small.resize((w, h), getattr(Image, ("BILINEAR", "BICUBIC")[int(rng.integers(2))])))
+        return np.asarray(small)
+    if kind == "defocus":
+        r = 0.3 * ied * s
+        if r < 0.5:
+            return x.copy()
+        n = int(np.ceil(r))
+        yy, xx = np.mgrid[-n:n + 1, -n:n + 1]
+        return _convolve(x, (xx ** 2 + yy ** 2 <= r * r).astype(np.float32))
+    if kind == "motion":
+        length = 0.6 * ied * s
+        if length < 1:
+            return x.copy()
+        n = int(np.ceil(length / 2))
+        k = np.zeros((2 * n + 1, 2 * n + 1), np.float32)
+        a = rng.uniform(0, np.pi)
+        for t in np.linspace(-length / 2, length / 2, max(2, int(4 * length))):
+            k[int(round(n + t * np.sin(a))), int(round(n + t * np.cos(a)))] = 1
+        return _convolve(x, k)
+    if kind == "lowlight":
+        light = 1 - 0.93 * min(s, 1.0)
+        e = (x.astype(np.float64) / 255.0) ** 2.2 * light * 4000  # photo-electrons at full well 4000
+        e = rng.poisson(e) + rng.normal(0, 3 + 12 * s, x.shape)
+        y = np.clip(e / (4000 * light), 0, 1) ** (1 / 2.2)
+        return np.clip(np.round(255 * y), 0, 255).astype(np.uint8)
+    if kind == "compression":
+        import io as _io
+
+        fmt = ("JPEG", "WEBP")[int(rng.integers(2))]
+        b = _io.BytesIO()
+        Image.fromarray(x).save(b, fmt, quality=max(1, int(round(95 * (2 / 95) ** s))))
+        return np.asarray(Image.open(_io.BytesIO(b.getvalue())).convert("RGB"))
+    if kind == "exposure":
+        gain = 2.0 ** (2.5 * s * rng.choice([-1.0, 1.0]))
+        y = x.astype(np.float64) * gain
+        y = (y - y.mean()) * max(1 - 0.7 * s, 0.05) + y.mean()
+        return np.clip(np.round(y), 0, 255).astype(np.uint8)
+    if kind == "occluder":
+        return _occlude(x, s, lm, ied, rng)
+    if kind == "chain":
+        parts = rng.choice(len(_CHAIN_ORDER), int(rng.integers(2, 4)), replace=False)
+        y = x
+        for j in sorted(parts):
+            y = degrade_photo(y, _CHAIN_ORDER[j], s * rng.uniform(0.6, 1.0), rng,
+                              landmarks=lm * (y.shape[1] / w))  # landmarks follow a shrunk photo
+        return y
+    raise QMagError(f"unknown capture degradation {kind!r}; choose one of {CAPTURE_KINDS}")
+
+
+def random_photo_degradations(photo: np.ndarray, n: int, rng: np.random.Generator, kinds=CAPTURE_KINDS, *,
+                              landmarks=None, min_severity: float = 0.1, max_severity: float = 1.0):
+    """``n`` degraded versions of a photo: list of (image, kind, severity), kind uniform
+    over ``kinds``, severity ~ U(min_severity, max_severity)."""
+    if not 0 <= min_severity < max_severity <= MAX_SEVERITY:
+        raise QMagError(f"need 0 <= min_severity < max_severity <= {MAX_SEVERITY}")
+    out = []
+    for _ in range(n):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        sev = float(rng.uniform(min_severity, max_severity))
+        out.append((degrade_photo(photo, kind, sev, rng, landmarks=landmarks), kind, sev))
+    return out
 
 
 # --- cross-quality protocol: every image clean + seeded degraded versions, pairs whose

@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .align import ARCFACE_112, FaceDetector, ImageError, NoFaceError, align, load_image, realign_aligned
+from .align import (ARCFACE_112, DEFAULT_FACE_RULE, FaceDetector, ImageError, NoFaceError, align, choose_face,
+                    load_image, realign_aligned)
 from .data import IMAGE_EXTENSIONS, Embeddings
 from .errors import DataFormatError, QMagError
 from .safeio import MAX_IMAGE_BYTES, confine_paths, load_npz, read_bytes, save_npz
@@ -120,7 +121,7 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                 detector: FaceDetector | None = None, aligned: bool = False, aligned_spec=ARCFACE_112,
                 detect_pad: float = 0.0, batch_size: int = 32, cache_dir: str | os.PathLike | None = "default",
                 progress: Callable[[int, int], None] | None = None,
-                stats: EmbedStats | None = None) -> Embeddings:
+                stats: EmbedStats | None = None, face: str = DEFAULT_FACE_RULE) -> Embeddings:
     """Embed ``paths`` (relative to ``root`` when given) with ``encoder``.
 
     Returns :class:`Embeddings` in the order of ``paths`` (failed rows: ok=False, NaN,
@@ -128,6 +129,8 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
     ``cache_dir=None`` disables caching; "default" uses :func:`default_cache_dir`.
     ``detect_pad`` (fraction of the image size, each side) pads tight crops by
     replicating their edges before detection, so MTCNN sees a whole face.
+    ``face`` is the rule that picks the subject of a photo with several faces
+    (:func:`~qmag_core.align.choose_face`).
     With ``root`` every path must resolve (symlinks included) under it, or nothing is
     embedded (:class:`~qmag_core.errors.DataFormatError`).
     """
@@ -145,6 +148,8 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
     if cache_dir is not None:
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
         mode = f"aligned-{aligned_spec.name}" if aligned else f"mtcnn{f'-pad{detect_pad:g}' if detect_pad else ''}"
+        if not aligned and face != "largest":  # 'largest' keeps the key of caches made before face rules
+            mode += f"-{face}"
         cache = EmbeddingCache(cdir, f"{encoder.key}-{mode}", dim=encoder.dim)
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
@@ -201,7 +206,8 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                         if not fs:
                             results.append((None, f"{paths[k]}: {detector.why_no_face(img)}"))
                         else:
-                            results.append((align(img, fs[0].landmarks, encoder.spec).crop, ""))
+                            k_face = choose_face(fs, (img.shape[1], img.shape[0]), face)
+                            results.append((align(img, fs[k_face].landmarks, encoder.spec).crop, ""))
                 for k, h, (crop, e) in zip(todo_k, todo_h, results):
                     if crop is None:
                         err[k] = e

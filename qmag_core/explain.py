@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .align import ARCFACE_112, AlignedFace, FaceDetector, detect_and_align
+from .align import ARCFACE_112, DEFAULT_FACE_RULE, AlignedFace, FaceDetector, detect_and_align
 from .errors import QMagError
 
 __all__ = ["QualityMap", "quality_of", "quality_gradient", "gradient_map", "occlusion_map", "explain",
@@ -202,13 +202,16 @@ def deletion_drops(encoder, crop: np.ndarray, score: np.ndarray, *, frac: float 
 
 
 def explain(image, encoder, *, method: str = "gradient", detector: FaceDetector | None = None,
-            aligned: bool = False, name: str | None = None, **kw) -> QualityMap:
-    """Detect, align and explain one image (same errors as the rest of the pipeline)."""
+            aligned: bool = False, name: str | None = None, face: str | int = DEFAULT_FACE_RULE,
+            **kw) -> QualityMap:
+    """Detect, align (``face``: the subject rule or a face index) and explain one image
+    (same errors as the rest of the pipeline)."""
     if method not in ("gradient", "occlusion"):
         raise QMagError(f"method must be 'gradient' or 'occlusion', got {method!r}")
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
-    a = detect_and_align(image, detector, encoder.spec, aligned=aligned, aligned_spec=ARCFACE_112, name=name)
+    a = detect_and_align(image, detector, encoder.spec, aligned=aligned, aligned_spec=ARCFACE_112, name=name,
+                         face=face)
     m = (gradient_map if method == "gradient" else occlusion_map)(encoder, a.crop, **kw)
     return QualityMap(m.crop, m.quality, m.map, m.raw, m.method, m.encoder, m.options, m.seconds, a)
 

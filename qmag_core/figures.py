@@ -158,12 +158,23 @@ def display_image(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[str, flo
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), scale
 
 
-def face_overlay(image: np.ndarray, box, landmarks) -> go.Figure:
-    """The photo (sent at display size) with the detected box and the 5 landmarks."""
+def face_overlay(image: np.ndarray, box, landmarks, *, other_boxes=(), labels=None) -> go.Figure:
+    """The photo (sent at display size) with the compared face's box and 5 landmarks;
+    ``other_boxes`` (other detected faces) are drawn dashed; ``labels`` (one per box:
+    the compared one first, then the others) are written above each box."""
     uri, scale = display_image(image)
     fig = go.Figure(go.Image(source=uri))
+    for k, ob in enumerate(other_boxes):
+        x1, y1, x2, y2 = [float(v) * scale for v in ob]
+        fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color="#f4f1de", width=2, dash="dash"))
+        if labels is not None:
+            fig.add_annotation(x=x1, y=y1, text=str(labels[k + 1]), showarrow=False, xanchor="left",
+                               yanchor="bottom", font=dict(color="white", size=13), bgcolor="rgba(0,0,0,0.55)")
     x1, y1, x2, y2 = [float(v) * scale for v in box]
     fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color="#2a9d8f", width=3))
+    if labels is not None:
+        fig.add_annotation(x=x1, y=y1, text=str(labels[0]), showarrow=False, xanchor="left", yanchor="bottom",
+                           font=dict(color="white", size=13), bgcolor="#2a9d8f")
     lm = np.asarray(landmarks, dtype=float) * scale
     fig.add_trace(go.Scatter(x=lm[:, 0], y=lm[:, 1], mode="markers", marker=dict(color="#e9c46a", size=8,
                                                                                   line=dict(color="black", width=1)),

@@ -19,6 +19,9 @@ import numpy.typing as npt
 from .errors import QMagError
 
 __all__ = [
+    "FAILED_SCORE",
+    "FAILED_QUALITY",
+    "with_failures",
     "RocCurve",
     "OperatingPoint",
     "EER",
@@ -39,6 +42,26 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+
+
+#: score given to a pair whose image could not be embedded (failure to acquire): below
+#: any cosine or QMagFace score, so it never matches — a failed genuine pair is a false
+#: non-match, a failed imposter pair a correct non-match (ISO/IEC 19795-1 generalized rates)
+FAILED_SCORE = -1e6
+#: quality given to such a pair: below any real q, so an EDC discards it first
+FAILED_QUALITY = -1.0
+
+
+def with_failures(scores: npt.ArrayLike, labels: npt.ArrayLike, failed_labels: npt.ArrayLike,
+                  quality: npt.ArrayLike | None = None, failed_extra: dict | None = None):
+    """Scores (and labels, quality) of every pair: the scored ones followed by the failed
+    ones at :data:`FAILED_SCORE` / :data:`FAILED_QUALITY`.  Returns ``(scores, labels,
+    quality or None)``."""
+    fl = np.asarray(failed_labels).astype(bool)
+    s = np.r_[np.asarray(scores, np.float64), np.full(fl.size, FAILED_SCORE)]
+    y = np.r_[np.asarray(labels).astype(bool), fl]
+    q = None if quality is None else np.r_[np.asarray(quality, np.float64), np.full(fl.size, FAILED_QUALITY)]
+    return s, y, q
 
 
 def split_scores(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:

@@ -261,6 +261,8 @@ def test_scores_from_embeddings_reports_failures(tmp_path):
     pairs = D.Pairs(np.array(["a.jpg", "a.jpg", "c.jpg", "zz.jpg"]), np.array(["b.jpg", "c.jpg", "d.jpg", "a.jpg"]),
                     np.array([1, 0, 0, 1], np.int8), np.full(4, -1), np.arange(2, 6))
     t, rep = D.scores_from_embeddings(emb, pairs)
-    assert rep == {"n_pairs": 4, "n_scored": 2, "n_missing_image": 1, "n_failed_embedding": 1, "failed_lines": [4, 5]}
+    assert rep == {"n_pairs": 4, "n_scored": 2, "n_missing_image": 1, "n_failed_embedding": 1, "failed_lines": [4, 5],
+                   "fta_rate": 0.5, "n_failed_genuine": 1, "n_failed_imposter": 1}
+    assert t.failed.label.tolist() == [0, 1] and t.failed.line.tolist() == [4, 5] and t.n_failed == 2
     np.testing.assert_allclose(t.s, [1.0, 0.0])
     np.testing.assert_allclose(t.q_min, [10.0, 10.0])

@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qmag_core.degrade import DegradedBank, cross_versions, degraded_bank, identity_pairs
+from conftest import ROOT
+from qmag_core.degrade import (CAPTURE_KINDS, DegradedBank, cross_versions, degrade_photo, degraded_bank,
+                               identity_pairs)
 from qmag_core.errors import QMagError
 
 CROPS = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"][:3]
@@ -81,3 +83,64 @@ def test_cross_versions_degrade_exactly_one_side():
     assert ((v == 0).sum(axis=1) == 1).all() and v.max() == 3 and v[v > 0].min() == 1
     assert 0.4 < (v[:, 0] > 0).mean() < 0.6  # either side, seeded
     assert np.array_equal(v, cross_versions(1000, 3, np.random.default_rng(0)))
+
+
+# ------------------------------------------------------------- capture-level family
+def _photo_and_landmarks():
+    from qmag_core.align import FaceDetector, choose_face, load_image
+
+    img = load_image(ROOT / "sample_data" / "faces" / "deepface" / "img2.jpg")
+    faces = FaceDetector().detect(img)
+    return img, faces[choose_face(faces, (img.shape[1], img.shape[0]))].landmarks
+
+
+def _laplacian_var(x):
+    from scipy.ndimage import laplace
+
+    return float(laplace(x.astype(np.float64).mean(2)).var())
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return _photo_and_landmarks()
+
+
+@pytest.mark.parametrize("kind", CAPTURE_KINDS)
+def test_capture_kinds_are_seeded_and_mild_at_zero(photo, kind):
+    img, lm = photo
+    a = degrade_photo(img, kind, 0.7, np.random.default_rng(3), landmarks=lm)
+    b = degrade_photo(img, kind, 0.7, np.random.default_rng(3), landmarks=lm)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.uint8 and a.ndim == 3
+    if kind not in ("resolution", "chain", "occluder"):
+        z = degrade_photo(img, kind, 0.0, np.random.default_rng(3), landmarks=lm)
+        assert np.abs(z.astype(int) - img).mean() < 3.0  # severity 0 leaves the photo nearly as it was
+
+
+def test_capture_severity_orders_the_damage(photo):
+    img, lm = photo
+    for kind in ("defocus", "motion"):
+        sharp = [_laplacian_var(degrade_photo(img, kind, s, np.random.default_rng(0), landmarks=lm))
+                 for s in (0.2, 0.5, 1.0)]
+        assert sharp[0] > sharp[1] > sharp[2]
+    err = [np.abs(degrade_photo(img, "lowlight", s, np.random.default_rng(0), landmarks=lm).astype(int) - img).mean()
+           for s in (0.2, 0.5, 1.0)]
+    assert err[0] < err[1] < err[2]
+    covered = [np.mean(np.any(degrade_photo(img, "occluder", s, np.random.default_rng(5), landmarks=lm) != img, 2))
+               for s in (0.2, 1.0)]
+    assert covered[0] < covered[1]
+
+
+def test_capture_resolution_reaches_12_px_between_the_eyes(photo):
+    img, lm = photo
+    ied = float(np.linalg.norm(lm[1] - lm[0]))
+    for seed in range(8):  # half of the draws keep the photo small: find one
+        y = degrade_photo(img, "resolution", 1.0, np.random.default_rng(seed), landmarks=lm)
+        if y.shape != img.shape:
+            break
+    assert y.shape[1] / img.shape[1] * ied == pytest.approx(12, rel=0.05)
+
+
+def test_capture_unknown_kind():
+    with pytest.raises(QMagError, match="capture degradation"):
+        degrade_photo(np.zeros((50, 50, 3), np.uint8), "fog", 0.5, np.random.default_rng(0))
