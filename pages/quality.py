@@ -1,9 +1,10 @@
 """Quality: distribution of q, lowest/highest-quality faces, and EDC (FNMR vs fraction
 of pairs discarded by q_min, against random discards)."""
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from pages.shared import dataset, encoder, sidebar
+from pages.shared import dataset, encoder, fmt_pct, sidebar
 from qmag_core import metrics as M
 from qmag_core.figures import edc_figure, plq_figure, quality_histogram
 
@@ -36,19 +37,38 @@ if per_image and ds.image_root is not None:
 
 
 @st.cache_data(show_spinner="EDC…", max_entries=16)
-def edc(key, s, y, qm):
-    return M.edc(s, y, qm, n_random=200, random_state=0)
+def edc(key, s, y, qm, failed_labels, measures):
+    """EDC of q and of every model-free measure (same threshold); failed pairs count as
+    non-matches and are discarded first."""
+    s_all, y_all, q_all = M.with_failures(s, y, failed_labels, qm)
+    e = M.edc(s_all, y_all, q_all, n_random=200, random_state=0)
+    others = {name: M.edc(s_all, y_all, M.with_failures(s, y, failed_labels, v)[2], threshold=e.threshold,
+                          n_random=200, random_state=0) for name, v in measures.items()}
+    return e, others
 
 
 if ds.one_class:
     st.warning(f"No EDC: {ds.one_class}")
 else:
-    e = edc(ds.key, t.s, t.label.astype(bool), t.q_min)
-    st.plotly_chart(edc_figure(e), key="edc", width="stretch")
+    from qmag_core.quality import measure_columns
+
+    fl = t.failed.label.astype(bool) if t.n_failed else np.zeros(0, bool)
+    e, others = edc(ds.key, t.s, t.label.astype(bool), t.q_min, fl, measure_columns(t.extra))
+    st.plotly_chart(edc_figure(e, others=others), key="edc", width="stretch")
     k = int(np.argmin(np.abs(e.discard - 0.2)))
     st.caption(f"Discarding the 20% lowest-q_min pairs: FNMR {100 * e.fnmr[k]:.3f}% vs "
                f"{100 * e.fnmr_random_median[k]:.3f}% for random discards (median of {e.n_random}); threshold fixed "
-               f"on the full set ({e.rule}).")
+               f"on the full set ({e.rule})" + (f"; the {t.n_failed} pairs with a failed image count as non-matches "
+                                                 "and go first" if t.n_failed else "") + ".")
+    if others:
+        rnd = e.fnmr_random_median[k]
+        rows = [{"quality measure": name, "FNMR at 20% discarded": fmt_pct(r.fnmr[k]),
+                 "ratio to random (lower is better)": None if not rnd else round(r.fnmr[k] / rnd, 3)}
+                for name, r in [("q (this encoder)", e), *others.items()]]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="edc_table")
+        st.caption("Model-free baselines: raw_length = the backbone descriptor's length, sharpness = variance of "
+                   "the Laplacian of the aligned crop, detector_prob = MTCNN's face probability, ied_px = "
+                   "inter-eye distance in pixels. A quality model worth its name beats them.")
 st.subheader("Where in a face is quality lost? (pixel-level quality map)")
 st.caption("The map explains this encoder's own q: red pixels lower it, blue pixels raise it. "
            "gradient: integrated gradients from a blurred copy (pixel detail); occlusion (blur): q change when "

@@ -267,6 +267,7 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
             qmag["generalized"] = generalized(s_hat)
     s_all, y_all, q_all = M.with_failures(table.s, y, fl, table.q_min)
     e = M.edc(s_all, y_all, q_all, n_random=n_random, random_state=seed)
+    baselines = _edc_baselines(table, s_all, y_all, fl, e, seed=seed)
     return {
         "baseline": base,
         "qmagface": qmag,
@@ -276,8 +277,31 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
         "edc": {"rule": e.rule, "threshold": e.threshold, "discard": e.discard.tolist(),
                 "fnmr": e.fnmr.tolist(), "fnmr_random_median": e.fnmr_random_median.tolist(),
                 "n_random": e.n_random, "n_failed": int(fl.size),
-                "failed": "pairs with a failed image count as non-matches and are discarded first"},
+                "failed": "pairs with a failed image count as non-matches and are discarded first",
+                "ratio_at_20": _edc_ratio(e), "baselines": baselines},
     }, s_hat
+
+
+def _edc_ratio(e, at: float = 0.2):
+    """FNMR after discarding ``at`` of the pairs, over the median of random discards."""
+    k = int(np.argmin(np.abs(np.asarray(e.discard) - at)))
+    r = e.fnmr_random_median[k]
+    return None if not r else float(e.fnmr[k] / r)
+
+
+def _edc_baselines(table, s_all, y_all, failed_labels, e_q, *, seed: int) -> dict:
+    """The same EDC (same threshold) for every model-free measure the table carries
+    (``qm_*`` columns: raw length, sharpness, detector probability, inter-eye distance,
+    or a user's own), for comparison with q."""
+    from . import metrics as M
+    from .quality import measure_columns
+
+    out = {}
+    for name, v in measure_columns(table.extra).items():
+        _, _, qv = M.with_failures(table.s, table.label, failed_labels, v)
+        e = M.edc(s_all, y_all, qv, threshold=e_q.threshold, n_random=e_q.n_random, random_state=seed)
+        out[name] = {"fnmr": e.fnmr.tolist(), "ratio_at_20": _edc_ratio(e)}
+    return out
 
 
 def _pct(x):
@@ -308,6 +332,12 @@ def format_report(rep: dict) -> str:
     lines = [f"{'metric':<{w}}{'cosine':>22}{'QMagFace':>22}"]
     lines += [f"{r[0]:<{w}}{r[1]:>22}{r[2]:>22}" for r in rows]
     lines.append(f"pairs: {rep['n_genuine']} genuine, {rep['n_imposter']} imposter")
+    ed = rep.get("edc") or {}
+    if ed.get("ratio_at_20") is not None:
+        parts = [f"q {ed['ratio_at_20']:.2f}"] + [f"{k} {v['ratio_at_20']:.2f}" for k, v in
+                                                   (ed.get("baselines") or {}).items() if v["ratio_at_20"] is not None]
+        lines.append("EDC, FNMR after discarding the 20% lowest-quality pairs / random discards (lower is better): "
+                     + ", ".join(parts))
     pr = rep.get("pairs_report")
     if pr and pr.get("n_pairs"):
         lines.append(f"failure to acquire: {pr['n_pairs'] - pr['n_scored']} of {pr['n_pairs']} pairs "

@@ -88,6 +88,8 @@ class Embeddings:
     ok : (N,) bool
     error : (N,) str, '' when ok
     encoder : str, encoder id ('' when unknown)
+    measures : {name: (N,) float64}, model-free quality measures per image
+        (:mod:`qmag_core.quality`; NaN where unknown)
     """
 
     embeddings: npt.NDArray[np.float32]
@@ -96,6 +98,7 @@ class Embeddings:
     ok: npt.NDArray[np.bool_]
     error: npt.NDArray[np.str_]
     encoder: str = ""
+    measures: dict = field(default_factory=dict)
 
     def __post_init__(self):
         e = np.asarray(self.embeddings)
@@ -106,6 +109,9 @@ class Embeddings:
             v = np.asarray(getattr(self, name))
             if v.shape != (n,):
                 raise QMagError(f"'{name}' must have shape ({n},), got {v.shape}")
+        for name, v in self.measures.items():
+            if np.asarray(v).shape != (n,):
+                raise QMagError(f"measure '{name}' must have shape ({n},), got {np.asarray(v).shape}")
 
     @classmethod
     def from_array(cls, e: npt.ArrayLike, paths=None, encoder: str = "") -> "Embeddings":
@@ -145,6 +151,7 @@ def save_embeddings(path: str | os.PathLike, emb: Embeddings) -> str:
         ok=np.asarray(emb.ok, dtype=bool),
         error=np.asarray(emb.error, dtype=str),
         encoder=np.asarray(emb.encoder, dtype=str),
+        **{f"measure_{k}": np.asarray(v, np.float64) for k, v in emb.measures.items()},
     )
     return path
 
@@ -209,7 +216,13 @@ def _load_npz(p: str) -> Embeddings:
     emb = base.embeddings.copy()
     emb[~ok] = np.nan
     q = np.where(ok, base.quality, np.nan).astype(np.float32)
-    return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""))
+    measures = {}
+    for key, v in z.items():
+        if key.startswith("measure_"):
+            if v.shape != (n,) or v.dtype.kind not in "fiu":
+                raise DataFormatError(f"'{key}' must be numbers of shape ({n},), got {v.dtype} {v.shape}", path=p)
+            measures[key[len("measure_"):]] = v.astype(np.float64)
+    return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""), measures)
 
 
 def _read_text(p: str, expected: str) -> str:
@@ -729,6 +742,8 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
     try:
         df = pd.read_csv(io.StringIO(body), dtype=str, keep_default_na=False, skip_blank_lines=False,
                          skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataFormatError("empty file: expected a header s,q1,q2,label[,fold]", path=p) from None
     except pd.errors.ParserError as e:
         m = re.search(r"line (\d+)", str(e))
         ln = int(m.group(1)) + header_line - 1 if m else None
@@ -918,8 +933,11 @@ def scores_from_embeddings(emb: Embeddings, pairs: Pairs, *, encoder: str | None
     meta = {"encoder": encoder or emb.encoder or ""}
     lines = pairs.line if pairs.line.size == n else np.zeros(n, np.int64)
     failed = FailedPairs(pairs.label[~valid].astype(np.int8), pairs.fold[~valid].astype(np.int64), lines[~valid])
+    from .quality import pair_measures
+
+    extra = {k: v[valid] for k, v in pair_measures(emb.measures, safe).items()}
     t = ScoreTable(ps.s[valid], ps.q1[valid], ps.q2[valid], pairs.label[valid],
-                   pairs.fold[valid], meta, {}, pairs.source, failed)
+                   pairs.fold[valid], meta, extra, pairs.source, failed)
     return t, report
 
 

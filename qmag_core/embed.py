@@ -23,7 +23,10 @@ from .align import (ARCFACE_112, DEFAULT_FACE_RULE, FaceDetector, ImageError, No
                     load_image, realign_aligned)
 from .data import IMAGE_EXTENSIONS, Embeddings
 from .errors import DataFormatError, QMagError
+from .quality import MEASURES, inter_eye_distance, sharpness
 from .safeio import MAX_IMAGE_BYTES, confine_paths, load_npz, read_bytes, save_npz
+
+_NO_MEASURES = np.full(len(MEASURES), np.nan)
 
 __all__ = ["list_images", "EmbeddingCache", "embed_files", "default_cache_dir", "EmbedStats"]
 
@@ -51,15 +54,18 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike, key: str, *, dim: int | None = None):
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._mem: dict[str, tuple[np.ndarray, bool, str]] = {}
+        self._mem: dict[str, tuple[np.ndarray, bool, str, np.ndarray]] = {}
         self.damaged: list[str] = []
         for f in sorted(self.dir.glob("chunk-*.npz")):
             try:
                 z = load_npz(f, name=f.name)
                 sha, e, ok, err = z["sha1"], z["embeddings"], z["ok"], z["error"]
                 n = sha.shape[0] if sha.ndim == 1 else -1
+                # per-image quality measures (chunks written before they existed have none)
+                m = z.get("measures", np.full((n, len(MEASURES)), np.nan))
                 if (e.ndim != 2 or e.shape[0] != n or ok.shape != (n,) or err.shape != (n,)
-                        or (dim is not None and e.shape[1] != dim) or e.dtype.kind != "f"):
+                        or (dim is not None and e.shape[1] != dim) or e.dtype.kind != "f"
+                        or m.shape != (n, len(MEASURES)) or m.dtype.kind != "f"):
                     raise DataFormatError("arrays of the wrong shape", path=f.name)
             except (QMagError, KeyError, OSError) as ex:
                 self.damaged.append(f"{f.name}: {ex}" if f.name not in str(ex) else str(ex))
@@ -68,8 +74,8 @@ class EmbeddingCache:
                 except OSError:
                     pass
                 continue
-            for h, row, o, r in zip(sha.tolist(), e, ok.tolist(), err.tolist()):
-                self._mem[h] = (row, bool(o), str(r))
+            for h, row, o, r, mm in zip(sha.tolist(), e, ok.tolist(), err.tolist(), m):
+                self._mem[h] = (row, bool(o), str(r), mm)
         self._n = len(list(self.dir.glob("chunk-*.npz")))
 
     def __contains__(self, h: str) -> bool:
@@ -81,14 +87,19 @@ class EmbeddingCache:
     def get(self, h: str):
         return self._mem[h]
 
-    def add(self, hashes: Sequence[str], emb: np.ndarray, ok: Sequence[bool], err: Sequence[str]) -> None:
+    def add(self, hashes: Sequence[str], emb: np.ndarray, ok: Sequence[bool], err: Sequence[str],
+            measures: np.ndarray | None = None) -> None:
+        """Store one batch as one atomic chunk; ``measures`` (B, len(MEASURES)) or NaN."""
         if not len(hashes):
             return
+        m = (np.full((len(hashes), len(MEASURES)), np.nan) if measures is None
+             else np.asarray(measures, np.float64).reshape(len(hashes), len(MEASURES)))
         save_npz(self.dir / f"chunk-{time.time_ns()}-{os.getpid()}-{self._n:06d}.npz", sha1=np.asarray(hashes, str),
-                 embeddings=np.asarray(emb, np.float32), ok=np.asarray(ok, bool), error=np.asarray(err, str))
+                 embeddings=np.asarray(emb, np.float32), ok=np.asarray(ok, bool), error=np.asarray(err, str),
+                 measures=m)
         self._n += 1
-        for h, e, o, r in zip(hashes, emb, ok, err):
-            self._mem[h] = (e, bool(o), str(r))
+        for h, e, o, r, mm in zip(hashes, emb, ok, err, m):
+            self._mem[h] = (e, bool(o), str(r), mm)
 
 
 @dataclass
@@ -144,6 +155,7 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
     emb = np.full((n, encoder.dim), np.nan, np.float32)
     ok = np.zeros(n, bool)
     err = np.full(n, "", dtype=object)
+    meas = np.full((n, len(MEASURES)), np.nan)
     cache = None
     if cache_dir is not None:
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
@@ -175,28 +187,27 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
         chunks = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
         pending = pool.map(lambda c: [decode(k) for k in c], chunks) if chunks else iter(())
         for decoded in pending:
-            todo_k, todo_h, todo_img, new_h, new_e, new_ok, new_err = [], [], [], [], [], [], []
+            todo_k, todo_h, todo_img, new_h, new_e, new_ok, new_err, new_m = [], [], [], [], [], [], [], []
             for k, h, img, e in decoded:
                 if e == "cached":
-                    ce, cok, cerr = cache.get(h)
-                    emb[k], ok[k], err[k] = ce, cok, cerr
+                    emb[k], ok[k], err[k], meas[k] = cache.get(h)
                     st.n_cached += 1
                 elif img is None:
                     err[k] = e
                     if h is not None:
                         new_h.append(h); new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
-                        new_ok.append(False); new_err.append(e)  # noqa: E702
+                        new_ok.append(False); new_err.append(e); new_m.append(_NO_MEASURES)  # noqa: E702
                 else:
                     todo_k.append(k); todo_h.append(h); todo_img.append(img)  # noqa: E702
-            crops, crop_k, crop_h = [], [], []
+            crops, crop_k, crop_h, crop_m = [], [], [], []
             if todo_img:
                 if aligned:
                     results = []
                     for img in todo_img:
                         try:
-                            results.append((realign_aligned(img, aligned_spec, encoder.spec).crop, ""))
+                            results.append((realign_aligned(img, aligned_spec, encoder.spec).crop, "", np.nan, np.nan))
                         except QMagError as ex:
-                            results.append((None, str(ex)))
+                            results.append((None, str(ex), np.nan, np.nan))
                 else:
                     if detect_pad:
                         todo_img = [_pad_edges(im, detect_pad) for im in todo_img]
@@ -204,27 +215,34 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                     results = []
                     for k, img, fs in zip(todo_k, todo_img, faces):
                         if not fs:
-                            results.append((None, f"{paths[k]}: {detector.why_no_face(img)}"))
+                            results.append((None, f"{paths[k]}: {detector.why_no_face(img)}", np.nan, np.nan))
                         else:
-                            k_face = choose_face(fs, (img.shape[1], img.shape[0]), face)
-                            results.append((align(img, fs[k_face].landmarks, encoder.spec).crop, ""))
-                for k, h, (crop, e) in zip(todo_k, todo_h, results):
+                            f = fs[choose_face(fs, (img.shape[1], img.shape[0]), face)]
+                            results.append((align(img, f.landmarks, encoder.spec).crop, "", f.score,
+                                            float(inter_eye_distance(f.landmarks)[0])))
+                for k, h, (crop, e, prob, ied) in zip(todo_k, todo_h, results):
                     if crop is None:
                         err[k] = e
                         new_h.append(h); new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
-                        new_ok.append(False); new_err.append(e)  # noqa: E702
+                        new_ok.append(False); new_err.append(e); new_m.append(_NO_MEASURES)  # noqa: E702
                     else:
                         crops.append(crop); crop_k.append(k); crop_h.append(h)  # noqa: E702
+                        crop_m.append((prob, ied))
             if crops:
-                out = encoder.embed(np.stack(crops), batch_size=batch_size)
-                for k, h, e in zip(crop_k, crop_h, out):
+                batch = np.stack(crops)
+                out, raw = encoder.embed_with_raw(batch, batch_size=batch_size)
+                sharp = sharpness(batch)
+                for j, (k, h, e) in enumerate(zip(crop_k, crop_h, out)):
                     good = bool(np.isfinite(e).all() and np.linalg.norm(e) > 0)
                     emb[k], ok[k] = e, good
                     err[k] = "" if good else "encoder returned a zero or non-finite embedding"
+                    meas[k] = (raw[j], sharp[j], *crop_m[j])  # in the order of quality.MEASURES
                     new_h.append(h); new_e.append(e); new_ok.append(good); new_err.append(err[k])  # noqa: E702
+                    new_m.append(meas[k])
                 st.n_embedded += len(crops)
             if cache is not None:
-                cache.add(new_h, np.asarray(new_e, np.float32).reshape(-1, encoder.dim), new_ok, new_err)
+                cache.add(new_h, np.asarray(new_e, np.float32).reshape(-1, encoder.dim), new_ok, new_err,
+                          np.asarray(new_m, np.float64).reshape(-1, len(MEASURES)))
             done += len(decoded)
             if progress is not None:
                 progress(done, n)
@@ -232,4 +250,6 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
     st.seconds = time.perf_counter() - t0
     emb[~ok] = np.nan
     q = np.where(ok, np.linalg.norm(np.nan_to_num(emb), axis=1), np.nan).astype(np.float32)
-    return Embeddings(emb, q, np.asarray([str(p) for p in paths], str), ok, err.astype(str), encoder.id)
+    meas[~ok] = np.nan
+    return Embeddings(emb, q, np.asarray([str(p) for p in paths], str), ok, err.astype(str), encoder.id,
+                      {name: meas[:, j] for j, name in enumerate(MEASURES)})

@@ -108,9 +108,14 @@ def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) ->
     return fig
 
 
-def edc_figure(edc: M.EDCResult, *, label: str = "discard lowest q_min") -> go.Figure:
+def edc_figure(edc: M.EDCResult, *, label: str = "discard lowest q_min",
+               others: dict[str, M.EDCResult] | None = None) -> go.Figure:
+    """EDC of q against random discards; ``others`` adds the EDC of other quality
+    measures (same threshold) as dotted curves."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=edc.discard, y=edc.fnmr, mode="lines+markers", name=label))
+    for name, e in (others or {}).items():
+        fig.add_trace(go.Scatter(x=e.discard, y=e.fnmr, mode="lines", name=name, line=dict(dash="dot")))
     fig.add_trace(go.Scatter(x=edc.discard, y=edc.fnmr_random_median, mode="lines", name="random discard (median)",
                              line=dict(dash="dash", color="grey")))
     fig.add_trace(go.Scatter(x=np.r_[edc.discard, edc.discard[::-1]], y=np.r_[edc.fnmr_random_q95, edc.fnmr_random_q05[::-1]],

@@ -17,6 +17,7 @@ from qmag_core.errors import QMagError
 from qmag_core.scoring import QMagFaceParams
 
 FUZZ = settings(max_examples=int(os.environ.get("QMAG_FUZZ_EXAMPLES", 150)), derandomize=True, deadline=None,
+                database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 PEAK_BYTES = 64 << 20  # for inputs of a few kB
 

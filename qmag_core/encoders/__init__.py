@@ -106,6 +106,30 @@ class Encoder:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
 
+    def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """``(embeddings (B, dim), raw descriptor length (B,))``: for a network with a
+        separate quality head (``builtin``) the backbone descriptor's own length, else the
+        embedding's length."""
+        net = self.net
+        if not callable(getattr(net, "descriptor_and_quality", None)) or self.flip:
+            e = self.embed(crops, batch_size)
+            return e, np.linalg.norm(e, axis=1)
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (self.spec.size, self.spec.size, 3):
+            raise QMagError(f"{self.id} expects crops of shape (B, {self.spec.size}, {self.spec.size}, 3), got {crops.shape}")
+        es, rs = [], []
+        with self._torch.inference_mode():
+            for k in range(0, crops.shape[0], batch_size):
+                d, q = net.descriptor_and_quality(self.tensor(crops[k:k + batch_size]))
+                d, q = d.float(), q.float()
+                r = d.norm(dim=1)
+                es.append((d / r.clamp_min(1e-12)[:, None] * q[:, None]).cpu().numpy())
+                rs.append(r.cpu().numpy())
+        if not es:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(es).astype(np.float32), np.concatenate(rs).astype(np.float32)
+
+
 # --------------------------------------------------------------------- preprocessing
 def _faceapi_pre(crops: np.ndarray) -> np.ndarray:
     """RGB float pixels 0–255, NCHW (the network normalises internally)."""
