@@ -34,6 +34,7 @@ from qmag_core.compare import default_params  # noqa: E402
 from qmag_core.data import read_lfw_pairs  # noqa: E402
 from qmag_core.degrade import KINDS, DegradedBank, cross_versions, degraded_bank, identity_pairs  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.safeio import save_npz  # noqa: E402
 from qmag_core.scoring import QMagFaceTrainer, qmagface_score  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -48,7 +49,7 @@ def crops_for(paths, cache: Path, spec):
     det = FaceDetector()
     crops = np.stack([detect_and_align(str(SHARED / "lfw" / "images" / p), det, spec).crop for p in paths])
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(f, paths=np.asarray(paths), crops=crops)
+    save_npz(f, paths=np.asarray(paths), crops=crops)
     return crops
 
 

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qmag_core.align import ARCFACE_112, FaceDetector, ImageError, NoFaceError, detect_and_align  # noqa: E402
+from qmag_core.safeio import save_npz  # noqa: E402
 from qmag_core.data import read_lfw_pairs  # noqa: E402
 from qmag_core.degrade import KINDS, degrade, with_degraded_copies  # noqa: E402
 from qmag_core.embed import list_images  # noqa: E402
@@ -83,7 +84,7 @@ def aligned_crops(cache: Path, enc) -> dict:
     out = {"train": np.stack(crops), "labels": np.asarray(labels), "ids": np.asarray(list(id_index)), "eval": ev,
            "eval_paths": np.asarray(eval_paths), "failed": np.asarray(failed)}
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(f, **out)
+    save_npz(f, **out)  # atomic: an interrupted run leaves no half-written cache
     return out
 
 
@@ -93,7 +94,7 @@ def cached(path: Path, fn):
         z = np.load(path)
         return tuple(z[k] for k in sorted(z.files))
     out = fn()
-    np.savez(path, **{f"a{k}": v for k, v in enumerate(out)})
+    save_npz(path, **{f"a{k}": v for k, v in enumerate(out)})
     return out
 
 
