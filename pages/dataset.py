@@ -6,8 +6,8 @@ import streamlit as st
 
 from pages.shared import active_params, dataset, download_table, encoder, fmt_pct, set_active, sidebar, state
 from qmag_core import metrics as M
-from qmag_core.dashboard import (Dataset, REPORT_FMRS, dataset_from_folder, dataset_from_scores, public_message,
-                                  staged_uploads)
+from qmag_core.dashboard import (Dataset, REPORT_FMRS, dataset_from_bin, dataset_from_folder, dataset_from_scores,
+                                  public_message, resolve_under_roots, staged_uploads)
 from qmag_core.data import load_embeddings, read_pairs, scores_from_embeddings
 from qmag_core.errors import QMagError
 from qmag_core.figures import roc_det, s_vs_q, score_histograms
@@ -27,7 +27,8 @@ def _add(name: str, ds: Dataset):
 with st.expander("Bring your own data", expanded=False):
     st.caption("A failed upload leaves everything already loaded in place. Upload limit: see "
                ".streamlit/config.toml (server.maxUploadSize).")
-    t1, t2, t3 = st.tabs(["scores CSV", "embeddings + pairs", "image folder + pairs (server)"])
+    t1, t2, t3, t4 = st.tabs(["scores CSV", "embeddings + pairs", "image folder + pairs (server)",
+                              "insightface .bin"])
     with t1:
         up = st.file_uploader("s,q1,q2,label[,fold] (or q_min)", type=["csv", "txt"], key="up_scores")
         if up is not None and st.button("Load scores", key="load_scores"):
@@ -59,6 +60,26 @@ with st.expander("Bring your own data", expanded=False):
                 bar = st.progress(0.0, text="Embedding…")
                 ds_new = dataset_from_folder(folder, pairs_path, encoder(),
                                              progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"))
+                bar.empty()
+                _add(ds_new.name, ds_new)
+            except (QMagError, OSError) as e:
+                st.error(f"Not loaded: {public_message(e)}")
+
+    with t4:
+        st.caption("lfw.bin, agedb_30.bin, cfp_fp.bin, calfw.bin, cplfw.bin …: aligned 112×112 crops, read "
+                   "without running the file's pickle; embedded with the active encoder, 10-fold protocol.")
+        ub = st.file_uploader("a .bin file", type=["bin"], key="up_bin")
+        srv_bin = st.text_input("…or a .bin under the data root (server)", key="srv_bin")
+        if (ub is not None or srv_bin.strip()) and st.button("Embed and load .bin", key="load_bin"):
+            try:
+                bar = st.progress(0.0, text="Embedding…")
+                prog = (lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"))
+                if ub is not None:
+                    with staged_uploads(ub) as (pb,):
+                        ds_new = dataset_from_bin(pb, encoder(), name=ub.name, progress=prog)
+                else:
+                    ds_new = dataset_from_bin(resolve_under_roots(srv_bin, kind="file"), encoder(), name=srv_bin,
+                                              progress=prog)
                 bar.empty()
                 _add(ds_new.name, ds_new)
             except (QMagError, OSError) as e:

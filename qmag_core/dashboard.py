@@ -20,7 +20,7 @@ from .scoring import QMagFaceParams, QMagFaceTrainer, qmagface_score
 
 __all__ = ["fingerprint", "public_message", "staged_uploads", "ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
            "load_sample_dataset", "dataset_from_scores", "fmr_bounds", "fmr_grid", "heldout_effect", "summary_metrics",
-           "overlap", "scale_free", "OFFICIAL_PARAMS", "REPORT_FMRS", "dataset_from_folder"]
+           "overlap", "scale_free", "OFFICIAL_PARAMS", "REPORT_FMRS", "dataset_from_folder", "dataset_from_bin"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"
@@ -193,6 +193,23 @@ def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None)
     q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist()) if ok}
     return Dataset(root.name, t, root, q, encoder.id,
                    [f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing/failed images)"])
+
+
+def dataset_from_bin(path: str | os.PathLike, encoder, *, name: str | None = None, progress=None) -> Dataset:
+    """Open an insightface ``.bin`` validation set (read without running its pickle),
+    embedded with ``encoder``; folds are the protocol's 10 consecutive blocks."""
+    from .binsets import bin_pairs, embed_bin, read_bin
+    from .data import scores_from_embeddings
+
+    bs = read_bin(path)
+    if name:
+        bs.source = name
+    emb = embed_bin(bs, encoder, progress=progress)
+    t, rep = scores_from_embeddings(emb, bin_pairs(bs), encoder=encoder.id)
+    if rep["n_scored"] == 0:
+        raise QMagError(f"{name or path}: no pair could be scored")
+    notes = [f"{len(bs.images):,} aligned crops, 10 folds"]
+    return Dataset(name or Path(path).name, t, encoder=encoder.id, notes=notes)
 
 
 def dataset_from_scores(path: str | os.PathLike, name: str | None = None) -> Dataset:

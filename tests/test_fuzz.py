@@ -196,3 +196,38 @@ def test_fuzz_budget_is_fixed():
     """The suite is reproducible: derandomized, a fixed number of examples per parser."""
     assert FUZZ.derandomize and FUZZ.max_examples >= 100
     assert isinstance(parse(D.read_scores_csv, b"not,a,scores\nfile", ".csv"), QMagError)
+
+
+@st.composite
+def bin_like(draw):
+    """Valid-looking .bin pickles, mutated, and hand-made pickles naming other globals."""
+    import pickle
+
+    n = draw(st.integers(0, 4))
+    imgs = [draw(st.binary(max_size=20)) for _ in range(2 * n)]
+    same = draw(st.lists(st.booleans(), min_size=n, max_size=n + draw(st.integers(0, 1))))
+    kind = draw(st.integers(0, 3))
+    if kind == 1:
+        imgs = [np.frombuffer(b, np.uint8) if draw(st.booleans()) else b for b in imgs]
+    raw = bytearray(pickle.dumps((imgs, same), protocol=draw(st.sampled_from([2, 4]))))
+    if kind == 2:
+        mod = draw(st.sampled_from(["os", "builtins", "numpy", "subprocess", "_codecs", "numpy._core.multiarray"]))
+        name = draw(st.sampled_from(["system", "eval", "frombuffer", "Popen", "encode", "_reconstruct", "load"]))
+        raw = bytearray(f"c{mod}\n{name}\n".encode() + b"(X\x01\x00\x00\x00xtR.")
+    for _ in range(draw(st.integers(0, 3))):
+        if raw:
+            raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+    if kind == 3 and raw:
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    return bytes(raw)
+
+
+@given(bin_like())
+@FUZZ
+def test_bin(payload):
+    from qmag_core.binsets import read_bin
+
+    r = parse(read_bin, payload, ".bin")
+    if not isinstance(r, QMagError):
+        assert len(r.images) == 2 * r.n_pairs and all(isinstance(b, bytes) for b in r.images)
+        assert r.issame.dtype == bool
