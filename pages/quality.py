@@ -47,6 +47,18 @@ def edc(key, s, y, qm, failed_labels, measures):
     return e, others
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def iso_pauc(key, s, y, failed_labels, qualities):
+    """pAUC-EDC (ISO/IEC 29794-1: threshold at FNMR 5% of the scored pairs, ties together,
+    up to 20% discarded, minus the theoretical best) per quality measure."""
+    thr = M.quality_edc(s, y, qualities["q (this encoder)"]).threshold
+    out = {}
+    for name, v in qualities.items():
+        s_all, y_all, q_all = M.with_failures(s, y, failed_labels, v)
+        out[name] = M.quality_edc(s_all, y_all, q_all, threshold=thr).pauc(0.2)
+    return out
+
+
 if ds.one_class:
     st.warning(f"No EDC: {ds.one_class}")
 else:
@@ -62,8 +74,11 @@ else:
                                                  "and go first" if t.n_failed else "") + ".")
     if others:
         rnd = e.fnmr_random_median[k]
+        iso = iso_pauc(ds.key, t.s, t.label.astype(bool), fl,
+                       {"q (this encoder)": t.q_min, **measure_columns(t.extra)})
         rows = [{"quality measure": name, "FNMR at 20% discarded": fmt_pct(r.fnmr[k]),
-                 "ratio to random (lower is better)": None if not rnd else round(r.fnmr[k] / rnd, 3)}
+                 "ratio to random (lower is better)": None if not rnd else round(r.fnmr[k] / rnd, 3),
+                 "pAUC-EDC ≤20% (ISO, FNMR 5%)": None if iso.get(name) is None else round(iso[name], 5)}
                 for name, r in [("q (this encoder)", e), *others.items()]]
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="edc_table")
         st.caption("Model-free baselines: raw_length = the backbone descriptor's length, sharpness = variance of "

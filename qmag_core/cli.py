@@ -268,6 +268,7 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
     s_all, y_all, q_all = M.with_failures(table.s, y, fl, table.q_min)
     e = M.edc(s_all, y_all, q_all, n_random=n_random, random_state=seed)
     baselines = _edc_baselines(table, s_all, y_all, fl, e, seed=seed)
+    edc_iso = _iso_edc(table, y, fl)
     return {
         "baseline": base,
         "qmagface": qmag,
@@ -279,6 +280,7 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
                 "n_random": e.n_random, "n_failed": int(fl.size),
                 "failed": "pairs with a failed image count as non-matches and are discarded first",
                 "ratio_at_20": _edc_ratio(e), "baselines": baselines},
+        "edc_iso": edc_iso,
     }, s_hat
 
 
@@ -301,6 +303,31 @@ def _edc_baselines(table, s_all, y_all, failed_labels, e_q, *, seed: int) -> dic
         _, _, qv = M.with_failures(table.s, table.label, failed_labels, v)
         e = M.edc(s_all, y_all, qv, threshold=e_q.threshold, n_random=e_q.n_random, random_state=seed)
         out[name] = {"fnmr": e.fnmr.tolist(), "ratio_at_20": _edc_ratio(e)}
+    return out
+
+
+def _iso_edc(table, y, failed_labels, *, starting_error: float = 0.05, limit: float = 0.2) -> dict:
+    """ISO/IEC 29794-1:2024 EDC of q and of every qm_* measure: FNMR-side (mated pairs)
+    and FMR-side (non-mated), threshold at the starting error of the scored pairs,
+    pAUC up to ``limit`` minus the theoretical best; failed pairs are errors (mated) or
+    correct rejections (non-mated) and are discarded first."""
+    from . import metrics as M
+    from .quality import measure_columns
+
+    qualities = {"q": table.q_min, **measure_columns(table.extra)}
+    out = {}
+    for side in ("fnmr", "fmr"):
+        kind = y if side == "fnmr" else ~y
+        if not kind.any():
+            continue
+        thr = M.quality_edc(table.s, y, table.q_min, error=side, starting_error=starting_error).threshold
+        block = {"starting_error": starting_error, "threshold": thr, "pauc_limit": limit, "pauc": {}}
+        for name, v in qualities.items():
+            s_all, y_all, q_all = M.with_failures(table.s, y, failed_labels, v)
+            e = M.quality_edc(s_all, y_all, q_all, error=side, threshold=thr)
+            block["actual_starting_error"] = e.starting_error
+            block["pauc"][name] = e.pauc(limit)
+        out[side] = block
     return out
 
 
@@ -338,6 +365,11 @@ def format_report(rep: dict) -> str:
                                                    (ed.get("baselines") or {}).items() if v["ratio_at_20"] is not None]
         lines.append("EDC, FNMR after discarding the 20% lowest-quality pairs / random discards (lower is better): "
                      + ", ".join(parts))
+    iso = (rep.get("edc_iso") or {}).get("fnmr")
+    if iso:
+        lines.append(f"ISO/IEC 29794-1 EDC, FNMR side (starting error {iso['actual_starting_error']:.3f}): pAUC up to "
+                     f"{iso['pauc_limit']:.0%} discarded minus the theoretical best (lower is better): "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in iso["pauc"].items()))
     pr = rep.get("pairs_report")
     if pr and pr.get("n_pairs"):
         lines.append(f"failure to acquire: {pr['n_pairs'] - pr['n_scored']} of {pr['n_pairs']} pairs "

@@ -49,7 +49,10 @@ def test_evaluate_json_structure_and_cross_fit(scores_csv, tmp_path):
     r = run("evaluate", "--scores", scores_csv, "--json", out, "--n-boot", "30")
     assert "cross-fitted" in r.stderr and "EER" in r.stdout
     d = json.loads(out.read_text())
-    assert set(d) == {"baseline", "qmagface", "n_genuine", "n_imposter", "params", "edc"}
+    assert set(d) == {"baseline", "qmagface", "n_genuine", "n_imposter", "params", "edc", "edc_iso"}
+    iso = d["edc_iso"]["fnmr"]
+    assert iso["starting_error"] == 0.05 and abs(iso["actual_starting_error"] - 0.05) < 0.01
+    assert set(iso["pauc"]) == {"q"} and iso["pauc_limit"] == 0.2
     for m in (d["baseline"], d["qmagface"]):
         assert set(m) >= {"eer", "auc", "dprime", "fnmr_at_fmr", "accuracy", "accuracy_std", "ci95"}
         assert set(m["fnmr_at_fmr"]) == {"0.01", "0.001", "0.0001"}
