@@ -7,7 +7,7 @@ import streamlit as st
 from pages.shared import active_params, dataset, download_table, encoder, fmt_pct, set_active, sidebar, state
 from qmag_core import metrics as M
 from qmag_core.dashboard import (Dataset, REPORT_FMRS, dataset_from_bin, dataset_from_folder, dataset_from_scores,
-                                  public_message, resolve_under_roots, staged_uploads)
+                                  public_message, qmagface_effect, resolve_under_roots, staged_uploads)
 from qmag_core.data import load_embeddings, read_pairs, scores_from_embeddings
 from qmag_core.errors import QMagError
 from qmag_core.figures import roc_det, s_vs_q, score_histograms
@@ -139,10 +139,18 @@ show = pd.DataFrame([{k: (fmt_pct(v) if k.startswith(("EER", "FNMR")) and not k.
                       for k, v in r.items()} for r in rows])
 st.dataframe(show, hide_index=True, width="stretch")
 download_table(pd.DataFrame(rows), "metrics.csv", "Download metrics (CSV, fractions)")
+@st.cache_data(show_spinner="Paired bootstrap of the QMagFace effect…", max_entries=16)
+def effect(key, s, q_min, y, alpha, beta):
+    return qmagface_effect(s, q_min, y, alpha, beta)
+
+
+eff = effect(f"{ds.key}|{alpha}|{beta}", t.s, t.q_min, y, alpha, beta)
 c1, c2 = st.columns(2)
 c1.metric("EER cosine", fmt_pct(rows[0]["EER"]))
-c2.metric("EER QMagFace", fmt_pct(rows[1]["EER"]), delta=f"{100 * (rows[1]['EER'] - rows[0]['EER']):+.3f} pt",
-          delta_color="inverse")
+diff = rows[1]["EER"] - rows[0]["EER"]
+c2.metric("EER QMagFace", fmt_pct(rows[1]["EER"]), delta=f"{100 * diff:+.3f} pt" if diff else "no change",
+          delta_color="inverse" if eff["significant"] else "off")  # grey unless the CI excludes 0
+(st.success if eff["significant"] and eff["eer_diff"] < 0 else st.info)(eff["sentence"])
 
 fig, _ = score_histograms(t.s, s_hat, y)
 st.plotly_chart(fig, key="hist", width="stretch")

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from qmag_core.compare import default_params
-from qmag_core.dashboard import SAMPLE_DATASETS, Dataset, load_sample_dataset, resolve_under_roots
+from qmag_core.dashboard import SAMPLE_DATASETS, Dataset, load_sample_dataset, public_message, resolve_under_roots
 from qmag_core.errors import QMagError
 from qmag_core.scoring import QMagFaceParams
 
@@ -51,12 +51,19 @@ def state():
 
 
 def encoder():
+    """The chosen encoder, or the built-in one when it cannot be loaded; the reason is
+    kept for the sidebar, which shows it once per run (not once per call)."""
     ss = state()
     try:
+        if ss.encoder_id == "magface" and not str(ss.checkpoint).strip():
+            raise QMagError("MagFace needs a checkpoint: type its path (under the data root, QMAG_DATA_ROOT) in "
+                            "the sidebar")
         ck = str(resolve_under_roots(ss.checkpoint, kind="file")) if ss.encoder_id == "magface" else None
-        return get_encoder(ss.encoder_id, ck, ss.arch, ss.device)
+        enc = get_encoder(ss.encoder_id, ck, ss.arch, ss.device)
+        ss["_encoder_error"] = None
+        return enc
     except QMagError as e:
-        st.sidebar.error(f"Encoder not loaded: {e}. Using the built-in encoder.")
+        ss["_encoder_error"] = f"Encoder not loaded: {public_message(e)} Using the built-in encoder on the CPU."
         return get_encoder("builtin", None, "iresnet100", "cpu")
 
 
@@ -118,7 +125,9 @@ def sidebar():
             set_active("dataset_id", "lfw-dev")
         _bound(st.selectbox, "Active dataset", options, "dataset_id",
                format_func=lambda k: SAMPLE_DATASETS[k].name if k in SAMPLE_DATASETS else f"uploaded: {k}")
-        p = active_params()
+        p = active_params()  # loads the encoder: its error, if any, is shown here, once
+        if ss.get("_encoder_error"):
+            st.error(ss["_encoder_error"])
         if p is None:
             st.caption("Active parameters: none (ŝ = s)")
         else:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.shared import dataset, download_table, fmt_pct, sidebar, state
+from pages.shared import active_params, dataset, download_table, fmt_pct, sidebar, state
 from qmag_core.compare import operating_points
 from qmag_core.dashboard import OFFICIAL_PARAMS, fmr_grid, heldout_effect
 from qmag_core.errors import FMRClampWarning, QMagError
@@ -34,6 +34,14 @@ cur = ss.get("fmr_range")
 if not (isinstance(cur, (tuple, list)) and len(cur) == 2 and cur[0] in grid and cur[1] in grid):
     ss["fmr_range"] = default
     ss.pop("w_fmr_range", None)
+# first visit: start from the active parameters' mode and options, not from fixed defaults
+_p = active_params()
+_opts = (_p.options or {}) if _p is not None else {}
+for _k, _v in (("mode", _p.mode if _p is not None else "official"), ("n_fmr", _opts.get("n-fmr", 50)),
+               ("n_omega", _opts.get("n-omega", 20)), ("max_ratio", _opts.get("max-ratio", 0.5)),
+               ("seed", _opts.get("seed", 0))):
+    if _k not in ss and _v is not None:
+        ss[_k] = _v
 c1, c2, c3 = st.columns([3, 1, 1])
 fmr_min, fmr_max = c1.select_slider("FMR range (log scale)", options=grid, value=tuple(ss["fmr_range"]),
                                     key="w_fmr_range", format_func=lambda f: f"{f:.1e}")
@@ -41,11 +49,11 @@ ss["fmr_range"] = (fmr_min, fmr_max)
 mode = c2.radio("Mode", ["official", "consistent"], key="mode", horizontal=False,
                 help="official: the published algorithm exactly (thresholds of sigmoid scores, applied to raw "
                      "cosine). consistent: thresholds found on the raw scores ω·q + s, where ω(s) is applied.")
-seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
+seed = c3.number_input("Seed", 0, 2**31 - 1, key="seed")
 c1, c2, c3 = st.columns(3)
-n_fmr = c1.number_input("Number of FMRs", 2, 500, 50, key="n_fmr")
-n_omega = c2.slider("ω grid size", 2, 200, 20, key="n_omega", help="20 in the paper; finer grids smooth ω_opt(t)")
-max_ratio = c3.slider("max_ratio (ω grid extent)", 0.05, 2.0, 0.5, 0.05, key="max_ratio")
+n_fmr = c1.number_input("Number of FMRs", 2, 500, key="n_fmr")
+n_omega = c2.slider("ω grid size", 2, 200, key="n_omega", help="20 in the paper; finer grids smooth ω_opt(t)")
+max_ratio = c3.slider("max_ratio (ω grid extent)", 0.05, 2.0, step=0.05, key="max_ratio")
 if fmr_min >= fmr_max:
     st.error("Choose an FMR range with fmr_min < fmr_max.")
     st.stop()

@@ -150,6 +150,8 @@ def test_train_page_alpha_beta_follow_range():
     at.selectbox(key="w_dataset_id").set_value("lfw-dev-ext").run()
     at.switch_page("pages/train.py").run()
     assert not at.exception
+    assert at.radio(key="mode").value == "consistent"  # starts from the active (shipped) parameters' mode
+    at.radio(key="mode").set_value("official").run()
     t = read_scores_csv(ROOT / "sample_data" / "lfw_dev_builtin" / "scores_extended.csv")
     lo, hi = at.select_slider(key="w_fmr_range").value
     ref = _expected(t, lo, hi)
@@ -198,3 +200,27 @@ def test_quality_page_plq_map(enc):
     Image.new("RGB", (200, 200), (90, 90, 90)).save(wall, "PNG")
     at.file_uploader(key="plq_upload").set_value(("wall.png", wall.getvalue(), "image/png")).run()
     assert any("wall.png: no face detected" in e.value for e in at.error)
+
+
+def test_dataset_page_says_when_qmagface_changes_nothing():
+    from qmag_core.dashboard import qmagface_effect
+
+    at = app("dataset")  # LFW-dev with the shipped parameters: the EER does not move
+    t = read_scores_csv(LFW)
+    p = default_params("builtin")
+    eff = qmagface_effect(t.s, t.q_min, t.label, p.alpha, p.beta)
+    assert not eff["significant"] and "does not change the errors significantly" in eff["sentence"]
+    assert any(eff["sentence"] == i.value for i in at.info)
+    m = next(m for m in at.metric if m.label == "EER QMagFace")
+    assert m.delta in ("no change", f"{100 * eff['eer_diff']:+.3f} pt")
+    # ω = 0 everywhere: the sentence names the zero crossing
+    none = qmagface_effect(t.s, t.q_min, t.label, 0.0, 1.0)  # s0 = 0 < every LFW cosine
+    assert none["changed"] == 0 and "changes nothing here" in none["sentence"]
+
+
+def test_encoder_error_shown_once(monkeypatch):
+    at = app()
+    at.selectbox(key="w_encoder_id").set_value("magface").run()
+    errs = [e.value for e in at.sidebar.error]
+    assert len([e for e in errs if "Encoder not loaded" in e]) == 1 and "needs a checkpoint" in errs[0]
+    assert not at.exception

@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 import warnings
+from urllib.parse import urlparse
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,10 @@ def page(server):
             "--disable-component-update", "--disable-sync"])
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(180_000)
+        pg.external_requests = []  # every request that would leave this machine (checked by the last test)
+        pg.on("request", lambda r: pg.external_requests.append(r.url)
+              if urlparse(r.url).scheme in ("http", "https", "ws", "wss")
+              and urlparse(r.url).hostname not in ("127.0.0.1", "localhost") else None)
         yield pg
         browser.close()
 
@@ -130,7 +135,8 @@ def _alpha_beta(lo, hi):
     t = read_scores_csv(ROOT / "sample_data" / "lfw_dev_builtin" / "scores.csv")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tr = QMagFaceTrainer(mode="official", fmr_min=lo, fmr_max=hi, random_state=0).fit(t.X(), t.label)
+        # the Train page starts from the active (shipped) parameters' mode: consistent
+        tr = QMagFaceTrainer(mode="consistent", fmr_min=lo, fmr_max=hi, random_state=0).fit(t.X(), t.label)
     return f"{tr.alpha_:.6g}", f"{tr.beta_:.6g}"
 
 
@@ -168,3 +174,13 @@ def test_tour_screenshots(server, page):
         page.wait_for_timeout(1500)
         page.screenshot(path=str(SHOTS / name), full_page=True)
         assert (SHOTS / name).stat().st_size > 20_000
+
+
+def test_no_external_requests(server, page):
+    """Offline: after the tour above (every page, uploads, sliders), no request left the machine."""
+    page.goto(server)
+    page.get_by_text("Compare faces").first.wait_for()
+    _wait_idle(page)
+    icon = page.evaluate("() => [...document.querySelectorAll('link[rel~=\\'icon\\']')].map(l => l.href)")
+    assert icon and all(urlparse(h).hostname in ("127.0.0.1", "localhost") or h.startswith("data:") for h in icon)
+    assert page.external_requests == []
