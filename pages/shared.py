@@ -89,23 +89,29 @@ def dataset() -> Dataset | None:
 
 
 def _bound(widget, label: str, options: list, canon: str, **kw):
-    """A widget bound to the plain session key ``canon`` (which survives page switches
-    and programmatic changes); the widget itself uses key ``w_<canon>``."""
+    """A widget bound to the plain session key ``canon`` (the one source of truth: it
+    survives page switches and is what code changes); the widget uses key ``w_<canon>``.
+
+    Before the widget is created, its state is set from ``canon`` on every run, so a
+    value set by code (e.g. after an upload) reaches the browser, also on a page the
+    user switches to — passing ``index=`` alone let the browser's old selection win.
+    A user's change reaches ``canon`` through ``on_change`` before the script runs."""
     ss = state()
+    wkey = f"w_{canon}"
+    ss[wkey] = ss[canon]  # every run: a page switch re-creates the widget in the browser
 
     def sync():
-        ss[canon] = ss[f"w_{canon}"]
+        ss[canon] = ss[wkey]
 
     if widget is st.text_input:
-        return widget(label, value=ss[canon], key=f"w_{canon}", on_change=sync, **kw)
-    return widget(label, options, index=options.index(ss[canon]), key=f"w_{canon}", on_change=sync, **kw)
+        return widget(label, key=wkey, on_change=sync, **kw)
+    return widget(label, options, key=wkey, on_change=sync, **kw)
 
 
 def set_active(canon: str, value) -> None:
-    """Change a bound value from code (e.g. after an upload)."""
-    ss = state()
-    ss[canon] = value
-    ss.pop(f"w_{canon}", None)
+    """Change a bound value from code (e.g. after an upload); the widget follows on the
+    next run (callers rerun)."""
+    state()[canon] = value
 
 
 def sidebar():

@@ -176,6 +176,39 @@ def test_tour_screenshots(server, page):
         assert (SHOTS / name).stat().st_size > 20_000
 
 
+def _active_dataset(pg) -> str:
+    sb = pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]', has_text="Active dataset")
+    return sb.locator("input").first.get_attribute("value") or sb.inner_text()
+
+
+def test_uploaded_dataset_stays_active(server, page, tmp_path):
+    """Load an upload, touch unrelated widgets, switch pages: the sidebar and the page
+    keep showing the upload until the user picks another dataset."""
+    up = tmp_path / "mine.csv"
+    up.write_bytes((ROOT / "sample_data" / "lfw_dev_builtin" / "scores.csv").read_bytes())
+    page.goto(server + "/dataset")
+    page.get_by_text("Bring your own data").first.click()
+    _wait_idle(page)
+    page.locator('input[type="file"]').first.set_input_files(str(up))
+    _wait_idle(page)
+    page.get_by_role("button", name="Load scores", exact=True).click()
+    _wait_idle(page)
+    seen = [_active_dataset(page)]
+    page.get_by_role("tab", name="embeddings + pairs").click()  # unrelated widgets
+    _wait_idle(page)
+    page.locator('input[type="file"]').nth(1).set_input_files(str(ROOT / "sample_data" / "lfw_dev_builtin" /
+                                                                 "embeddings.npz"))
+    _wait_idle(page)
+    seen.append(_active_dataset(page))
+    for name in ("Train", "Quality", "Compare", "Dataset"):
+        page.locator('[data-testid="stSidebarNav"] a', has_text=name).first.click()
+        _wait_idle(page)
+        seen.append(_active_dataset(page))
+        if name == "Quality":
+            assert page.locator('[data-testid="stCaptionContainer"]', has_text="mine.csv").count() >= 1
+    assert seen == ["uploaded: mine.csv"] * 6, seen
+
+
 def test_no_external_requests(server, page):
     """Offline: after the tour above (every page, uploads, sliders), no request left the machine."""
     page.goto(server)
