@@ -149,7 +149,8 @@ c1, c2 = st.columns(2)
 c1.metric("EER cosine", fmt_pct(rows[0]["EER"]))
 diff = rows[1]["EER"] - rows[0]["EER"]
 c2.metric("EER QMagFace", fmt_pct(rows[1]["EER"]), delta=f"{100 * diff:+.3f} pt" if diff else "no change",
-          delta_color="inverse" if eff["significant"] else "off")  # grey unless the CI excludes 0
+          delta_color="inverse" if eff["significant"] else "off",  # grey unless the CI excludes 0
+          delta_arrow="auto" if diff else "off")
 (st.success if eff["significant"] and eff["eer_diff"] < 0 else st.info)(eff["sentence"])
 
 fig, _ = score_histograms(t.s, s_hat, y)
