@@ -26,3 +26,24 @@ def need_shared(*parts: str) -> Path:
 @pytest.fixture
 def shared_data():
     return need_shared()
+
+
+def _calls_need_shared(fn) -> bool:
+    import inspect
+
+    try:
+        return "need_shared(" in inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that reads ../shared/data (itself or through a fixture) as
+    ``shared_data``, so ``-m "not shared_data"`` runs without the real face data."""
+    for item in items:
+        fns = [getattr(item, "function", None)]
+        info = getattr(item, "_fixtureinfo", None)
+        for defs in (info.name2fixturedefs.values() if info else ()):
+            fns += [d.func for d in defs]
+        if any(fn is not None and _calls_need_shared(fn) for fn in fns):
+            item.add_marker(pytest.mark.shared_data)

@@ -124,6 +124,7 @@ def _redetect_error(det, a):
 
 
 @pytest.mark.parametrize("dataset", ["lfw", "orl", "deepface"])
+@pytest.mark.slow
 def test_realigned_landmarks_land_on_template(det, dataset):
     if dataset == "lfw":
         root = need_shared("lfw", "images")

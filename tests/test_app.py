@@ -38,6 +38,7 @@ def enc():
     return load_encoder("builtin", device="cpu")
 
 
+@pytest.mark.slow
 def test_compare_page_sample_photos(enc):
     at = app()
     qs = [float(m.value) for m in at.metric if m.label.startswith("quality q")]
@@ -75,6 +76,7 @@ def test_compare_upload_no_face_others_still_shown(enc):
     assert list(df["image 1"]) == ["a.jpg"] and list(df["image 2"]) == ["b.jpg"]
 
 
+@pytest.mark.slow
 def test_dataset_page_values():
     at = app("dataset")
     t = read_scores_csv(LFW)
@@ -94,6 +96,7 @@ def _upload_dirs():
     return set(Path(tempfile.gettempdir()).glob("qmag-upload-*"))
 
 
+@pytest.mark.slow
 def test_dataset_bad_upload_keeps_loaded_data(tmp_path):
     before = _upload_dirs()
     at = app("dataset")
@@ -131,6 +134,7 @@ def test_staged_uploads_are_removed_even_on_errors():
     assert not Path(p).parent.parent.exists()
 
 
+@pytest.mark.slow
 def test_server_paths_outside_data_root_refused():
     at = app("dataset")
     at.text_input(key="srv_folder").set_value("/etc").run()
@@ -145,6 +149,7 @@ def _expected(table, lo, hi, mode="official"):
         return QMagFaceTrainer(mode=mode, fmr_min=lo, fmr_max=hi, random_state=0).fit(table.X(), table.label)
 
 
+@pytest.mark.slow
 def test_train_page_alpha_beta_follow_range():
     at = app()
     at.selectbox(key="w_dataset_id").set_value("lfw-dev-ext").run()
@@ -187,6 +192,7 @@ def test_quality_page_edc():
     assert any(f"median {np.median(np.r_[t.q1, t.q2]):.4f}" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_quality_page_plq_map(enc):
     from qmag_core.explain import explain
 

@@ -64,6 +64,7 @@ def test_read_real_bin_and_numpy_variant(real_bin, tmp_path):
     assert bin_folds(6000).tolist()[::600] == list(range(10)) and np.bincount(bin_folds(6000)).tolist() == [600] * 10
 
 
+@pytest.mark.slow
 def test_evaluate_bin_end_to_end(real_bin, tmp_path):
     f, _, _ = real_bin
     js = tmp_path / "r.json"
@@ -118,6 +119,7 @@ def test_bad_bins(real_bin, tmp_path, case, needle):
     one_line_error(qmag("evaluate", "--bin", g), "bad.bin", needle)
 
 
+@pytest.mark.slow
 def test_undecodable_image_is_a_counted_failure(real_bin, tmp_path):
     f, images, same = real_bin
     g = tmp_path / "one_bad.bin"
@@ -142,6 +144,7 @@ def test_pickled_allocations_are_bounded(tmp_path):
         read_bin(f)
 
 
+@pytest.mark.slow
 def test_dataset_page_opens_a_bin_and_refuses_a_malicious_one(real_bin, tmp_path):
     from streamlit.testing.v1 import AppTest
 

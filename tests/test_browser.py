@@ -27,6 +27,8 @@ from qmag_core.data import read_scores_csv
 from qmag_core.encoders import load_encoder
 from qmag_core.scoring import QMagFaceTrainer
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # README tour screenshots: refreshed in docs/ only on request (QMAG_UPDATE_SCREENSHOTS=1)
 SHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("QMAG_UPDATE_SCREENSHOTS") == "1"

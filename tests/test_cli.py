@@ -27,6 +27,7 @@ def scores_csv(tmp_path_factory):
     return f
 
 
+@pytest.mark.slow
 def test_train_writes_params(scores_csv, tmp_path):
     out = tmp_path / "p.json"
     r = run("train", "--scores", scores_csv, "--out", out, "--mode", "consistent", "--n-omega", "30", "--seed", "3")
@@ -44,6 +45,7 @@ def test_train_writes_params(scores_csv, tmp_path):
                                "n_pairs": 33000, "n_genuine": 3000, "n_imposter": 30000}
 
 
+@pytest.mark.slow
 def test_evaluate_json_structure_and_cross_fit(scores_csv, tmp_path):
     out = tmp_path / "ev.json"
     r = run("evaluate", "--scores", scores_csv, "--json", out, "--n-boot", "30")
@@ -151,6 +153,7 @@ def test_degenerate_training_message(tmp_path):
     assert r.returncode == 2 and "zero variance in t" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_fast_paths_do_not_import_torch_or_sklearn(scores_csv, tmp_path):
     code = (
         "import sys; from qmag_core.cli import main; "
@@ -162,6 +165,7 @@ def test_fast_paths_do_not_import_torch_or_sklearn(scores_csv, tmp_path):
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_head_option_is_checked(tmp_path):
     from pathlib import Path
 

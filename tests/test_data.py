@@ -203,6 +203,7 @@ def test_scores_csv_errors(tmp_path, body, msg):
         D.read_scores_csv(f)
 
 
+@pytest.mark.slow
 def test_scores_csv_large_is_fast(tmp_path):
     import time
 

@@ -35,6 +35,7 @@ def mixed_folder(tmp_path):
     return d
 
 
+@pytest.mark.slow
 def test_embed_keeps_failures_as_rows_and_resumes(mixed_folder, enc, tmp_path):
     paths = list_images(mixed_folder)
     assert paths == ["a/1.jpg", "a/2.jpg", "b/3.jpg", "b/broken.jpg", "b/empty.png", "b/wall.png"]
@@ -71,6 +72,7 @@ def test_cache_is_keyed_by_content(tmp_path):
     assert "aa" not in EmbeddingCache(tmp_path, "other-encoder")
 
 
+@pytest.mark.slow
 def test_cli_embed_and_npz(mixed_folder, tmp_path):
     out = tmp_path / "f.npz"
     r = subprocess.run([sys.executable, "-m", "qmag_core", "embed", "--images", str(mixed_folder), "--out", str(out),
@@ -101,6 +103,7 @@ def test_compare_reports_each_file(enc, mixed_folder):
     assert m[0, 1] == p.s_hat and np.isnan(m[2]).all()
 
 
+@pytest.mark.slow
 def test_cli_compare_json(tmp_path, mixed_folder):
     r = subprocess.run([sys.executable, "-m", "qmag_core", "compare", str(mixed_folder / "a" / "1.jpg"),
                         str(mixed_folder / "a" / "2.jpg"), "--json", "--fmr", "0.001"], capture_output=True, text=True)
@@ -118,6 +121,7 @@ def test_shipped_params_for_builtin():
     assert threshold_at_fmr(p, 1e-7) == (None, None, None)
 
 
+@pytest.mark.slow
 def test_lfw_slice_end_to_end_accuracy(enc):
     """Fold 1 of LFW-dev (600 pairs) through MTCNN + builtin: accuracy on a real slice."""
     root = need_shared("lfw")

@@ -40,6 +40,7 @@ def test_gradient_is_first_order_correct(enc, crops):
         assert rel < 0.05, rel
 
 
+@pytest.mark.slow
 def test_integrated_gradients_complete(enc, crops):
     for crop in crops[:2]:
         # completeness: attributions sum to q − q(baseline) up to the midpoint-rule error,
@@ -49,6 +50,7 @@ def test_integrated_gradients_complete(enc, crops):
         assert m.raw.sum() == pytest.approx(m.quality - qb, rel=0.1, abs=0.02)
 
 
+@pytest.mark.slow
 def test_maps_are_deterministic(enc, crops):
     for fn in (gradient_map, occlusion_map):
         a, b = fn(enc, crops[0]), fn(enc, crops[0])
@@ -56,6 +58,7 @@ def test_maps_are_deterministic(enc, crops):
         assert a.map.shape == crops[0].shape[:2] and np.abs(a.map).max() == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_deletion_beats_local_variance(enc, crops):
     """Blurring the pixels a map rates highest lowers q more than blurring its lowest."""
     wins = {"gradient": 0, "occlusion": 0, "variance": 0}
@@ -71,6 +74,7 @@ def test_deletion_beats_local_variance(enc, crops):
 
 
 @pytest.mark.parametrize("part", ["eyes", "mouth"])
+@pytest.mark.slow
 def test_patch_lowers_quality_and_map(enc, crops, part):
     """With the quality head, an opaque patch lowers q and the gradient map's values in
     the patch on most faces (bench/bench_explain.py, 60 faces: q lower 95/93%, map lower 85/90%)."""
@@ -86,6 +90,7 @@ def test_patch_lowers_quality_and_map(enc, crops, part):
     assert q_low >= 0.75 * len(crops) and map_low >= 0.6 * len(crops), (q_low, map_low)
 
 
+@pytest.mark.slow
 def test_explain_errors_and_overlay(enc, tmp_path):
     with pytest.raises(ImageError, match="not an image"):
         explain(b"nope", enc, name="x.jpg")
@@ -99,6 +104,7 @@ def test_explain_errors_and_overlay(enc, tmp_path):
         explain(wall, enc, method="magic")
 
 
+@pytest.mark.slow
 def test_magface_encoder_map(tmp_path):
     from qmag_core.encoders.iresnet import build_iresnet
 
@@ -112,6 +118,7 @@ def test_magface_encoder_map(tmp_path):
     assert m.quality == pytest.approx(float(np.linalg.norm(enc.embed(crop[None]))), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_explain(tmp_path):
     out = tmp_path / "m.png"
     r = subprocess.run([sys.executable, "-m", "qmag_core", "explain", str(need_shared("deepface", "img2.jpg")),

@@ -61,6 +61,7 @@ def test_evaluate_report_has_generalized_blocks_and_edc_discards_failures_first(
     assert e["fnmr"][1] < 0.02
 
 
+@pytest.mark.slow
 def test_cli_counts_pairs_whose_images_fail(tmp_path):
     d = tmp_path / "imgs"
     d.mkdir()

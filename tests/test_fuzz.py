@@ -9,6 +9,7 @@ import tracemalloc
 import zipfile
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -68,6 +69,7 @@ def csv_like(draw, sep=","):
 
 @given(csv_like())
 @FUZZ
+@pytest.mark.slow
 def test_scores_csv(payload):
     r = parse(D.read_scores_csv, payload, ".csv")
     if not isinstance(r, QMagError):
@@ -90,6 +92,7 @@ def _check_pairs(r):
 
 @given(st.one_of(csv_like(), csv_like(sep="\t"), csv_like(sep=" ")))
 @FUZZ
+@pytest.mark.slow
 def test_pairs_files(payload):
     _check_pairs(parse(D.read_pairs, payload, ".csv"))
     _check_pairs(parse(D.read_pairs, payload, ".txt"))
@@ -187,6 +190,7 @@ def test_npy(payload):
 
 @given(st.lists(st.lists(TOKENS, max_size=6), max_size=15), st.sampled_from([" ", "\t", "  "]))
 @FUZZ
+@pytest.mark.slow
 def test_feat_list(rows, sep):
     payload = "\n".join(sep.join(r) for r in rows).encode("utf-8", "replace")
     _check_embeddings(parse(D.read_feat_list, payload, ".list"))

@@ -75,6 +75,7 @@ def test_list_file_naming_dev_zero_refused(tmp_path, image_dir):
     assert not (tmp_path / "e.npz").exists()
 
 
+@pytest.mark.slow
 def test_special_file_inside_root_is_a_failed_row_not_a_hang(tmp_path, image_dir):
     os.mkfifo(image_dir / "a" / "pipe.jpg")
     (image_dir / "a" / "zero.jpg").symlink_to("/dev/zero")
@@ -112,6 +113,7 @@ def test_score_never_overwrites_input_without_in_place(tmp_path):
     assert f.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_score_round_trips_what_it_does_not_change(tmp_path):
     f = tmp_path / "scores.csv"
     text = ("# encoder=builtin\r\n# my own comment\r\n"
@@ -156,6 +158,7 @@ def test_truncated_scores_file_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------- 3. cross-session leak
+@pytest.mark.slow
 def test_two_sessions_same_name_same_rows_see_their_own_results():
     from streamlit.testing.v1 import AppTest
 
@@ -193,6 +196,7 @@ def _tiny_face(path, side=15):
     Image.open(FACES / "img1.jpg").convert("RGB").resize((side, side)).save(path)
 
 
+@pytest.mark.slow
 def test_tiny_image_in_folder_fails_alone(tmp_path, image_dir):
     _tiny_face(image_dir / "a" / "tiny.png")
     out = tmp_path / "e.npz"
@@ -216,6 +220,7 @@ def test_tiny_image_next_to_good_ones_in_compare():
     assert "smaller than 20 px" in res.images[1].error and len(res.pairs) == 1
 
 
+@pytest.mark.slow
 def test_damaged_cache_chunk_is_skipped_reported_rebuilt(tmp_path, image_dir):
     cache = tmp_path / "cache"
     args = ("embed", "--images", image_dir, "--cache-dir", cache)
@@ -233,6 +238,7 @@ def test_damaged_cache_chunk_is_skipped_reported_rebuilt(tmp_path, image_dir):
 
 
 @pytest.mark.parametrize("page", ["dataset", "train", "quality"])
+@pytest.mark.slow
 def test_one_class_upload_gives_a_message_and_keeps_the_page(page):
     from streamlit.testing.v1 import AppTest
 
@@ -248,6 +254,7 @@ def test_one_class_upload_gives_a_message_and_keeps_the_page(page):
     assert at.selectbox(key="w_dataset_id").value == "genuine_only.csv"
 
 
+@pytest.mark.slow
 def test_one_fold_evaluate_still_reports(tmp_path):
     t = _scores(400)
     t.fold[:] = 0
@@ -287,6 +294,7 @@ def _npz_with_text_member(path):
     ("steps0", "--steps"),
     ("genuine_neg", "--genuine"),
 ])
+@pytest.mark.slow
 def test_no_traceback_one_line(tmp_path, case, needle):
     good = tmp_path / "good.csv"
     D.write_scores_csv(good, _scores())

@@ -1,3 +1,4 @@
+import pytest
 """Project layout rules: qmag_core never imports streamlit; licence and CI files exist."""
 import ast
 import subprocess
@@ -20,6 +21,7 @@ def test_qmag_core_has_no_streamlit_import():
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 def test_import_all_modules_without_streamlit():
     code = ("import sys, pkgutil, importlib, qmag_core\n"
             "for m in pkgutil.iter_modules(qmag_core.__path__):\n"

@@ -111,6 +111,7 @@ def test_degradations_seeded_and_monotone():
         degrade(x, "rain", 0.5, np.random.default_rng(0))
 
 
+@pytest.mark.slow
 def test_magface_loss_trains_an_iresnet():
     """The loss also drives full backbone training (CPU smoke test; GPU runs the same code)."""
     from qmag_core.encoders.iresnet import build_iresnet
@@ -131,6 +132,7 @@ def test_magface_loss_trains_an_iresnet():
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_cli_train_magface(tmp_path):
     import subprocess
     import sys
@@ -187,6 +189,7 @@ def test_direction_fixed_training_learns_only_the_length():
         train_quality_head(X, Y, directions=D[:10], epochs=1)
 
 
+@pytest.mark.slow
 def test_fixed_direction_length_learns_how_well_the_direction_fits_its_class():
     # toy: the direction drifts from its class centre by noise of strength t, and the
     # head sees t among distractors; only a length trained against the fixed directions
@@ -268,6 +271,7 @@ def test_bad_quality_head_files(tmp_path):
         load_encoder("builtin", head=tmp_path / "nope.pt", device="cpu")
 
 
+@pytest.mark.slow
 def test_shipped_head_quality_tracks_degradation_on_unseen_faces():
     """The shipped head on LFW dev folds 5–7 (identities it never saw): q falls with
     severity for blur, noise and occlusion on a small seeded slice."""

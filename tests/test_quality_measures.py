@@ -64,6 +64,7 @@ def test_evaluate_gives_each_measure_an_edc():
     assert e["ratio_at_20"] < 0.8 < e["baselines"]["noise"]["ratio_at_20"] < 1.25  # q predicts errors, noise not
 
 
+@pytest.mark.slow
 def test_user_quality_column_in_a_scores_csv(tmp_path):
     t = _table_with_measures()
     f = tmp_path / "s.csv"
@@ -79,6 +80,7 @@ def test_user_quality_column_in_a_scores_csv(tmp_path):
     assert measure_columns({"qm_a": np.array(["1", "2"]), "qm_b": np.array(["x", "y"])}).keys() == {"a"}
 
 
+@pytest.mark.slow
 def test_pages_show_failures_and_baselines(tmp_path, monkeypatch):
     import shutil
 

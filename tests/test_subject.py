@@ -69,6 +69,7 @@ def _group_photo():
     return need_shared("lfw_photos", "images", "Andre_Agassi", "Andre_Agassi_0001.jpg")
 
 
+@pytest.mark.slow
 def test_cli_face_option(tmp_path):
     photo = _group_photo()
     other = need_shared("lfw_photos", "images", "Andre_Agassi", "Andre_Agassi_0002.jpg")
@@ -84,6 +85,7 @@ def test_cli_face_option(tmp_path):
     assert out["best"]["pairs"][0]["s"] > out["largest"]["pairs"][0]["s"]  # the subject matches his other photo
 
 
+@pytest.mark.slow
 def test_compare_page_lets_the_user_pick_the_face(enc):
     from streamlit.testing.v1 import AppTest
 
