@@ -127,18 +127,28 @@ def confine_paths(paths: Sequence[str], root: str | os.PathLike, *, source: str 
     return out
 
 
-def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str = "file", name: str | None = None) -> bytes:
-    """All bytes of a regular file, refusing devices, FIFOs and files above ``max_bytes``
-    (checked on the open handle, so a file swapped after a check is still bounded)."""
-    label = name or os.path.basename(str(path)) or str(path)
+def _open_regular(path: str | os.PathLike, label: str, what: str = "file") -> tuple[IO[bytes], os.stat_result]:
+    """``(binary file object, its stat)`` of a regular file.  The open does not block
+    (a FIFO would wait for a writer forever) and the type is checked on the open
+    handle, so devices and FIFOs are refused even if swapped in after a check."""
     try:
         fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
         raise PathError(f"{label}: cannot read {what} ({e.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise PathError(f"{label}: not a regular file")
+    fh = os.fdopen(fd, "rb")
+    st = os.fstat(fh.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        fh.close()
+        raise PathError(f"{label}: not a regular file")
+    return fh, st
+
+
+def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str = "file", name: str | None = None) -> bytes:
+    """All bytes of a regular file, refusing devices, FIFOs and files above ``max_bytes``
+    (checked on the open handle, so a file swapped after a check is still bounded)."""
+    label = name or os.path.basename(str(path)) or str(path)
+    fh, st = _open_regular(path, label, what)
+    with fh:
         if st.st_size > max_bytes:
             raise DataFormatError(f"{what} is {_fmt_bytes(st.st_size)}, above the limit of {_fmt_bytes(max_bytes)}",
                                   path=label)
@@ -237,14 +247,8 @@ def load_npy(path: str | os.PathLike, *, max_bytes: int | None = None, name: str
     before the data is read."""
     cap = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
     label = name or str(path)
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise PathError(f"{label}: cannot read ({e.strerror})") from None
+    fh, st = _open_regular(path, label)
     with fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise PathError(f"{label}: not a regular file")
         shape, fortran, dtype = _read_header(fh, label)
         need = _nbytes(shape, dtype)
         if need > cap:
@@ -268,13 +272,15 @@ def load_npz(path: str | os.PathLike, *, max_bytes: int | None = None, name: str
     before anything is inflated."""
     cap = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
     label = name or str(path)
+    fh, _ = _open_regular(path, label)
     try:
-        zf = zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(fh)  # a passed file object stays open: closed below with the archive
     except _ZIP_ERRORS as e:
+        fh.close()
         raise DataFormatError(f"cannot read as .npz ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
                               path=label) from None
     out: dict[str, np.ndarray] = {}
-    with zf:
+    with fh, zf:
         infos = zf.infolist()
         if len(infos) > _MAX_NPZ_MEMBERS:
             raise DataFormatError(f"{len(infos)} members; at most {_MAX_NPZ_MEMBERS} are accepted", path=label)

@@ -89,6 +89,14 @@ def test_special_file_inside_root_is_a_failed_row_not_a_hang(tmp_path, image_dir
         confine("a/zero.jpg", image_dir)
 
 
+@pytest.mark.parametrize("name", ["emb.npy", "emb.npz"])
+def test_fifo_named_like_embeddings_is_refused_not_waited_on(tmp_path, name):
+    f = tmp_path / name
+    os.mkfifo(f)  # opening it for reading would wait for a writer forever
+    with pytest.raises(QMagError, match="not a regular file"):
+        D.load_embeddings(f)
+
+
 def test_app_server_folder_pairs_escape_refused(tmp_path, image_dir, monkeypatch):
     from qmag_core.dashboard import dataset_from_folder
 
