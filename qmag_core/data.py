@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import DataFormatError, QMagError
-from .safeio import atomic_write, load_npy, load_npz, read_bytes, read_text, save_npz
+from .quality import pair_measures
+from .safeio import atomic_write, load_npy, load_npz, read_head, read_text, save_npz
 
 __all__ = [
     "Embeddings",
@@ -225,15 +226,10 @@ def _load_npz(p: str) -> Embeddings:
     return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""), measures)
 
 
-def _read_text(p: str, expected: str) -> str:
-    """A file's UTF-8 text (bounded), or a DataFormatError that says what was expected."""
-    return read_text(p, expected=expected)
-
-
 def read_feat_list(path: str | os.PathLike) -> Embeddings:
     """MagFace ``feat.list``: each line ``path v1 v2 … vD`` (space separated)."""
     p = str(path)
-    lines = _read_text(p, "'path v1 … vD' lines").splitlines()
+    lines = read_text(p, expected="'path v1 … vD' lines").splitlines()
     rows = [(k + 1, ln) for k, ln in enumerate(lines) if ln.strip()]
     if not rows:
         raise DataFormatError("empty file (expected 'path v1 … vD' lines)", path=p)
@@ -367,7 +363,7 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
     XQLFW-style lists); ``fold`` is -1 when no fold structure can be seen.
     """
     p = str(path)
-    lines = _read_text(p, "an LFW pairs.txt").splitlines()
+    lines = read_text(p, expected="an LFW pairs.txt").splitlines()
     recs = [(k + 1, ln.split()) for k, ln in enumerate(lines) if ln.strip()]
     if not recs:
         raise DataFormatError("empty pairs file", path=p)
@@ -549,8 +545,9 @@ def read_pairs(path: str | os.PathLike, **kw) -> Pairs:
     p = str(path)
     if p.lower().endswith(".csv"):
         return read_pairs_csv(p, **kw)
-    head = read_text(p, expected="an LFW pairs.txt or a pairs CSV").lstrip().split("\n", 1)[0]
-    if "," in head:
+    # the first non-blank line decides; the parser then reads (and checks) the whole file
+    head = read_head(p).lstrip().split(b"\n", 1)[0]
+    if b"," in head:
         return read_pairs_csv(p, **kw)
     return read_lfw_pairs(p)
 
@@ -851,12 +848,10 @@ def add_scores_column(src: str | os.PathLike, dst: str | os.PathLike, values, *,
         raise DataFormatError(f"{values.size} values for {len(data_idx)} data rows", path=p)
     fmt = [repr(float(v)) if math.isfinite(v) else "nan" for v in values.tolist()]
     out = list(out_head)
-    if col is None:
-        out.append(body[0].rstrip("\r\n") + "," + name + _eol_of(body[0], eol))
-        for j, ln in enumerate(body[1:], start=1):
-            out.append(ln)
-        for v, j in zip(fmt, data_idx):
-            out[len(out_head) + j] = body[j].rstrip("\r\n") + "," + v + _eol_of(body[j], eol)
+    if col is None:  # append: each data line as written plus ",value"; blank lines stay
+        vi = iter(fmt)
+        out += [ln.rstrip("\r\n") + "," + (name if j == 0 else next(vi)) + _eol_of(ln, eol)
+                if j == 0 or ln.strip() else ln for j, ln in enumerate(body)]
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator=eol)
@@ -933,8 +928,6 @@ def scores_from_embeddings(emb: Embeddings, pairs: Pairs, *, encoder: str | None
     meta = {"encoder": encoder or emb.encoder or ""}
     lines = pairs.line if pairs.line.size == n else np.zeros(n, np.int64)
     failed = FailedPairs(pairs.label[~valid].astype(np.int8), pairs.fold[~valid].astype(np.int64), lines[~valid])
-    from .quality import pair_measures
-
     extra = {k: v[valid] for k, v in pair_measures(emb.measures, safe).items()}
     t = ScoreTable(ps.s[valid], ps.q1[valid], ps.q2[valid], pairs.label[valid],
                    pairs.fold[valid], meta, extra, pairs.source, failed)

@@ -31,7 +31,7 @@ from .errors import DataFormatError, QMagError
 
 __all__ = [
     "PathError", "MAX_TEXT_BYTES", "MAX_ARRAY_BYTES", "MAX_IMAGE_BYTES", "confine", "confine_paths",
-    "read_bytes", "read_text", "atomic_write", "atomic_path", "load_npy", "load_npz", "save_npz",
+    "read_bytes", "read_head", "read_text", "atomic_write", "atomic_path", "load_npy", "load_npz", "save_npz",
 ]
 
 
@@ -163,6 +163,14 @@ def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str = "file", n
             if total > max_bytes:
                 raise DataFormatError(f"{what} is above the limit of {_fmt_bytes(max_bytes)}", path=label)
     return b"".join(parts) if len(parts) > 1 else parts[0]
+
+
+def read_head(path: str | os.PathLike, n: int = 64 << 10) -> bytes:
+    """The first ``n`` bytes of a regular file (to tell formats apart without reading
+    the whole file)."""
+    fh, _ = _open_regular(path, str(path))
+    with fh:
+        return fh.read(n)
 
 
 def read_text(path: str | os.PathLike, *, expected: str, max_bytes: int | None = None) -> str:
