@@ -159,15 +159,15 @@ def embed_bin(binset: BinSet, encoder, *, batch_size: int = 64, progress=None):
     encoder's template; no detection).  Returns :class:`~qmag_core.data.Embeddings`
     with paths "0", "1", …; an image that cannot be decoded is a failed row."""
     from .align import ARCFACE_112, load_image, realign_aligned
-    from .data import Embeddings
+    from .embed import encode_into, finish_embeddings
     from .errors import QMagError
-    from .quality import MEASURES, sharpness
+    from .quality import MEASURES
 
     n = len(binset.images)
     emb = np.full((n, encoder.dim), np.nan, np.float32)
     ok = np.zeros(n, bool)
     err = np.full(n, "", dtype=object)
-    meas = np.full((n, len(MEASURES)), np.nan)
+    meas = np.full((n, len(MEASURES)), np.nan)  # no detector on aligned crops: its measures stay unknown
     for s0 in range(0, n, batch_size):
         crops, ks = [], []
         for k in range(s0, min(n, s0 + batch_size)):
@@ -178,20 +178,12 @@ def embed_bin(binset: BinSet, encoder, *, batch_size: int = 64, progress=None):
             except QMagError as e:
                 err[k] = str(e)
         if crops:
-            batch = np.stack(crops)
-            e, raw = encoder.embed_with_raw(batch, batch_size=batch_size)
-            sharp = sharpness(batch)
-            for j, k in enumerate(ks):
-                good = bool(np.isfinite(e[j]).all() and np.linalg.norm(e[j]) > 0)
-                emb[k], ok[k] = e[j], good
-                err[k] = "" if good else "encoder returned a zero or non-finite embedding"
-                meas[k, :2] = raw[j], sharp[j]  # raw_length, sharpness; no detector on aligned crops
+            encode_into(encoder, crops, ks, emb, ok, err, meas, batch_size=batch_size)
         if progress is not None:
             progress(min(n, s0 + batch_size), n)
-    emb[~ok] = np.nan
-    q = np.where(ok, np.linalg.norm(np.nan_to_num(emb), axis=1), np.nan).astype(np.float32)
-    measures = {name: meas[:, j] for j, name in enumerate(MEASURES) if np.isfinite(meas[:, j]).any()}
-    return Embeddings(emb, q, np.arange(n).astype(str), ok, err.astype(str), encoder.id, measures)
+    out = finish_embeddings(emb, ok, err, meas, np.arange(n).astype(str), encoder.id)
+    out.measures = {k: v for k, v in out.measures.items() if np.isfinite(v).any()}
+    return out
 
 
 def bin_pairs(binset: BinSet, n_folds: int = 10):

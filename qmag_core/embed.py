@@ -27,6 +27,34 @@ from .quality import MEASURES, inter_eye_distance, sharpness
 from .safeio import MAX_IMAGE_BYTES, confine_paths, load_npz, read_bytes, save_npz
 
 _NO_MEASURES = np.full(len(MEASURES), np.nan)
+#: the error of a row whose encoder output cannot be used
+BAD_EMBEDDING = "encoder returned a zero or non-finite embedding"
+
+
+def encode_into(encoder, crops, rows, emb, ok, err, meas, *, batch_size: int = 64, detections=None):
+    """Embed aligned ``crops`` and record them at ``rows`` of the result arrays: the
+    embedding, ``ok`` (finite and non-zero), the error, and the measures raw_length and
+    sharpness (+ detector_prob, ied_px from ``detections`` (B, 2) when given), in the
+    order of :data:`~qmag_core.quality.MEASURES`."""
+    batch = np.stack(crops)
+    out, raw = encoder.embed_with_raw(batch, batch_size=batch_size)
+    good = np.isfinite(out).all(axis=1) & (np.linalg.norm(np.nan_to_num(out), axis=1) > 0)
+    rows = np.asarray(rows)
+    emb[rows], ok[rows] = out, good
+    err[rows] = np.where(good, "", BAD_EMBEDDING)
+    meas[rows, 0], meas[rows, 1] = raw, sharpness(batch)
+    if detections is not None:
+        meas[rows, 2:] = detections
+    return out, good
+
+
+def finish_embeddings(emb, ok, err, meas, paths, encoder_id: str) -> Embeddings:
+    """The :class:`Embeddings` of filled result arrays (failed rows: NaN, their error)."""
+    emb[~ok] = np.nan
+    meas[~ok] = np.nan
+    q = np.where(ok, np.linalg.norm(np.nan_to_num(emb), axis=1), np.nan).astype(np.float32)
+    return Embeddings(emb, q, np.asarray([str(p) for p in paths], str), ok, err.astype(str), encoder_id,
+                      {name: meas[:, j] for j, name in enumerate(MEASURES)})
 
 __all__ = ["list_images", "EmbeddingCache", "embed_files", "default_cache_dir", "EmbedStats"]
 
@@ -229,16 +257,10 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                         crops.append(crop); crop_k.append(k); crop_h.append(h)  # noqa: E702
                         crop_m.append((prob, ied))
             if crops:
-                batch = np.stack(crops)
-                out, raw = encoder.embed_with_raw(batch, batch_size=batch_size)
-                sharp = sharpness(batch)
-                for j, (k, h, e) in enumerate(zip(crop_k, crop_h, out)):
-                    good = bool(np.isfinite(e).all() and np.linalg.norm(e) > 0)
-                    emb[k], ok[k] = e, good
-                    err[k] = "" if good else "encoder returned a zero or non-finite embedding"
-                    meas[k] = (raw[j], sharp[j], *crop_m[j])  # in the order of quality.MEASURES
-                    new_h.append(h); new_e.append(e); new_ok.append(good); new_err.append(err[k])  # noqa: E702
-                    new_m.append(meas[k])
+                out, good = encode_into(encoder, crops, crop_k, emb, ok, err, meas, batch_size=batch_size,
+                                        detections=np.asarray(crop_m, np.float64))
+                new_h += crop_h; new_e += list(out); new_ok += good.tolist()  # noqa: E702
+                new_err += err[crop_k].tolist(); new_m += list(meas[crop_k])  # noqa: E702
                 st.n_embedded += len(crops)
             if cache is not None:
                 cache.add(new_h, np.asarray(new_e, np.float32).reshape(-1, encoder.dim), new_ok, new_err,
@@ -248,8 +270,4 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                 progress(done, n)
     st.n_failed = int((~ok).sum())
     st.seconds = time.perf_counter() - t0
-    emb[~ok] = np.nan
-    q = np.where(ok, np.linalg.norm(np.nan_to_num(emb), axis=1), np.nan).astype(np.float32)
-    meas[~ok] = np.nan
-    return Embeddings(emb, q, np.asarray([str(p) for p in paths], str), ok, err.astype(str), encoder.id,
-                      {name: meas[:, j] for j, name in enumerate(MEASURES)})
+    return finish_embeddings(emb, ok, err, meas, paths, encoder.id)
