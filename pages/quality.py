@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import dataset, encoder, fmt_pct, sidebar
-from qmag_core import metrics as M
 from qmag_core.figures import edc_figure, plq_figure, quality_histogram
+from qmag_core.quality import iso_edcs, measure_columns, measure_edcs
 
 sidebar()
 st.title("Quality")
@@ -40,30 +40,19 @@ if per_image and ds.image_root is not None:
 def edc(key, s, y, qm, failed_labels, measures):
     """EDC of q and of every model-free measure (same threshold); failed pairs count as
     non-matches and are discarded first."""
-    s_all, y_all, q_all = M.with_failures(s, y, failed_labels, qm)
-    e = M.edc(s_all, y_all, q_all, n_random=200, random_state=0)
-    others = {name: M.edc(s_all, y_all, M.with_failures(s, y, failed_labels, v)[2], threshold=e.threshold,
-                          n_random=200, random_state=0) for name, v in measures.items()}
-    return e, others
+    return measure_edcs(s, y, qm, measures, failed_labels, n_random=200, seed=0)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def iso_pauc(key, s, y, failed_labels, qualities):
     """pAUC-EDC (ISO/IEC 29794-1: threshold at FNMR 5% of the scored pairs, ties together,
     up to 20% discarded, minus the theoretical best) per quality measure."""
-    thr = M.quality_edc(s, y, qualities["q (this encoder)"]).threshold
-    out = {}
-    for name, v in qualities.items():
-        s_all, y_all, q_all = M.with_failures(s, y, failed_labels, v)
-        out[name] = M.quality_edc(s_all, y_all, q_all, threshold=thr).pauc(0.2)
-    return out
+    return {name: e.pauc(0.2) for name, e in iso_edcs(s, y, qualities, failed_labels).items()}
 
 
 if ds.one_class:
     st.warning(f"No EDC: {ds.one_class}")
 else:
-    from qmag_core.quality import measure_columns
-
     fl = t.failed.label.astype(bool) if t.n_failed else np.zeros(0, bool)
     e, others = edc(ds.key, t.s, t.label.astype(bool), t.q_min, fl, measure_columns(t.extra))
     st.plotly_chart(edc_figure(e, others=others), key="edc", width="stretch")

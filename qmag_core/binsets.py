@@ -23,7 +23,7 @@ import numpy as np
 from .errors import DataFormatError
 from .safeio import MAX_ARRAY_BYTES, read_bytes
 
-__all__ = ["BinSet", "read_bin", "write_bin", "bin_folds", "bin_pairs", "embed_bin", "MAX_BIN_IMAGES"]
+__all__ = ["BinSet", "read_bin", "write_bin", "bin_folds", "bin_pairs", "embed_bin", "bin_scores", "MAX_BIN_IMAGES"]
 
 #: a .bin holding more images than this is refused (the largest insightface sets hold 14,000)
 MAX_BIN_IMAGES = 1_000_000
@@ -193,3 +193,17 @@ def bin_pairs(binset: BinSet, n_folds: int = 10):
     k = np.arange(binset.n_pairs)
     return Pairs((2 * k).astype(str), (2 * k + 1).astype(str), binset.issame.astype(np.int8),
                  bin_folds(binset.n_pairs, n_folds).astype(np.int64), k + 1, binset.source)
+
+
+def bin_scores(binset: BinSet, encoder, *, batch_size: int = 64, progress=None, n_folds: int = 10):
+    """Embed and score a read .bin: ``(ScoreTable, report)`` as
+    :func:`~qmag_core.data.scores_from_embeddings` gives them, the report with a
+    ``source`` entry; :class:`DataFormatError` when no pair can be scored."""
+    from .data import scores_from_embeddings
+
+    emb = embed_bin(binset, encoder, batch_size=batch_size, progress=progress)
+    table, rep = scores_from_embeddings(emb, bin_pairs(binset, n_folds), encoder=encoder.id)
+    if rep["n_scored"] == 0:
+        raise DataFormatError("no pair could be scored", path=binset.source)
+    rep["source"] = {"format": "insightface .bin", "n_images": len(binset.images), "n_folds": n_folds}
+    return table, rep

@@ -225,6 +225,7 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
                    n_random: int = 200) -> dict:
     """Baseline vs QMagFace metrics, EDC and pair counts as the evaluate JSON dict."""
     from . import metrics as M
+    from .quality import measure_columns, measure_edcs
     from .scoring import qmagface_score
 
     if params is not None:
@@ -265,9 +266,8 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
         base["generalized"] = generalized(table.s)
         if qmag is not None:
             qmag["generalized"] = generalized(s_hat)
-    s_all, y_all, q_all = M.with_failures(table.s, y, fl, table.q_min)
-    e = M.edc(s_all, y_all, q_all, n_random=n_random, random_state=seed)
-    baselines = _edc_baselines(table, s_all, y_all, fl, e, seed=seed)
+    e, others = measure_edcs(table.s, y, table.q_min, measure_columns(table.extra), fl, n_random=n_random, seed=seed)
+    baselines = {name: {"fnmr": o.fnmr.tolist(), "ratio_at_20": _edc_ratio(o)} for name, o in others.items()}
     edc_iso = _iso_edc(table, y, fl)
     return {
         "baseline": base,
@@ -291,43 +291,22 @@ def _edc_ratio(e, at: float = 0.2):
     return None if not r else float(e.fnmr[k] / r)
 
 
-def _edc_baselines(table, s_all, y_all, failed_labels, e_q, *, seed: int) -> dict:
-    """The same EDC (same threshold) for every model-free measure the table carries
-    (``qm_*`` columns: raw length, sharpness, detector probability, inter-eye distance,
-    or a user's own), for comparison with q."""
-    from . import metrics as M
-    from .quality import measure_columns
-
-    out = {}
-    for name, v in measure_columns(table.extra).items():
-        _, _, qv = M.with_failures(table.s, table.label, failed_labels, v)
-        e = M.edc(s_all, y_all, qv, threshold=e_q.threshold, n_random=e_q.n_random, random_state=seed)
-        out[name] = {"fnmr": e.fnmr.tolist(), "ratio_at_20": _edc_ratio(e)}
-    return out
-
-
 def _iso_edc(table, y, failed_labels, *, starting_error: float = 0.05, limit: float = 0.2) -> dict:
     """ISO/IEC 29794-1:2024 EDC of q and of every qm_* measure: FNMR-side (mated pairs)
     and FMR-side (non-mated), threshold at the starting error of the scored pairs,
     pAUC up to ``limit`` minus the theoretical best; failed pairs are errors (mated) or
     correct rejections (non-mated) and are discarded first."""
-    from . import metrics as M
-    from .quality import measure_columns
+    from .quality import iso_edcs, measure_columns
 
     qualities = {"q": table.q_min, **measure_columns(table.extra)}
     out = {}
     for side in ("fnmr", "fmr"):
-        kind = y if side == "fnmr" else ~y
-        if not kind.any():
+        if not (y if side == "fnmr" else ~y).any():
             continue
-        thr = M.quality_edc(table.s, y, table.q_min, error=side, starting_error=starting_error).threshold
-        block = {"starting_error": starting_error, "threshold": thr, "pauc_limit": limit, "pauc": {}}
-        for name, v in qualities.items():
-            s_all, y_all, q_all = M.with_failures(table.s, y, failed_labels, v)
-            e = M.quality_edc(s_all, y_all, q_all, error=side, threshold=thr)
-            block["actual_starting_error"] = e.starting_error
-            block["pauc"][name] = e.pauc(limit)
-        out[side] = block
+        edcs = iso_edcs(table.s, y, qualities, failed_labels, error=side, starting_error=starting_error)
+        out[side] = {"starting_error": starting_error, "threshold": edcs["q"].threshold, "pauc_limit": limit,
+                     "pauc": {name: e.pauc(limit) for name, e in edcs.items()},
+                     "actual_starting_error": edcs["q"].starting_error}
     return out
 
 
@@ -591,18 +570,13 @@ def _scores_from_images(a):
 
 
 def _scores_from_bin(a):
-    from .binsets import bin_pairs, embed_bin, read_bin
-    from .data import scores_from_embeddings
+    from .binsets import bin_scores, read_bin
 
-    bs = read_bin(a.bin)
+    bs = read_bin(a.bin)  # refused before the encoder is even loaded
     enc = _encoder_from_args(a)
     bar = _progress_bar(len(bs.images), f"embedding {os.path.basename(a.bin)} ({enc.id})")
-    emb = embed_bin(bs, enc, batch_size=a.batch_size, progress=bar)
-    table, rep = scores_from_embeddings(emb, bin_pairs(bs), encoder=enc.id)
-    if rep["n_scored"] == 0:
-        raise QMagError(f"{a.bin}: no pair could be scored")
-    rep["source"] = {"format": "insightface .bin", "n_images": len(bs.images), "n_folds": 10,
-                     "flip": bool(a.flip)}
+    table, rep = bin_scores(bs, enc, batch_size=a.batch_size, progress=bar)
+    rep["source"]["flip"] = bool(a.flip)
     return table, rep, enc
 
 

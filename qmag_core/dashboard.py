@@ -198,17 +198,13 @@ def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None)
 def dataset_from_bin(path: str | os.PathLike, encoder, *, name: str | None = None, progress=None) -> Dataset:
     """Open an insightface ``.bin`` validation set (read without running its pickle),
     embedded with ``encoder``; folds are the protocol's 10 consecutive blocks."""
-    from .binsets import bin_pairs, embed_bin, read_bin
-    from .data import scores_from_embeddings
+    from .binsets import bin_scores, read_bin
 
     bs = read_bin(path)
     if name:
         bs.source = name
-    emb = embed_bin(bs, encoder, progress=progress)
-    t, rep = scores_from_embeddings(emb, bin_pairs(bs), encoder=encoder.id)
-    if rep["n_scored"] == 0:
-        raise QMagError(f"{name or path}: no pair could be scored")
-    notes = [f"{len(bs.images):,} aligned crops, 10 folds"]
+    t, rep = bin_scores(bs, encoder, progress=progress)
+    notes = [f"{rep['source']['n_images']:,} aligned crops, {rep['source']['n_folds']} folds"]
     return Dataset(name or Path(path).name, t, encoder=encoder.id, notes=notes)
 
 

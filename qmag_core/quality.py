@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MEASURES", "MEASURE_PREFIX", "sharpness", "inter_eye_distance", "pair_measures", "measure_columns"]
+__all__ = ["MEASURES", "MEASURE_PREFIX", "sharpness", "inter_eye_distance", "pair_measures", "measure_columns",
+           "measure_edcs", "iso_edcs"]
 
 MEASURES = ("raw_length", "sharpness", "detector_prob", "ied_px")
 MEASURE_PREFIX = "qm_"
@@ -63,4 +64,32 @@ def measure_columns(extra: dict) -> dict:
                 continue
             if np.isfinite(a).all():
                 out[str(k)[len(MEASURE_PREFIX):]] = a
+    return out
+
+
+def measure_edcs(s, labels, q_min, measures: dict, failed_labels, *, n_random: int = 200, seed: int = 0):
+    """EDC (:func:`qmag_core.metrics.edc`) of the pairwise q and, at the same threshold,
+    of every model-free ``measures`` column; pairs with a failed image count as
+    non-matches and go first.  Returns ``(edc of q, {name: edc})``."""
+    from . import metrics as M
+
+    s_all, y_all, q_all = M.with_failures(s, labels, failed_labels, q_min)
+    e = M.edc(s_all, y_all, q_all, n_random=n_random, random_state=seed)
+    return e, {name: M.edc(s_all, y_all, M.with_failures(s, labels, failed_labels, v)[2], threshold=e.threshold,
+                           n_random=n_random, random_state=seed) for name, v in measures.items()}
+
+
+def iso_edcs(s, labels, qualities: dict, failed_labels, *, error: str = "fnmr", starting_error: float = 0.05):
+    """ISO/IEC 29794-1 EDC (:func:`qmag_core.metrics.quality_edc`) of each pairwise
+    quality in ``qualities``: one threshold at ``starting_error`` of the scored pairs,
+    failed pairs as errors (mated) or correct rejections (non-mated), discarded first.
+    Returns ``{name: QualityEDC}``."""
+    from . import metrics as M
+
+    thr = M.quality_edc(s, labels, next(iter(qualities.values())), error=error,
+                        starting_error=starting_error).threshold
+    out = {}
+    for name, v in qualities.items():
+        s_all, y_all, q_all = M.with_failures(s, labels, failed_labels, v)
+        out[name] = M.quality_edc(s_all, y_all, q_all, error=error, threshold=thr)
     return out
