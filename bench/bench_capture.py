@@ -95,7 +95,6 @@ def _scatter(res: dict, key: str, fill=np.nan) -> np.ndarray:
 def training_samples(pipe: Pipeline, paths, clean: dict, family: str, n_deg: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """Quality features and utility targets (cosine to the same photo's clean embedding)
     of ``n_deg`` degraded versions per photo of ``family`` ('crop', 'capture')."""
-    feats, target = [], []
     cu = _scatter(clean, "unit")
     lms = _scatter(clean, "landmarks")
     keep = np.flatnonzero(clean["ok"])

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from qmag_core import metrics as M  # noqa: E402
 from qmag_core.align import FaceDetector, align, choose_face, load_image  # noqa: E402
-from qmag_core.data import pairs_to_indices, read_lfw_pairs, scores_from_embeddings  # noqa: E402
+from qmag_core.data import read_lfw_pairs, scores_from_embeddings  # noqa: E402
 from qmag_core.data import Embeddings  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
 

@@ -197,7 +197,7 @@ def cross_fit(table, trainer, *, n_folds_default: int = 2, seed: int = 0):
     """
     from .scoring import qmagface_score
 
-    if table.has_folds and np.unique(table.fold).size >= 2:
+    if table.n_folds >= 2:
         folds = table.fold
     else:
         rng = np.random.default_rng(seed)
@@ -233,7 +233,7 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
         folds = table.fold if table.has_folds else None
         pinfo = {"source": "file", **params.to_dict()}
     else:
-        folds_from = "file" if table.has_folds and np.unique(table.fold).size >= 2 else "2 seeded folds"
+        folds_from = "file" if table.n_folds >= 2 else "2 seeded folds"
         try:
             s_hat, cf_folds, per_fold = cross_fit(table, trainer, seed=seed)
         except QMagError as e:  # degenerate data: still report the baseline

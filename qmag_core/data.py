@@ -593,6 +593,11 @@ class ScoreTable:
         return int(self.s.shape[0])
 
     @property
+    def n_folds(self) -> int:
+        """How many folds the table defines (0 when some pair has none)."""
+        return int(np.unique(self.fold).size) if self.has_folds else 0
+
+    @property
     def n_failed(self) -> int:
         return 0 if self.failed is None else len(self.failed)
 

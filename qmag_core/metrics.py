@@ -56,7 +56,7 @@ FAILED_QUALITY = -1.0
 
 
 def with_failures(scores: npt.ArrayLike, labels: npt.ArrayLike, failed_labels: npt.ArrayLike,
-                  quality: npt.ArrayLike | None = None, failed_extra: dict | None = None):
+                  quality: npt.ArrayLike | None = None):
     """Scores (and labels, quality) of every pair: the scored ones followed by the failed
     ones at :data:`FAILED_SCORE` / :data:`FAILED_QUALITY`.  Returns ``(scores, labels,
     quality or None)``."""

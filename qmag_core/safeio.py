@@ -30,7 +30,7 @@ import numpy as np
 from .errors import DataFormatError, QMagError
 
 __all__ = [
-    "PathError", "MAX_TEXT_BYTES", "MAX_ARRAY_BYTES", "MAX_IMAGE_BYTES", "confine", "confine_paths",
+    "PathError", "MAX_TEXT_BYTES", "MAX_ARRAY_BYTES", "MAX_IMAGE_BYTES", "confine_paths",
     "read_bytes", "read_head", "read_text", "atomic_write", "atomic_path", "load_npy", "load_npz", "save_npz",
 ]
 
@@ -71,34 +71,6 @@ def _fmt_bytes(n: int) -> str:
 
 def _under(p: Path, root: Path) -> bool:
     return p == root or root in p.parents
-
-
-def confine(path: str | os.PathLike, root: str | os.PathLike, *, what: str = "file", kind: str = "file") -> Path:
-    """Resolve ``path`` (relative to ``root`` unless absolute, symlinks followed) and
-    check that it lies under ``root`` and is an existing regular file (``kind="file"``)
-    or folder (``kind="dir"``).  Raises :class:`PathError`; messages name the path as
-    the user gave it, never the server's absolute root."""
-    s = str(path)
-    if not s.strip():
-        raise PathError(f"empty {what} path")
-    if "\x00" in s:
-        raise PathError(f"{what} path {s!r} contains a NUL byte")
-    r = Path(root).resolve()
-    p = Path(s).expanduser()
-    full = (p if p.is_absolute() else r / p).resolve()
-    if not _under(full, r):
-        raise PathError(f"{s}: outside the allowed folder ({r.name or r}/); refused")
-    if kind == "dir":
-        if not full.is_dir():
-            raise PathError(f"{s}: not a folder")
-        return full
-    try:
-        st = full.stat()
-    except OSError:
-        raise PathError(f"{s}: {what} not found") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise PathError(f"{s}: not a regular file")
-    return full
 
 
 def confine_paths(paths: Sequence[str], root: str | os.PathLike, *, source: str | None = None,

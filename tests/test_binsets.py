@@ -1,6 +1,5 @@
 """insightface .bin validation sets: read without running the pickle, evaluated with
 10-fold accuracy; built here from real aligned crops (glint24, ArcFace-112)."""
-import io
 import json
 import os
 import pickle

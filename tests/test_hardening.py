@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from PIL import Image
 from conftest import ROOT
 from qmag_core import data as D
 from qmag_core.errors import DataFormatError, QMagError
-from qmag_core.safeio import atomic_write, confine, load_npz
+from qmag_core.safeio import atomic_write, confine_paths, load_npz
 
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
@@ -86,7 +85,7 @@ def test_special_file_inside_root_is_a_failed_row_not_a_hang(tmp_path, image_dir
     e = D.load_embeddings(tmp_path / "e.npz")
     assert e.ok.tolist() == [True, False] and "not a regular file" in e.error[1]
     with pytest.raises(QMagError, match="outside"):
-        confine("a/zero.jpg", image_dir)
+        confine_paths(["a/zero.jpg"], image_dir)
 
 
 @pytest.mark.parametrize("name", ["emb.npy", "emb.npz"])
