@@ -9,13 +9,13 @@ count as non-matches and are discarded first.  EDC ratio = FNMR at the full set'
 threshold after discarding the 20% lowest-quality pairs, over the median FNMR of 200
 random discards of the same size.
 
-Quality measures compared: the shipped q (MagFace head), the model-free baselines
-(raw descriptor length, sharpness, MTCNN probability, inter-eye distance) and candidate
-heads fitted on training persons (ridge regression of a utility target on the
-quality features), one per training family (crop-level only, capture-level only,
-both), with the ridge strength chosen on validation persons.
+Quality measures compared: the shipped q (utility head), the MagFace-loss head shipped
+before it, the model-free baselines (raw descriptor length, sharpness, MTCNN
+probability, inter-eye distance) and utility heads per training family (crop-level
+only, capture-level only, both = the shipped recipe), each fitted on folds 1–3 persons
+with the ridge strength chosen on fold 4 persons (tools/train_builtin_utility.py).
 
-    python bench/bench_capture.py [--n-train 800] [--seed 0]
+    python bench/bench_capture.py [--seed 0] [--max-train N] [--limit-test N]
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from qmag_core import metrics as M  # noqa: E402
 from qmag_core.align import FaceDetector, align, choose_face, load_image  # noqa: E402
 from qmag_core.data import read_lfw_pairs  # noqa: E402
-from qmag_core.degrade import CAPTURE_KINDS, KINDS, degrade, degrade_photo  # noqa: E402
-from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.degrade import CAPTURE_KINDS, degrade_photo  # noqa: E402
+from qmag_core.encoders import MAGFACE_HEAD, load_encoder  # noqa: E402
 from qmag_core.quality import inter_eye_distance, sharpness  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -92,48 +92,15 @@ def _scatter(res: dict, key: str, fill=np.nan) -> np.ndarray:
     return out
 
 
-def training_samples(pipe: Pipeline, paths, clean: dict, family: str, n_deg: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Quality features and utility targets (cosine to the same photo's clean embedding)
-    of ``n_deg`` degraded versions per photo of ``family`` ('crop', 'capture')."""
-    cu = _scatter(clean, "unit")
-    lms = _scatter(clean, "landmarks")
-    keep = np.flatnonzero(clean["ok"])
-    if family == "crop":
-        crops = []
-        for k in keep:
-            im = load_image(PHOTOS / paths[k])
-            base = align(im, lms[k], pipe.enc.spec).crop
-            for _ in range(n_deg):
-                crops.append(degrade(base, KINDS[int(rng.integers(len(KINDS)))], rng.uniform(0.1, 1.0), rng))
-        r = pipe.encode(np.stack(crops))
-        src = np.repeat(keep, n_deg)
-        return np.r_[_scatter(clean, "feats")[keep], r["feats"]], np.r_[np.ones(keep.size), (r["unit"] * cu[src]).sum(1)]
-    photos, src = [], []
-    for k in keep:
-        im = load_image(PHOTOS / paths[k])
-        for _ in range(n_deg):
-            kind = CAPTURE_KINDS[int(rng.integers(len(CAPTURE_KINDS)))]
-            photos.append(degrade_photo(im, kind, rng.uniform(0.1, 1.0), rng, landmarks=lms[k]))
-            src.append(k)
-    r = pipe.run(photos)
-    src = np.array(src)[r["ok"]]
-    return np.r_[_scatter(clean, "feats")[keep], r["feats"]], np.r_[np.ones(keep.size), (r["unit"] * cu[src]).sum(1)]
+def head_q(head, feats: np.ndarray) -> np.ndarray:
+    """q of a quality head on per-photo features (NaN rows stay NaN)."""
+    import torch
 
-
-def fit_ridge(X, y, Xv, yv, lambdas=(1e-2, 1e-1, 1, 10, 100)):
-    """Standardised ridge regression, λ chosen by Spearman on validation samples."""
-    from scipy.stats import spearmanr
-
-    mu, sd = X.mean(0), X.std(0) + 1e-6
-    Z, Zv = (X - mu) / sd, (Xv - mu) / sd
-    best = None
-    for lam in lambdas:
-        w = np.linalg.solve(Z.T @ Z + lam * len(Z) * np.eye(Z.shape[1]), Z.T @ (y - y.mean()))
-        rho = spearmanr(Zv @ w, yv)[0]
-        if best is None or rho > best[0]:
-            best = (rho, lam, w)
-    rho, lam, w = best
-    return (lambda F: ((F - mu) / sd) @ w + y.mean()), lam, rho
+    out = np.full(len(feats), np.nan)
+    ok = np.isfinite(feats).all(1)
+    with torch.inference_mode():
+        out[ok] = head(torch.from_numpy(feats[ok]).float()).norm(dim=1).numpy()
+    return out
 
 
 def edc_ratio(s, y, qual, failed_y, thr, seed=0, at=0.2):
@@ -146,11 +113,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-deg", type=int, default=2, help="degraded versions per training photo and family")
-    ap.add_argument("--max-train", type=int, default=900, help="training photos (folds 1-3), seeded subset")
-    ap.add_argument("--max-val", type=int, default=400, help="validation photos (fold 4)")
+    ap.add_argument("--max-train", type=int, default=None, help="training photos (folds 1-3), seeded subset")
     ap.add_argument("--limit-test", type=int, default=None, help="only the first N test pairs (smoke run)")
     a = ap.parse_args(argv)
-    rng = np.random.default_rng(a.seed)
     pairs = read_lfw_pairs(SHARED / "lfw_photos" / "pairs_dev.txt")
     pipe = Pipeline()
     t0 = time.perf_counter()
@@ -188,37 +153,25 @@ def main(argv=None) -> int:
     thr = M.eer(s_all[y_all], s_all[~y_all]).threshold
     # name -> (per-photo value of the clean test photos, of the degraded photos)
     measures = {name: (_scatter(clean, key), _scatter(deg, key)) for name, key in (
-        ("q (shipped MagFace head)", "q"), ("raw descriptor length", "raw"), ("sharpness (Laplacian var.)", "sharp"),
+        ("q, shipped head (builtin)", "q"), ("raw descriptor length", "raw"), ("sharpness (Laplacian var.)", "sharp"),
         ("MTCNN probability", "prob"), ("inter-eye distance (px)", "ied"))}
 
-    # ---- candidate heads: ridge on quality features, utility target; train folds 1-3, select on fold 4
-    def paths_of(folds):
-        m = np.isin(pairs.fold, folds)
-        return sorted(set(pairs.path1[m].tolist()) | set(pairs.path2[m].tolist()))
+    # ---- heads: the previous MagFace-loss head and utility heads per training family (folds 1-3 fit,
+    # fold 4 chooses the ridge strength: tools/train_builtin_utility.py; "both" is the shipped recipe)
+    from qmag_core.magface import load_quality_head
 
-    tr_paths = paths_of([0, 1, 2])
-    if len(tr_paths) > a.max_train:
-        tr_paths = sorted(rng.choice(tr_paths, a.max_train, replace=False).tolist())
-    va_paths = paths_of([3])[:a.max_val]
-    tr_clean = pipe.run([load_image(PHOTOS / p) for p in tr_paths])
-    va_clean = pipe.run([load_image(PHOTOS / p) for p in va_paths])
-    data = {}
-    for fam in ("crop", "capture"):
-        data[fam] = (training_samples(pipe, tr_paths, tr_clean, fam, a.n_deg, np.random.default_rng(a.seed + 7)),
-                     training_samples(pipe, va_paths, va_clean, fam, a.n_deg, np.random.default_rng(a.seed + 8)))
-    print(f"training samples: crop {len(data['crop'][0][1])}, capture {len(data['capture'][0][1])}; "
-          f"{time.perf_counter() - t0:.0f} s")
-    feats2 = _scatter(deg, "feats")
-    for name, fams in (("crop family only", ["crop"]), ("capture family only", ["capture"]),
-                       ("both families", ["crop", "capture"])):
-        X = np.concatenate([data[f][0][0] for f in fams])
-        yy = np.concatenate([data[f][0][1] for f in fams])
-        Xv = np.concatenate([data[f][1][0] for f in fams])
-        yv = np.concatenate([data[f][1][1] for f in fams])
-        predict, lam, rho = fit_ridge(X, yy, Xv, yv)
-        qc = np.where(clean["ok"], predict(np.nan_to_num(_scatter(clean, "feats"))), np.nan)
-        qd = np.where(deg["ok"], predict(np.nan_to_num(feats2)), np.nan)
-        measures[f"utility ridge, {name} (λ={lam:g}, val ρ={rho:.2f})"] = (qc, qd)
+    sys.path.insert(0, str(ROOT / "tools"))
+    from train_builtin_utility import train  # noqa: E402
+
+    feats1, feats2 = _scatter(clean, "feats"), _scatter(deg, "feats")
+    prev = load_quality_head(MAGFACE_HEAD)[0]
+    measures["q, MagFace-loss head (shipped before)"] = (head_q(prev, feats1), head_q(prev, feats2))
+    for fam, label in (("crop", "crop family only (capture held out)"), ("capture", "capture family only"),
+                       ("both", "both families")):
+        fit, _ = train(fam, a.n_deg, a.seed, max_train=a.max_train)
+        measures[f"utility head, {label} (λ={fit.lam:g}, val ρ={fit.val_spearman[fit.lam]:.2f})"] = (
+            head_q(fit.head, feats1), head_q(fit.head, feats2))
+    print(f"heads trained; {time.perf_counter() - t0:.0f} s")
 
     from scipy.stats import spearmanr
 

@@ -17,7 +17,7 @@ t = ds.table
 enc = encoder()
 if ds.encoder == "builtin-raw":
     st.info("With builtin-raw, q is the length of the raw descriptor — only a weak quality proxy. "
-            "The builtin encoder adds a MagFace quality head whose length tracks quality.")
+            "The builtin encoder adds a quality head trained to predict how much identity a capture keeps.")
 per_image = bool(ds.image_quality)
 q = np.asarray(list(ds.image_quality.values())) if per_image else np.r_[t.q1, t.q2]
 st.caption(f"**{ds.name}** — quality of {'each image' if per_image else 'both images of every pair'} "

@@ -119,7 +119,7 @@ def sidebar():
     with st.sidebar:
         st.markdown("### QMagFace Studio")
         _bound(st.selectbox, "Encoder", list(ENCODER_LABELS), "encoder_id", format_func=ENCODER_LABELS.get,
-               help="builtin: the shipped face network with its MagFace quality head (q = head length). "
+               help="builtin: the shipped face network with its quality head (q ≈ 100 × how close the face's descriptor is expected to lie to a clean capture of it). "
                     "builtin-raw: the network alone (its length is only a weak quality proxy). "
                     "magface: an official MagFace checkpoint under the data root.")
         if ss.encoder_id == "magface":

@@ -550,6 +550,45 @@ def cmd_train_magface(a) -> int:
     return 0
 
 
+def cmd_train_quality(a) -> int:
+    from tqdm import tqdm
+
+    from .embed import list_images
+    from .encoders import load_encoder
+    from .magface import save_quality_head
+    from .safeio import confine_paths
+    from .utility import fit_utility_head, split_by_identity, utility_samples
+
+    fit_paths, val_paths = split_by_identity(list_images(a.data), a.val_fraction, a.seed)
+    confine_paths(fit_paths + val_paths, a.data, source=a.data)
+    enc = load_encoder("builtin-raw", device=a.device)
+    parts = []
+    for name, paths, seed in (("fit", fit_paths, a.seed), ("validation", val_paths, a.seed + 1)):
+        bar = tqdm(total=len(paths), desc=f"degrading + encoding ({name} identities)", unit="img", file=sys.stderr,
+                   disable=None)
+
+        def prog(done, n, bar=bar):
+            bar.n = done
+            bar.refresh()
+
+        d = utility_samples(enc, [os.path.join(a.data, p) for p in paths], family=a.family, n_degraded=a.degraded,
+                            seed=seed, aligned=a.aligned, progress=prog)
+        bar.close()
+        if d["failed"]:
+            print(f"{name}: {len(d['failed'])} images skipped, e.g. {d['failed'][0]}", file=sys.stderr)
+        parts.append(d)
+    fit = fit_utility_head(parts[0]["features"], parts[0]["target"], parts[1]["features"], parts[1]["target"])
+    n_ids = len({p.split("/")[0] for p in fit_paths}), len({p.split("/")[0] for p in val_paths})
+    save_quality_head(fit.head, a.out, {"kind": "utility", "features": "multi", "family": a.family,
+                                        "data": os.path.abspath(a.data), "degraded_per_photo": a.degraded,
+                                        "seed": a.seed, "identities": {"fit": n_ids[0], "validation": n_ids[1]},
+                                        "lost_faces": int(parts[0]["lost"] + parts[1]["lost"]), **fit.meta()})
+    print(f"{n_ids[0]} + {n_ids[1]} identities (fit + validation), {fit.n_train} + {fit.n_val} samples "
+          f"({a.family} family, {a.degraded} degraded per image and family); ridge λ {fit.lam:g}, validation "
+          f"Spearman {fit.val_spearman[fit.lam]:.3f} -> {a.out}")
+    return 0
+
+
 def _scores_from_images(a):
     from .data import confine_pairs, read_pairs, scores_from_embeddings
 
@@ -756,6 +795,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="resumable checkpoint (default OUT.ckpt)")
     p.add_argument("--log", default=None, help="JSON training log (default OUT.log.json)")
     p.set_defaults(func=cmd_train_magface)
+
+    p = sub.add_parser("train-quality", help="train a utility quality head (q = predicted cosine to the clean "
+                       "capture x 100) on the built-in backbone; no identity labels needed beyond the folders")
+    p.add_argument("--data", required=True, help="folder with one sub-folder of images per identity (photos or crops)")
+    p.add_argument("--out", required=True, help="quality head file (.pt, tensors only); use with --head")
+    p.add_argument("--family", choices=("both", "crop", "capture"), default="both",
+                   help="degradations for the targets: of the aligned crop, of the whole photo before detection, or both")
+    p.add_argument("--degraded", type=positive_int, default=2, help="seeded degraded versions per image and family")
+    p.add_argument("--val-fraction", type=probability, default=0.25,
+                   help="identities held out to choose the ridge strength")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops (crop family only)")
+    p.set_defaults(func=cmd_train_quality)
 
     p = sub.add_parser("make-pairs", help="seeded genuine/imposter pairs for a folder-per-identity image set")
     p.add_argument("--images", required=True)

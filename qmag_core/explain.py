@@ -2,7 +2,7 @@
 
 Training-free and model-specific (after Terhörst et al., "Pixel-Level Face Image Quality
 Assessment for Explainable Face Recognition"): q is the encoder's own quality (the
-embedding length; for ``builtin`` the length its MagFace quality head gives, for
+embedding length; for ``builtin`` the length its utility quality head gives, for
 ``builtin-raw`` the descriptor length) and the map says how much each pixel of the aligned crop adds to or
 takes from q.
 

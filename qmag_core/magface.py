@@ -122,13 +122,14 @@ class QualityModel(nn.Module):
 
     ``forward(x)`` returns unit(backbone descriptor) × ‖head(features)‖: the identity
     direction is the backbone's (so cosine similarities and recognition accuracy are
-    exactly the backbone's) and the length is the MagFace-trained quality q.  One forward
+    exactly the backbone's) and the length is the head's quality q (a MagFace-trained
+    ``QualityHead`` or a ``utility.UtilityHead``).  One forward
     pass; differentiable, so PLQ maps explain q.  ``feature_kind`` is what the head reads:
     ``pooled`` (the layer before the backbone's final projection) or ``multi``
     (per-stage mean/std + pooled, see ``FaceRecognitionNet.quality_features``).
     """
 
-    def __init__(self, backbone: nn.Module, head: QualityHead, feature_kind: str = "multi"):
+    def __init__(self, backbone: nn.Module, head: nn.Module, feature_kind: str = "multi"):
         super().__init__()
         if feature_kind not in ("pooled", "multi"):
             raise QMagError(f"feature_kind must be 'pooled' or 'multi', got {feature_kind!r}")
@@ -249,26 +250,39 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: 
     return head.cpu(), history
 
 
-def save_quality_head(head: QualityHead, path: str | Path, meta: dict | None = None) -> None:
-    """Save tensors only (loadable with ``torch.load(..., weights_only=True)``), atomically."""
+def save_quality_head(head: nn.Module, path: str | Path, meta: dict | None = None) -> None:
+    """Save a ``QualityHead`` or a ``utility.UtilityHead`` as tensors only (loadable with
+    ``torch.load(..., weights_only=True)``), atomically."""
+    kind = getattr(head, "kind", "magface")
+    d = {"state_dict": head.state_dict(), "in_dim": torch.tensor(head.in_dim),
+         "head_kind": torch.tensor(list(kind.encode()), dtype=torch.uint8),
+         "meta": torch.tensor(list(json.dumps(meta or {}).encode()), dtype=torch.uint8)}
+    if kind == "magface":
+        d.update(dim=torch.tensor(head.dim), hidden=torch.tensor(head.hidden))
     with atomic_write(path, "wb") as fh:
-        torch.save({"state_dict": head.state_dict(), "in_dim": torch.tensor(head.in_dim),
-                    "dim": torch.tensor(head.dim), "hidden": torch.tensor(head.hidden),
-                    "meta": torch.tensor(list(json.dumps(meta or {}).encode()), dtype=torch.uint8)}, fh)
+        torch.save(d, fh)
 
 
-def load_quality_head(path: str | Path) -> tuple[QualityHead, dict]:
+def load_quality_head(path: str | Path) -> tuple[nn.Module, dict]:
     """Load a head saved by :func:`save_quality_head` (``weights_only=True``); returns
-    (head in eval mode, meta dict)."""
+    (head in eval mode, meta dict).  Files without a ``head_kind`` are MagFace heads."""
     try:
         d = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure is a bad head file
         raise QMagError(f"{path}: not a quality-head file ({str(e).splitlines()[0][:200]})") from None
     try:
-        head = QualityHead(int(d["in_dim"]), int(d["dim"]), int(d.get("hidden", 0)))
+        kind = bytes(d["head_kind"].tolist()).decode() if "head_kind" in d else "magface"
+        if kind == "utility":
+            from .utility import UtilityHead
+
+            head = UtilityHead(int(d["in_dim"]))
+        elif kind == "magface":
+            head = QualityHead(int(d["in_dim"]), int(d["dim"]), int(d.get("hidden", 0)))
+        else:
+            raise ValueError(f"unknown head kind {kind!r}")
         head.load_state_dict(d["state_dict"])
         meta = json.loads(bytes(d["meta"].tolist()).decode())
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as e:
         raise QMagError(f"{path}: not a quality-head file ({str(e).splitlines()[0][:200]})") from None
     return head.eval(), meta
 

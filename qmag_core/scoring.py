@@ -71,7 +71,7 @@ OFFICIAL_IRESNET100 = {"alpha": 0.077428, "beta": 0.125926}
 
 #: What the quality q means for each encoder id (written into params JSON).
 QUALITY_MEANING = {
-    "builtin": "length of the built-in encoder's embedding (its MagFace quality head)",
+    "builtin": "length of the built-in encoder's embedding (its utility quality head: ≈ 100 × predicted cosine to a clean capture)",
     "builtin-raw": "length of the raw faceRecognitionNet descriptor (weak quality proxy)",
     "magface": "MagFace embedding length ||e||",
     None: "q1, q2 as given in the scores file (embedding lengths, MagFace quality)",

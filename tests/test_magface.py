@@ -273,8 +273,8 @@ def test_bad_quality_head_files(tmp_path):
 
 @pytest.mark.slow
 def test_shipped_head_quality_tracks_degradation_on_unseen_faces():
-    """The shipped head on LFW dev folds 5–7 (identities it never saw): q falls with
-    severity for blur, noise and occlusion on a small seeded slice."""
+    """The shipped head on LFW dev folds 5–7 crops (identities it never saw): q falls
+    with severity for blur, noise and occlusion on a small seeded slice."""
     from scipy.stats import spearmanr
 
     from conftest import need_shared
@@ -286,7 +286,8 @@ def test_shipped_head_quality_tracks_degradation_on_unseen_faces():
 
     lfw = need_shared("lfw")
     _, meta = load_quality_head(BUILTIN_HEAD)
-    assert meta["spearman_lfw_folds_5_7"]["pooled"] >= 0.45
+    assert meta["kind"] == "utility" and meta["family"] == "both"
+    assert "folds 1-3 fit, fold 4" in meta["data"]  # never the folds this test reads
     enc = load_encoder("builtin", device="cpu")
     pairs = read_lfw_pairs(lfw / "pairs_dev.txt")
     paths = sorted(set(pairs.path1[pairs.fold >= 4]))[::40][:24]

@@ -38,7 +38,7 @@ from qmag_core.safeio import save_npz  # noqa: E402
 from qmag_core.data import read_lfw_pairs  # noqa: E402
 from qmag_core.degrade import KINDS, degrade, with_degraded_copies  # noqa: E402
 from qmag_core.embed import list_images  # noqa: E402
-from qmag_core.encoders import BUILTIN_HEAD, load_encoder  # noqa: E402
+from qmag_core.encoders import MAGFACE_HEAD as BUILTIN_HEAD, load_encoder  # noqa: E402
 from qmag_core.magface import (MagFaceConfig, backbone_directions, backbone_features,  # noqa: E402
                                save_quality_head, train_quality_head)
 

@@ -3,7 +3,7 @@
 =============  ==============================================================  ==========
 id             network                                                         crop
 =============  ==============================================================  ==========
-``builtin``    the shipped faceRecognitionNet port + its MagFace quality head:  dlib-150
+``builtin``    the shipped faceRecognitionNet port + its utility quality head:  dlib-150
                unit(descriptor) × q_head (same cosines as builtin-raw)
 ``builtin-raw``the faceRecognitionNet port alone (128-d, length = weak proxy)  dlib-150
 ``magface``    an official MagFace checkpoint + iResNet architecture (512-d)    arcface-112
@@ -168,8 +168,13 @@ def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
                    preprocess=_faceapi_pre, torch_pre=_faceapi_torch, device=device, fp16=fp16, flip=flip)
 
 
-#: the shipped MagFace quality head of the built-in encoder (``tools/train_builtin_head.py``)
+#: the shipped quality head of the built-in encoder: a utility head (q ≈ 100 × predicted
+#: cosine to the clean capture; ``tools/train_builtin_utility.py``)
 BUILTIN_HEAD = Path(__file__).resolve().parents[1] / "assets" / "quality_head" / "builtin_head.pt"
+#: the MagFace-loss head shipped before it, kept for comparison (``--head``; ``tools/train_builtin_head.py``)
+MAGFACE_HEAD = BUILTIN_HEAD.with_name("builtin_magface_head.pt")
+_HEAD_WORDS = {"utility": "utility quality head (q ≈ 100 × predicted cosine to the clean capture)",
+               "magface": "MagFace quality head (q = head output length)"}
 
 
 def _builtin(*, device="auto", fp16=False, flip=False, head=None, **_):
@@ -178,11 +183,11 @@ def _builtin(*, device="auto", fp16=False, flip=False, head=None, **_):
 
     head_path = Path(head) if head else BUILTIN_HEAD
     if not head_path.is_file():
-        raise QMagError(f"quality head {head_path} is missing; reinstall the package or run tools/train_builtin_head.py")
+        raise QMagError(f"quality head {head_path} is missing; reinstall the package or run tools/train_builtin_utility.py")
     qhead, meta = load_quality_head(head_path)
     net = QualityModel(load_faceapi_net(), qhead, meta.get("features", "multi"))
     return Encoder(net, id="builtin", spec=DLIB_150, dim=128,
-                   quality="MagFace quality head on the faceRecognitionNet port (q = head output length)",
+                   quality=f"{_HEAD_WORDS[getattr(qhead, 'kind', 'magface')]} on the faceRecognitionNet port",
                    key=f"builtin-{WEIGHTS_SHA256[:16]}-{_file_key(head_path)}{'-flip' if flip else ''}",
                    preprocess=_faceapi_pre, torch_pre=_faceapi_torch, device=device, fp16=fp16, flip=flip)
 

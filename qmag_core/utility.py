@@ -1,0 +1,220 @@
+"""Utility quality heads: q from how much of its identity a capture keeps.
+
+The training target of a sample is the cosine between the backbone descriptor of a
+degraded version of a face and that of the same face clean (1 for the clean one): the
+recognition utility the sample has left, in the spirit of the SDD-FIQA / CR-FIQA
+pseudo-labels, and it needs no identity labels.  A standardised ridge regression on the
+head features (the 768 per-stage statistics of ``FaceRecognitionNet.quality_features``)
+predicts it; the ridge strength is chosen by Spearman correlation on validation samples
+(identities not used for fitting).  Closed form, so the same inputs give the same head.
+
+``UtilityHead`` maps the predicted utility u to q = 100 · softplus(20·u) / 20: q ≈ 100·u
+for u ≥ 0.3 ("100 = as good as a clean capture"), positive and smooth below, so q can be
+an embedding length (QMagFace) and has gradients (PLQ maps).
+
+Two degradation families feed the targets (``qmag_core.degrade``): ``crop`` degrades the
+aligned crop, ``capture`` degrades the whole photo before detection and alignment (a
+photo whose degraded version loses its face gives no sample).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import QMagError
+
+#: q of a sample the head rates as good as a clean capture
+Q_SCALE = 100.0
+_SOFT = 20.0
+TRAIN_FAMILIES = ("crop", "capture", "both")
+DEFAULT_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+class UtilityHead(nn.Module):
+    """Linear utility predictor on standardised features; ``forward`` (B, F) → (B, 1) q,
+    so ``QualityModel``'s ‖head(f)‖ is q itself."""
+
+    kind = "utility"
+
+    def __init__(self, in_dim: int = 768):
+        super().__init__()
+        self.in_dim = int(in_dim)
+        for name in ("mean", "scale", "weight"):
+            self.register_buffer(name, torch.zeros(self.in_dim))
+        self.register_buffer("bias", torch.zeros(()))
+
+    def utility(self, f: torch.Tensor) -> torch.Tensor:
+        """(B,) predicted cosine to the clean capture."""
+        f = f.to(self.mean.dtype)
+        return ((f - self.mean) / self.scale) @ self.weight + self.bias
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return (Q_SCALE / _SOFT * F.softplus(_SOFT * self.utility(f)))[:, None]
+
+
+def q_from_utility(u: np.ndarray) -> np.ndarray:
+    """The head's q for predicted utilities ``u`` (numpy twin of ``UtilityHead.forward``)."""
+    u = np.asarray(u, np.float64)
+    return Q_SCALE / _SOFT * np.logaddexp(0.0, _SOFT * u)
+
+
+@dataclass
+class UtilityFit:
+    """A fitted head and how it was chosen: ``lam`` the ridge strength, ``val_spearman``
+    Spearman(prediction, target) on the validation samples for every λ tried."""
+
+    head: UtilityHead
+    lam: float
+    val_spearman: dict = field(default_factory=dict)
+    n_train: int = 0
+    n_val: int = 0
+
+    def meta(self) -> dict:
+        return {"lambda": self.lam, "val_spearman": {f"{k:g}": round(v, 4) for k, v in self.val_spearman.items()},
+                "n_train": self.n_train, "n_val": self.n_val}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    r = spearmanr(a, b)[0]
+    return float(r) if np.isfinite(r) else -1.0
+
+
+def fit_utility_head(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
+                     lambdas=DEFAULT_LAMBDAS) -> UtilityFit:
+    """Ridge regression of utilities ``y`` (N,) on features ``X`` (N, F), λ (relative to N)
+    chosen by Spearman on ``Xv``, ``yv``; the chosen λ is refitted on train ∪ validation."""
+    X, Xv = np.asarray(X, np.float64), np.asarray(Xv, np.float64)
+    y, yv = np.asarray(y, np.float64).ravel(), np.asarray(yv, np.float64).ravel()
+    if X.ndim != 2 or Xv.ndim != 2 or X.shape[1] != Xv.shape[1]:
+        raise QMagError(f"features must be (N, F) with the same F, got {X.shape} and {Xv.shape}")
+    if len(X) != len(y) or len(Xv) != len(yv):
+        raise QMagError("features and targets differ in length")
+    if len(X) < 10 or len(Xv) < 5:
+        raise QMagError(f"too few samples to fit a utility head ({len(X)} training, {len(Xv)} validation)")
+    if not (np.isfinite(X).all() and np.isfinite(y).all() and np.isfinite(Xv).all() and np.isfinite(yv).all()):
+        raise QMagError("features or targets contain NaN/inf")
+
+    def solve(A, t, lam):
+        mu, sd = A.mean(0), A.std(0) + 1e-6
+        Z = (A - mu) / sd
+        w = np.linalg.solve(Z.T @ Z + lam * len(Z) * np.eye(Z.shape[1]), Z.T @ (t - t.mean()))
+        return mu, sd, w, t.mean()
+
+    scores = {}
+    for lam in lambdas:
+        mu, sd, w, b = solve(X, y, lam)
+        scores[float(lam)] = _spearman(((Xv - mu) / sd) @ w + b, yv)
+    lam = max(scores, key=lambda k: (scores[k], k))  # ties: the stronger regulariser
+    mu, sd, w, b = solve(np.r_[X, Xv], np.r_[y, yv], lam)
+    head = UtilityHead(X.shape[1])
+    with torch.no_grad():
+        head.mean.copy_(torch.from_numpy(mu)); head.scale.copy_(torch.from_numpy(sd))  # noqa: E702
+        head.weight.copy_(torch.from_numpy(w)); head.bias.fill_(float(b))  # noqa: E702
+    return UtilityFit(head.eval(), lam, scores, len(X), len(Xv))
+
+
+def _encode(encoder, crops: list) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 768) head features and (N, D) unit descriptors of aligned crops."""
+    from .magface import backbone_directions, backbone_features
+
+    if not crops:
+        return np.zeros((0, 768), np.float32), np.zeros((0, encoder.dim), np.float32)
+    f = backbone_features(encoder, np.stack(crops), kind="multi")
+    d = backbone_directions(encoder, f)
+    return f, d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def utility_samples(encoder, photos, *, family: str = "both", n_degraded: int = 2, seed: int = 0,
+                    detector=None, aligned: bool = False, face: str = "best", progress=None) -> dict:
+    """Training samples for a utility head from ``photos`` (a list of paths or (H, W, 3)
+    uint8 arrays): each photo clean (target 1) and ``n_degraded`` seeded degraded versions
+    per family (target = cosine to the clean descriptor).  ``aligned``: the photos are
+    aligned crops (crop family only).  Returns ``features`` (N, 768), ``target`` (N,),
+    ``family``, ``kind``, ``severity``, ``source`` (photo index) and ``failed`` (messages
+    of photos without a usable clean face; degraded versions that lose the face are
+    counted in ``lost``)."""
+    from .align import FaceDetector, ImageError, NoFaceError, align, choose_face, load_image
+    from .degrade import CAPTURE_KINDS, random_degradations, random_photo_degradations
+
+    if family not in TRAIN_FAMILIES:
+        raise QMagError(f"family must be one of {', '.join(TRAIN_FAMILIES)}, got {family!r}")
+    if aligned and family != "crop":
+        raise QMagError("aligned crops can only be degraded at crop level (family 'crop')")
+    fams = ("crop", "capture") if family == "both" else (family,)
+    if detector is None and not aligned:
+        detector = FaceDetector(device=encoder.device)
+    rng = np.random.default_rng(seed)
+    crops, meta, failed, lost = [], [], [], 0
+
+    def detect(img):
+        faces = detector.detect(img)
+        if not faces:
+            return None
+        f = faces[choose_face(faces, (img.shape[1], img.shape[0]), face)]
+        return f.landmarks
+
+    for k, src in enumerate(photos):
+        name = src if isinstance(src, str) else f"photo {k}"
+        try:
+            img = load_image(src) if isinstance(src, str) else np.asarray(src)
+            if aligned:
+                from .align import realign_aligned, ARCFACE_112
+
+                base = realign_aligned(img, ARCFACE_112, encoder.spec).crop
+                lm = None
+            else:
+                lm = detect(img)
+                if lm is None:
+                    raise NoFaceError(f"{name}: no face found")
+                base = align(img, lm, encoder.spec).crop
+        except (ImageError, NoFaceError) as e:
+            failed.append(str(e))
+            continue
+        crops.append(base); meta.append((k, "clean", "", 0.0))  # noqa: E702
+        if "crop" in fams:
+            for im, kd, sv in random_degradations(base, n_degraded, rng):
+                crops.append(im); meta.append((k, "crop", kd, sv))  # noqa: E702
+        if "capture" in fams:
+            for im, kd, sv in random_photo_degradations(img, n_degraded, rng, CAPTURE_KINDS, landmarks=lm):
+                dlm = detect(im)
+                if dlm is None:
+                    lost += 1
+                    continue
+                crops.append(align(im, dlm, encoder.spec).crop); meta.append((k, "capture", kd, sv))  # noqa: E702
+        if progress is not None:
+            progress(k + 1, len(photos))
+    if not crops:
+        raise QMagError(f"no usable faces among {len(photos)} photos" + (f" (e.g. {failed[0]})" if failed else ""))
+    feats, units = [], []
+    for k in range(0, len(crops), 256):
+        f, u = _encode(encoder, crops[k:k + 256])
+        feats.append(f); units.append(u)  # noqa: E702
+    feats, units = np.concatenate(feats), np.concatenate(units)
+    source = np.array([m[0] for m in meta])
+    fam = np.array([m[1] for m in meta])
+    clean_of = {s: i for i, (s, f) in enumerate(zip(source, fam)) if f == "clean"}
+    ref = units[[clean_of[s] for s in source]]
+    target = np.where(fam == "clean", 1.0, (units * ref).sum(1))
+    return {"features": feats, "target": target, "family": fam, "kind": np.array([m[2] for m in meta]),
+            "severity": np.array([m[3] for m in meta]), "source": source, "failed": failed, "lost": lost}
+
+
+def split_by_identity(paths: list[str], val_fraction: float = 0.25, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Seeded split of image paths ``identity/file`` into (fit, validation) with no identity
+    in both; at least one identity on each side.  Needs two or more identity folders."""
+    if not 0 < val_fraction < 1:
+        raise QMagError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    ids = sorted({p.split("/")[0] for p in paths if "/" in p})
+    if len(ids) < 2:
+        raise QMagError("need images in two or more identity sub-folders to hold identities out for validation")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = min(len(ids) - 1, max(1, int(round(val_fraction * len(ids)))))
+    val = {ids[k] for k in order[:n_val]}
+    fit = [p for p in paths if "/" in p and p.split("/")[0] not in val]
+    return fit, [p for p in paths if "/" in p and p.split("/")[0] in val]

@@ -1,0 +1,245 @@
+"""Train (and with --write, ship) the utility quality head of the built-in encoder.
+
+Data: the original LFW photos of the dev pairs (../shared/data/lfw_photos), split by
+the pairs' folds, which are identity-disjoint: folds 1–3 persons fit the ridge, fold 4
+persons choose its strength, folds 5–7 are never read here (they are the test of
+bench/bench_capture.py and bench/bench_quality.py).  Each photo: clean (target 1) and
+``--degraded`` seeded degraded versions per family (target = cosine to the clean
+descriptor): crop level (``qmag_core.degrade.degrade``) and capture level
+(``degrade_photo``, before detection).  Samples are cached per family and split.
+
+    python tools/train_builtin_utility.py [--family both|crop|capture] [--degraded 2] [--write]
+    python tools/train_builtin_utility.py --params consistent|official [--write]   # α/β with the shipped head
+
+α/β (``--params``) are trained on cross-quality pairs of the same folds 1–4 persons (never
+folds 5–7): every same-person photo pair (both orders) and 100,000 seeded pairs of
+different persons; the first photo clean, the second one of its degraded versions of
+either family (uniform), q from the shipped head, directions from the backbone.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from qmag_core.data import read_lfw_pairs  # noqa: E402
+from qmag_core.encoders import BUILTIN_HEAD, load_encoder  # noqa: E402
+from qmag_core.magface import save_quality_head  # noqa: E402
+from qmag_core.safeio import save_npz  # noqa: E402
+from qmag_core.utility import fit_utility_head, utility_samples  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+PHOTOS = SHARED / "lfw_photos" / "images"
+TRAIN_FOLDS, VAL_FOLDS, TEST_FOLDS = (0, 1, 2), (3,), (4, 5, 6)
+
+
+def split_paths() -> dict:
+    """Photo paths per split; asserts that no person crosses splits."""
+    pairs = read_lfw_pairs(SHARED / "lfw_photos" / "pairs_dev.txt")
+
+    def paths(folds):
+        m = np.isin(pairs.fold, folds)
+        return sorted(set(pairs.path1[m].tolist()) | set(pairs.path2[m].tolist()))
+
+    out = {"train": paths(TRAIN_FOLDS), "val": paths(VAL_FOLDS), "test": paths(TEST_FOLDS)}
+    ids = {k: {p.split("/")[0] for p in v} for k, v in out.items()}
+    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"]), "folds share persons"
+    return out
+
+
+def samples(enc, paths, family: str, n_deg: int, seed: int, cache: Path) -> dict:
+    """Cached ``utility_samples`` of one family ('crop' or 'capture')."""
+    key = hashlib.blake2b(("\n".join(paths) + f"|{family}|{n_deg}|{seed}|{enc.key}").encode(), digest_size=8).hexdigest()
+    f = cache / f"{family}-{key}.npz"
+    if f.is_file():
+        z = np.load(f)
+        return {k: z[k] for k in z.files}
+    t0 = time.time()
+    d = utility_samples(enc, [str(PHOTOS / p) for p in paths], family=family, n_degraded=n_deg, seed=seed)
+    print(f"  {family}: {len(paths)} photos -> {len(d['target'])} samples, {len(d['failed'])} without a face, "
+          f"{d['lost']} degraded versions lost their face; {time.time() - t0:.0f} s", flush=True)
+    d = {k: np.asarray(v) for k, v in d.items() if k not in ("failed", "lost")}
+    save_npz(f, **d)
+    return d
+
+
+def stack(parts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Features and targets of several families' samples, each clean photo once."""
+    X, y = [parts[0]["features"]], [parts[0]["target"]]
+    for p in parts[1:]:
+        m = p["family"] != "clean"
+        X.append(p["features"][m]); y.append(p["target"][m])  # noqa: E702
+    return np.concatenate(X), np.concatenate(y)
+
+
+def train(family: str = "both", n_deg: int = 2, seed: int = 0, cache: Path | None = None, max_train: int | None = None):
+    """(UtilityFit, meta) of a head trained on folds 1–3, λ chosen on fold 4."""
+    cache = cache or Path.home() / ".cache" / "qmag" / "utility"
+    cache.mkdir(parents=True, exist_ok=True)
+    enc = load_encoder("builtin-raw", device="cpu")
+    sp = split_paths()
+    tr = sp["train"]
+    if max_train and len(tr) > max_train:
+        tr = sorted(np.random.default_rng(seed).choice(tr, max_train, replace=False).tolist())
+    fams = ("crop", "capture") if family == "both" else (family,)
+    X, y = stack([samples(enc, tr, f, n_deg, seed + 7, cache) for f in fams])
+    Xv, yv = stack([samples(enc, sp["val"], f, n_deg, seed + 8, cache) for f in fams])
+    fit = fit_utility_head(X, y, Xv, yv)
+    meta = {"kind": "utility", "features": "multi", "family": family, "degraded_per_photo": n_deg, "seed": seed,
+            "data": "lfw_photos dev pairs: folds 1-3 fit, fold 4 selects lambda", "n_train_photos": len(tr),
+            "n_val_photos": len(sp["val"]), **fit.meta()}
+    return fit, meta
+
+
+def cross_quality_pairs(n_deg: int = 2, seed: int = 0, n_imposter: int = 100_000):
+    """(s, q_min, labels) of cross-quality pairs of the folds 1–4 persons (see module doc)."""
+    import torch
+
+    from qmag_core.magface import backbone_directions, load_quality_head
+
+    enc = load_encoder("builtin-raw", device="cpu")
+    head = load_quality_head(BUILTIN_HEAD)[0]
+    sp = split_paths()
+    cache = Path.home() / ".cache" / "qmag" / "utility"
+    rows = []  # per sample: (photo path, is clean, unit, q)
+    for split, sd in (("train", seed + 7), ("val", seed + 8)):
+        for fam in ("crop", "capture"):
+            d = samples(enc, sp[split], fam, n_deg, sd, cache)
+            keep = np.ones(len(d["target"]), bool) if fam == "crop" else d["family"] != "clean"
+            u = backbone_directions(enc, d["features"][keep])
+            with torch.inference_mode():
+                q = head(torch.from_numpy(d["features"][keep]).float()).norm(dim=1).numpy()
+            paths = np.asarray(sp[split])[d["source"][keep]]
+            rows.append((paths, d["family"][keep] == "clean", u / np.linalg.norm(u, axis=1, keepdims=True), q))
+    photo = np.concatenate([r[0] for r in rows])
+    clean = np.concatenate([r[1] for r in rows])
+    unit = np.concatenate([r[2] for r in rows])
+    q = np.concatenate([r[3] for r in rows])
+    names = sorted(set(photo[clean].tolist()))
+    pid = {p: k for k, p in enumerate(names)}
+    clean_ix = np.full(len(names), -1)
+    clean_ix[[pid[p] for p in photo[clean]]] = np.flatnonzero(clean)
+    versions = [[] for _ in names]
+    for k in np.flatnonzero(~clean):
+        versions[pid[photo[k]]].append(k)
+    ident = np.array([p.split("/")[0] for p in names])
+    rng = np.random.default_rng(seed)
+    by = {}
+    for k, n in enumerate(ident):
+        by.setdefault(n, []).append(k)
+    gen = [(a, b) for ks in by.values() for a in ks for b in ks if a != b]
+    a_i = rng.integers(len(names), size=3 * n_imposter)
+    b_i = rng.integers(len(names), size=3 * n_imposter)
+    imp = np.c_[a_i, b_i][ident[a_i] != ident[b_i]][:n_imposter]
+    ab = np.r_[np.asarray(gen), imp]
+    y = np.r_[np.ones(len(gen), bool), np.zeros(len(imp), bool)]
+    va = clean_ix[ab[:, 0]]
+    vb = np.array([versions[b][int(rng.integers(len(versions[b])))] for b in ab[:, 1]])
+    s = (unit[va] * unit[vb]).sum(1)
+    return s, np.minimum(q[va], q[vb]), y, len(names)
+
+
+def train_params(mode: str, seed: int, write: bool, n_deg: int = 2):
+    from qmag_core.compare import operating_points
+    from qmag_core.scoring import QMagFaceTrainer, qmagface_score
+
+    s, q, y, n_photos = cross_quality_pairs(n_deg, seed)
+    tr = QMagFaceTrainer(mode=mode, random_state=seed).fit(np.c_[s, q, q], y)
+    print(f"{mode}: alpha {tr.alpha_:.5g} beta {tr.beta_:.5g} (s0 {tr.alpha_ / tr.beta_:.3f}) on {int(y.sum())} genuine + "
+          f"{int((~y).sum())} imposter cross-quality pairs of {n_photos} photos (LFW dev folds 1-4 persons)")
+    if write:
+        p = tr.params(encoder="builtin", trained_on={
+            "data": "original LFW photos of the dev pairs' folds 1-4 persons (../shared/data/lfw_photos); "
+                    "never folds 5-7, the test of the benches",
+            "pairs": "every same-person photo pair (both orders) + 100,000 seeded different-person pairs; first photo "
+                     f"clean, second one of its {n_deg}+{n_deg} seeded degraded versions (crop and capture family), "
+                     f"severity U(0.1, 1), seed {seed}",
+            "n_genuine": tr.n_genuine_, "n_imposter": tr.n_imposter_,
+            "command": f"python tools/train_builtin_utility.py --params {mode} --write"})
+        p.operating_points = operating_points(s, qmagface_score(s, q, tr.alpha_, tr.beta_), y)
+        p.notes = list(p.notes) + ["q = the shipped utility quality head (qmag_core/assets/quality_head/builtin_head.pt)",
+                                   "operating points measured on the cross-quality training pairs"]
+        out = ROOT / "qmag_core" / "assets" / "params" / "builtin.json"
+        p.save(out)
+        print(f"wrote {out}")
+
+
+def calibrate(n: int = 120, seed: int = 0):
+    """Per capture kind and severity on ``n`` training-fold photos: the share of photos whose
+    degraded version loses its face, and mean 1 − cos(clean, degraded) of the faces kept
+    (the crop family's footing: 0.06–0.10 at s = 1)."""
+    from qmag_core.align import FaceDetector, align, choose_face, load_image
+    from qmag_core.degrade import CAPTURE_KINDS, degrade_photo
+
+    enc = load_encoder("builtin-raw", device="cpu")
+    det = FaceDetector()
+    paths = split_paths()["train"][::max(1, len(split_paths()["train"]) // n)][:n]
+
+    def unit_of(img):
+        fs = det.detect(img)
+        if not fs:
+            return None, None
+        f = fs[choose_face(fs, (img.shape[1], img.shape[0]))]
+        e = enc.embed(align(img, f.landmarks, enc.spec).crop[None])[0]
+        return e / np.linalg.norm(e), f.landmarks
+
+    base = []
+    for p in paths:
+        img = load_image(PHOTOS / p)
+        u, lm = unit_of(img)
+        if u is not None:
+            base.append((img, u, lm))
+    print(f"{len(base)} photos (folds 1-3); per severity 0.25 / 0.5 / 0.75 / 1: face lost %, mean 1 - cos of kept faces")
+    for kind in CAPTURE_KINDS:
+        cells = []
+        for sv in (0.25, 0.5, 0.75, 1.0):
+            rng = np.random.default_rng(seed)
+            lost, d = 0, []
+            for img, u, lm in base:
+                v, _ = unit_of(degrade_photo(img, kind, sv, rng, landmarks=lm))
+                if v is None:
+                    lost += 1
+                else:
+                    d.append(1 - float(u @ v))
+            cells.append(f"{100 * lost / len(base):4.0f}% {np.mean(d) if d else np.nan:.3f}")
+        print(f"  {kind:12s} " + " | ".join(cells), flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", choices=("both", "crop", "capture"), default="both")
+    ap.add_argument("--degraded", type=int, default=2, help="seeded degraded versions per photo and family")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="head file (default: not written unless --write)")
+    ap.add_argument("--write", action="store_true", help=f"ship it: write {BUILTIN_HEAD} (with --params: builtin.json)")
+    ap.add_argument("--params", choices=("consistent", "official"), default=None,
+                    help="train QMagFace α/β for the shipped head instead of a head")
+    ap.add_argument("--calibrate", action="store_true", help="print the capture family's severity calibration")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    if a.calibrate:
+        calibrate(seed=a.seed)
+        return 0
+    if a.params:
+        train_params(a.params, a.seed, a.write, a.degraded)
+        return 0
+    fit, meta = train(a.family, a.degraded, a.seed)
+    print(f"{a.family}: {fit.n_train} training + {fit.n_val} validation samples; λ = {fit.lam:g}; validation "
+          f"Spearman(pred, target) by λ: " + ", ".join(f"{k:g}: {v:.3f}" for k, v in fit.val_spearman.items())
+          + f"; {time.time() - t0:.0f} s")
+    out = BUILTIN_HEAD if a.write else a.out
+    if out:
+        save_quality_head(fit.head, out, meta)
+        print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
