@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from qmag_core.align import FaceDetector, detect_and_align
-from qmag_core.encoders import load_encoder
-from qmag_core.explain import (deletion_drops, gradient_map, local_variance_map, occlusion_map, patch_region,
-                               quality_gradient, quality_of)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from qmag_core.align import FaceDetector, detect_and_align  # noqa: E402
+from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.explain import (deletion_drops, gradient_map, local_variance_map, occlusion_map,  # noqa: E402
+                               patch_region, quality_gradient, quality_of)
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "images"
 

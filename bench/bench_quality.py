@@ -1,4 +1,4 @@
-"""Does the built-in encoder's MagFace quality head help verification?  (issue 5)
+"""Does the built-in encoder's quality head help verification?
 
 All evaluation on LFW dev folds 5–7 (identities never seen by the head or by α/β):
 
@@ -173,7 +173,7 @@ def main():
                     for mode in ("official", "consistent")}
         cand = {f"{k} (folds 1-4)": (t.alpha_, t.beta_) for k, t in trainers.items()}
         if shipped is not None and bkv is bk:
-            cand[f"shipped {shipped.mode} (glint24 + ORL)"] = (shipped.alpha, shipped.beta)
+            cand[f"shipped {shipped.mode} (folds 1-4 persons, both families)"] = (shipped.alpha, shipped.beta)
         for name, (al, be) in cand.items():
             print(f"  {name}: alpha {al:.4g} beta {be:.4g} (s0 {al / be:.3f})")
             (so, qo, _), yo = sets["official pairs"]

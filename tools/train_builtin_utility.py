@@ -10,6 +10,8 @@ descriptor): crop level (``qmag_core.degrade.degrade``) and capture level
 
     python tools/train_builtin_utility.py [--family both|crop|capture] [--degraded 2] [--write]
     python tools/train_builtin_utility.py --params consistent|official [--write]   # α/β with the shipped head
+    python tools/train_builtin_utility.py --spearman     # does q track crop-level degradation (folds 5–7)?
+    python tools/train_builtin_utility.py --calibrate    # capture family: face lost %, 1 − cos per severity
 
 α/β (``--params``) are trained on cross-quality pairs of the same folds 1–4 persons (never
 folds 5–7): every same-person photo pair (both orders) and 100,000 seeded pairs of
@@ -212,6 +214,49 @@ def calibrate(n: int = 120, seed: int = 0):
         print(f"  {kind:12s} " + " | ".join(cells), flush=True)
 
 
+def spearman(seed: int = 0):
+    """Spearman(q, −severity) on the LFW dev folds 5–7 crops (persons no head saw), each clean
+    and once per crop-level kind at a seeded severity U(0.1, 1), pooled and per kind, for
+    the shipped head, the MagFace-loss head and the raw descriptor length."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from qmag_core.align import FaceDetector, NoFaceError, detect_and_align
+    from qmag_core.degrade import KINDS, degrade
+    from qmag_core.encoders import MAGFACE_HEAD
+    from qmag_core.magface import backbone_directions, backbone_features, load_quality_head
+
+    enc = load_encoder("builtin-raw", device="cpu")
+    pairs = read_lfw_pairs(SHARED / "lfw" / "pairs_dev.txt")
+    m = np.isin(pairs.fold, TEST_FOLDS)
+    paths = sorted(set(pairs.path1[m].tolist()) | set(pairs.path2[m].tolist()))
+    det, rng = FaceDetector(), np.random.default_rng(100 + seed)
+    feats, sev, kind = [], [], []
+    for k in range(0, len(paths), 64):
+        batch = []
+        for p in paths[k:k + 64]:
+            try:
+                crop = detect_and_align(str(SHARED / "lfw" / "images" / p), det, enc.spec).crop
+            except NoFaceError:
+                continue
+            batch.append(crop); sev.append(0.0); kind.append("")  # noqa: E702
+            for kd in KINDS:
+                sv = float(rng.uniform(0.1, 1.0))
+                batch.append(degrade(crop, kd, sv, rng)); sev.append(sv); kind.append(kd)  # noqa: E702
+        feats.append(backbone_features(enc, np.stack(batch), kind="multi"))
+    f, sev, kind = np.concatenate(feats), np.asarray(sev), np.asarray(kind)
+    qs = {"raw descriptor length": np.linalg.norm(backbone_directions(enc, f), axis=1)}
+    for name, path in (("utility head (shipped)", BUILTIN_HEAD), ("MagFace-loss head", MAGFACE_HEAD)):
+        with torch.inference_mode():
+            qs[name] = load_quality_head(path)[0](torch.from_numpy(f)).norm(dim=1).numpy()
+    print(f"{int((kind == '').sum())} LFW folds 5-7 crops, clean + one per kind; Spearman(q, -severity)")
+    print(f"{'q':<26}{'pooled':>8}" + "".join(f"{k:>11}" for k in KINDS))
+    for name, q in qs.items():
+        row = [spearmanr(q, -sev)[0]] + [spearmanr(q[(kind == k) | (kind == "")], -sev[(kind == k) | (kind == "")])[0]
+                                         for k in KINDS]
+        print(f"{name:<26}{row[0]:>8.3f}" + "".join(f"{v:>11.2f}" for v in row[1:]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", choices=("both", "crop", "capture"), default="both")
@@ -222,10 +267,14 @@ def main(argv=None) -> int:
     ap.add_argument("--params", choices=("consistent", "official"), default=None,
                     help="train QMagFace α/β for the shipped head instead of a head")
     ap.add_argument("--calibrate", action="store_true", help="print the capture family's severity calibration")
+    ap.add_argument("--spearman", action="store_true", help="Spearman(q, -severity) on folds 5-7 crops, crop family")
     a = ap.parse_args(argv)
     t0 = time.time()
     if a.calibrate:
         calibrate(seed=a.seed)
+        return 0
+    if a.spearman:
+        spearman(a.seed)
         return 0
     if a.params:
         train_params(a.params, a.seed, a.write, a.degraded)
