@@ -4,10 +4,28 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.shared import active_params, dataset, download_table, encoder, fmt_pct, set_active, sidebar, state
+from pages.shared import (
+    active_params,
+    dataset,
+    download_table,
+    encoder,
+    fmt_pct,
+    set_active,
+    sidebar,
+    state,
+)
 from qmag_core import metrics as M
-from qmag_core.dashboard import (Dataset, REPORT_FMRS, dataset_from_bin, dataset_from_folder, dataset_from_scores,
-                                  public_message, qmagface_effect, resolve_under_roots, staged_uploads)
+from qmag_core.dashboard import (
+    REPORT_FMRS,
+    Dataset,
+    dataset_from_bin,
+    dataset_from_folder,
+    dataset_from_scores,
+    public_message,
+    qmagface_effect,
+    resolve_under_roots,
+    staged_uploads,
+)
 from qmag_core.data import load_embeddings, read_pairs, scores_from_embeddings
 from qmag_core.errors import QMagError
 from qmag_core.figures import roc_det, s_vs_q, score_histograms

@@ -109,7 +109,7 @@ def _add_trainer_options(p: argparse.ArgumentParser) -> None:
 
 
 def _trainer_from_args(a):
-    from .scoring import QMagFaceTrainer
+    from .trainer import QMagFaceTrainer
 
     return QMagFaceTrainer(mode=a.mode, fmr_min=a.fmr_min, fmr_max=a.fmr_max, n_fmr=a.n_fmr,
                            n_omega=a.n_omega, max_ratio=a.max_ratio, max_imposters=a.max_imposters,
@@ -126,7 +126,7 @@ def _load_scores(path: str):
 
 def cmd_train(a) -> int:
     from .data import sha256_file
-    from .scoring import QUALITY_MEANING
+    from .params import QUALITY_MEANING
 
     table = _load_scores(a.scores)
     encoder = a.encoder or table.encoder
@@ -445,7 +445,7 @@ def cmd_embed(a) -> int:
 
 def cmd_compare(a) -> int:
     from .compare import compare_images, default_params
-    from .scoring import QMagFaceParams
+    from .params import QMagFaceParams
 
     enc = _encoder_from_args(a)
     params = QMagFaceParams.load(a.params) if a.params else default_params(enc.id)
@@ -620,7 +620,7 @@ def _scores_from_bin(a):
 
 
 def cmd_evaluate(a) -> int:
-    from .scoring import QMagFaceParams
+    from .params import QMagFaceParams
 
     if a.bin and (a.scores or a.images or a.pairs):
         raise QMagError("--bin goes alone: not with --scores, --images or --pairs")
@@ -672,7 +672,7 @@ def _finish_evaluate(a, rep) -> int:
 # ------------------------------------------------------------------------ score
 def cmd_score(a) -> int:
     from .data import add_scores_column
-    from .scoring import QMagFaceParams
+    from .params import QMagFaceParams
 
     if bool(a.out) == bool(a.in_place):
         raise QMagError("give --out FILE, or --in-place to add s_hat to --scores itself")

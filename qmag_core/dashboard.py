@@ -16,7 +16,9 @@ import numpy as np
 from . import metrics as M
 from .data import ScoreTable, read_pairs, read_scores_csv
 from .errors import QMagError
-from .scoring import QMagFaceParams, QMagFaceTrainer, qmagface_score
+from .params import QMagFaceParams
+from .scoring import qmagface_score
+from .trainer import QMagFaceTrainer
 
 __all__ = ["fingerprint", "public_message", "staged_uploads", "ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
            "load_sample_dataset", "dataset_from_scores", "fmr_bounds", "fmr_grid", "heldout_effect", "summary_metrics",
