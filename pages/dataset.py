@@ -136,8 +136,8 @@ def metrics_table(key: str, s, s_hat, y, failed_labels):
         row = {"scores": name, "EER": c.eer().value, "EER CI95": ci["eer"], "AUC": c.auc(),
                "d′": None if "failures" in name else M.dprime(g, i)}
         for o in c.fnmr_at_fmr(REPORT_FMRS):
-            row[f"FNMR@{o.target_fmr:g}"] = o.fnmr
-            row[f"FNMR@{o.target_fmr:g} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
+            row[f"FNMR@{M.fmr_key(o.target_fmr)}"] = o.fnmr
+            row[f"FNMR@{M.fmr_key(o.target_fmr)} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
         rows.append(row)
     return rows
 
