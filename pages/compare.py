@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.shared import active_params, dataset, detector, download_table, encoder, sidebar
+from pages.shared import (
+    active_params,
+    dataset,
+    detector,
+    download_table,
+    encoder,
+    sidebar,
+)
 from qmag_core.compare import compare_images
 from qmag_core.dashboard import SAMPLE_DIR
 from qmag_core.figures import face_overlay, similarity_matrix

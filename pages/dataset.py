@@ -4,10 +4,28 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.shared import active_params, dataset, download_table, encoder, fmt_pct, set_active, sidebar, state
+from pages.shared import (
+    active_params,
+    dataset,
+    download_table,
+    encoder,
+    fmt_pct,
+    set_active,
+    sidebar,
+    state,
+)
 from qmag_core import metrics as M
-from qmag_core.dashboard import (Dataset, REPORT_FMRS, dataset_from_bin, dataset_from_folder, dataset_from_scores,
-                                  public_message, qmagface_effect, resolve_under_roots, staged_uploads)
+from qmag_core.dashboard import (
+    REPORT_FMRS,
+    Dataset,
+    dataset_from_bin,
+    dataset_from_folder,
+    dataset_from_scores,
+    public_message,
+    qmagface_effect,
+    resolve_under_roots,
+    staged_uploads,
+)
 from qmag_core.data import load_embeddings, read_pairs, scores_from_embeddings
 from qmag_core.errors import QMagError
 from qmag_core.figures import roc_det, s_vs_q, score_histograms
@@ -118,8 +136,8 @@ def metrics_table(key: str, s, s_hat, y, failed_labels):
         row = {"scores": name, "EER": c.eer().value, "EER CI95": ci["eer"], "AUC": c.auc(),
                "d′": None if "failures" in name else M.dprime(g, i)}
         for o in c.fnmr_at_fmr(REPORT_FMRS):
-            row[f"FNMR@{o.target_fmr:g}"] = o.fnmr
-            row[f"FNMR@{o.target_fmr:g} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
+            row[f"FNMR@{M.fmr_key(o.target_fmr)}"] = o.fnmr
+            row[f"FNMR@{M.fmr_key(o.target_fmr)} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
         rows.append(row)
     return rows
 

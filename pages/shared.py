@@ -6,9 +6,15 @@ import pandas as pd
 import streamlit as st
 
 from qmag_core.compare import default_params
-from qmag_core.dashboard import SAMPLE_DATASETS, Dataset, load_sample_dataset, public_message, resolve_under_roots
+from qmag_core.dashboard import (
+    SAMPLE_DATASETS,
+    Dataset,
+    load_sample_dataset,
+    public_message,
+    resolve_under_roots,
+)
 from qmag_core.errors import QMagError
-from qmag_core.scoring import QMagFaceParams
+from qmag_core.params import QMagFaceParams
 
 ENCODER_LABELS = {"builtin": "built-in (default)", "builtin-raw": "built-in, raw descriptor",
                   "magface": "MagFace checkpoint"}

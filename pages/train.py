@@ -12,7 +12,8 @@ from qmag_core.compare import operating_points
 from qmag_core.dashboard import OFFICIAL_PARAMS, fmr_grid, heldout_effect
 from qmag_core.errors import FMRClampWarning, QMagError
 from qmag_core.figures import omega_fit
-from qmag_core.scoring import QMagFaceTrainer, qmagface_score
+from qmag_core.scoring import qmagface_score
+from qmag_core.trainer import QMagFaceTrainer
 
 sidebar()
 st.title("Train α/β")

@@ -15,7 +15,6 @@ Templates:
 from __future__ import annotations
 
 import io
-import math
 import os
 import warnings
 from dataclasses import dataclass, field

@@ -13,9 +13,18 @@ from itertools import combinations
 
 import numpy as np
 
-from .align import DEFAULT_FACE_RULE, AlignedFace, FaceDetector, ImageError, NoFaceError, detect_and_align, load_image
+from .align import (
+    DEFAULT_FACE_RULE,
+    AlignedFace,
+    FaceDetector,
+    ImageError,
+    NoFaceError,
+    detect_and_align,
+    load_image,
+)
 from .errors import QMagError
-from .scoring import QMagFaceParams, qmagface_score
+from .params import QMagFaceParams
+from .scoring import qmagface_score
 
 __all__ = ["ImageResult", "PairResult", "ComparisonResult", "compare_images", "threshold_at_fmr",
            "operating_points", "default_params"]

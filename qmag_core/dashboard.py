@@ -15,8 +15,10 @@ import numpy as np
 
 from . import metrics as M
 from .data import ScoreTable, read_pairs, read_scores_csv
+from .evaluation import REPORT_FMRS, heldout_effect, summary_metrics  # noqa: F401 (re-exported)
 from .errors import QMagError
-from .scoring import QMagFaceParams, QMagFaceTrainer, qmagface_score
+from .params import QMagFaceParams
+from .scoring import qmagface_score
 
 __all__ = ["fingerprint", "public_message", "staged_uploads", "ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
            "load_sample_dataset", "dataset_from_scores", "fmr_bounds", "fmr_grid", "heldout_effect", "summary_metrics",
@@ -24,7 +26,6 @@ __all__ = ["fingerprint", "public_message", "staged_uploads", "ROOT", "SAMPLE_DI
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"
-REPORT_FMRS = (1e-2, 1e-3, 1e-4)
 OFFICIAL_PARAMS = QMagFaceParams(alpha=0.077428, beta=0.125926, mode="official", encoder="magface",
                                  quality="MagFace iResNet100 embedding length (published, trained on Adience)")
 
@@ -264,33 +265,7 @@ def fmr_grid(n_imposter: int) -> tuple[list[float], tuple[float, float], str]:
     return grid, default, reason
 
 
-def _split(table: ScoreTable, seed: int) -> np.ndarray:
-    """Seeded, label-stratified 50/50 split: True = training half."""
-    rng = np.random.default_rng(seed)
-    train = np.zeros(len(table), bool)
-    for lab in (0, 1):
-        idx = np.flatnonzero(table.label == lab)
-        train[rng.choice(idx, idx.size // 2, replace=False)] = True
-    return train
 
-
-def summary_metrics(s, labels) -> dict:
-    g, i = M.split_scores(s, labels)
-    c = M.roc(g, i)  # one sort for EER, AUC and FNMR@FMR
-    return {"eer": c.eer().value, "auc": c.auc(), "dprime": M.dprime(g, i),
-            **{f"fnmr@{o.target_fmr:g}": o.fnmr for o in c.fnmr_at_fmr(REPORT_FMRS)}}
-
-
-def heldout_effect(table: ScoreTable, trainer: QMagFaceTrainer, seed: int = 0) -> dict:
-    """Before/after metrics on held-out pairs: α/β trained on a seeded half, measured on
-    the other half (never on the pairs they were trained on)."""
-    train = _split(table, seed)
-    test = ~train
-    tr = QMagFaceTrainer(**trainer.get_params()).fit(table.X()[train], table.label[train])
-    sh = qmagface_score(table.s[test], table.q_min[test], tr.alpha_, tr.beta_)
-    return {"alpha": tr.alpha_, "beta": tr.beta_, "n_train": int(train.sum()), "n_test": int(test.sum()),
-            "cosine": summary_metrics(table.s[test], table.label[test]),
-            "qmagface": summary_metrics(sh, table.label[test])}
 
 
 def qmagface_effect(s, q_min, labels, alpha: float, beta: float, *, n_boot: int = 200, seed: int = 0) -> dict:

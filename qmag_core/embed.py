@@ -15,11 +15,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from .align import (ARCFACE_112, DEFAULT_FACE_RULE, FaceDetector, ImageError, NoFaceError, align, choose_face,
+from .align import (ARCFACE_112, DEFAULT_FACE_RULE, FaceDetector, ImageError, align, choose_face,
                     load_image, realign_aligned)
 from .data import IMAGE_EXTENSIONS, Embeddings
 from .errors import DataFormatError, QMagError

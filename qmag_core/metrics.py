@@ -55,6 +55,16 @@ FAILED_SCORE = -1e6
 FAILED_QUALITY = -1.0
 
 
+def fmr_key(f: float) -> str:
+    """The one spelling of an FMR as a key or label, positional and shortest:
+    0.01 → '0.01', 1e-4 → '0.0001', 1e-5 → '0.00001'.
+
+    >>> [fmr_key(f) for f in (1e-2, 1e-3, 1e-4, 1e-5, 0.05)]
+    ['0.01', '0.001', '0.0001', '0.00001', '0.05']
+    """
+    return np.format_float_positional(float(f), trim="-")
+
+
 def with_failures(scores: npt.ArrayLike, labels: npt.ArrayLike, failed_labels: npt.ArrayLike,
                   quality: npt.ArrayLike | None = None):
     """Scores (and labels, quality) of every pair: the scored ones followed by the failed
@@ -434,7 +444,7 @@ def paired_bootstrap(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: n
     _check(a[gi], a[ii])
     fmrs = [float(t) for t in np.atleast_1d(fmrs) if supports_fmr(ii.size, float(t))]
     sorted_sets = [_SortedScores(x[gi], x[ii]) for x in (a, b)]
-    names = ["eer"] + [f"fnmr@fmr={t:g}" for t in fmrs] + (["accuracy"] if folds is not None else [])
+    names = ["eer"] + [f"fnmr@fmr={fmr_key(t)}" for t in fmrs] + (["accuracy"] if folds is not None else [])
     f = None if folds is None else np.asarray(folds)
 
     def measure(ss, wg, wi, x, idx):

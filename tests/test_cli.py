@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from qmag_core import cli
+from qmag_core import cli, evaluation
 from qmag_core.data import ScoreTable, read_scores_csv, write_scores_csv
 from qmag_core.scoring import QMagFaceTrainer, qmagface_score
 from qmag_core.synthetic import synthetic_pairs
@@ -73,7 +73,7 @@ def test_cross_fit_never_scores_a_fold_with_params_that_saw_it():
     t = ScoreTable(s, q1, q2, y, folds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s_hat, used_folds, per_fold = cli.cross_fit(t, QMagFaceTrainer())
+        s_hat, used_folds, per_fold = evaluation.cross_fit(t, QMagFaceTrainer())
         for d in per_fold:
             test = used_folds == d["fold"]
             assert not np.intersect1d(d["train_rows"], np.flatnonzero(test)).size
@@ -85,8 +85,8 @@ def test_cross_fit_never_scores_a_fold_with_params_that_saw_it():
             assert (full.alpha_, full.beta_) != (d["alpha"], d["beta"])
         # no folds in the file: 2 seeded, label-stratified folds
         t2 = ScoreTable(s, q1, q2, y, np.full(s.size, -1))
-        _, f2a, pf = cli.cross_fit(t2, QMagFaceTrainer(), seed=1)
-        _, f2b, _ = cli.cross_fit(t2, QMagFaceTrainer(), seed=1)
+        _, f2a, pf = evaluation.cross_fit(t2, QMagFaceTrainer(), seed=1)
+        _, f2b, _ = evaluation.cross_fit(t2, QMagFaceTrainer(), seed=1)
     assert len(pf) == 2 and np.array_equal(f2a, f2b)
     assert abs(int(((f2a == 0) & (y == 1)).sum()) - 1200) <= 1
 

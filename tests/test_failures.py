@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import ROOT
 from qmag_core import metrics as M
-from qmag_core.cli import evaluate_table
+from qmag_core.evaluation import evaluate_table
 from qmag_core.data import FailedPairs, ScoreTable
 
 FACES = ROOT / "sample_data" / "faces" / "deepface"

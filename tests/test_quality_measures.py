@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from qmag_core import data as D
-from qmag_core.cli import evaluate_table
+from qmag_core.evaluation import evaluate_table
 from qmag_core.quality import MEASURES, inter_eye_distance, measure_columns, sharpness
 from qmag_core.scoring import QMagFaceParams
 

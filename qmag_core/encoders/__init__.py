@@ -15,7 +15,6 @@ Every encoder maps aligned RGB uint8 crops (B, S, S, 3) to raw float32 embedding
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

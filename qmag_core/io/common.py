@@ -1,0 +1,144 @@
+"""Shared pieces of the file readers: limits, label and fold parsing, the CSV table reader."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import DataFormatError
+from ..safeio import read_text
+
+#: a quality (embedding length) above this is refused as implausible
+MAX_QUALITY = 1e6
+#: fold ids must lie in [-1, MAX_FOLD]
+MAX_FOLD = 1_000_000
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm", ".tif", ".tiff")
+
+_POS = {"1", "1.0", "+1", "true", "t", "yes", "y", "same", "genuine", "match", "matched", "mated"}
+_NEG = {"0", "0.0", "-1", "-1.0", "false", "f", "no", "n", "different", "diff", "imposter",
+        "impostor", "mismatch", "mismatched", "nonmated", "non-mated"}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _norm_path(p: str) -> str:
+    p = p.replace("\\", "/")
+    while p.startswith("./"):
+        p = p[2:]
+    return p
+
+
+def _parse_folds(fv, *, path, lines) -> np.ndarray:
+    """Fold ids from strings: integers in [-1, MAX_FOLD]."""
+    fv = np.char.strip(np.asarray(fv, dtype=str))
+    okf = np.char.isdigit(np.char.lstrip(fv, "-")) & (np.char.count(fv, "-") <= 1) & (np.char.str_len(fv) <= 8)
+    if okf.all():
+        fold = fv.astype(np.int64)
+        okf = (fold >= -1) & (fold <= MAX_FOLD)
+    if not okf.all():
+        k = int(np.flatnonzero(~okf)[0])
+        raise DataFormatError(f"fold must be an integer from -1 to {MAX_FOLD:,}, got {str(fv[k])[:40]!r}", path=path,
+                              line=None if lines is None else int(lines[k]))
+    return fold
+
+
+def parse_labels(values, *, path: str | None = None, lines=None) -> npt.NDArray[np.int8]:
+    """Map label strings (1/0, 1/-1, true/false, yes/no, same/different, …) to 1/0."""
+    arr = np.char.lower(np.char.strip(np.asarray(values, dtype=str)))
+    pos = np.isin(arr, list(_POS))
+    neg = np.isin(arr, list(_NEG))
+    bad = np.flatnonzero(~(pos | neg))
+    if bad.size:
+        ln = None if lines is None else int(lines[bad[0]])
+        raise DataFormatError(
+            f"label {str(values[bad[0]])!r} not understood; expected 1/0, 1/-1, true/false, yes/no "
+            "or same/different", path=path, line=ln)
+    uniq = set(arr[neg].tolist())
+    if {"0", "0.0"} & uniq and {"-1", "-1.0"} & uniq:
+        raise DataFormatError("labels mix 0 and -1 as 'different'; use one coding", path=path)
+    return pos.astype(np.int8)
+
+
+_ALIASES = {
+    "path1": ("path1", "file_x", "img1", "image1", "file1", "a", "left", "probe"),
+    "path2": ("path2", "file_y", "img2", "image2", "file2", "b", "right", "reference"),
+    "label": ("label", "decision", "same", "is_same", "issame", "genuine", "y", "target"),
+    "fold": ("fold", "folds", "split"),
+}
+
+
+#: a leading metadata line of our CSVs: ``# key=value`` (optionally ``# qmag: key=value``)
+_META_RE = re.compile(r"#\s*(?:qmag:)?\s*([\w-]+)\s*=\s*(.*?)\s*$")
+
+
+def _read_csv_table(p: str, *, comment: bool = True):
+    """(header, rows as list of lists, line numbers, metadata) via the csv module;
+    accepts CRLF and a missing final newline.  Lines starting with '#' before the
+    header are metadata (``# key=value``)."""
+    text = read_text(p, expected="a CSV file")
+    meta = {}
+    lines = text.splitlines()
+    start = 0
+    while comment and start < len(lines) and (lines[start].startswith("#") or not lines[start].strip()):
+        m = _META_RE.match(lines[start])
+        if m:
+            meta[m.group(1)] = m.group(2).strip()
+        start += 1
+    if start >= len(lines):
+        raise DataFormatError("empty file: expected a header line", path=p)
+    reader = csv.reader(lines[start:])
+    try:
+        header = [h.strip() for h in next(reader)]
+        _check_header(header, p, start + 1)
+        rows, lnos = [], []
+        for k, r in enumerate(reader):
+            if not r or all(not c.strip() for c in r):
+                continue
+            rows.append(r)
+            lnos.append(start + 2 + k)
+    except csv.Error as e:
+        raise DataFormatError(f"malformed CSV ({e})", path=p, line=start + 1 + reader.line_num) from None
+    return header, rows, lnos, meta
+
+
+def _check_header(header, p, line) -> None:
+    """Refuse duplicate (case-insensitive) column names: one of them would be ignored."""
+    seen = {}
+    for h in header:
+        k = str(h).strip().lower()
+        if k in seen and k:
+            raise DataFormatError(f"column {h!r} appears twice in the header", path=p, line=line)
+        seen[k] = True
+
+
+def _map_columns(header, required, optional, columns, p):
+    low = [h.lower() for h in header]
+    out = {}
+    for key in required + optional:
+        if columns and key in columns:
+            name = columns[key]
+            if name not in header:
+                raise DataFormatError(f"column {name!r} (mapped to {key}) not in header {header}", path=p, line=1)
+            out[key] = header.index(name)
+            continue
+        for alias in _ALIASES.get(key, (key,)):
+            if alias in low:
+                out[key] = low.index(alias)
+                break
+        else:
+            if key in required:
+                raise DataFormatError(
+                    f"no column for {key!r}; header is {header}. Expected one of "
+                    f"{list(_ALIASES.get(key, (key,)))} or a column mapping", path=p, line=1)
+    return out

@@ -1,0 +1,209 @@
+"""Embeddings files: .npz (ours), .npy (N, D) and MagFace feat.list."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import DataFormatError, QMagError
+from ..safeio import atomic_write, load_npy, load_npz, read_text, save_npz
+from .common import _norm_path
+
+
+@dataclass
+class Embeddings:
+    """Raw embeddings of images, one row per image.
+
+    Attributes
+    ----------
+    embeddings : (N, D) float32, raw (not normalised); failed rows hold NaN
+    quality : (N,) float32, the L2 norm of each row (NaN when failed)
+    paths : (N,) str, image paths as given
+    ok : (N,) bool
+    error : (N,) str, '' when ok
+    encoder : str, encoder id ('' when unknown)
+    measures : {name: (N,) float64}, model-free quality measures per image
+        (:mod:`qmag_core.quality`; NaN where unknown)
+    """
+
+    embeddings: npt.NDArray[np.float32]
+    quality: npt.NDArray[np.float32]
+    paths: npt.NDArray[np.str_]
+    ok: npt.NDArray[np.bool_]
+    error: npt.NDArray[np.str_]
+    encoder: str = ""
+    measures: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        e = np.asarray(self.embeddings)
+        n = e.shape[0] if e.ndim == 2 else -1
+        if e.ndim != 2:
+            raise QMagError(f"embeddings must have shape (N, D), got {e.shape}")
+        for name in ("quality", "paths", "ok", "error"):
+            v = np.asarray(getattr(self, name))
+            if v.shape != (n,):
+                raise QMagError(f"'{name}' must have shape ({n},), got {v.shape}")
+        for name, v in self.measures.items():
+            if np.asarray(v).shape != (n,):
+                raise QMagError(f"measure '{name}' must have shape ({n},), got {np.asarray(v).shape}")
+
+    @classmethod
+    def from_array(cls, e: npt.ArrayLike, paths=None, encoder: str = "") -> "Embeddings":
+        """Wrap raw (N, D) real vectors; rows with zero norm or NaN/inf are marked failed."""
+        e = np.asarray(e)
+        if e.dtype.kind not in "fiu":
+            raise QMagError(f"embeddings must be real numbers (float or int), got dtype {e.dtype}")
+        e = e.astype(np.float32)
+        if e.ndim != 2:
+            raise QMagError(f"embeddings must have shape (N, D), got {e.shape}")
+        n = e.shape[0]
+        finite = np.isfinite(e).all(axis=1)
+        norm = np.linalg.norm(np.where(finite[:, None], e, 0), axis=1).astype(np.float32)
+        ok = finite & (norm > 0)
+        err = np.where(~finite, "non-finite embedding", np.where(norm > 0, "", "zero-norm embedding"))
+        e = e.copy()
+        e[~ok] = np.nan
+        q = np.where(ok, norm, np.nan).astype(np.float32)
+        p = np.asarray([str(i) for i in range(n)] if paths is None else [str(x) for x in paths])
+        return cls(e, q, p.astype(str), ok, err.astype(str), encoder)
+
+    def index_of(self) -> dict[str, int]:
+        return {_norm_path(p): k for k, p in enumerate(self.paths.tolist())}
+
+
+def save_embeddings(path: str | os.PathLike, emb: Embeddings) -> str:
+    """Write the .npz layout (readable with ``allow_pickle=False``) atomically; like
+    ``np.savez`` a missing ``.npz`` suffix is added.  Returns the path written."""
+    path = str(path)
+    if not path.lower().endswith(".npz"):
+        path += ".npz"
+    save_npz(
+        path,
+        embeddings=np.asarray(emb.embeddings, dtype=np.float32),
+        quality=np.asarray(emb.quality, dtype=np.float32),
+        paths=np.asarray(emb.paths, dtype=str),
+        ok=np.asarray(emb.ok, dtype=bool),
+        error=np.asarray(emb.error, dtype=str),
+        encoder=np.asarray(emb.encoder, dtype=str),
+        **{f"measure_{k}": np.asarray(v, np.float64) for k, v in emb.measures.items()},
+    )
+    return path
+
+
+def load_embeddings(path: str | os.PathLike) -> Embeddings:
+    """Read embeddings from .npz (our layout), .npy (N, D) or a MagFace feat.list."""
+    p = str(path)
+    low = p.lower()
+    if low.endswith(".npz"):
+        return _load_npz(p)
+    if low.endswith(".npy"):
+        arr = load_npy(p)
+        if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+            raise DataFormatError(f"expected a real numeric array of shape (N, D), got {arr.dtype} {arr.shape}", path=p)
+        return Embeddings.from_array(arr)
+    return read_feat_list(p)
+
+
+def _load_npz(p: str) -> Embeddings:
+    z = load_npz(p)
+    if "embeddings" not in z:
+        raise DataFormatError(f"missing array 'embeddings' (found {sorted(z)})", path=p)
+    e = z["embeddings"]
+    if e.ndim != 2 or e.dtype.kind not in "fiu":
+        raise DataFormatError(f"'embeddings' must be real numbers of shape (N, D), got {e.dtype} {e.shape}", path=p)
+    n = e.shape[0]
+    base = Embeddings.from_array(e)
+    kinds = {"paths": "U", "error": "U", "encoder": "U", "ok": "b?", "quality": "fiu"}
+
+    def get(name, default):
+        if name not in z:
+            return default
+        v = z[name]
+        if v.dtype.kind not in kinds[name] and not (kinds[name] == "U" and v.dtype.kind == "S"):
+            raise DataFormatError(f"'{name}' has dtype {v.dtype}; expected {kinds[name]!r} kind", path=p)
+        if name == "encoder":
+            if v.size != 1:
+                raise DataFormatError(f"'encoder' must be one string, got shape {v.shape}", path=p)
+            return str(v.reshape(()).item())
+        if v.shape != (n,):
+            raise DataFormatError(f"'{name}' must have shape ({n},), got {v.shape}", path=p)
+        return v
+
+    paths = get("paths", base.paths).astype(str)
+    ok_in = get("ok", base.ok)
+    if ok_in.dtype.kind != "b":
+        raise DataFormatError(f"'ok' must be booleans, got {ok_in.dtype}", path=p)
+    ok = ok_in.astype(bool) & base.ok
+    error = get("error", base.error).astype(str)
+    error = np.where(ok, "", np.where(error == "", base.error, error))
+    error = np.where(~ok & (error == ""), "failed", error)
+    stored_q = get("quality", None)
+    if stored_q is not None:
+        sq = stored_q.astype(np.float64)
+        both = ok & np.isfinite(sq)
+        off = np.flatnonzero(both & ~np.isclose(sq, base.quality, rtol=1e-3, atol=1e-4))
+        if off.size:
+            k = int(off[0])
+            raise DataFormatError(
+                f"'quality' must equal the embedding lengths; row {k}: stored {sq[k]:.6g}, "
+                f"norm {float(base.quality[k]):.6g}", path=p)
+    emb = base.embeddings.copy()
+    emb[~ok] = np.nan
+    q = np.where(ok, base.quality, np.nan).astype(np.float32)
+    measures = {}
+    for key, v in z.items():
+        if key.startswith("measure_"):
+            if v.shape != (n,) or v.dtype.kind not in "fiu":
+                raise DataFormatError(f"'{key}' must be numbers of shape ({n},), got {v.dtype} {v.shape}", path=p)
+            measures[key[len("measure_"):]] = v.astype(np.float64)
+    return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""), measures)
+
+
+def read_feat_list(path: str | os.PathLike) -> Embeddings:
+    """MagFace ``feat.list``: each line ``path v1 v2 … vD`` (space separated)."""
+    p = str(path)
+    lines = read_text(p, expected="'path v1 … vD' lines").splitlines()
+    rows = [(k + 1, ln) for k, ln in enumerate(lines) if ln.strip()]
+    if not rows:
+        raise DataFormatError("empty file (expected 'path v1 … vD' lines)", path=p)
+    heads, rests = [], []
+    for _, ln in rows:
+        parts = ln.strip().split(None, 1)
+        heads.append(parts[0])
+        rests.append(parts[1] if len(parts) > 1 else "")
+    counts = np.fromiter((r.count(" ") + 1 if r.strip() else 0 for r in (" ".join(x.split()) for x in rests)), dtype=np.int64, count=len(rests))
+    dim = int(np.bincount(counts).argmax())
+    bad = np.flatnonzero(counts != dim)
+    if dim == 0:
+        raise DataFormatError("no feature values after the path", path=p, line=rows[0][0])
+    if bad.size:
+        ln = rows[bad[0]][0]
+        raise DataFormatError(f"expected a path and {dim} feature values, got {counts[bad[0]]} values", path=p, line=ln)
+    try:
+        vals = np.array(" ".join(rests).split(), dtype=np.float64)
+    except ValueError:
+        for (ln, _), r in zip(rows, rests):
+            try:
+                np.array(r.split(), dtype=np.float64)
+            except ValueError:
+                tok = next(t for t in r.split() if not _is_float(t))
+                raise DataFormatError(f"feature value {tok!r} is not a number", path=p, line=ln) from None
+        raise
+    return Embeddings.from_array(vals.reshape(len(rows), dim), paths=heads)
+
+
+def _is_float(t: str) -> bool:
+    try:
+        float(t)
+        return True
+    except ValueError:
+        return False
+
+
+def write_feat_list(path: str | os.PathLike, emb: Embeddings) -> None:
+    """Write MagFace feat.list lines (path, then each value followed by a space)."""
+    with atomic_write(path) as fh:
+        for p, row in zip(emb.paths.tolist(), np.asarray(emb.embeddings, np.float64)):
+            fh.write(p + " " + "".join(f"{float(v)!r} " for v in row) + "\n")
