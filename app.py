@@ -1,14 +1,16 @@
 """QMagFace Studio — Streamlit entry point: page router and shared sidebar.
 
-    streamlit run app.py
+streamlit run app.py
 """
+
 from pathlib import Path
 
 import streamlit as st
 
 # the favicon ships with the app: no request leaves this machine for it
-st.set_page_config(page_title="QMagFace Studio", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"),
-                   layout="wide")
+st.set_page_config(
+    page_title="QMagFace Studio", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"), layout="wide"
+)
 
 pages = [
     st.Page("pages/compare.py", title="Compare faces", icon=":material/compare:", default=True),

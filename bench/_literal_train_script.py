@@ -2,6 +2,7 @@
 
 Usage: python bench/_literal_train_script.py scores.csv
 """
+
 import sys
 
 import numpy as np

@@ -17,6 +17,7 @@ with the ridge strength chosen on fold 4 persons (tools/train_builtin_utility.py
 
     python bench/bench_capture.py [--seed 0] [--max-train N] [--limit-test N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,10 @@ class Pipeline:
     def run(self, photos: list[np.ndarray]) -> dict:
         faces = []
         for k in range(0, len(photos), 64):
-            faces += self.det.detect_batch(photos[k:k + 64])
+            faces += self.det.detect_batch(photos[k : k + 64])
         ok = np.array([bool(f) for f in faces])
         crops, prob, ied, lms = [], [], [], []
-        for im, fs in zip(photos, faces):
+        for im, fs in zip(photos, faces, strict=True):
             if not fs:
                 continue
             f = fs[choose_face(fs, (im.shape[1], im.shape[0]))]
@@ -63,8 +64,13 @@ class Pipeline:
             prob.append(f.score)
             ied.append(float(inter_eye_distance(f.landmarks)[0]))
             lms.append(f.landmarks)
-        return {"ok": ok, **self.encode(np.stack(crops) if crops else np.zeros((0, 150, 150, 3), np.uint8)),
-                "prob": np.array(prob), "ied": np.array(ied), "landmarks": np.array(lms)}
+        return {
+            "ok": ok,
+            **self.encode(np.stack(crops) if crops else np.zeros((0, 150, 150, 3), np.uint8)),
+            "prob": np.array(prob),
+            "ied": np.array(ied),
+            "landmarks": np.array(lms),
+        }
 
     def encode(self, crops: np.ndarray) -> dict:
         import torch
@@ -72,16 +78,26 @@ class Pipeline:
         unit, q, raw, feats = [], [], [], []
         with torch.inference_mode():
             for k in range(0, len(crops), 64):
-                x = self.enc.tensor(crops[k:k + 64])
+                x = self.enc.tensor(crops[k : k + 64])
                 f = self.net.backbone.quality_features(x)
-                d = self.net.backbone.fc(f[:, -self.net.backbone.fc.in_features:])
+                d = self.net.backbone.fc(f[:, -self.net.backbone.fc.in_features :])
                 qq = self.net.head(f.float()).norm(dim=1)
                 r = d.norm(dim=1)
-                unit.append((d / r[:, None]).numpy()); q.append(qq.numpy()); raw.append(r.numpy())  # noqa: E702
+                unit.append((d / r[:, None]).numpy())
+                q.append(qq.numpy())
+                raw.append(r.numpy())  # noqa: E702
                 feats.append(f.numpy())
-        cat = (lambda a, d: np.concatenate(a) if a else np.zeros((0,) + d))
-        return {"unit": cat(unit, (128,)), "q": cat(q, ()), "raw": cat(raw, ()), "feats": cat(feats, (768,)),
-                "sharp": sharpness(crops) if len(crops) else np.zeros(0)}
+
+        def cat(a, d):
+            return np.concatenate(a) if a else np.zeros((0,) + d)
+
+        return {
+            "unit": cat(unit, (128,)),
+            "q": cat(q, ()),
+            "raw": cat(raw, ()),
+            "feats": cat(feats, (768,)),
+            "sharp": sharpness(crops) if len(crops) else np.zeros(0),
+        }
 
 
 def _scatter(res: dict, key: str, fill=np.nan) -> np.ndarray:
@@ -137,13 +153,16 @@ def main(argv=None) -> int:
         sev = float(drng.uniform(0.5, 1.0))
         lm = lms[tix[b]] if np.isfinite(lms[tix[b]]).all() else None
         deg_photos.append(degrade_photo(load_image(PHOTOS / b), kind, sev, drng, landmarks=lm))
-        kinds.append(kind); sevs.append(sev)  # noqa: E702
+        kinds.append(kind)
+        sevs.append(sev)  # noqa: E702
     deg = pipe.run(deg_photos)
     kinds, sevs = np.array(kinds), np.array(sevs)
     i1 = np.array([tix[p] for p in p1])
     ok = clean["ok"][i1] & deg["ok"]
-    print(f"test: {len(tpaths)} photos, {test.sum()} pairs; degraded photo without a face: {(~deg['ok']).sum()} "
-          f"({100 * (~deg['ok']).mean():.1f}%); {time.perf_counter() - t0:.0f} s")
+    print(
+        f"test: {len(tpaths)} photos, {test.sum()} pairs; degraded photo without a face: {(~deg['ok']).sum()} "
+        f"({100 * (~deg['ok']).mean():.1f}%); {time.perf_counter() - t0:.0f} s"
+    )
     cu1 = _scatter(clean, "unit")[i1]
     du = _scatter(deg, "unit")
     s = np.where(ok, (cu1 * du).sum(1), np.nan)
@@ -152,9 +171,16 @@ def main(argv=None) -> int:
     s_all, y_all, _ = M.with_failures(s_ok, y_ok, failed_y)
     thr = M.eer(s_all[y_all], s_all[~y_all]).threshold
     # name -> (per-photo value of the clean test photos, of the degraded photos)
-    measures = {name: (_scatter(clean, key), _scatter(deg, key)) for name, key in (
-        ("q, shipped head (builtin)", "q"), ("raw descriptor length", "raw"), ("sharpness (Laplacian var.)", "sharp"),
-        ("MTCNN probability", "prob"), ("inter-eye distance (px)", "ied"))}
+    measures = {
+        name: (_scatter(clean, key), _scatter(deg, key))
+        for name, key in (
+            ("q, shipped head (builtin)", "q"),
+            ("raw descriptor length", "raw"),
+            ("sharpness (Laplacian var.)", "sharp"),
+            ("MTCNN probability", "prob"),
+            ("inter-eye distance (px)", "ied"),
+        )
+    }
 
     # ---- heads: the previous MagFace-loss head and utility heads per training family (folds 1-3 fit,
     # fold 4 chooses the ridge strength: tools/train_builtin_utility.py; "both" is the shipped recipe)
@@ -166,28 +192,39 @@ def main(argv=None) -> int:
     feats1, feats2 = _scatter(clean, "feats"), _scatter(deg, "feats")
     prev = load_quality_head(MAGFACE_HEAD)[0]
     measures["q, MagFace-loss head (shipped before)"] = (head_q(prev, feats1), head_q(prev, feats2))
-    for fam, label in (("crop", "crop family only (capture held out)"), ("capture", "capture family only"),
-                       ("both", "both families")):
+    for fam, label in (
+        ("crop", "crop family only (capture held out)"),
+        ("capture", "capture family only"),
+        ("both", "both families"),
+    ):
         fit, _ = train(fam, a.n_deg, a.seed, max_train=a.max_train)
         measures[f"utility head, {label} (λ={fit.lam:g}, val ρ={fit.val_spearman[fit.lam]:.2f})"] = (
-            head_q(fit.head, feats1), head_q(fit.head, feats2))
+            head_q(fit.head, feats1),
+            head_q(fit.head, feats2),
+        )
     print(f"heads trained; {time.perf_counter() - t0:.0f} s")
 
     from scipy.stats import spearmanr
 
-    print(f"\nEDC on capture-degraded cross-quality pairs (folds 5-7, {len(s)} pairs, {failed_y.size} failed "
-          f"first), EER threshold {thr:.4f}; FNMR at 0% = {100 * edc_ratio(s_ok, y_ok, s_ok, failed_y, thr)[1]:.2f}%")
+    print(
+        f"\nEDC on capture-degraded cross-quality pairs (folds 5-7, {len(s)} pairs, {failed_y.size} failed "
+        f"first), EER threshold {thr:.4f}; FNMR at 0% = {100 * edc_ratio(s_ok, y_ok, s_ok, failed_y, thr)[1]:.2f}%"
+    )
     thr_ok = M.eer(s_ok[y_ok], s_ok[~y_ok]).threshold
-    print("ratio: failures counted and discarded first (the protocol); ratio w/o: failures dropped, EER threshold "
-          f"of the rest ({thr_ok:.4f}) — how well a measure ranks the pairs that kept their faces")
+    print(
+        "ratio: failures counted and discarded first (the protocol); ratio w/o: failures dropped, EER threshold "
+        f"of the rest ({thr_ok:.4f}) — how well a measure ranks the pairs that kept their faces"
+    )
     print(f"{'quality measure':<58}{'FNMR@20%':>10}{'ratio':>8}{'ratio w/o':>11}{'Spearman(q, -severity)':>24}")
     # reference rows: what discarding the failed pairs alone gives (the rest random), and the floor
     # (an oracle that discards false non-matches first); every measure lies between these two
     rq = np.random.default_rng(a.seed + 3).random(s_ok.size)
     oracle = np.where(y_ok & (s_ok < thr), 0.0, 1.0) + 1e-3 * rq
     oracle_wo = np.where(y_ok & (s_ok < thr_ok), 0.0, 1.0) + 1e-3 * rq
-    for name, qq, qw in (("(failures first, rest random)", rq, rq), ("(oracle: false non-matches first)", oracle,
-                                                                      oracle_wo)):
+    for name, qq, qw in (
+        ("(failures first, rest random)", rq, rq),
+        ("(oracle: false non-matches first)", oracle, oracle_wo),
+    ):
         r, _, f20 = edc_ratio(s_ok, y_ok, qq, failed_y, thr, seed=a.seed)
         r_wo = edc_ratio(s_ok, y_ok, qw, failed_y[:0], thr_ok, seed=a.seed)[0]
         print(f"{name:<58}{100 * f20:>9.2f}%{r:>8.2f}{r_wo:>11.2f}{'':>24}")
@@ -209,11 +246,15 @@ def main(argv=None) -> int:
     sa, ya, _ = M.with_failures(s_ok, y_ok, failed_y)
     sb, _, _ = M.with_failures(s_hat, y_ok, failed_y)
     folds = np.r_[pairs.fold[test][ok], pairs.fold[test][~ok]]
-    print(f"\nQMagFace (shipped α={p.alpha:.4g}, β={p.beta:.4g}, {p.mode}) − cosine, failures counted, paired "
-          "bootstrap 1,000 resamples, 95% CI:")
+    print(
+        f"\nQMagFace (shipped α={p.alpha:.4g}, β={p.beta:.4g}, {p.mode}) − cosine, failures counted, paired "
+        "bootstrap 1,000 resamples, 95% CI:"
+    )
     for d in M.paired_bootstrap(ya, sa, sb, fmrs=(1e-2,), folds=folds, n_boot=1000, random_state=a.seed):
-        print(f"  {d.metric:<16} {100 * d.a:7.3f}% → {100 * d.b:7.3f}%  Δ {100 * d.diff:+.3f} pt "
-              f"[{100 * d.lo:+.3f}, {100 * d.hi:+.3f}]")
+        print(
+            f"  {d.metric:<16} {100 * d.a:7.3f}% → {100 * d.b:7.3f}%  Δ {100 * d.diff:+.3f} pt "
+            f"[{100 * d.lo:+.3f}, {100 * d.hi:+.3f}]"
+        )
     print(f"\nrandom discard ratio is 1.00 by construction; total {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -4,10 +4,10 @@ page after the active parameters change.  Prints seconds and the machine.
 
     python bench/bench_dashboard.py [--pairs 100000] [--moves 6]
 """
+
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import time
@@ -29,7 +29,6 @@ def main():
     a = ap.parse_args()
     n_gen = a.pairs // 10
     s, q1, q2, y = synthetic_pairs(n_gen, a.pairs - n_gen, random_state=0)
-    buf = io.StringIO()
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
@@ -55,8 +54,10 @@ def main():
         alphas.append(next(m.value for m in at.metric if m.label == "α"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; dataset {a.pairs:,} pairs (synthetic)")
     print(f"train page first render (fit + held-out evaluation): {first:.2f} s")
-    print(f"train page rerun after moving the FMR slider: median {np.median(times):.3f} s, max {np.max(times):.3f} s "
-          f"over {a.moves} moves (target < 1 s); α shown per move: {', '.join(alphas)}")
+    print(
+        f"train page rerun after moving the FMR slider: median {np.median(times):.3f} s, max {np.max(times):.3f} s "
+        f"over {a.moves} moves (target < 1 s); α shown per move: {', '.join(alphas)}"
+    )
 
 
 if __name__ == "__main__":

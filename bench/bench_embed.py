@@ -4,6 +4,7 @@ Target: end to end ≥ 0.8× the slower stage alone.  Needs ../shared/data/lfw.
 
     python bench/bench_embed.py [--n 512] [--encoder builtin]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,15 +35,17 @@ def main():
     paths = list_images(LFW)[:: max(1, 9502 // a.n)][: a.n]
     enc = load_encoder(a.encoder, device="cpu")
     det = FaceDetector()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); {len(paths)} LFW images 160x160; batch {a.batch}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); {len(paths)} LFW images 160x160; batch {a.batch}"
+    )
     imgs = [load_image(LFW / p) for p in paths]
     det.detect_batch(imgs[:4])  # warm-up
     t0 = time.perf_counter()
     crops = []
     for k in range(0, len(imgs), a.batch):
-        chunk = imgs[k:k + a.batch]
-        for im, fs in zip(chunk, det.detect_batch(chunk)):
+        chunk = imgs[k : k + a.batch]
+        for im, fs in zip(chunk, det.detect_batch(chunk), strict=True):
             if fs:
                 crops.append(align(im, fs[0].landmarks, enc.spec).crop)
     t_det = time.perf_counter() - t0
@@ -59,8 +62,10 @@ def main():
     print(f"detection + alignment alone : {r_det:7.1f} images/s")
     print(f"encoder ({enc.id}) alone     : {r_enc:7.1f} images/s")
     print(f"end to end (decode, detect, align, encode): {r_e2e:7.1f} images/s")
-    print(f"end to end / slower stage = {r_e2e / slower:.2f}  (target >= 0.8; the stages add up: "
-          f"1/(1/{r_det:.0f}+1/{r_enc:.0f}) = {1 / (1 / r_det + 1 / r_enc):.1f} images/s)")
+    print(
+        f"end to end / slower stage = {r_e2e / slower:.2f}  (target >= 0.8; the stages add up: "
+        f"1/(1/{r_det:.0f}+1/{r_enc:.0f}) = {1 / (1 / r_det + 1 / r_enc):.1f} images/s)"
+    )
 
 
 if __name__ == "__main__":

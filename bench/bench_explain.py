@@ -11,13 +11,13 @@ For N faces (default 60) and both methods:
 
     python bench/bench_explain.py [--n 60] [--encoder builtin]
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qmag_core.align import FaceDetector, detect_and_align  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.explain import (deletion_drops, gradient_map, local_variance_map, occlusion_map,  # noqa: E402
-                               patch_region, quality_gradient, quality_of)
+from qmag_core.explain import (
+    deletion_drops,
+    gradient_map,
+    local_variance_map,
+    occlusion_map,  # noqa: E402
+    patch_region,
+    quality_gradient,
+    quality_of,
+)
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "images"
 
@@ -41,12 +48,17 @@ def main():
         sys.exit(f"needs {LFW}")
     enc = load_encoder(a.encoder, device="cpu")
     det = FaceDetector()
-    files = sorted(LFW.glob("*/*.jpg"))[7:: max(1, 9502 // a.n)][: a.n]
-    res = {m: {"del": [], "del_abs": [], "eyes_q": [], "eyes_map": [], "mouth_q": [], "mouth_map": []}
-           for m in ("gradient", "occlusion", "occlusion-grey", "local variance")}
+    files = sorted(LFW.glob("*/*.jpg"))[7 :: max(1, 9502 // a.n)][: a.n]
+    res = {
+        m: {"del": [], "del_abs": [], "eyes_q": [], "eyes_map": [], "mouth_q": [], "mouth_map": []}
+        for m in ("gradient", "occlusion", "occlusion-grey", "local variance")
+    }
     fo, times = [], {"gradient": [], "occlusion": [], "occlusion-grey": []}
-    methods = (("gradient", gradient_map), ("occlusion", occlusion_map),
-               ("occlusion-grey", lambda e, c: occlusion_map(e, c, fill="grey")))
+    methods = (
+        ("gradient", gradient_map),
+        ("occlusion", occlusion_map),
+        ("occlusion-grey", lambda e, c: occlusion_map(e, c, fill="grey")),
+    )
     for f in files:
         crop = detect_and_align(f, det, enc.spec).crop
         maps, raws = {}, {}
@@ -78,16 +90,25 @@ def main():
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; encoder {enc.id}; {len(files)} LFW faces")
     print("deletion test (blur top-10% vs bottom-10% pixels; success = top lowers q more):")
     for m in res:
-        print(f"  {m:15s} signed {100 * np.mean(res[m]['del']):5.1f}%   absolute {100 * np.mean(res[m]['del_abs']):5.1f}%")
+        print(
+            f"  {m:15s} signed {100 * np.mean(res[m]['del']):5.1f}%   absolute {100 * np.mean(res[m]['del_abs']):5.1f}%"
+        )
     for part in ("eyes", "mouth"):
         for m in ("gradient", "occlusion", "occlusion-grey"):
-            print(f"opaque patch over the {part:5s} [{m:9s}]: q lower in {100 * np.mean(res[m][f'{part}_q']):5.1f}%, "
-                  f"map in the patch lower in {100 * np.mean(res[m][f'{part}_map']):5.1f}%, both in "
-                  f"{100 * np.mean(np.logical_and(res[m][f'{part}_q'], res[m][f'{part}_map'])):5.1f}% of faces")
-    print(f"first order (‖Δx‖ = 1 grey level along ∇q): relative error median {np.median(fo):.4f}, max {np.max(fo):.4f}")
+            print(
+                f"opaque patch over the {part:5s} [{m:9s}]: q lower in {100 * np.mean(res[m][f'{part}_q']):5.1f}%, "
+                f"map in the patch lower in {100 * np.mean(res[m][f'{part}_map']):5.1f}%, both in "
+                f"{100 * np.mean(np.logical_and(res[m][f'{part}_q'], res[m][f'{part}_map'])):5.1f}% of faces"
+            )
+    print(
+        f"first order (‖Δx‖ = 1 grey level along ∇q): relative error median {np.median(fo):.4f}, max {np.max(fo):.4f}"
+    )
     print(f"deterministic: {np.array_equal(det1, det2)}")
-    print(f"time per face: gradient {np.median(times['gradient']):.2f} s, occlusion {np.median(times['occlusion']):.2f} s "
-          f"(patch 16, stride 8: 324 forward passes)")
+    print(
+        f"time per face: gradient {np.median(times['gradient']):.2f} s, occlusion "
+        f"{np.median(times['occlusion']):.2f} s "
+        f"(patch 16, stride 8: 324 forward passes)"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 
     python bench/bench_limits.py
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -19,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PEAK = "int([ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0].split()[1])"
 DECODERS = {
     "load_image (downscaled while decoding)": "from qmag_core.align import load_image\na = load_image(P)\n",
-    "full decode (PIL + numpy copy)": ("from PIL import Image\nimport numpy as np\nim = Image.open(P); im.load()\n"
-                                       "a = np.asarray(im.convert('RGB')).copy()\n"),
+    "full decode (PIL + numpy copy)": (
+        "from PIL import Image\nimport numpy as np\nim = Image.open(P); im.load()\n"
+        "a = np.asarray(im.convert('RGB')).copy()\n"
+    ),
 }
 
 
@@ -47,8 +50,10 @@ def main() -> int:
 
     photo = np.random.default_rng(0).integers(0, 256, (3264, 4352, 3), dtype=np.uint8)  # 14 MP
     fig = face_overlay(photo, [1000, 800, 2000, 2200], np.full((5, 2), 1500.0))
-    print(f"14-megapixel photo (random pixels, the worst case for JPEG) in a figure: "
-          f"{len(fig.to_json()) / 1e3:.0f} kB of JSON")
+    print(
+        f"14-megapixel photo (random pixels, the worst case for JPEG) in a figure: "
+        f"{len(fig.to_json()) / 1e3:.0f} kB of JSON"
+    )
     return 0
 
 

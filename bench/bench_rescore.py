@@ -5,6 +5,7 @@ FNMR at 1e-2/1e-3/1e-4 and EER of both.  Target < 0.2 s on this machine.
 
     python bench/bench_rescore.py [--pairs 100000] [--runs 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,10 +62,14 @@ def main():
         assert all(out[k][1:] == ref[k][1:] for k in out)  # same numbers
     pts = max(out["cosine"][0].fmr.size, out["qmagface"][0].fmr.size)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; pairs {a.pairs:,}; curve points plotted <= {pts}")
-    print(f"rescore + ROC/DET (x2) + FNMR@FMR + EER: median {np.median(times) * 1e3:.1f} ms, "
-          f"max {np.max(times) * 1e3:.1f} ms over {a.runs} runs (target < 200 ms)")
-    print(f"baseline with one sort per metric: median {np.median(base) * 1e3:.1f} ms; "
-          f"speed-up x{np.median(base) / np.median(times):.2f} (same process, interleaved)")
+    print(
+        f"rescore + ROC/DET (x2) + FNMR@FMR + EER: median {np.median(times) * 1e3:.1f} ms, "
+        f"max {np.max(times) * 1e3:.1f} ms over {a.runs} runs (target < 200 ms)"
+    )
+    print(
+        f"baseline with one sort per metric: median {np.median(base) * 1e3:.1f} ms; "
+        f"speed-up x{np.median(base) / np.median(times):.2f} (same process, interleaved)"
+    )
 
 
 if __name__ == "__main__":

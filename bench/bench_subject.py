@@ -7,6 +7,7 @@ chosen) and 5–7 (reported), next to the centre crops' accuracy on the same fol
 
     python bench/bench_subject.py [--limit N] [--penalties 0.5 1 2 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 from qmag_core import metrics as M  # noqa: E402
 from qmag_core.align import FaceDetector, align, choose_face, load_image  # noqa: E402
-from qmag_core.data import read_lfw_pairs, scores_from_embeddings  # noqa: E402
-from qmag_core.data import Embeddings  # noqa: E402
+from qmag_core.data import (  # noqa: E402
+    Embeddings,  # noqa: E402
+    read_lfw_pairs,
+    scores_from_embeddings,
+)
 from qmag_core.encoders import load_encoder  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -52,23 +56,31 @@ def main(argv=None) -> int:
     images = [load_image(photos / p) for p in paths]
     faces = []
     for k in range(0, len(images), 64):
-        faces += det.detect_batch(images[k:k + 64])
+        faces += det.detect_batch(images[k : k + 64])
     t_det = time.perf_counter() - t0
     n_faces = np.array([len(f) for f in faces])
-    print(f"{len(paths)} photos detected in {t_det:.0f} s; faces per photo: 0: {(n_faces == 0).sum()}, "
-          f"1: {(n_faces == 1).sum()}, 2+: {(n_faces >= 2).sum()}")
+    print(
+        f"{len(paths)} photos detected in {t_det:.0f} s; faces per photo: 0: {(n_faces == 0).sum()}, "
+        f"1: {(n_faces == 1).sum()}, 2+: {(n_faces >= 2).sum()}"
+    )
 
     # the same pairs on the centre crops, from the shipped sample embeddings
     crops = __import__("qmag_core.data", fromlist=["load_embeddings"]).load_embeddings(
-        ROOT / "sample_data" / "lfw_dev_builtin" / "embeddings.npz")
+        ROOT / "sample_data" / "lfw_dev_builtin" / "embeddings.npz"
+    )
     t_crop, _ = scores_from_embeddings(crops, pairs)
     rows = [("centre crops (lfw/)", None, t_crop, None)]
 
     rules = [("largest", {}), ("center", {})] + [("best", {"penalty": p}) for p in a.penalties]
     for rule, kw in rules:
-        idx = [choose_face(f, (im.shape[1], im.shape[0]), rule, **kw) if f else -1 for f, im in zip(faces, images)]
+        idx = [
+            choose_face(f, (im.shape[1], im.shape[0]), rule, **kw) if f else -1
+            for f, im in zip(faces, images, strict=True)
+        ]
         ok = np.array([k >= 0 for k in idx])
-        crops_k = [align(im, f[k].landmarks, enc.spec).crop for im, f, k in zip(images, faces, idx) if k >= 0]
+        crops_k = [
+            align(im, f[k].landmarks, enc.spec).crop for im, f, k in zip(images, faces, idx, strict=True) if k >= 0
+        ]
         e = np.full((len(paths), enc.dim), np.nan, np.float32)
         e[ok] = enc.embed(np.stack(crops_k))
         emb = Embeddings.from_array(e, paths=paths, encoder=enc.id)
@@ -83,7 +95,9 @@ def main(argv=None) -> int:
         a57, s57 = accuracy(t, [4, 5, 6])
         lost = "" if rep is None else str(rep["n_pairs"] - rep["n_scored"])
         diff = "" if idx is None else str(int((idx != largest).sum()))
-        print(f"{label:<24}{100 * a14:>11.2f}% ±{100 * s14:4.2f}{100 * a57:>11.2f}% ±{100 * s57:4.2f}{lost:>12}{diff:>22}")
+        print(
+            f"{label:<24}{100 * a14:>11.2f}% ±{100 * s14:4.2f}{100 * a57:>11.2f}% ±{100 * s57:4.2f}{lost:>12}{diff:>22}"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ end (process start, CSV read, train) vs the literal loop run as a script (target
 
     python bench/bench_trainer.py [--pairs 1000000] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,10 @@ def main():
     n_gen = a.pairs // 10
     s, q1, q2, y = synthetic_pairs(n_gen, a.pairs - n_gen, random_state=0)
     q = np.minimum(q1, q2)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}"
+    )
     print(f"pairs: {a.pairs:,} ({n_gen:,} genuine, {a.pairs - n_gen:,} imposter)")
 
     def literal():
@@ -69,13 +73,31 @@ def main():
         write_scores_csv(csv, ScoreTable(s, q1, q2, y, np.full(s.size, -1)))
 
         def cli():
-            r = subprocess.run([sys.executable, "-m", "qmag_core", "train", "--scores", csv, "--out",
-                                os.path.join(d, "p.json"), "--no-clamp-fmr"], capture_output=True, text=True, check=True)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "qmag_core",
+                    "train",
+                    "--scores",
+                    csv,
+                    "--out",
+                    os.path.join(d, "p.json"),
+                    "--no-clamp-fmr",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             return r.stdout
 
         def script():
-            r = subprocess.run([sys.executable, os.path.join(HERE, "_literal_train_script.py"), csv],
-                               capture_output=True, text=True, check=True)
+            r = subprocess.run(
+                [sys.executable, os.path.join(HERE, "_literal_train_script.py"), csv],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             return r.stdout
 
         t_cli, out_cli = best_of(cli, a.repeats)

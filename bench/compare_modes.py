@@ -5,6 +5,7 @@ one half and EER / FNMR@1e-3 measured on the other.  Prints a Markdown table.
 
     python bench/compare_modes.py
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,10 @@ def pct(x):
 
 
 def main(n_gen=20000, n_imp=400000, seed=0):
-    print("| data (test half) | cosine EER | official EER | consistent EER | cosine FNMR@1e-3 | official FNMR@1e-3 | consistent FNMR@1e-3 |")
+    print(
+        "| data (test half) | cosine EER | official EER | consistent EER | cosine FNMR@1e-3 | official "
+        "FNMR@1e-3 | consistent FNMR@1e-3 |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, kw in SETS.items():
         s, q1, q2, y = synthetic_pairs(n_gen, n_imp, random_state=seed, **kw)
@@ -45,8 +49,13 @@ def main(n_gen=20000, n_imp=400000, seed=0):
             sh = qmagface_score(s[test], qm[test], tr.alpha_, tr.beta_)
             g, i = M.split_scores(sh, y[test])
             res[mode] = (M.eer(g, i).value, M.fnmr_at_fmr(g, i, (1e-3,))[0].fnmr)
-        print(f"| {name} | " + " | ".join(pct(res[m][0]) for m in ("cosine", "official", "consistent")) + " | "
-              + " | ".join(pct(res[m][1]) for m in ("cosine", "official", "consistent")) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(pct(res[m][0]) for m in ("cosine", "official", "consistent"))
+            + " | "
+            + " | ".join(pct(res[m][1]) for m in ("cosine", "official", "consistent"))
+            + " |"
+        )
 
 
 if __name__ == "__main__":

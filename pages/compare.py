@@ -1,5 +1,6 @@
 """Compare faces: detection, aligned crops, quality q, cosine s, QMagFace ŝ and the
 decision at a chosen FMR operating point."""
+
 import hashlib
 from pathlib import Path
 
@@ -22,15 +23,21 @@ from qmag_core.figures import face_overlay, similarity_matrix
 sidebar()
 st.title("Compare faces")
 SAMPLES = ["img1.jpg", "img2.jpg", "img9.jpg", "couple.jpg"]
-files = st.file_uploader("Drop two or more face images (JPEG, PNG, WebP, BMP, PGM)", accept_multiple_files=True,
-                         type=["jpg", "jpeg", "png", "webp", "bmp", "pgm", "tif", "tiff"])
+files = st.file_uploader(
+    "Drop two or more face images (JPEG, PNG, WebP, BMP, PGM)",
+    accept_multiple_files=True,
+    type=["jpg", "jpeg", "png", "webp", "bmp", "pgm", "tif", "tiff"],
+)
 if files:
     sources = [f.getvalue() for f in files]
     names = [f.name for f in files]
 else:
-    picked = st.multiselect("…or compare sample photos (deepface test set, MIT)",
-                            sorted(p.name for p in (SAMPLE_DIR / "faces" / "deepface").glob("*.jpg")),
-                            default=SAMPLES[:2], key="sample_faces")
+    picked = st.multiselect(
+        "…or compare sample photos (deepface test set, MIT)",
+        sorted(p.name for p in (SAMPLE_DIR / "faces" / "deepface").glob("*.jpg")),
+        default=SAMPLES[:2],
+        key="sample_faces",
+    )
     sources = [str(SAMPLE_DIR / "faces" / "deepface" / n) for n in picked]
     names = picked
 if len(sources) < 1:
@@ -40,9 +47,13 @@ if len(sources) < 1:
 enc = encoder()
 params = active_params()
 fmr_options = sorted({d["fmr"] for d in params.operating_points}) if params and params.operating_points else [1e-3]
-fmr = st.select_slider("Operating point (FMR)", options=fmr_options,
-                       value=min(fmr_options, key=lambda f: abs(np.log10(f) + 3)), format_func=lambda f: f"{f:.1e}",
-                       key="compare_fmr")
+fmr = st.select_slider(
+    "Operating point (FMR)",
+    options=fmr_options,
+    value=min(fmr_options, key=lambda f: abs(np.log10(f) + 3)),
+    format_func=lambda f: f"{f:.1e}",
+    key="compare_fmr",
+)
 ss = st.session_state
 
 
@@ -52,14 +63,18 @@ def _pick(h: str, wkey: str) -> None:
 
 ss.setdefault("face_choice", {})  # content hash of an image -> index of the face the user picked
 ss.setdefault("face_rule", "best")
-rule = st.radio("Subject of a photo with several faces", ["best", "largest", "center"], horizontal=True,
-                key="face_rule", help="best: a large face near the centre (box area − 2 × squared offset from "
-                                      "the image centre); largest: the largest box; center: the box nearest the "
-                                      "centre. Pick another face under any photo with several.")
+rule = st.radio(
+    "Subject of a photo with several faces",
+    ["best", "largest", "center"],
+    horizontal=True,
+    key="face_rule",
+    help="best: a large face near the centre (box area − 2 × squared offset from "
+    "the image centre); largest: the largest box; center: the box nearest the "
+    "centre. Pick another face under any photo with several.",
+)
 hashes = [hashlib.sha1(src if isinstance(src, bytes) else Path(src).read_bytes()).hexdigest() for src in sources]
 choose = {k: ss.face_choice[h] for k, h in enumerate(hashes) if h in ss.face_choice}
-res = compare_images(sources, enc, detector=detector(), names=names, params=params, fmr=fmr, face=rule,
-                     choose=choose)
+res = compare_images(sources, enc, detector=detector(), names=names, params=params, fmr=fmr, face=rule, choose=choose)
 
 ds = dataset()
 qs = None
@@ -75,17 +90,29 @@ for k, r in enumerate(res.images):
             continue
         fa = r.aligned
         others = [j for j in range(len(fa.faces)) if j != fa.face_index]
-        st.plotly_chart(face_overlay(r.image, fa.face.box, fa.face.landmarks,
-                                     other_boxes=[fa.faces[j].box for j in others],
-                                     labels=[fa.face_index + 1] + [j + 1 for j in others] if others else None),
-                        key=f"overlay-{k}", width="stretch")
+        st.plotly_chart(
+            face_overlay(
+                r.image,
+                fa.face.box,
+                fa.face.landmarks,
+                other_boxes=[fa.faces[j].box for j in others],
+                labels=[fa.face_index + 1] + [j + 1 for j in others] if others else None,
+            ),
+            key=f"overlay-{k}",
+            width="stretch",
+        )
         if r.n_faces > 1:
             wkey = f"face-{hashes[k]}"
             if hashes[k] not in ss.face_choice:  # follow the rule until the user picks a face
                 ss[wkey] = fa.face_index + 1
-            st.selectbox(f"{r.n_faces} faces: compare face", list(range(1, r.n_faces + 1)), key=wkey,
-                         on_change=_pick, args=(hashes[k], wkey),
-                         help="Faces are numbered by size (1 = largest); the box in colour is compared.")
+            st.selectbox(
+                f"{r.n_faces} faces: compare face",
+                list(range(1, r.n_faces + 1)),
+                key=wkey,
+                on_change=_pick,
+                args=(hashes[k], wkey),
+                help="Faces are numbered by size (1 = largest); the box in colour is compared.",
+            )
         st.image(r.aligned.crop, caption=f"aligned {r.aligned.spec.name}", width=150)
         pct = f" · {100 * np.mean(qs <= r.quality):.0f}th percentile of the active dataset" if qs is not None else ""
         st.metric(f"quality q ({enc.id})", f"{r.quality:.4f}", help=enc.quality)
@@ -95,21 +122,37 @@ for k, r in enumerate(res.images):
 if not res.pairs:
     st.info("Need at least two images with a detected face for a comparison.")
     st.stop()
-thr = ("no operating point" if res.threshold_s_hat is None else
-       f"FMR {res.fmr:.1e}: accept when ŝ ≥ {res.threshold_s_hat:.4f} (cosine alone: s ≥ {res.threshold_s:.4f})")
+thr = (
+    "no operating point"
+    if res.threshold_s_hat is None
+    else f"FMR {res.fmr:.1e}: accept when ŝ ≥ {res.threshold_s_hat:.4f} (cosine alone: s ≥ {res.threshold_s:.4f})"
+)
 st.subheader("Pairs")
-st.caption(f"Parameters α = {params.alpha:.5g}, β = {params.beta:.5g} ({params.mode}); {thr}" if params else
-           "No QMagFace parameters for this encoder: ŝ = s.")
-rows = [{"image 1": res.images[p.i].name, "image 2": res.images[p.j].name, "q_min": round(p.q_min, 4),
-         "s": round(p.s, 5), "ŝ": round(p.s_hat, 5),
-         "decision (ŝ)": "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject"),
-         "decision (s)": "—" if p.accept_s is None else ("accept" if p.accept_s else "reject")} for p in res.pairs]
+st.caption(
+    f"Parameters α = {params.alpha:.5g}, β = {params.beta:.5g} ({params.mode}); {thr}"
+    if params
+    else "No QMagFace parameters for this encoder: ŝ = s."
+)
+rows = [
+    {
+        "image 1": res.images[p.i].name,
+        "image 2": res.images[p.j].name,
+        "q_min": round(p.q_min, 4),
+        "s": round(p.s, 5),
+        "ŝ": round(p.s_hat, 5),
+        "decision (ŝ)": "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject"),
+        "decision (s)": "—" if p.accept_s is None else ("accept" if p.accept_s else "reject"),
+    }
+    for p in res.pairs
+]
 if len(res.pairs) == 1:
     p = res.pairs[0]
     c1, c2, c3 = st.columns(3)
     c1.metric("cosine s", f"{p.s:.5f}")
     c2.metric("QMagFace ŝ", f"{p.s_hat:.5f}")
-    c3.metric(f"decision at FMR {res.fmr:.1e}", "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject"))
+    c3.metric(
+        f"decision at FMR {res.fmr:.1e}", "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject")
+    )
 df = pd.DataFrame(rows)
 st.dataframe(df, hide_index=True, width="stretch")
 download_table(df, "comparisons.csv")

@@ -1,5 +1,6 @@
 """Dataset: genuine/imposter distributions before and after QMagFace, s vs q_min,
 ROC/DET, FNMR@FMR with bootstrap CIs, EER; bring your own data."""
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -43,10 +44,11 @@ def _add(name: str, ds: Dataset):
 
 
 with st.expander("Bring your own data", expanded=False):
-    st.caption("A failed upload leaves everything already loaded in place. Upload limit: see "
-               ".streamlit/config.toml (server.maxUploadSize).")
-    t1, t2, t3, t4 = st.tabs(["scores CSV", "embeddings + pairs", "image folder + pairs (server)",
-                              "insightface .bin"])
+    st.caption(
+        "A failed upload leaves everything already loaded in place. Upload limit: see "
+        ".streamlit/config.toml (server.maxUploadSize)."
+    )
+    t1, t2, t3, t4 = st.tabs(["scores CSV", "embeddings + pairs", "image folder + pairs (server)", "insightface .bin"])
     with t1:
         up = st.file_uploader("s,q1,q2,label[,fold] (or q_min)", type=["csv", "txt"], key="up_scores")
         if up is not None and st.button("Load scores", key="load_scores"):
@@ -66,8 +68,15 @@ with st.expander("Bring your own data", expanded=False):
                     t, rep = scores_from_embeddings(emb, read_pairs(pp))
                 if rep["n_scored"] == 0:
                     raise QMagError("no pair could be matched to the embeddings' paths")
-                _add(f"{ue.name} + {upr.name}", Dataset(f"{ue.name} + {upr.name}", t, encoder=emb.encoder or None,
-                                                         notes=[f"{rep['n_pairs'] - rep['n_scored']} pairs skipped"]))
+                _add(
+                    f"{ue.name} + {upr.name}",
+                    Dataset(
+                        f"{ue.name} + {upr.name}",
+                        t,
+                        encoder=emb.encoder or None,
+                        notes=[f"{rep['n_pairs'] - rep['n_scored']} pairs skipped"],
+                    ),
+                )
             except (QMagError, OSError) as e:
                 st.error(f"Not loaded: {public_message(e)}")
     with t3:
@@ -76,28 +85,35 @@ with st.expander("Bring your own data", expanded=False):
         if st.button("Embed and load", key="load_srv"):
             try:
                 bar = st.progress(0.0, text="Embedding…")
-                ds_new = dataset_from_folder(folder, pairs_path, encoder(),
-                                             progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"))
+                ds_new = dataset_from_folder(
+                    folder, pairs_path, encoder(), progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}")
+                )
                 bar.empty()
                 _add(ds_new.name, ds_new)
             except (QMagError, OSError) as e:
                 st.error(f"Not loaded: {public_message(e)}")
 
     with t4:
-        st.caption("lfw.bin, agedb_30.bin, cfp_fp.bin, calfw.bin, cplfw.bin …: aligned 112×112 crops, read "
-                   "without running the file's pickle; embedded with the active encoder, 10-fold protocol.")
+        st.caption(
+            "lfw.bin, agedb_30.bin, cfp_fp.bin, calfw.bin, cplfw.bin …: aligned 112×112 crops, read "
+            "without running the file's pickle; embedded with the active encoder, 10-fold protocol."
+        )
         ub = st.file_uploader("a .bin file", type=["bin"], key="up_bin")
         srv_bin = st.text_input("…or a .bin under the data root (server)", key="srv_bin")
         if (ub is not None or srv_bin.strip()) and st.button("Embed and load .bin", key="load_bin"):
             try:
                 bar = st.progress(0.0, text="Embedding…")
-                prog = (lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"))
+
+                def prog(d, n, bar=bar):
+                    bar.progress(d / n, text=f"Embedding… {d}/{n}")
+
                 if ub is not None:
                     with staged_uploads(ub) as (pb,):
                         ds_new = dataset_from_bin(pb, encoder(), name=ub.name, progress=prog)
                 else:
-                    ds_new = dataset_from_bin(resolve_under_roots(srv_bin, kind="file"), encoder(), name=srv_bin,
-                                              progress=prog)
+                    ds_new = dataset_from_bin(
+                        resolve_under_roots(srv_bin, kind="file"), encoder(), name=srv_bin, progress=prog
+                    )
                 bar.empty()
                 _add(ds_new.name, ds_new)
             except (QMagError, OSError) as e:
@@ -112,13 +128,17 @@ if ds.one_class:
 t = ds.table
 params = active_params()
 if params is not None and ds.encoder and params.encoder and ds.encoder != params.encoder:
-    st.warning(f"The active parameters were trained for encoder '{params.encoder}' but this dataset comes from "
-               f"'{ds.encoder}': α/β depend on the encoder's quality scale.")
+    st.warning(
+        f"The active parameters were trained for encoder '{params.encoder}' but this dataset comes from "
+        f"'{ds.encoder}': α/β depend on the encoder's quality scale."
+    )
 alpha, beta = (params.alpha, params.beta) if params else (0.0, 0.0)
 s_hat = qmagface_score(t.s, t.q_min, alpha, beta)
 y = t.label.astype(bool)
-st.caption(f"**{ds.name}** — {ds.n_genuine:,} genuine, {ds.n_imposter:,} imposter pairs; "
-           f"α = {alpha:.5g}, β = {beta:.5g}" + "".join(f" · {n}" for n in ds.notes))
+st.caption(
+    f"**{ds.name}** — {ds.n_genuine:,} genuine, {ds.n_imposter:,} imposter pairs; "
+    f"α = {alpha:.5g}, β = {beta:.5g}" + "".join(f" · {n}" for n in ds.notes)
+)
 
 
 @st.cache_data(show_spinner="Computing metrics and bootstrap CIs…", max_entries=16)
@@ -133,8 +153,13 @@ def metrics_table(key: str, s, s_hat, y, failed_labels):
         g, i = M.split_scores(v, y)
         c = M.roc(g, i)  # one sort for EER, AUC and FNMR@FMR
         ci = M.bootstrap_ci(g, i, fmrs=REPORT_FMRS, n_boot=200, random_state=0)
-        row = {"scores": name, "EER": c.eer().value, "EER CI95": ci["eer"], "AUC": c.auc(),
-               "d′": None if "failures" in name else M.dprime(g, i)}
+        row = {
+            "scores": name,
+            "EER": c.eer().value,
+            "EER CI95": ci["eer"],
+            "AUC": c.auc(),
+            "d′": None if "failures" in name else M.dprime(g, i),
+        }
         for o in c.fnmr_at_fmr(REPORT_FMRS):
             row[f"FNMR@{M.fmr_key(o.target_fmr)}"] = o.fnmr
             row[f"FNMR@{M.fmr_key(o.target_fmr)} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
@@ -145,18 +170,38 @@ def metrics_table(key: str, s, s_hat, y, failed_labels):
 failed_labels = t.failed.label.astype(bool) if t.n_failed else np.zeros(0, bool)
 rows = metrics_table(f"{ds.key}|{alpha}|{beta}|{t.n_failed}", t.s, s_hat, y, failed_labels)
 if t.n_failed:
-    st.caption(f"Failure to acquire: {t.n_failed:,} of {len(t) + t.n_failed:,} pairs "
-               f"({100 * t.n_failed / (len(t) + t.n_failed):.2f}%) have an image that could not be embedded "
-               f"({int(failed_labels.sum()):,} genuine, {int((~failed_labels).sum()):,} imposter). The rows "
-               "'failures counted' treat them as non-matches (ISO/IEC 19795-1 generalized rates); d′ is left out "
-               "there.")
-show = pd.DataFrame([{k: (fmt_pct(v) if k.startswith(("EER", "FNMR")) and not k.endswith("CI95") else
-                          (f"[{fmt_pct(v[0])}, {fmt_pct(v[1])}]" if isinstance(v, tuple) else
-                           ("not enough imposters" if v is None and k.endswith("CI95") else
-                            (round(v, 5) if isinstance(v, float) else v))))
-                      for k, v in r.items()} for r in rows])
+    st.caption(
+        f"Failure to acquire: {t.n_failed:,} of {len(t) + t.n_failed:,} pairs "
+        f"({100 * t.n_failed / (len(t) + t.n_failed):.2f}%) have an image that could not be embedded "
+        f"({int(failed_labels.sum()):,} genuine, {int((~failed_labels).sum()):,} imposter). The rows "
+        "'failures counted' treat them as non-matches (ISO/IEC 19795-1 generalized rates); d′ is left out "
+        "there."
+    )
+show = pd.DataFrame(
+    [
+        {
+            k: (
+                fmt_pct(v)
+                if k.startswith(("EER", "FNMR")) and not k.endswith("CI95")
+                else (
+                    f"[{fmt_pct(v[0])}, {fmt_pct(v[1])}]"
+                    if isinstance(v, tuple)
+                    else (
+                        "not enough imposters"
+                        if v is None and k.endswith("CI95")
+                        else (round(v, 5) if isinstance(v, float) else v)
+                    )
+                )
+            )
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
+)
 st.dataframe(show, hide_index=True, width="stretch")
 download_table(pd.DataFrame(rows), "metrics.csv", "Download metrics (CSV, fractions)")
+
+
 @st.cache_data(show_spinner="Paired bootstrap of the QMagFace effect…", max_entries=16)
 def effect(key, s, q_min, y, alpha, beta):
     return qmagface_effect(s, q_min, y, alpha, beta)
@@ -166,9 +211,13 @@ eff = effect(f"{ds.key}|{alpha}|{beta}", t.s, t.q_min, y, alpha, beta)
 c1, c2 = st.columns(2)
 c1.metric("EER cosine", fmt_pct(rows[0]["EER"]))
 diff = rows[1]["EER"] - rows[0]["EER"]
-c2.metric("EER QMagFace", fmt_pct(rows[1]["EER"]), delta=f"{100 * diff:+.3f} pt" if diff else "no change",
-          delta_color="inverse" if eff["significant"] else "off",  # grey unless the CI excludes 0
-          delta_arrow="auto" if diff else "off")
+c2.metric(
+    "EER QMagFace",
+    fmt_pct(rows[1]["EER"]),
+    delta=f"{100 * diff:+.3f} pt" if diff else "no change",
+    delta_color="inverse" if eff["significant"] else "off",  # grey unless the CI excludes 0
+    delta_arrow="auto" if diff else "off",
+)
 (st.success if eff["significant"] and eff["eer_diff"] < 0 else st.info)(eff["sentence"])
 
 fig, _ = score_histograms(t.s, s_hat, y)
@@ -179,9 +228,9 @@ if params is not None:
     ops = roc_hat.fnmr_at_fmr((1e-3,))
     thr = ops[0].threshold if ops[0].threshold is not None else roc_hat.eer().threshold
 c1, c2 = st.columns([2, 3])
-c1.plotly_chart(s_vs_q(t.s, t.q_min, y, alpha=alpha if params else None, beta=beta, threshold=thr), key="sq",
-                width="stretch")
-c2.plotly_chart(roc_det({"cosine": M.roc(t.s[y], t.s[~y]), "QMagFace": roc_hat}), key="roc",
-                width="stretch")
+c1.plotly_chart(
+    s_vs_q(t.s, t.q_min, y, alpha=alpha if params else None, beta=beta, threshold=thr), key="sq", width="stretch"
+)
+c2.plotly_chart(roc_det({"cosine": M.roc(t.s[y], t.s[~y]), "QMagFace": roc_hat}), key="roc", width="stretch")
 scored = pd.DataFrame({"s": t.s, "q1": t.q1, "q2": t.q2, "label": t.label, "fold": t.fold, "s_hat": s_hat})
 download_table(scored, "scores_with_s_hat.csv", "Download scores with ŝ (CSV)")

@@ -1,5 +1,6 @@
 """Quality: distribution of q, lowest/highest-quality faces, and EDC (FNMR vs fraction
 of pairs discarded by q_min, against random discards)."""
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -16,12 +17,17 @@ if ds is None:
 t = ds.table
 enc = encoder()
 if ds.encoder == "builtin-raw":
-    st.info("With builtin-raw, q is the length of the raw descriptor — only a weak quality proxy. "
-            "The builtin encoder adds a quality head trained to predict how much identity a capture keeps.")
+    st.info(
+        "With builtin-raw, q is the length of the raw descriptor — only a weak quality proxy. "
+        "The builtin encoder adds a quality head trained to predict how much identity a capture keeps."
+    )
 per_image = bool(ds.image_quality)
 q = np.asarray(list(ds.image_quality.values())) if per_image else np.r_[t.q1, t.q2]
-st.caption(f"**{ds.name}** — quality of {'each image' if per_image else 'both images of every pair'} "
-           f"(n = {q.size:,}): median {np.median(q):.4f}, 5th–95th percentile {np.percentile(q, 5):.4f}–{np.percentile(q, 95):.4f}")
+st.caption(
+    f"**{ds.name}** — quality of {'each image' if per_image else 'both images of every pair'} "
+    f"(n = {q.size:,}): median {np.median(q):.4f}, 5th–95th percentile "
+    f"{np.percentile(q, 5):.4f}–{np.percentile(q, 95):.4f}"
+)
 st.plotly_chart(quality_histogram(q), key="qhist", width="stretch")
 
 if per_image and ds.image_root is not None:
@@ -32,7 +38,7 @@ if per_image and ds.image_root is not None:
     for title, sel in (("Lowest quality", items[:n]), ("Highest quality", items[-n:][::-1])):
         st.subheader(title)
         cols = st.columns(n)
-        for c, (path, val) in zip(cols, sel):
+        for c, (path, val) in zip(cols, sel, strict=False):
             c.image(load_image(ds.image_root / path), caption=f"{path}\nq = {val:.4f}", width="stretch")
 
 
@@ -57,32 +63,46 @@ else:
     e, others = edc(ds.key, t.s, t.label.astype(bool), t.q_min, fl, measure_columns(t.extra))
     st.plotly_chart(edc_figure(e, others=others), key="edc", width="stretch")
     k = int(np.argmin(np.abs(e.discard - 0.2)))
-    st.caption(f"Discarding the 20% lowest-q_min pairs: FNMR {100 * e.fnmr[k]:.3f}% vs "
-               f"{100 * e.fnmr_random_median[k]:.3f}% for random discards (median of {e.n_random}); threshold fixed "
-               f"on the full set ({e.rule})" + (f"; the {t.n_failed} pairs with a failed image count as non-matches "
-                                                 "and go first" if t.n_failed else "") + ".")
+    st.caption(
+        f"Discarding the 20% lowest-q_min pairs: FNMR {100 * e.fnmr[k]:.3f}% vs "
+        f"{100 * e.fnmr_random_median[k]:.3f}% for random discards (median of {e.n_random}); threshold fixed "
+        f"on the full set ({e.rule})"
+        + (f"; the {t.n_failed} pairs with a failed image count as non-matches and go first" if t.n_failed else "")
+        + "."
+    )
     if others:
         rnd = e.fnmr_random_median[k]
-        iso = iso_pauc(ds.key, t.s, t.label.astype(bool), fl,
-                       {"q (this encoder)": t.q_min, **measure_columns(t.extra)})
-        rows = [{"quality measure": name, "FNMR at 20% discarded": fmt_pct(r.fnmr[k]),
-                 "ratio to random (lower is better)": None if not rnd else round(r.fnmr[k] / rnd, 3),
-                 "pAUC-EDC ≤20% (ISO, FNMR 5%)": None if iso.get(name) is None else round(iso[name], 5)}
-                for name, r in [("q (this encoder)", e), *others.items()]]
+        iso = iso_pauc(ds.key, t.s, t.label.astype(bool), fl, {"q (this encoder)": t.q_min, **measure_columns(t.extra)})
+        rows = [
+            {
+                "quality measure": name,
+                "FNMR at 20% discarded": fmt_pct(r.fnmr[k]),
+                "ratio to random (lower is better)": None if not rnd else round(r.fnmr[k] / rnd, 3),
+                "pAUC-EDC ≤20% (ISO, FNMR 5%)": None if iso.get(name) is None else round(iso[name], 5),
+            }
+            for name, r in [("q (this encoder)", e), *others.items()]
+        ]
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="edc_table")
-        st.caption("Model-free baselines: raw_length = the backbone descriptor's length, sharpness = variance of "
-                   "the Laplacian of the aligned crop, detector_prob = MTCNN's face probability, ied_px = "
-                   "inter-eye distance in pixels. A quality model worth its name beats them.")
+        st.caption(
+            "Model-free baselines: raw_length = the backbone descriptor's length, sharpness = variance of "
+            "the Laplacian of the aligned crop, detector_prob = MTCNN's face probability, ied_px = "
+            "inter-eye distance in pixels. A quality model worth its name beats them."
+        )
 st.subheader("Where in a face is quality lost? (pixel-level quality map)")
-st.caption("The map explains this encoder's own q: red pixels lower it, blue pixels raise it. "
-           "gradient: integrated gradients from a blurred copy (pixel detail); occlusion (blur): q change when "
-           "16×16 patches are blurred; occlusion (grey): q change when they are greyed out (content; 324 "
-           "forward passes each).")
+st.caption(
+    "The map explains this encoder's own q: red pixels lower it, blue pixels raise it. "
+    "gradient: integrated gradients from a blurred copy (pixel detail); occlusion (blur): q change when "
+    "16×16 patches are blurred; occlusion (grey): q change when they are greyed out (content; 324 "
+    "forward passes each)."
+)
 
 
 #: radio label → (explain method, its options)
-PLQ_METHODS = {"gradient": ("gradient", {}), "occlusion (blur)": ("occlusion", {"fill": "blur"}),
-               "occlusion (grey)": ("occlusion", {"fill": "grey"})}
+PLQ_METHODS = {
+    "gradient": ("gradient", {}),
+    "occlusion (blur)": ("occlusion", {"fill": "blur"}),
+    "occlusion (grey)": ("occlusion", {"fill": "grey"}),
+}
 
 
 @st.cache_data(show_spinner="Computing the quality map…", max_entries=32)

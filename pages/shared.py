@@ -1,4 +1,5 @@
 """State, cached loaders and the sidebar shared by all pages (no page of its own)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,11 @@ from qmag_core.dashboard import (
 from qmag_core.errors import QMagError
 from qmag_core.params import QMagFaceParams
 
-ENCODER_LABELS = {"builtin": "built-in (default)", "builtin-raw": "built-in, raw descriptor",
-                  "magface": "MagFace checkpoint"}
+ENCODER_LABELS = {
+    "builtin": "built-in (default)",
+    "builtin-raw": "built-in, raw descriptor",
+    "magface": "MagFace checkpoint",
+}
 
 
 @st.cache_resource(show_spinner="Loading the face encoder…")
@@ -37,8 +41,9 @@ def get_detector(device: str):
 @st.cache_data(show_spinner=False, max_entries=8)
 def _sample_dataset(ds_id: str, encoder_key: str, _encoder) -> Dataset:
     bar = st.progress(0.0, text="Embedding images…")
-    ds = load_sample_dataset(ds_id, encoder=_encoder,
-                             progress=lambda d, n: bar.progress(d / n, text=f"Embedding images… {d}/{n}"))
+    ds = load_sample_dataset(
+        ds_id, encoder=_encoder, progress=lambda d, n: bar.progress(d / n, text=f"Embedding images… {d}/{n}")
+    )
     bar.empty()
     return ds
 
@@ -50,8 +55,8 @@ def state():
     ss.setdefault("arch", "iresnet100")
     ss.setdefault("device", "auto")
     ss.setdefault("dataset_id", "lfw-dev")
-    ss.setdefault("uploaded", {})          # name -> Dataset (kept when a later upload fails)
-    ss.setdefault("params", None)          # active QMagFaceParams (None: the encoder's shipped ones)
+    ss.setdefault("uploaded", {})  # name -> Dataset (kept when a later upload fails)
+    ss.setdefault("params", None)  # active QMagFaceParams (None: the encoder's shipped ones)
     ss.setdefault("params_source", "shipped with the encoder")
     return ss
 
@@ -62,8 +67,9 @@ def encoder():
     ss = state()
     try:
         if ss.encoder_id == "magface" and not str(ss.checkpoint).strip():
-            raise QMagError("MagFace needs a checkpoint: type its path (under the data root, QMAG_DATA_ROOT) in "
-                            "the sidebar")
+            raise QMagError(
+                "MagFace needs a checkpoint: type its path (under the data root, QMAG_DATA_ROOT) in the sidebar"
+            )
         ck = str(resolve_under_roots(ss.checkpoint, kind="file")) if ss.encoder_id == "magface" else None
         enc = get_encoder(ss.encoder_id, ck, ss.arch, ss.device)
         ss["_encoder_error"] = None
@@ -124,10 +130,17 @@ def sidebar():
     ss = state()
     with st.sidebar:
         st.markdown("### QMagFace Studio")
-        _bound(st.selectbox, "Encoder", list(ENCODER_LABELS), "encoder_id", format_func=ENCODER_LABELS.get,
-               help="builtin: the shipped face network with its quality head (q ≈ 100 × how close the face's descriptor is expected to lie to a clean capture of it). "
-                    "builtin-raw: the network alone (its length is only a weak quality proxy). "
-                    "magface: an official MagFace checkpoint under the data root.")
+        _bound(
+            st.selectbox,
+            "Encoder",
+            list(ENCODER_LABELS),
+            "encoder_id",
+            format_func=ENCODER_LABELS.get,
+            help="builtin: the shipped face network with its quality head (q ≈ 100 × how close the face's "
+            "descriptor is expected to lie to a clean capture of it). "
+            "builtin-raw: the network alone (its length is only a weak quality proxy). "
+            "magface: an official MagFace checkpoint under the data root.",
+        )
         if ss.encoder_id == "magface":
             _bound(st.text_input, "Checkpoint path (under the data root)", [], "checkpoint")
             _bound(st.selectbox, "Architecture", ["iresnet100", "iresnet50", "iresnet34", "iresnet18"], "arch")
@@ -135,24 +148,27 @@ def sidebar():
         options = list(SAMPLE_DATASETS) + list(ss.uploaded)
         if ss.dataset_id not in options:
             set_active("dataset_id", "lfw-dev")
-        _bound(st.selectbox, "Active dataset", options, "dataset_id",
-               format_func=lambda k: SAMPLE_DATASETS[k].name if k in SAMPLE_DATASETS else f"uploaded: {k}")
+        _bound(
+            st.selectbox,
+            "Active dataset",
+            options,
+            "dataset_id",
+            format_func=lambda k: SAMPLE_DATASETS[k].name if k in SAMPLE_DATASETS else f"uploaded: {k}",
+        )
         p = active_params()  # loads the encoder: its error, if any, is shown here, once
         if ss.get("_encoder_error"):
             st.error(ss["_encoder_error"])
         if p is None:
             st.caption("Active parameters: none (ŝ = s)")
         else:
-            st.caption(f"Active parameters ({ss.params_source}): α = {p.alpha:.5g}, β = {p.beta:.5g}, "
-                       f"mode {p.mode}")
+            st.caption(f"Active parameters ({ss.params_source}): α = {p.alpha:.5g}, β = {p.beta:.5g}, mode {p.mode}")
         if ss.params is not None and st.button("Reset to the encoder's shipped parameters", key="reset_params"):
             ss.params, ss.params_source = None, "shipped with the encoder"
             st.rerun()
 
 
 def download_table(df: pd.DataFrame, name: str, label: str = "Download CSV"):
-    st.download_button(label, df.to_csv(index=False).encode(), file_name=name, mime="text/csv",
-                       key=f"dl-{name}")
+    st.download_button(label, df.to_csv(index=False).encode(), file_name=name, mime="text/csv", key=f"dl-{name}")
 
 
 def fmt_pct(x) -> str:

@@ -3,6 +3,7 @@
 Importing the package is cheap: sub-modules load on first use and nothing here imports
 torch or streamlit.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

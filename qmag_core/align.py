@@ -12,14 +12,15 @@ Templates:
   shape: eye centres = mean of iBUG points 36–41 and 42–47, nose = point 30, mouth
   corners = points 48 and 54, each mapped by ``(0.25 + m) / 1.5 · 150``.
 """
+
 from __future__ import annotations
 
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -27,9 +28,25 @@ import numpy.typing as npt
 from .errors import QMagError
 
 __all__ = [
-    "CropSpec", "ARCFACE_112", "DLIB_150", "ImageError", "NoFaceError", "Face", "AlignedFace",
-    "load_image", "similarity_transform", "warp_affine", "align", "FaceDetector",
-    "detect_and_align", "realign_aligned", "MAX_PIXELS", "WORK_SIDE", "FACE_RULES", "choose_face", "DEFAULT_FACE_RULE",
+    "CropSpec",
+    "ARCFACE_112",
+    "DLIB_150",
+    "ImageError",
+    "NoFaceError",
+    "Face",
+    "AlignedFace",
+    "load_image",
+    "similarity_transform",
+    "warp_affine",
+    "align",
+    "FaceDetector",
+    "detect_and_align",
+    "realign_aligned",
+    "MAX_PIXELS",
+    "WORK_SIDE",
+    "FACE_RULES",
+    "choose_face",
+    "DEFAULT_FACE_RULE",
 ]
 
 #: refuse images above this many pixels (decompression bombs, absurd sizes)
@@ -50,10 +67,16 @@ class CropSpec:
     template: np.ndarray = field(repr=False)
 
 
-ARCFACE_112 = CropSpec("arcface-112", 112, np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]))
-DLIB_150 = CropSpec("dlib-150", 150, np.array(
-    [[47.5492, 46.5990], [100.4761, 46.5990], [74.0127, 76.5625], [50.4149, 103.0233], [97.6104, 103.0233]]))
+ARCFACE_112 = CropSpec(
+    "arcface-112",
+    112,
+    np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]),
+)
+DLIB_150 = CropSpec(
+    "dlib-150",
+    150,
+    np.array([[47.5492, 46.5990], [100.4761, 46.5990], [74.0127, 76.5625], [50.4149, 103.0233], [97.6104, 103.0233]]),
+)
 
 
 class ImageError(QMagError):
@@ -71,8 +94,9 @@ def _name(src) -> str:
     return getattr(src, "name", None) or "image"
 
 
-def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None,
-               max_side: int | None = WORK_SIDE) -> np.ndarray:
+def load_image(
+    src, *, max_pixels: int = MAX_PIXELS, name: str | None = None, max_side: int | None = WORK_SIDE
+) -> np.ndarray:
     """Decode an image into RGB uint8 (H, W, 3).
 
     Accepts a path, bytes, a binary file object, a PIL image or a numpy array
@@ -82,9 +106,9 @@ def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None,
     whose longer side exceeds ``max_side`` is downscaled once (JPEGs while decoding),
     so memory stays bounded.  Raises :class:`ImageError` naming the problem.
     """
-    from .safeio import MAX_IMAGE_BYTES, read_bytes
-
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from .safeio import MAX_IMAGE_BYTES, read_bytes
 
     label = name or _name(src)
     if isinstance(src, np.ndarray):
@@ -122,16 +146,20 @@ def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None,
             raise ImageError(f"{label}: cannot read image ({e})") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise ImageError(f"{label}: image is {w}×{h} = {w * h / 1e6:.0f} megapixels, above the limit of "
-                         f"{max_pixels / 1e6:.0f} (set QMAG_MAX_PIXELS to change it)")
+        raise ImageError(
+            f"{label}: image is {w}×{h} = {w * h / 1e6:.0f} megapixels, above the limit of "
+            f"{max_pixels / 1e6:.0f} (set QMAG_MAX_PIXELS to change it)"
+        )
     if w == 0 or h == 0:
         raise ImageError(f"{label}: image has zero size")
     big = max_side is not None and max(w, h) > max_side
     draft = big and getattr(img, "format", None) == "JPEG"
     if not draft and w * h > MAX_FULL_DECODE_PIXELS and not isinstance(src, Image.Image):
-        raise ImageError(f"{label}: decoding this {getattr(img, 'format', None) or ''} image of {w}×{h} = "
-                         f"{w * h / 1e6:.0f} megapixels at full size is refused (limit "
-                         f"{MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels; large JPEGs are decoded at reduced size)")
+        raise ImageError(
+            f"{label}: decoding this {getattr(img, 'format', None) or ''} image of {w}×{h} = "
+            f"{w * h / 1e6:.0f} megapixels at full size is refused (limit "
+            f"{MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels; large JPEGs are decoded at reduced size)"
+        )
     try:
         if draft:
             s = max_side / max(w, h)
@@ -139,8 +167,9 @@ def load_image(src, *, max_pixels: int = MAX_PIXELS, name: str | None = None,
         img.load()
         if big and max(img.size) > max_side:
             s = max_side / max(img.size)
-            img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), Image.LANCZOS,
-                             reducing_gap=2.0)
+            img = img.resize(
+                (max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), Image.LANCZOS, reducing_gap=2.0
+            )
         img = ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{label}: corrupt or truncated image ({e})") from None
@@ -205,7 +234,7 @@ def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike) -> np.ndarray:
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
         e[1, 1] = -1
     r = u @ e @ vt
-    var = (sc ** 2).sum() / s.shape[0]
+    var = (sc**2).sum() / s.shape[0]
     scale = (sig * np.diag(e)).sum() / var if var > 0 else 1.0
     t = md - scale * r @ ms
     return np.hstack([scale * r, t[:, None]])
@@ -290,8 +319,14 @@ class FaceDetector:
     detection; boxes and landmarks are mapped back to the original pixels.
     """
 
-    def __init__(self, *, device: str = "cpu", max_side: int = 1024, min_face_size: int = 20,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)):
+    def __init__(
+        self,
+        *,
+        device: str = "cpu",
+        max_side: int = 1024,
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+    ):
         self.device = device
         self.max_side = max_side
         self.min_face_size = min_face_size
@@ -304,8 +339,13 @@ class FaceDetector:
             import torch
             from facenet_pytorch import MTCNN
 
-            self._mtcnn = MTCNN(keep_all=True, device=torch.device(self.device), min_face_size=self.min_face_size,
-                                thresholds=list(self.thresholds), post_process=False)
+            self._mtcnn = MTCNN(
+                keep_all=True,
+                device=torch.device(self.device),
+                min_face_size=self.min_face_size,
+                thresholds=list(self.thresholds),
+                post_process=False,
+            )
         return self._mtcnn
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -326,8 +366,10 @@ class FaceDetector:
         """The message for an image in which no face was found."""
         h, w = image.shape[:2]
         if self.too_small(image):
-            return (f"image is only {w}×{h} px; faces smaller than {self.min_face_size} px cannot be detected "
-                    "(use --aligned for ready-made crops)")
+            return (
+                f"image is only {w}×{h} px; faces smaller than {self.min_face_size} px cannot be detected "
+                "(use --aligned for ready-made crops)"
+            )
         return "no face detected"
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
@@ -382,8 +424,9 @@ BEST_PENALTY = 2.0
 DEFAULT_FACE_RULE = "best"
 
 
-def choose_face(faces: Sequence[Face], image_size: tuple[int, int], rule: str = "best", *,
-                penalty: float = BEST_PENALTY) -> int:
+def choose_face(
+    faces: Sequence[Face], image_size: tuple[int, int], rule: str = "best", *, penalty: float = BEST_PENALTY
+) -> int:
     """Index (into ``faces``) of the subject of a photo of ``image_size`` (width, height).
 
     * ``largest``: the largest box.
@@ -406,10 +449,17 @@ def choose_face(faces: Sequence[Face], image_size: tuple[int, int], rule: str = 
     return int(np.argmax(score))
 
 
-def detect_and_align(image, detector: FaceDetector | None, spec: CropSpec = ARCFACE_112, *,
-                     aligned: bool = False, aligned_spec: CropSpec = ARCFACE_112,
-                     faces: list[Face] | None = None, name: str | None = None,
-                     face: str | int = "largest") -> AlignedFace:
+def detect_and_align(
+    image,
+    detector: FaceDetector | None,
+    spec: CropSpec = ARCFACE_112,
+    *,
+    aligned: bool = False,
+    aligned_spec: CropSpec = ARCFACE_112,
+    faces: list[Face] | None = None,
+    name: str | None = None,
+    face: str | int = "largest",
+) -> AlignedFace:
     """Load, detect and align one image; ``face`` picks the subject: a rule of
     :func:`choose_face` or an index into the detections (largest first).
 

@@ -10,6 +10,7 @@ every other global *before* it is called.  The file is size-capped and the struc
 is checked after loading.  Accuracy follows the insightface protocol: 10 consecutive
 folds of equal size.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,7 @@ def _check_alloc(shape, dtype) -> None:
     except (TypeError, ValueError):
         return  # numpy itself will refuse it
     if any(d < 0 for d in dims) or math.prod(dims) * itemsize > _MAX_PICKLED_ARRAY:
-        raise pickle.UnpicklingError(f"refused: an array of shape {tuple(dims)} is far larger than any image of a "
-                                     ".bin")
+        raise pickle.UnpicklingError(f"refused: an array of shape {tuple(dims)} is far larger than any image of a .bin")
 
 
 class _BoundedArray(np.ndarray):
@@ -92,8 +92,10 @@ class _BinUnpickler(pickle.Unpickler):
             return np.dtype
         if (module, name) == ("_codecs", "encode"):
             return _latin1_encode
-        raise pickle.UnpicklingError(f"refused: the file asks for {module}.{name}, which an insightface .bin "
-                                     "never contains (a pickle that would run code)")
+        raise pickle.UnpicklingError(
+            f"refused: the file asks for {module}.{name}, which an insightface .bin "
+            "never contains (a pickle that would run code)"
+        )
 
 
 def read_bin(path: str | os.PathLike, *, max_bytes: int | None = None) -> BinSet:
@@ -104,10 +106,21 @@ def read_bin(path: str | os.PathLike, *, max_bytes: int | None = None) -> BinSet
     try:
         obj = _BinUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as e:
-        raise DataFormatError(str(e) if str(e).startswith("refused") else f"not a readable .bin pickle ({e})",
-                              path=p) from None
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, MemoryError,
-            RecursionError, UnicodeError) as e:
+        raise DataFormatError(
+            str(e) if str(e).startswith("refused") else f"not a readable .bin pickle ({e})", path=p
+        ) from None
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        UnicodeError,
+    ) as e:
         raise DataFormatError(f"not a readable .bin pickle ({type(e).__name__}: {str(e)[:120]})", path=p) from None
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise DataFormatError(f"expected a pickled pair (bins, issame_list), got {type(obj).__name__}", path=p)
@@ -191,8 +204,14 @@ def bin_pairs(binset: BinSet, n_folds: int = 10):
     from .data import Pairs
 
     k = np.arange(binset.n_pairs)
-    return Pairs((2 * k).astype(str), (2 * k + 1).astype(str), binset.issame.astype(np.int8),
-                 bin_folds(binset.n_pairs, n_folds).astype(np.int64), k + 1, binset.source)
+    return Pairs(
+        (2 * k).astype(str),
+        (2 * k + 1).astype(str),
+        binset.issame.astype(np.int8),
+        bin_folds(binset.n_pairs, n_folds).astype(np.int64),
+        k + 1,
+        binset.source,
+    )
 
 
 def bin_scores(binset: BinSet, encoder, *, batch_size: int = 64, progress=None, n_folds: int = 10):

@@ -3,6 +3,7 @@
 Sub-commands ``train``, ``evaluate``, ``score`` and ``make-pairs`` import neither torch
 nor sklearn (fast start).  Bad input exits with status 2 and a one-line message.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,16 @@ import sys
 import warnings
 from pathlib import Path
 
-
-from .cli_vision import (_add_encoder_options, _scores_from_bin, _scores_from_images, cmd_compare, cmd_embed,
-                         cmd_explain, cmd_train_magface, cmd_train_quality)
+from .cli_vision import (
+    _add_encoder_options,
+    _scores_from_bin,
+    _scores_from_images,
+    cmd_compare,
+    cmd_embed,
+    cmd_explain,
+    cmd_train_magface,
+    cmd_train_quality,
+)
 from .errors import FMRClampWarning, QMagError
 from .evaluation import evaluate_table, format_report, jsonable
 
@@ -32,6 +40,7 @@ def _int_type(lo: int, what: str):
         if x < lo:
             raise argparse.ArgumentTypeError(f"expected {what}, got {x}")
         return x
+
     parse.__name__ = what
     return parse
 
@@ -73,26 +82,45 @@ def _write_json(path: str, d: dict) -> None:
 # ------------------------------------------------------------------------ train
 def _add_trainer_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("trainer options")
-    g.add_argument("--mode", choices=("official", "consistent"), default="official",
-                   help="official: the published algorithm exactly; consistent: thresholds in raw score space")
+    g.add_argument(
+        "--mode",
+        choices=("official", "consistent"),
+        default="official",
+        help="official: the published algorithm exactly; consistent: thresholds in raw score space",
+    )
     g.add_argument("--fmr-min", type=probability, default=1e-5)
     g.add_argument("--fmr-max", type=probability, default=1e-2)
     g.add_argument("--n-fmr", type=at_least_two, default=50)
     g.add_argument("--n-omega", type=at_least_two, default=20)
     g.add_argument("--max-ratio", type=positive_float, default=0.5)
-    g.add_argument("--max-imposters", type=positive_int, default=None,
-                   help="use a seeded random subset of this many imposter pairs")
-    g.add_argument("--no-clamp-fmr", action="store_true",
-                   help="keep FMRs below 1/#imposters (official behaviour) instead of clamping")
+    g.add_argument(
+        "--max-imposters",
+        type=positive_int,
+        default=None,
+        help="use a seeded random subset of this many imposter pairs",
+    )
+    g.add_argument(
+        "--no-clamp-fmr",
+        action="store_true",
+        help="keep FMRs below 1/#imposters (official behaviour) instead of clamping",
+    )
     g.add_argument("--seed", type=nonneg_int, default=0)
 
 
 def _trainer_from_args(a):
     from .trainer import QMagFaceTrainer
 
-    return QMagFaceTrainer(mode=a.mode, fmr_min=a.fmr_min, fmr_max=a.fmr_max, n_fmr=a.n_fmr,
-                           n_omega=a.n_omega, max_ratio=a.max_ratio, max_imposters=a.max_imposters,
-                           clamp_fmr=not a.no_clamp_fmr, random_state=a.seed)
+    return QMagFaceTrainer(
+        mode=a.mode,
+        fmr_min=a.fmr_min,
+        fmr_max=a.fmr_max,
+        n_fmr=a.n_fmr,
+        n_omega=a.n_omega,
+        max_ratio=a.max_ratio,
+        max_imposters=a.max_imposters,
+        clamp_fmr=not a.no_clamp_fmr,
+        random_state=a.seed,
+    )
 
 
 def _load_scores(path: str):
@@ -122,17 +150,21 @@ def cmd_train(a) -> int:
         "n_genuine": tr.n_genuine_,
         "n_imposter": tr.n_imposter_,
     }
-    params = tr.params(encoder=encoder, trained_on=trained_on,
-                       quality=QUALITY_MEANING.get(encoder, QUALITY_MEANING[None]))
+    params = tr.params(
+        encoder=encoder, trained_on=trained_on, quality=QUALITY_MEANING.get(encoder, QUALITY_MEANING[None])
+    )
     d = jsonable(params.to_dict())
     if a.bootstrap:
         ci = tr.bootstrap(table.X(), table.label, n_boot=a.bootstrap, random_state=a.seed)
-        d["bootstrap"] = jsonable({"alpha_ci95": ci.alpha, "beta_ci95": ci.beta,
-                                    "n_boot": ci.n_boot, "n_failed": ci.n_failed})
+        d["bootstrap"] = jsonable(
+            {"alpha_ci95": ci.alpha, "beta_ci95": ci.beta, "n_boot": ci.n_boot, "n_failed": ci.n_failed}
+        )
     _write_json(a.out, d)
-    print(f"alpha={tr.alpha_:.6g} beta={tr.beta_:.6g} mode={tr.mode} "
-          f"s0=alpha/beta={params.s0:.4g} pairs={tr.n_genuine_} genuine + {tr.n_imposter_} imposter "
-          f"ties(max)={int(tr.n_ties_.max())} -> {a.out}")
+    print(
+        f"alpha={tr.alpha_:.6g} beta={tr.beta_:.6g} mode={tr.mode} "
+        f"s0=alpha/beta={params.s0:.4g} pairs={tr.n_genuine_} genuine + {tr.n_imposter_} imposter "
+        f"ties(max)={int(tr.n_ties_.max())} -> {a.out}"
+    )
     if a.bootstrap:
         print(f"bootstrap 95% CI: alpha {d['bootstrap']['alpha_ci95']}, beta {d['bootstrap']['beta_ci95']}")
     return 0
@@ -165,8 +197,11 @@ def cmd_evaluate(a) -> int:
         params = QMagFaceParams.load(a.params)
         data_enc = table.encoder or (a.encoder if a.images else None)
         if params.encoder and data_enc and params.encoder != data_enc:
-            print(f"warning: params were trained for encoder '{params.encoder}' but the scores come "
-                  f"from '{data_enc}'; α/β depend on the encoder's quality scale", file=sys.stderr)
+            print(
+                f"warning: params were trained for encoder '{params.encoder}' but the scores come "
+                f"from '{data_enc}'; α/β depend on the encoder's quality scale",
+                file=sys.stderr,
+            )
         rep, _ = evaluate_table(table, params=params, n_boot=a.n_boot, seed=a.seed)
     else:
         tr = _trainer_from_args(a)
@@ -174,8 +209,11 @@ def cmd_evaluate(a) -> int:
             warnings.simplefilter("ignore", FMRClampWarning)
             rep, _ = evaluate_table(table, trainer=tr, n_boot=a.n_boot, seed=a.seed)
         if not rep["params"].get("error"):
-            print(f"note: no --params given: α/β cross-fitted ({rep['params']['folds_from']}); "
-                  "each fold scored with α/β trained on the other folds", file=sys.stderr)
+            print(
+                f"note: no --params given: α/β cross-fitted ({rep['params']['folds_from']}); "
+                "each fold scored with α/β trained on the other folds",
+                file=sys.stderr,
+            )
     if rep_pairs is not None:
         rep["pairs_report"] = rep_pairs
     return _finish_evaluate(a, rep)
@@ -210,11 +248,12 @@ def cmd_score(a) -> int:
 def cmd_make_pairs(a) -> int:
     from .data import make_pairs, write_pairs_csv
 
-    pairs = make_pairs(a.images, n_genuine=a.genuine, n_imposter=a.imposter, n_folds=a.folds,
-                       random_state=a.seed)
+    pairs = make_pairs(a.images, n_genuine=a.genuine, n_imposter=a.imposter, n_folds=a.folds, random_state=a.seed)
     write_pairs_csv(a.out, pairs)
-    print(f"{int(pairs.label.sum())} genuine + {int((pairs.label == 0).sum())} imposter pairs in "
-          f"{a.folds} identity-disjoint folds -> {a.out}")
+    print(
+        f"{int(pairs.label.sum())} genuine + {int((pairs.label == 0).sum())} imposter pairs in "
+        f"{a.folds} identity-disjoint folds -> {a.out}"
+    )
     return 0
 
 
@@ -234,7 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", required=True)
     p.add_argument("--out", required=True, help="params JSON to write")
     p.add_argument("--encoder", default=None, help="encoder id of the scores (overrides the file's '# encoder=')")
-    p.add_argument("--bootstrap", type=nonneg_int, default=0, metavar="N", help="add a seeded bootstrap 95%% CI of alpha/beta (N resamples)")
+    p.add_argument(
+        "--bootstrap",
+        type=nonneg_int,
+        default=0,
+        metavar="N",
+        help="add a seeded bootstrap 95%% CI of alpha/beta (N resamples)",
+    )
     _add_trainer_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -242,8 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", default=None)
     p.add_argument("--images", default=None, help="image folder the pairs refer to (embeds what the pairs need)")
     p.add_argument("--pairs", default=None, help="LFW pairs.txt or pairs CSV (with --images)")
-    p.add_argument("--bin", default=None, help="insightface validation set (lfw.bin, agedb_30.bin, …): aligned "
-                                               "112x112 crops, 10-fold accuracy; read without running its pickle")
+    p.add_argument(
+        "--bin",
+        default=None,
+        help="insightface validation set (lfw.bin, agedb_30.bin, …): aligned "
+        "112x112 crops, 10-fold accuracy; read without running its pickle",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-cache", action="store_true")
@@ -258,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", required=True)
     p.add_argument("--params", required=True)
     p.add_argument("--out", default=None, help="output CSV (the input is never overwritten without --in-place)")
-    p.add_argument("--in-place", action="store_true",
-                   help="add (or replace) the s_hat column in --scores itself, atomically")
+    p.add_argument(
+        "--in-place", action="store_true", help="add (or replace) the s_hat column in --scores itself, atomically"
+    )
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("embed", help="embed images into an .npz (failed images kept as rows)")
@@ -289,8 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=64, help="integration steps (gradient)")
     p.add_argument("--patch", type=positive_int, default=16, help="patch size in px (occlusion)")
     p.add_argument("--stride", type=positive_int, default=8, help="patch stride in px (occlusion)")
-    p.add_argument("--fill", choices=("blur", "grey"), default="blur",
-                   help="occlusion: replace each patch by the blurred crop (detail) or mid-grey (content)")
+    p.add_argument(
+        "--fill",
+        choices=("blur", "grey"),
+        default="blur",
+        help="occlusion: replace each patch by the blurred crop (detail) or mid-grey (content)",
+    )
     _add_encoder_options(p)
     p.set_defaults(func=cmd_explain)
 
@@ -302,11 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=positive_int, default=128)
     p.add_argument("--degraded", type=nonneg_int, default=6, help="seeded degraded copies per image")
     p.add_argument("--max-severity", type=positive_float, default=1.0, help="degradation severities ~ U(0.1, this)")
-    p.add_argument("--features", choices=("multi", "pooled"), default="multi",
-                   help="head input: per-stage statistics + pooled layer (768-d), or the pooled layer (256-d)")
-    p.add_argument("--direction", choices=("fixed", "free"), default="fixed",
-                   help="MagFace embedding: the backbone's own direction x the head's length (default; q then "
-                        "measures how well the direction the encoder matches with fits its identity) or the head's output")
+    p.add_argument(
+        "--features",
+        choices=("multi", "pooled"),
+        default="multi",
+        help="head input: per-stage statistics + pooled layer (768-d), or the pooled layer (256-d)",
+    )
+    p.add_argument(
+        "--direction",
+        choices=("fixed", "free"),
+        default="fixed",
+        help="MagFace embedding: the backbone's own direction x the head's length (default; q then "
+        "measures how well the direction the encoder matches with fits its identity) or the head's output",
+    )
     p.add_argument("--u-a", type=positive_float, default=110.0, help="MagFace upper magnitude u_a (l_a 10)")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="auto")
@@ -315,15 +377,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", default=None, help="JSON training log (default OUT.log.json)")
     p.set_defaults(func=cmd_train_magface)
 
-    p = sub.add_parser("train-quality", help="train a utility quality head (q = predicted cosine to the clean "
-                       "capture x 100) on the built-in backbone; no identity labels needed beyond the folders")
+    p = sub.add_parser(
+        "train-quality",
+        help="train a utility quality head (q = predicted cosine to the clean "
+        "capture x 100) on the built-in backbone; no identity labels needed beyond the folders",
+    )
     p.add_argument("--data", required=True, help="folder with one sub-folder of images per identity (photos or crops)")
     p.add_argument("--out", required=True, help="quality head file (.pt, tensors only); use with --head")
-    p.add_argument("--family", choices=("both", "crop", "capture"), default="both",
-                   help="degradations for the targets: of the aligned crop, of the whole photo before detection, or both")
+    p.add_argument(
+        "--family",
+        choices=("both", "crop", "capture"),
+        default="both",
+        help="degradations for the targets: of the aligned crop, of the whole photo before detection, or both",
+    )
     p.add_argument("--degraded", type=positive_int, default=2, help="seeded degraded versions per image and family")
-    p.add_argument("--val-fraction", type=probability, default=0.25,
-                   help="identities held out to choose the ridge strength")
+    p.add_argument(
+        "--val-fraction", type=probability, default=0.25, help="identities held out to choose the ridge strength"
+    )
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops (crop family only)")
@@ -364,8 +434,11 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001 - never a traceback for a user
         if os.environ.get("QMAG_DEBUG"):
             raise
-        print(f"error: internal error ({type(e).__name__}: {_one_line(e)[:300]}); "
-              "rerun with QMAG_DEBUG=1 for the traceback and please report it", file=sys.stderr)
+        print(
+            f"error: internal error ({type(e).__name__}: {_one_line(e)[:300]}); "
+            "rerun with QMAG_DEBUG=1 for the traceback and please report it",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -1,6 +1,7 @@
 """The commands that run a network: embed, compare, explain, train-magface, train-quality,
 and the image/.bin paths of evaluate.  Torch and facenet are imported inside each
 command, so ``qmag train`` and friends start fast."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,22 +15,34 @@ import numpy as np
 from .errors import QMagError
 from .evaluation import jsonable
 
+
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoder")
     g.add_argument("--encoder", default="builtin", help="builtin | builtin-raw | magface (default builtin)")
     g.add_argument("--checkpoint", default=None, help="MagFace checkpoint (with --encoder magface)")
     g.add_argument("--arch", default="iresnet100", help="iresnet18|34|50|100 (with --encoder magface)")
-    g.add_argument("--head", default=None, help="quality head from train-magface (with --encoder builtin; "
-                   "default: the shipped head)")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto (GPU when available) | cpu | cuda")
+    g.add_argument(
+        "--head",
+        default=None,
+        help="quality head from train-magface (with --encoder builtin; default: the shipped head)",
+    )
+    g.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (GPU when available) | cpu | cuda"
+    )
     g.add_argument("--fp16", action="store_true", help="half precision on GPU")
     g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
-    g.add_argument("--aligned", action="store_true",
-                   help="inputs are already aligned ArcFace-112 crops: skip detection (never done silently)")
-    g.add_argument("--face", choices=("best", "largest", "center"), default="best",
-                   help="which face of a photo with several is the subject: best (default: a large face near "
-                        "the centre, area - 2 x squared centre offset), largest, or center")
+    g.add_argument(
+        "--aligned",
+        action="store_true",
+        help="inputs are already aligned ArcFace-112 crops: skip detection (never done silently)",
+    )
+    g.add_argument(
+        "--face",
+        choices=("best", "largest", "center"),
+        default="best",
+        help="which face of a photo with several is the subject: best (default: a large face near "
+        "the centre, area - 2 x squared centre offset), largest, or center",
+    )
 
 
 def _encoder_from_args(a):
@@ -37,8 +50,9 @@ def _encoder_from_args(a):
 
     if a.head and a.encoder != "builtin":
         raise QMagError("--head is for --encoder builtin")
-    return load_encoder(a.encoder, checkpoint=a.checkpoint, arch=a.arch, device=a.device, fp16=a.fp16, flip=a.flip,
-                        head=a.head)
+    return load_encoder(
+        a.encoder, checkpoint=a.checkpoint, arch=a.arch, device=a.device, fp16=a.fp16, flip=a.flip, head=a.head
+    )
 
 
 def _progress_bar(total: int, desc: str):
@@ -51,6 +65,7 @@ def _progress_bar(total: int, desc: str):
         bar.refresh()
         if done >= n:
             bar.close()
+
     return cb
 
 
@@ -59,14 +74,25 @@ def _embed_paths(a, paths, root):
 
     enc = _encoder_from_args(a)
     st = EmbedStats()
-    emb = embed_files(paths, root, enc, aligned=a.aligned, batch_size=a.batch_size, face=a.face,
-                      cache_dir=None if a.no_cache else (a.cache_dir or "default"),
-                      progress=_progress_bar(len(paths), f"embedding ({enc.id})"), stats=st)
-    print(f"{st.n_images} images: {st.n_embedded} embedded, {st.n_cached} from cache, {st.n_failed} failed "
-          f"({st.seconds:.1f} s)", file=sys.stderr)
+    emb = embed_files(
+        paths,
+        root,
+        enc,
+        aligned=a.aligned,
+        batch_size=a.batch_size,
+        face=a.face,
+        cache_dir=None if a.no_cache else (a.cache_dir or "default"),
+        progress=_progress_bar(len(paths), f"embedding ({enc.id})"),
+        stats=st,
+    )
+    print(
+        f"{st.n_images} images: {st.n_embedded} embedded, {st.n_cached} from cache, {st.n_failed} failed "
+        f"({st.seconds:.1f} s)",
+        file=sys.stderr,
+    )
     for msg in st.cache_damaged:
         print(f"warning: embedding cache: {msg}; its images were embedded again", file=sys.stderr)
-    for p, e in list(zip(emb.paths[~emb.ok], emb.error[~emb.ok]))[:10]:
+    for p, e in list(zip(emb.paths[~emb.ok], emb.error[~emb.ok], strict=True))[:10]:
         print(f"  failed: {e if p in e else f'{p}: {e}'}", file=sys.stderr)
     return emb, enc
 
@@ -74,7 +100,6 @@ def _embed_paths(a, paths, root):
 def cmd_embed(a) -> int:
     from .data import save_embeddings
     from .embed import list_images
-
     from .safeio import confine_paths, read_text
 
     if bool(a.images) == bool(a.list):
@@ -83,8 +108,11 @@ def cmd_embed(a) -> int:
         root, paths = a.images, list_images(a.images)
     else:
         text = read_text(a.list, expected="one image path per line")
-        rows = [(k + 1, ln.strip()) for k, ln in enumerate(text.splitlines())
-                if ln.strip() and not ln.lstrip().startswith("#")]
+        rows = [
+            (k + 1, ln.strip())
+            for k, ln in enumerate(text.splitlines())
+            if ln.strip() and not ln.lstrip().startswith("#")
+        ]
         paths = [r[1] for r in rows]
         root = a.root or (os.path.dirname(os.path.abspath(a.list)))
         if not Path(root).is_dir():
@@ -104,30 +132,67 @@ def cmd_compare(a) -> int:
 
     enc = _encoder_from_args(a)
     params = QMagFaceParams.load(a.params) if a.params else default_params(enc.id)
-    res = compare_images(a.images, enc, names=[os.path.basename(x) for x in a.images], params=params, fmr=a.fmr,
-                         aligned=a.aligned, face=a.face)
-    out = {"encoder": enc.id, "fmr": res.fmr, "threshold_s": res.threshold_s, "threshold_s_hat": res.threshold_s_hat,
-           "alpha": params.alpha if params else None, "beta": params.beta if params else None,
-           "face_rule": a.face,
-           "images": [{"name": r.name, "ok": r.ok, "error": r.error, "quality": r.quality, "n_faces": r.n_faces,
-                       "face_index": None if r.aligned is None else r.aligned.face_index,
-                       "box": None if r.aligned is None or r.aligned.face is None else r.aligned.face.box}
-                      for r in res.images],
-           "pairs": [{"image1": res.images[p.i].name, "image2": res.images[p.j].name, "s": p.s, "s_hat": p.s_hat,
-                      "q_min": p.q_min, "accept_s": p.accept_s, "accept_s_hat": p.accept_s_hat} for p in res.pairs]}
+    res = compare_images(
+        a.images,
+        enc,
+        names=[os.path.basename(x) for x in a.images],
+        params=params,
+        fmr=a.fmr,
+        aligned=a.aligned,
+        face=a.face,
+    )
+    out = {
+        "encoder": enc.id,
+        "fmr": res.fmr,
+        "threshold_s": res.threshold_s,
+        "threshold_s_hat": res.threshold_s_hat,
+        "alpha": params.alpha if params else None,
+        "beta": params.beta if params else None,
+        "face_rule": a.face,
+        "images": [
+            {
+                "name": r.name,
+                "ok": r.ok,
+                "error": r.error,
+                "quality": r.quality,
+                "n_faces": r.n_faces,
+                "face_index": None if r.aligned is None else r.aligned.face_index,
+                "box": None if r.aligned is None or r.aligned.face is None else r.aligned.face.box,
+            }
+            for r in res.images
+        ],
+        "pairs": [
+            {
+                "image1": res.images[p.i].name,
+                "image2": res.images[p.j].name,
+                "s": p.s,
+                "s_hat": p.s_hat,
+                "q_min": p.q_min,
+                "accept_s": p.accept_s,
+                "accept_s_hat": p.accept_s_hat,
+            }
+            for p in res.pairs
+        ],
+    }
     if a.json:
         print(json.dumps(jsonable(out), indent=2))
         return 0 if all(r.ok for r in res.images) else 1
     for r in res.images:
-        extra = (f"  ({r.n_faces} faces; face {r.aligned.face_index + 1} by size chosen by rule '{a.face}')"
-                 if r.n_faces > 1 else "")
+        extra = (
+            f"  ({r.n_faces} faces; face {r.aligned.face_index + 1} by size chosen by rule '{a.face}')"
+            if r.n_faces > 1
+            else ""
+        )
         print(f"{r.name}: q={r.quality:.3f}{extra}" if r.ok else f"{r.name}: FAILED: {r.error}")
     if params is None:
         print("note: no params for this encoder: s_hat = s and no decision (give --params)")
     else:
         ts = "n/a" if res.threshold_s is None else f"{res.threshold_s:.4f}"
         th = "n/a" if res.threshold_s_hat is None else f"{res.threshold_s_hat:.4f}"
-        print(f"operating point FMR={res.fmr:g}: threshold s>={ts}, s_hat>={th} (alpha={params.alpha:.5g}, beta={params.beta:.5g})")
+        print(
+            f"operating point FMR={res.fmr:g}: threshold s>={ts}, s_hat>={th} (alpha={params.alpha:.5g}, "
+            f"beta={params.beta:.5g})"
+        )
     for p in res.pairs:
         dec = "" if p.accept_s_hat is None else ("  ACCEPT" if p.accept_s_hat else "  reject")
         print(f"{res.images[p.i].name} ~ {res.images[p.j].name}: s={p.s:.4f} s_hat={p.s_hat:.4f}{dec}")
@@ -138,7 +203,6 @@ def cmd_explain(a) -> int:
     from PIL import Image
 
     from .explain import explain, render_overlay
-
     from .safeio import atomic_path, atomic_write
 
     ext = os.path.splitext(a.out)[1].lower()
@@ -158,7 +222,10 @@ def cmd_explain(a) -> int:
     with atomic_write(npy, "wb") as fh:
         np.save(fh, qm.raw)
     print(f"{os.path.basename(a.image)}: q={qm.quality:.4f} ({enc.id}; {enc.quality})")
-    print(f"{a.method} map in {qm.seconds:.2f} s -> {a.out} (crop | overlay: red lowers q, blue raises it), raw map -> {npy}")
+    print(
+        f"{a.method} map in {qm.seconds:.2f} s -> {a.out} (crop | overlay: red lowers q, blue raises "
+        f"it), raw map -> {npy}"
+    )
     return 0
 
 
@@ -176,8 +243,16 @@ def cmd_train_magface(a) -> int:
         bar.n = done
         bar.refresh()
 
-    data = build_training_set(a.data, enc, n_degraded=a.degraded, seed=a.seed, aligned=a.aligned, progress=prog,
-                              feature_kind=a.features, max_severity=a.max_severity)
+    data = build_training_set(
+        a.data,
+        enc,
+        n_degraded=a.degraded,
+        seed=a.seed,
+        aligned=a.aligned,
+        progress=prog,
+        feature_kind=a.features,
+        max_severity=a.max_severity,
+    )
     bar.close()
     if data["failed"]:
         print(f"{len(data['failed'])} images skipped, e.g. {data['failed'][0]}", file=sys.stderr)
@@ -190,18 +265,42 @@ def cmd_train_magface(a) -> int:
 
     dirs = backbone_directions(enc, data["features"]) if a.direction == "fixed" else None
     cfg = MagFaceConfig(u_a=a.u_a)
-    head, hist = train_quality_head(data["features"], data["labels"], directions=dirs, epochs=a.epochs, lr=a.lr,
-                                    dim=a.dim, seed=a.seed, cfg=cfg, device=a.device if a.device != "auto" else "cpu",
-                                    checkpoint=a.checkpoint or a.out + ".ckpt", log=a.log or a.out + ".log.json",
-                                    progress=eprog)
+    head, hist = train_quality_head(
+        data["features"],
+        data["labels"],
+        directions=dirs,
+        epochs=a.epochs,
+        lr=a.lr,
+        dim=a.dim,
+        seed=a.seed,
+        cfg=cfg,
+        device=a.device if a.device != "auto" else "cpu",
+        checkpoint=a.checkpoint or a.out + ".ckpt",
+        log=a.log or a.out + ".log.json",
+        progress=eprog,
+    )
     ebar.close()
-    save_quality_head(head, a.out, {"features": a.features, "data": os.path.abspath(a.data), "direction": a.direction,
-                                    "magface": {k: float(v) for k, v in vars(cfg).items()},
-                                    "n_identities": len(data["identities"]), "max_severity": a.max_severity,
-                                    "n_samples": int(len(data["labels"])), "degraded_per_image": a.degraded,
-                                    "seed": a.seed, "epochs": a.epochs, "final_loss": hist[-1]["loss"]})
-    print(f"{len(data['identities'])} identities, {len(data['labels'])} samples (clean + {a.degraded} degraded each); "
-          f"final loss {hist[-1]['loss']:.4f}, mean q {hist[-1]['mean_a']:.2f} -> {a.out}")
+    save_quality_head(
+        head,
+        a.out,
+        {
+            "features": a.features,
+            "data": os.path.abspath(a.data),
+            "direction": a.direction,
+            "magface": {k: float(v) for k, v in vars(cfg).items()},
+            "n_identities": len(data["identities"]),
+            "max_severity": a.max_severity,
+            "n_samples": int(len(data["labels"])),
+            "degraded_per_image": a.degraded,
+            "seed": a.seed,
+            "epochs": a.epochs,
+            "final_loss": hist[-1]["loss"],
+        },
+    )
+    print(
+        f"{len(data['identities'])} identities, {len(data['labels'])} samples (clean + {a.degraded} degraded each); "
+        f"final loss {hist[-1]['loss']:.4f}, mean q {hist[-1]['mean_a']:.2f} -> {a.out}"
+    )
     return 0
 
 
@@ -219,28 +318,53 @@ def cmd_train_quality(a) -> int:
     enc = load_encoder("builtin-raw", device=a.device)
     parts = []
     for name, paths, seed in (("fit", fit_paths, a.seed), ("validation", val_paths, a.seed + 1)):
-        bar = tqdm(total=len(paths), desc=f"degrading + encoding ({name} identities)", unit="img", file=sys.stderr,
-                   disable=None)
+        bar = tqdm(
+            total=len(paths),
+            desc=f"degrading + encoding ({name} identities)",
+            unit="img",
+            file=sys.stderr,
+            disable=None,
+        )
 
         def prog(done, n, bar=bar):
             bar.n = done
             bar.refresh()
 
-        d = utility_samples(enc, [os.path.join(a.data, p) for p in paths], family=a.family, n_degraded=a.degraded,
-                            seed=seed, aligned=a.aligned, progress=prog)
+        d = utility_samples(
+            enc,
+            [os.path.join(a.data, p) for p in paths],
+            family=a.family,
+            n_degraded=a.degraded,
+            seed=seed,
+            aligned=a.aligned,
+            progress=prog,
+        )
         bar.close()
         if d["failed"]:
             print(f"{name}: {len(d['failed'])} images skipped, e.g. {d['failed'][0]}", file=sys.stderr)
         parts.append(d)
     fit = fit_utility_head(parts[0]["features"], parts[0]["target"], parts[1]["features"], parts[1]["target"])
     n_ids = len({p.split("/")[0] for p in fit_paths}), len({p.split("/")[0] for p in val_paths})
-    save_quality_head(fit.head, a.out, {"kind": "utility", "features": "multi", "family": a.family,
-                                        "data": os.path.abspath(a.data), "degraded_per_photo": a.degraded,
-                                        "seed": a.seed, "identities": {"fit": n_ids[0], "validation": n_ids[1]},
-                                        "lost_faces": int(parts[0]["lost"] + parts[1]["lost"]), **fit.meta()})
-    print(f"{n_ids[0]} + {n_ids[1]} identities (fit + validation), {fit.n_train} + {fit.n_val} samples "
-          f"({a.family} family, {a.degraded} degraded per image and family); ridge λ {fit.lam:g}, validation "
-          f"Spearman {fit.val_spearman[fit.lam]:.3f} -> {a.out}")
+    save_quality_head(
+        fit.head,
+        a.out,
+        {
+            "kind": "utility",
+            "features": "multi",
+            "family": a.family,
+            "data": os.path.abspath(a.data),
+            "degraded_per_photo": a.degraded,
+            "seed": a.seed,
+            "identities": {"fit": n_ids[0], "validation": n_ids[1]},
+            "lost_faces": int(parts[0]["lost"] + parts[1]["lost"]),
+            **fit.meta(),
+        },
+    )
+    print(
+        f"{n_ids[0]} + {n_ids[1]} identities (fit + validation), {fit.n_train} + {fit.n_val} samples "
+        f"({a.family} family, {a.degraded} degraded per image and family); ridge λ {fit.lam:g}, validation "
+        f"Spearman {fit.val_spearman[fit.lam]:.3f} -> {a.out}"
+    )
     return 0
 
 
@@ -256,8 +380,11 @@ def _scores_from_images(a):
     table, rep = scores_from_embeddings(emb, pairs, encoder=enc.id)
     left = rep["n_pairs"] - rep["n_scored"]
     if left:
-        print(f"warning: {left} of {rep['n_pairs']} pairs not scored ({rep['n_missing_image']} missing image, "
-              f"{rep['n_failed_embedding']} failed embedding); first lines {rep['failed_lines'][:5]}", file=sys.stderr)
+        print(
+            f"warning: {left} of {rep['n_pairs']} pairs not scored ({rep['n_missing_image']} missing image, "
+            f"{rep['n_failed_embedding']} failed embedding); first lines {rep['failed_lines'][:5]}",
+            file=sys.stderr,
+        )
     if rep["n_scored"] == 0:
         raise QMagError("no pair could be scored")
     return table, rep, enc

@@ -4,6 +4,7 @@ accept/reject decision at an FMR operating point of a parameter set.
 Used by ``python -m qmag_core compare`` and the dashboard's compare page.  A failed image
 (unreadable, no face) is reported on its own; the others are still compared.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,15 @@ from .errors import QMagError
 from .params import QMagFaceParams
 from .scoring import qmagface_score
 
-__all__ = ["ImageResult", "PairResult", "ComparisonResult", "compare_images", "threshold_at_fmr",
-           "operating_points", "default_params"]
+__all__ = [
+    "ImageResult",
+    "PairResult",
+    "ComparisonResult",
+    "compare_images",
+    "threshold_at_fmr",
+    "operating_points",
+    "default_params",
+]
 
 
 @dataclass
@@ -77,7 +85,11 @@ class ComparisonResult:
         return m
 
 
-def operating_points(s, s_hat, labels, fmrs=tuple(np.logspace(-4, -1, 13))) -> list[dict]:
+#: FMRs a shipped parameter set carries thresholds for: 13 log-spaced from 1e-4 to 1e-1
+SHIPPED_FMRS = tuple(np.logspace(-4, -1, 13))
+
+
+def operating_points(s, s_hat, labels, fmrs=SHIPPED_FMRS) -> list[dict]:
     """Thresholds on s and ŝ at each FMR (FMR ≤ target rule) measured on labelled pairs,
     for shipping with a parameter set; FMRs the imposter count cannot support are left out."""
     from .metrics import fnmr_at_fmr, split_scores
@@ -85,11 +97,18 @@ def operating_points(s, s_hat, labels, fmrs=tuple(np.logspace(-4, -1, 13))) -> l
     g, i = split_scores(np.asarray(s), labels)
     gh, ih = split_scores(np.asarray(s_hat), labels)
     out = []
-    for a, b in zip(fnmr_at_fmr(g, i, fmrs), fnmr_at_fmr(gh, ih, fmrs)):
+    for a, b in zip(fnmr_at_fmr(g, i, fmrs), fnmr_at_fmr(gh, ih, fmrs), strict=True):
         if a.fnmr is None:
             continue
-        out.append({"fmr": a.target_fmr, "threshold_s": a.threshold, "threshold_s_hat": b.threshold,
-                    "fnmr_s": a.fnmr, "fnmr_s_hat": b.fnmr})
+        out.append(
+            {
+                "fmr": a.target_fmr,
+                "threshold_s": a.threshold,
+                "threshold_s_hat": b.threshold,
+                "fnmr_s": a.fnmr,
+                "fnmr_s_hat": b.fnmr,
+            }
+        )
     return out
 
 
@@ -115,7 +134,7 @@ def default_params(encoder_id: str) -> QMagFaceParams | None:
     return copy.deepcopy(p) if p is not None else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shipped_params(encoder_id: str) -> QMagFaceParams | None:
     from pathlib import Path
 
@@ -123,10 +142,18 @@ def _shipped_params(encoder_id: str) -> QMagFaceParams | None:
     return QMagFaceParams.load(p) if p.is_file() else None
 
 
-def compare_images(images, encoder, *, detector: FaceDetector | None = None, names=None,
-                   params: QMagFaceParams | None = None, fmr: float = 1e-3,
-                   aligned: bool = False, face: str = DEFAULT_FACE_RULE,
-                   choose: dict[int, int] | None = None) -> ComparisonResult:
+def compare_images(
+    images,
+    encoder,
+    *,
+    detector: FaceDetector | None = None,
+    names=None,
+    params: QMagFaceParams | None = None,
+    fmr: float = 1e-3,
+    aligned: bool = False,
+    face: str = DEFAULT_FACE_RULE,
+    choose: dict[int, int] | None = None,
+) -> ComparisonResult:
     """Embed each image's subject and compare every pair.
 
     ``images``: paths, bytes, PIL images or arrays; ``names`` label them.  ``face`` is
@@ -136,17 +163,21 @@ def compare_images(images, encoder, *, detector: FaceDetector | None = None, nam
     (ImageError, NoFaceError) are kept in its :class:`ImageResult`.
     """
     images = list(images)
-    names = list(names) if names is not None else [getattr(x, "name", None) or (x if isinstance(x, str) else f"image {k + 1}")
-                                                   for k, x in enumerate(images)]
+    names = (
+        list(names)
+        if names is not None
+        else [getattr(x, "name", None) or (x if isinstance(x, str) else f"image {k + 1}") for k, x in enumerate(images)]
+    )
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
     results: list[ImageResult] = []
     crops, idx = [], []
-    for k, (src, name) in enumerate(zip(images, names)):
+    for k, (src, name) in enumerate(zip(images, names, strict=True)):
         try:
             img = load_image(src, name=str(name))
-            a = detect_and_align(img, detector, encoder.spec, aligned=aligned, name=str(name),
-                                 face=(choose or {}).get(k, face))
+            a = detect_and_align(
+                img, detector, encoder.spec, aligned=aligned, name=str(name), face=(choose or {}).get(k, face)
+            )
         except (ImageError, NoFaceError, QMagError) as e:
             results.append(ImageResult(str(name), False, str(e)))
             continue
@@ -155,7 +186,7 @@ def compare_images(images, encoder, *, detector: FaceDetector | None = None, nam
         idx.append(k)
     if crops:
         emb = encoder.embed(np.stack(crops))
-        for k, e in zip(idx, emb):
+        for k, e in zip(idx, emb, strict=True):
             q = float(np.linalg.norm(e))
             if not (np.isfinite(e).all() and q > 0):
                 results[k].ok, results[k].error = False, f"{results[k].name}: encoder returned an unusable embedding"

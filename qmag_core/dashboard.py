@@ -1,5 +1,6 @@
 """Logic behind the dashboard pages (no Streamlit here): datasets, safe paths, slider
 bounds, held-out evaluation of a trainer, and summaries the pages display."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,19 +16,45 @@ import numpy as np
 
 from . import metrics as M
 from .data import ScoreTable, read_pairs, read_scores_csv
-from .evaluation import REPORT_FMRS, heldout_effect, summary_metrics  # noqa: F401 (re-exported)
 from .errors import QMagError
+from .evaluation import REPORT_FMRS, heldout_effect, summary_metrics  # noqa: F401 (re-exported)
 from .params import QMagFaceParams
 from .scoring import qmagface_score
 
-__all__ = ["fingerprint", "public_message", "staged_uploads", "ROOT", "SAMPLE_DIR", "data_roots", "resolve_under_roots", "SAMPLE_DATASETS", "Dataset",
-           "load_sample_dataset", "dataset_from_scores", "fmr_bounds", "fmr_grid", "heldout_effect", "summary_metrics",
-           "overlap", "qmagface_effect", "scale_free", "OFFICIAL_PARAMS", "REPORT_FMRS", "dataset_from_folder", "dataset_from_bin"]
+__all__ = [
+    "fingerprint",
+    "public_message",
+    "staged_uploads",
+    "ROOT",
+    "SAMPLE_DIR",
+    "data_roots",
+    "resolve_under_roots",
+    "SAMPLE_DATASETS",
+    "Dataset",
+    "load_sample_dataset",
+    "dataset_from_scores",
+    "fmr_bounds",
+    "fmr_grid",
+    "heldout_effect",
+    "summary_metrics",
+    "overlap",
+    "qmagface_effect",
+    "scale_free",
+    "OFFICIAL_PARAMS",
+    "REPORT_FMRS",
+    "dataset_from_folder",
+    "dataset_from_bin",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"
-OFFICIAL_PARAMS = QMagFaceParams(alpha=0.077428, beta=0.125926, mode="official", encoder="magface",
-                                 quality="MagFace iResNet100 embedding length (published, trained on Adience)")
+OFFICIAL_PARAMS = QMagFaceParams(
+    alpha=0.077428,
+    beta=0.125926,
+    mode="official",
+    encoder="magface",
+    quality="MagFace iResNet100 embedding length (published, trained on Adience)",
+)
 
 
 def data_roots() -> list[Path]:
@@ -89,23 +116,36 @@ def public_message(e: BaseException, replace: dict[str, str] | None = None) -> s
 class SampleDataset:
     id: str
     name: str
-    scores: str | None = None          # scores CSV relative to sample_data
-    images: str | None = None          # image folder (for galleries / embedding)
-    pairs: str | None = None           # pairs file relative to sample_data
+    scores: str | None = None  # scores CSV relative to sample_data
+    images: str | None = None  # image folder (for galleries / embedding)
+    pairs: str | None = None  # pairs file relative to sample_data
     description: str = ""
 
 
 SAMPLE_DATASETS = {
-    d.id: d for d in [
-        SampleDataset("lfw-dev", "LFW-dev · built-in encoder (4,200 pairs)", scores="lfw_dev_builtin/scores.csv",
-                      description="LFW pairs_dev (7 folds) embedded by the built-in encoder (numbers only)."),
-        SampleDataset("lfw-dev-ext", "LFW-dev + 60k imposters · built-in encoder", scores="lfw_dev_builtin/scores_extended.csv",
-                      description="The 2,100 genuine LFW-dev pairs + 59,997 seeded imposter pairs within folds: "
-                                  "enough imposters for FMR down to 1.7e-5."),
-        SampleDataset("deepface", "deepface photos · embedded on demand (300 pairs)", images="faces/deepface",
-                      pairs="faces/deepface/master.csv",
-                      description="25 photos of public figures (MIT), 38 genuine + 262 imposter pairs; embedded "
-                                  "with the active encoder when opened."),
+    d.id: d
+    for d in [
+        SampleDataset(
+            "lfw-dev",
+            "LFW-dev · built-in encoder (4,200 pairs)",
+            scores="lfw_dev_builtin/scores.csv",
+            description="LFW pairs_dev (7 folds) embedded by the built-in encoder (numbers only).",
+        ),
+        SampleDataset(
+            "lfw-dev-ext",
+            "LFW-dev + 60k imposters · built-in encoder",
+            scores="lfw_dev_builtin/scores_extended.csv",
+            description="The 2,100 genuine LFW-dev pairs + 59,997 seeded imposter pairs within folds: "
+            "enough imposters for FMR down to 1.7e-5.",
+        ),
+        SampleDataset(
+            "deepface",
+            "deepface photos · embedded on demand (300 pairs)",
+            images="faces/deepface",
+            pairs="faces/deepface/master.csv",
+            description="25 photos of public figures (MIT), 38 genuine + 262 imposter pairs; embedded "
+            "with the active encoder when opened.",
+        ),
     ]
 }
 
@@ -135,8 +175,10 @@ class Dataset:
         if self.n_genuine and self.n_imposter:
             return None
         have, lack = ("genuine", "imposter") if self.n_genuine else ("imposter", "genuine")
-        return (f"{self.name} holds only {have} pairs ({len(self.table):,}); error rates, curves and α/β need "
-                f"{lack} pairs too. Load a file with both labels.")
+        return (
+            f"{self.name} holds only {have} pairs ({len(self.table):,}); error rates, curves and α/β need "
+            f"{lack} pairs too. Load a file with both labels."
+        )
 
     @property
     def key(self) -> str:
@@ -191,9 +233,10 @@ def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None)
     t, rep = scores_from_embeddings(emb, pairs, encoder=encoder.id)
     if rep["n_scored"] == 0:
         raise QMagError(f"no pair of {pairs_file} could be scored (missing or failed images)")
-    q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist()) if ok}
-    return Dataset(root.name, t, root, q, encoder.id,
-                   [f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing/failed images)"])
+    q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist(), strict=True) if ok}
+    return Dataset(
+        root.name, t, root, q, encoder.id, [f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing/failed images)"]
+    )
 
 
 def dataset_from_bin(path: str | os.PathLike, encoder, *, name: str | None = None, progress=None) -> Dataset:
@@ -234,7 +277,7 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
     notes = []
     if rep["n_scored"] < rep["n_pairs"]:
         notes.append(f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing image or failed embedding)")
-    q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist()) if ok}
+    q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist(), strict=True) if ok}
     return Dataset(d.name, t, root, q, encoder.id, notes)
 
 
@@ -247,8 +290,10 @@ def fmr_bounds(n_imposter: int, lo: float = 1e-5, hi: float = 1e-2) -> tuple[flo
     floor = 1.0 / max(n_imposter, 1)
     reason = ""
     if lo < floor:
-        reason = (f"FMR below 1/#imposters = {floor:.2g} cannot be measured with {n_imposter:,} imposter pairs; "
-                  f"the range starts at {floor:.2g}")
+        reason = (
+            f"FMR below 1/#imposters = {floor:.2g} cannot be measured with {n_imposter:,} imposter pairs; "
+            f"the range starts at {floor:.2g}"
+        )
         lo = floor
     hi = max(hi, min(0.5, lo * 10))
     return lo, hi, reason
@@ -265,9 +310,6 @@ def fmr_grid(n_imposter: int) -> tuple[list[float], tuple[float, float], str]:
     return grid, default, reason
 
 
-
-
-
 def qmagface_effect(s, q_min, labels, alpha: float, beta: float, *, n_boot: int = 200, seed: int = 0) -> dict:
     """What QMagFace does to a dataset, in numbers and one plain sentence.
 
@@ -280,26 +322,32 @@ def qmagface_effect(s, q_min, labels, alpha: float, beta: float, *, n_boot: int 
     changed = float(np.mean(s < s0)) if (alpha or beta) else 0.0
     out = {"s0": s0, "changed": changed, "eer_diff": 0.0, "ci": (0.0, 0.0), "significant": False}
     if changed == 0.0:
-        out["sentence"] = (f"QMagFace changes nothing here: ω(s) = 0 for every pair, because its zero crossing "
-                           f"s0 = α/β = {s0:.3f} lies below the lowest cosine of this dataset ({s.min():.3f}); "
-                           "ŝ = s.")
+        out["sentence"] = (
+            f"QMagFace changes nothing here: ω(s) = 0 for every pair, because its zero crossing "
+            f"s0 = α/β = {s0:.3f} lies below the lowest cosine of this dataset ({s.min():.3f}); "
+            "ŝ = s."
+        )
         return out
     s_hat = qmagface_score(s, q_min, alpha, beta)
-    d = next(x for x in M.paired_bootstrap(y, s, s_hat, fmrs=(), n_boot=n_boot, random_state=seed)
-             if x.metric == "eer")
+    d = next(x for x in M.paired_bootstrap(y, s, s_hat, fmrs=(), n_boot=n_boot, random_state=seed) if x.metric == "eer")
     out.update(eer_diff=d.diff, ci=(d.lo, d.hi), significant=d.excludes_zero)
     imp_above = float(np.mean(s[~y] >= s0)) if (~y).any() else 0.0
-    where = (f"{100 * changed:.0f}% of the pairs lie below s0 = α/β = {s0:.3f} and are moved"
-             + (f"; {100 * imp_above:.0f}% of the imposters lie above it and are left as they are" if imp_above else ""))
+    where = f"{100 * changed:.0f}% of the pairs lie below s0 = α/β = {s0:.3f} and are moved" + (
+        f"; {100 * imp_above:.0f}% of the imposters lie above it and are left as they are" if imp_above else ""
+    )
     if d.excludes_zero:
         verb = "lowers" if d.diff < 0 else "raises"
-        out["sentence"] = (f"QMagFace {verb} the EER by {100 * abs(d.diff):.3f} pt (95% CI of the difference "
-                           f"[{100 * d.lo:+.3f}, {100 * d.hi:+.3f}] pt, paired bootstrap, {n_boot} resamples): {where}.")
+        out["sentence"] = (
+            f"QMagFace {verb} the EER by {100 * abs(d.diff):.3f} pt (95% CI of the difference "
+            f"[{100 * d.lo:+.3f}, {100 * d.hi:+.3f}] pt, paired bootstrap, {n_boot} resamples): {where}."
+        )
     else:
-        out["sentence"] = (f"QMagFace does not change the errors significantly here: EER difference "
-                           f"{100 * d.diff:+.3f} pt, 95% CI [{100 * d.lo:+.3f}, {100 * d.hi:+.3f}] pt (paired "
-                           f"bootstrap, {n_boot} resamples). {where[0].upper() + where[1:]}; the pairs that decide the "
-                           "EER are not among them or barely move.")
+        out["sentence"] = (
+            f"QMagFace does not change the errors significantly here: EER difference "
+            f"{100 * d.diff:+.3f} pt, 95% CI [{100 * d.lo:+.3f}, {100 * d.hi:+.3f}] pt (paired "
+            f"bootstrap, {n_boot} resamples). {where[0].upper() + where[1:]}; the pairs that decide the "
+            "EER are not among them or barely move."
+        )
     return out
 
 
@@ -315,5 +363,8 @@ def overlap(genuine, imposter, bins: np.ndarray) -> float:
 def scale_free(p: QMagFaceParams, *, s_low: float = 0.0, q: float | None = None) -> dict:
     """Encoder-independent view of α/β: zero crossing s0 = α/β (no correction above it)
     and the correction ω(s_low)·q at a low cosine, relative to the cosine range."""
-    return {"s0": p.s0, "omega_at_s_low": min(0.0, p.beta * s_low - p.alpha),
-            "correction_at_s_low": None if q is None else p.max_correction(s_low, q)}
+    return {
+        "s0": p.s0,
+        "omega_at_s_low": min(0.0, p.beta * s_low - p.alpha),
+        "correction_at_s_low": None if q is None else p.max_correction(s_low, q),
+    }

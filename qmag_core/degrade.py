@@ -20,6 +20,7 @@ built-in network about the same identity information (mean 1 − cos(clean, degr
 so severities of different kinds can be ranked together.  Downscale, JPEG and exposure
 use geometric scales because their effect only starts near the strong end.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,9 +32,21 @@ import numpy as np
 from .align import warp_affine
 from .errors import QMagError
 
-__all__ = ["KINDS", "CAPTURE_KINDS", "FAMILIES", "MAX_SEVERITY", "degrade", "degrade_photo", "random_degradations",
-           "random_photo_degradations", "with_degraded_copies", "DegradedBank", "degraded_bank", "identity_pairs",
-           "cross_versions"]
+__all__ = [
+    "KINDS",
+    "CAPTURE_KINDS",
+    "FAMILIES",
+    "MAX_SEVERITY",
+    "degrade",
+    "degrade_photo",
+    "random_degradations",
+    "random_photo_degradations",
+    "with_degraded_copies",
+    "DegradedBank",
+    "degraded_bank",
+    "identity_pairs",
+    "cross_versions",
+]
 
 KINDS = ("downscale", "blur", "jpeg", "noise", "occlusion", "exposure", "pose")
 
@@ -51,7 +64,7 @@ def degrade(crop: np.ndarray, kind: str, severity: float, rng: np.random.Generat
     x = np.asarray(crop, np.uint8)
     h, w = x.shape[:2]
     if kind == "downscale":
-        f = 8.0 ** -s
+        f = 8.0**-s
         small = Image.fromarray(x).resize((max(4, round(w * f)), max(4, round(h * f))), Image.BILINEAR)
         return np.asarray(small.resize((w, h), Image.BILINEAR))
     if kind == "blur":
@@ -72,7 +85,7 @@ def degrade(crop: np.ndarray, kind: str, severity: float, rng: np.random.Generat
         if rh > 0 and rw > 0:
             r0 = int(rng.integers(int(0.15 * h), max(int(0.15 * h) + 1, h - rh - int(0.05 * h) + 1)))
             c0 = int(rng.integers(0, max(1, w - rw + 1)))
-            out[r0:r0 + rh, c0:c0 + rw] = rng.integers(40, 200)
+            out[r0 : r0 + rh, c0 : c0 + rw] = rng.integers(40, 200)
         return out
     if kind == "exposure":
         gamma = 2.0 ** (3 * s * rng.choice([-1.0, 1.0]))
@@ -90,8 +103,7 @@ def degrade(crop: np.ndarray, kind: str, severity: float, rng: np.random.Generat
     raise QMagError(f"unknown degradation {kind!r}; choose one of {KINDS}")
 
 
-def random_degradations(crop: np.ndarray, n: int, rng: np.random.Generator, kinds=KINDS,
-                        max_severity: float = 1.0):
+def random_degradations(crop: np.ndarray, n: int, rng: np.random.Generator, kinds=KINDS, max_severity: float = 1.0):
     """``n`` degraded copies: list of (image, kind, severity) with severity ~ U(0.1, max_severity)."""
     if not 0.1 < max_severity <= MAX_SEVERITY:
         raise QMagError(f"max_severity must be in (0.1, {MAX_SEVERITY}], got {max_severity}")
@@ -109,9 +121,13 @@ def with_degraded_copies(crops, n: int, rng: np.random.Generator, kinds=KINDS, m
     (images, kinds, severities) of length len(crops)·(1 + n); clean: kind '', severity 0."""
     images, kds, sevs = [], [], []
     for crop in crops:
-        images.append(crop); kds.append(""); sevs.append(0.0)  # noqa: E702
+        images.append(crop)
+        kds.append("")
+        sevs.append(0.0)  # noqa: E702
         for img, kd, sv in random_degradations(crop, n, rng, kinds, max_severity):
-            images.append(img); kds.append(kd); sevs.append(sv)  # noqa: E702
+            images.append(img)
+            kds.append(kd)
+            sevs.append(sv)  # noqa: E702
     return images, kds, sevs
 
 
@@ -158,15 +174,26 @@ def _occlude(x: np.ndarray, s: float, lm: np.ndarray, ied: float, rng: np.random
     if which == "sunglasses":
         half_h = ied * (0.15 + 0.3 * s)
         half_w = ied * (0.9 + 0.3 * s)
-        draw.rounded_rectangle([eyes[0] - half_w, eyes[1] - half_h, eyes[0] + half_w, eyes[1] + half_h],
-                               radius=half_h, fill=tuple(int(v) for v in rng.integers(5, 45, 3)))
+        draw.rounded_rectangle(
+            [eyes[0] - half_w, eyes[1] - half_h, eyes[0] + half_w, eyes[1] + half_h],
+            radius=half_h,
+            fill=tuple(int(v) for v in rng.integers(5, 45, 3)),
+        )
     elif which == "mask":
         top = nose[1] - ied * (0.6 * s - 0.1)  # from below the nose (s→0) to over the nose bridge (s=1)
         bottom = mouth[1] + ied * (0.5 + 0.4 * s)
         half_w = ied * (0.9 + 0.3 * s)
         colour = tuple(int(v) for v in (rng.choice([[170, 200, 230], [235, 235, 235], [40, 40, 50]])))
-        draw.polygon([(mouth[0] - half_w, top + 0.2 * ied), (mouth[0], top), (mouth[0] + half_w, top + 0.2 * ied),
-                      (mouth[0] + 0.8 * half_w, bottom), (mouth[0] - 0.8 * half_w, bottom)], fill=colour)
+        draw.polygon(
+            [
+                (mouth[0] - half_w, top + 0.2 * ied),
+                (mouth[0], top),
+                (mouth[0] + half_w, top + 0.2 * ied),
+                (mouth[0] + 0.8 * half_w, bottom),
+                (mouth[0] - 0.8 * half_w, bottom),
+            ],
+            fill=colour,
+        )
     elif which == "hand":
         r = ied * (0.35 + 0.75 * s)
         c = lm[int(rng.integers(5))] + rng.normal(0, 0.25 * ied, 2)
@@ -178,13 +205,16 @@ def _occlude(x: np.ndarray, s: float, lm: np.ndarray, ied: float, rng: np.random
     else:
         side = ied * np.sqrt(0.4 + 2.6 * s)
         c = lm.mean(0) + rng.normal(0, 0.35 * ied, 2)
-        draw.rectangle([c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2],
-                       fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        draw.rectangle(
+            [c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2],
+            fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+        )
     return np.asarray(im)
 
 
-def degrade_photo(photo: np.ndarray, kind: str, severity: float, rng: np.random.Generator, *,
-                  landmarks=None) -> np.ndarray:
+def degrade_photo(
+    photo: np.ndarray, kind: str, severity: float, rng: np.random.Generator, *, landmarks=None
+) -> np.ndarray:
     """Degrade a whole photo (H, W, 3) uint8 as a camera or a channel would, *before*
     detection.  Scales follow the subject's face: ``landmarks`` (5, 2) of the subject in
     the clean photo (see :func:`_subject_geometry` without them).
@@ -223,8 +253,8 @@ def degrade_photo(photo: np.ndarray, kind: str, severity: float, rng: np.random.
         if r < 0.5:
             return x.copy()
         n = int(np.ceil(r))
-        yy, xx = np.mgrid[-n:n + 1, -n:n + 1]
-        return _convolve(x, (xx ** 2 + yy ** 2 <= r * r).astype(np.float32))
+        yy, xx = np.mgrid[-n : n + 1, -n : n + 1]
+        return _convolve(x, (xx**2 + yy**2 <= r * r).astype(np.float32))
     if kind == "motion":
         length = 0.6 * ied * s
         if length < 1:
@@ -259,14 +289,23 @@ def degrade_photo(photo: np.ndarray, kind: str, severity: float, rng: np.random.
         parts = rng.choice(len(_CHAIN_ORDER), int(rng.integers(2, 4)), replace=False)
         y = x
         for j in sorted(parts):
-            y = degrade_photo(y, _CHAIN_ORDER[j], s * rng.uniform(0.6, 1.0), rng,
-                              landmarks=lm * (y.shape[1] / w))  # landmarks follow a shrunk photo
+            y = degrade_photo(
+                y, _CHAIN_ORDER[j], s * rng.uniform(0.6, 1.0), rng, landmarks=lm * (y.shape[1] / w)
+            )  # landmarks follow a shrunk photo
         return y
     raise QMagError(f"unknown capture degradation {kind!r}; choose one of {CAPTURE_KINDS}")
 
 
-def random_photo_degradations(photo: np.ndarray, n: int, rng: np.random.Generator, kinds=CAPTURE_KINDS, *,
-                              landmarks=None, min_severity: float = 0.1, max_severity: float = 1.0):
+def random_photo_degradations(
+    photo: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    kinds=CAPTURE_KINDS,
+    *,
+    landmarks=None,
+    min_severity: float = 0.1,
+    max_severity: float = 1.0,
+):
     """``n`` degraded versions of a photo: list of (image, kind, severity), kind uniform
     over ``kinds``, severity ~ U(min_severity, max_severity)."""
     if not 0 <= min_severity < max_severity <= MAX_SEVERITY:
@@ -281,6 +320,7 @@ def random_photo_degradations(photo: np.ndarray, n: int, rng: np.random.Generato
 
 # --- cross-quality protocol: every image clean + seeded degraded versions, pairs whose
 # --- sides may come from different versions (e.g. one side degraded, the other clean)
+
 
 @dataclass
 class DegradedBank:
@@ -315,7 +355,7 @@ class DegradedBank:
         save_npz(path, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
-    def load(cls, path: str | Path) -> "DegradedBank":
+    def load(cls, path: str | Path) -> DegradedBank:
         from .safeio import load_npz
 
         z = load_npz(path)
@@ -325,8 +365,7 @@ class DegradedBank:
         return cls(**{f.name: z[f.name] for f in fields(cls)})
 
 
-def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *,
-                  batch_size: int = 32) -> DegradedBank:
+def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *, batch_size: int = 32) -> DegradedBank:
     """Embed each aligned crop (N, S, S, 3) clean and in ``n_degraded`` seeded degraded
     versions (kind uniform over :data:`KINDS`, severity U(0.1, 1), one generator seeded
     with ``seed`` consumed image by image, see :func:`with_degraded_copies`)."""
@@ -337,7 +376,7 @@ def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *,
     both = callable(getattr(net, "descriptor_and_quality", None)) and not getattr(encoder, "flip", False)
     U, Q, R, K, S = [], [], [], [], []
     for k in range(0, len(crops), batch_size):
-        batch, kds, sevs = with_degraded_copies(crops[k:k + batch_size], n_degraded, rng)
+        batch, kds, sevs = with_degraded_copies(crops[k : k + batch_size], n_degraded, rng)
         K += kds
         S += sevs
         if both:  # unit direction, head q and the raw descriptor length from one pass
@@ -348,16 +387,23 @@ def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *,
         else:
             d = encoder.embed(np.stack(batch))
             q = r = np.linalg.norm(d, axis=1)
-        U.append(d / np.maximum(r, 1e-12)[:, None]); Q.append(q); R.append(r)  # noqa: E702
+        U.append(d / np.maximum(r, 1e-12)[:, None])
+        Q.append(q)
+        R.append(r)  # noqa: E702
     v = 1 + n_degraded
     n = len(crops)
-    return DegradedBank(np.concatenate(U).reshape(n, v, -1), np.concatenate(Q).reshape(n, v),
-                        np.concatenate(R).reshape(n, v), np.asarray(K).reshape(n, v),
-                        np.asarray(S, np.float32).reshape(n, v))
+    return DegradedBank(
+        np.concatenate(U).reshape(n, v, -1),
+        np.concatenate(Q).reshape(n, v),
+        np.concatenate(R).reshape(n, v),
+        np.asarray(K).reshape(n, v),
+        np.asarray(S, np.float32).reshape(n, v),
+    )
 
 
-def identity_pairs(identity: np.ndarray, rng: np.random.Generator, n_genuine_max: int,
-                   n_imposter: int) -> tuple[np.ndarray, np.ndarray]:
+def identity_pairs(
+    identity: np.ndarray, rng: np.random.Generator, n_genuine_max: int, n_imposter: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Every genuine pair of ``identity`` (N,) (a seeded subset when there are more than
     ``n_genuine_max``) and up to ``n_imposter`` seeded random imposter pairs.  Returns
     ``ij`` (P, 2) image indices and ``is_genuine`` (P,) bool, genuine pairs first."""
@@ -367,7 +413,7 @@ def identity_pairs(identity: np.ndarray, rng: np.random.Generator, n_genuine_max
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
     ends = np.r_[starts[1:], len(order)]
     gen = []
-    for a0, a1 in zip(starts, ends):
+    for a0, a1 in zip(starts, ends, strict=True):
         if a1 - a0 > 1:
             a, b = np.triu_indices(a1 - a0, 1)
             gen.append(np.c_[order[a0 + a], order[a0 + b]])

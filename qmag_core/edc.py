@@ -3,6 +3,7 @@ values hold the errors.  ``edc`` against random discards at a fixed threshold;
 ``quality_edc`` as ISO/IEC 29794-1:2024 defines it; ``quality_edc_recomputed`` the
 threshold-recomputed variant of the MagFace / CR-FIQA scripts.  ``qmag_core.metrics``
 re-exports all three."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,10 @@ import numpy.typing as npt
 from .errors import QMagError
 from .metrics import FAILED_QUALITY, FloatArray, _check, eer, fnmr_at_fmr, roc, split_scores, supports_fmr  # noqa: F401
 
-__all__ = ["EDCResult", "edc", "QualityEDC", "quality_edc", "quality_edc_recomputed"]
+#: discarded fractions of an EDC: 0, 0.05, …, 0.5
+EDC_DISCARD = tuple(np.round(np.arange(0, 0.501, 0.05), 2))
+
+__all__ = ["EDC_DISCARD", "EDCResult", "edc", "QualityEDC", "quality_edc", "quality_edc_recomputed"]
 
 
 @dataclass(frozen=True)
@@ -31,9 +35,16 @@ class EDCResult:
     n_random: int = 200
 
 
-def edc(scores: npt.ArrayLike, labels: npt.ArrayLike, quality: npt.ArrayLike, *,
-        discard=tuple(np.round(np.arange(0, 0.501, 0.05), 2)), threshold: float | None = None,
-        n_random: int = 200, random_state=0) -> EDCResult:
+def edc(
+    scores: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    quality: npt.ArrayLike,
+    *,
+    discard=EDC_DISCARD,
+    threshold: float | None = None,
+    n_random: int = 200,
+    random_state=0,
+) -> EDCResult:
     """EDC (ISO/IEC 29794-1 style) with a random-discard comparison.
 
     The threshold is fixed once on the full set: FMR 1e-3 when there are ≥ 1,000
@@ -115,8 +126,15 @@ class QualityEDC:
         return area
 
 
-def quality_edc(scores: npt.ArrayLike, labels: npt.ArrayLike, quality: npt.ArrayLike, *, error: str = "fnmr",
-                starting_error: float = 0.05, threshold: float | None = None) -> QualityEDC:
+def quality_edc(
+    scores: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    quality: npt.ArrayLike,
+    *,
+    error: str = "fnmr",
+    starting_error: float = 0.05,
+    threshold: float | None = None,
+) -> QualityEDC:
     """EDC with the threshold fixed at a starting error (ISO/IEC 29794-1:2024).
 
     ``quality`` is the pairwise quality (e.g. min(q1, q2)).  The threshold is the
@@ -151,8 +169,14 @@ def quality_edc(scores: npt.ArrayLike, labels: npt.ArrayLike, quality: npt.Array
     return QualityEDC(error, cut / n, rate, float(threshold), float(rate[0]))
 
 
-def quality_edc_recomputed(scores: npt.ArrayLike, labels: npt.ArrayLike, quality: npt.ArrayLike, *,
-                           fmr: float = 1e-3, discard=tuple(np.round(np.arange(0, 0.501, 0.05), 2))) -> EDCResult:
+def quality_edc_recomputed(
+    scores: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    quality: npt.ArrayLike,
+    *,
+    fmr: float = 1e-3,
+    discard=EDC_DISCARD,
+) -> EDCResult:
     """The variant of the MagFace / CR-FIQA evaluation scripts (labelled, not the ISO
     EDC): after discarding the lowest-quality fraction of *all* pairs, the threshold is
     recomputed on the remaining imposters for ``fmr`` and FNMR is measured on the
@@ -164,7 +188,7 @@ def quality_edc_recomputed(scores: npt.ArrayLike, labels: npt.ArrayLike, quality
     fr = np.asarray(discard, np.float64)
     out = np.full(fr.size, np.nan)
     for j, f in enumerate(fr):  # one operating point per discard step (a handful of steps)
-        keep = order[int(np.floor(f * s.size + 1e-9)):]
+        keep = order[int(np.floor(f * s.size + 1e-9)) :]
         g, i = s[keep][y[keep]], s[keep][~y[keep]]
         if g.size and i.size and supports_fmr(i.size, fmr):
             out[j] = fnmr_at_fmr(g, i, fmrs=(fmr,))[0].fnmr

@@ -7,20 +7,29 @@ interrupted run loses at most one batch and a re-run only embeds new files.  Fai
 images (unreadable, no face) become rows with ``ok=False`` and their error — a failure
 never stops the run.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from .align import (ARCFACE_112, DEFAULT_FACE_RULE, FaceDetector, ImageError, align, choose_face,
-                    load_image, realign_aligned)
+from .align import (
+    ARCFACE_112,
+    DEFAULT_FACE_RULE,
+    FaceDetector,
+    ImageError,
+    align,
+    choose_face,
+    load_image,
+    realign_aligned,
+)
 from .data import IMAGE_EXTENSIONS, Embeddings
 from .errors import DataFormatError, QMagError
 from .quality import MEASURES, inter_eye_distance, sharpness
@@ -53,8 +62,16 @@ def finish_embeddings(emb, ok, err, meas, paths, encoder_id: str) -> Embeddings:
     emb[~ok] = np.nan
     meas[~ok] = np.nan
     q = np.where(ok, np.linalg.norm(np.nan_to_num(emb), axis=1), np.nan).astype(np.float32)
-    return Embeddings(emb, q, np.asarray([str(p) for p in paths], str), ok, err.astype(str), encoder_id,
-                      {name: meas[:, j] for j, name in enumerate(MEASURES)})
+    return Embeddings(
+        emb,
+        q,
+        np.asarray([str(p) for p in paths], str),
+        ok,
+        err.astype(str),
+        encoder_id,
+        {name: meas[:, j] for j, name in enumerate(MEASURES)},
+    )
+
 
 __all__ = ["list_images", "EmbeddingCache", "embed_files", "default_cache_dir", "EmbedStats"]
 
@@ -68,8 +85,11 @@ def list_images(root: str | os.PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise QMagError(f"{root}: not a folder")
-    out = [str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*")
-           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    out = [
+        str(p.relative_to(root)).replace(os.sep, "/")
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
     return sorted(out)
 
 
@@ -91,9 +111,16 @@ class EmbeddingCache:
                 n = sha.shape[0] if sha.ndim == 1 else -1
                 # per-image quality measures (chunks written before they existed have none)
                 m = z.get("measures", np.full((n, len(MEASURES)), np.nan))
-                if (e.ndim != 2 or e.shape[0] != n or ok.shape != (n,) or err.shape != (n,)
-                        or (dim is not None and e.shape[1] != dim) or e.dtype.kind != "f"
-                        or m.shape != (n, len(MEASURES)) or m.dtype.kind != "f"):
+                if (
+                    e.ndim != 2
+                    or e.shape[0] != n
+                    or ok.shape != (n,)
+                    or err.shape != (n,)
+                    or (dim is not None and e.shape[1] != dim)
+                    or e.dtype.kind != "f"
+                    or m.shape != (n, len(MEASURES))
+                    or m.dtype.kind != "f"
+                ):
                     raise DataFormatError("arrays of the wrong shape", path=f.name)
             except (QMagError, KeyError, OSError) as ex:
                 self.damaged.append(f"{f.name}: {ex}" if f.name not in str(ex) else str(ex))
@@ -102,7 +129,7 @@ class EmbeddingCache:
                 except OSError:
                     pass
                 continue
-            for h, row, o, r, mm in zip(sha.tolist(), e, ok.tolist(), err.tolist(), m):
+            for h, row, o, r, mm in zip(sha.tolist(), e, ok.tolist(), err.tolist(), m, strict=True):
                 self._mem[h] = (row, bool(o), str(r), mm)
         self._n = len(list(self.dir.glob("chunk-*.npz")))
 
@@ -115,18 +142,32 @@ class EmbeddingCache:
     def get(self, h: str):
         return self._mem[h]
 
-    def add(self, hashes: Sequence[str], emb: np.ndarray, ok: Sequence[bool], err: Sequence[str],
-            measures: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        hashes: Sequence[str],
+        emb: np.ndarray,
+        ok: Sequence[bool],
+        err: Sequence[str],
+        measures: np.ndarray | None = None,
+    ) -> None:
         """Store one batch as one atomic chunk; ``measures`` (B, len(MEASURES)) or NaN."""
         if not len(hashes):
             return
-        m = (np.full((len(hashes), len(MEASURES)), np.nan) if measures is None
-             else np.asarray(measures, np.float64).reshape(len(hashes), len(MEASURES)))
-        save_npz(self.dir / f"chunk-{time.time_ns()}-{os.getpid()}-{self._n:06d}.npz", sha1=np.asarray(hashes, str),
-                 embeddings=np.asarray(emb, np.float32), ok=np.asarray(ok, bool), error=np.asarray(err, str),
-                 measures=m)
+        m = (
+            np.full((len(hashes), len(MEASURES)), np.nan)
+            if measures is None
+            else np.asarray(measures, np.float64).reshape(len(hashes), len(MEASURES))
+        )
+        save_npz(
+            self.dir / f"chunk-{time.time_ns()}-{os.getpid()}-{self._n:06d}.npz",
+            sha1=np.asarray(hashes, str),
+            embeddings=np.asarray(emb, np.float32),
+            ok=np.asarray(ok, bool),
+            error=np.asarray(err, str),
+            measures=m,
+        )
         self._n += 1
-        for h, e, o, r, mm in zip(hashes, emb, ok, err, m):
+        for h, e, o, r, mm in zip(hashes, emb, ok, err, m, strict=True):
             self._mem[h] = (e, bool(o), str(r), mm)
 
 
@@ -156,11 +197,21 @@ def _read(path: Path, label: str) -> tuple[bytes | None, str]:
         return None, str(e)
 
 
-def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *,
-                detector: FaceDetector | None = None, aligned: bool = False, aligned_spec=ARCFACE_112,
-                detect_pad: float = 0.0, batch_size: int = 32, cache_dir: str | os.PathLike | None = "default",
-                progress: Callable[[int, int], None] | None = None,
-                stats: EmbedStats | None = None, face: str = DEFAULT_FACE_RULE) -> Embeddings:
+def embed_files(
+    paths: Sequence[str],
+    root: str | os.PathLike | None,
+    encoder,
+    *,
+    detector: FaceDetector | None = None,
+    aligned: bool = False,
+    aligned_spec=ARCFACE_112,
+    detect_pad: float = 0.0,
+    batch_size: int = 32,
+    cache_dir: str | os.PathLike | None = "default",
+    progress: Callable[[int, int], None] | None = None,
+    stats: EmbedStats | None = None,
+    face: str = DEFAULT_FACE_RULE,
+) -> Embeddings:
     """Embed ``paths`` (relative to ``root`` when given) with ``encoder``.
 
     Returns :class:`Embeddings` in the order of ``paths`` (failed rows: ok=False, NaN,
@@ -223,10 +274,15 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                 elif img is None:
                     err[k] = e
                     if h is not None:
-                        new_h.append(h); new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
-                        new_ok.append(False); new_err.append(e); new_m.append(_NO_MEASURES)  # noqa: E702
+                        new_h.append(h)
+                        new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
+                        new_ok.append(False)
+                        new_err.append(e)
+                        new_m.append(_NO_MEASURES)  # noqa: E702
                 else:
-                    todo_k.append(k); todo_h.append(h); todo_img.append(img)  # noqa: E702
+                    todo_k.append(k)
+                    todo_h.append(h)
+                    todo_img.append(img)  # noqa: E702
             crops, crop_k, crop_h, crop_m = [], [], [], []
             if todo_img:
                 if aligned:
@@ -241,30 +297,58 @@ def embed_files(paths: Sequence[str], root: str | os.PathLike | None, encoder, *
                         todo_img = [_pad_edges(im, detect_pad) for im in todo_img]
                     faces = detector.detect_batch(todo_img)
                     results = []
-                    for k, img, fs in zip(todo_k, todo_img, faces):
+                    for k, img, fs in zip(todo_k, todo_img, faces, strict=True):
                         if not fs:
                             results.append((None, f"{paths[k]}: {detector.why_no_face(img)}", np.nan, np.nan))
                         else:
                             f = fs[choose_face(fs, (img.shape[1], img.shape[0]), face)]
-                            results.append((align(img, f.landmarks, encoder.spec).crop, "", f.score,
-                                            float(inter_eye_distance(f.landmarks)[0])))
-                for k, h, (crop, e, prob, ied) in zip(todo_k, todo_h, results):
+                            results.append(
+                                (
+                                    align(img, f.landmarks, encoder.spec).crop,
+                                    "",
+                                    f.score,
+                                    float(inter_eye_distance(f.landmarks)[0]),
+                                )
+                            )
+                for k, h, (crop, e, prob, ied) in zip(todo_k, todo_h, results, strict=True):
                     if crop is None:
                         err[k] = e
-                        new_h.append(h); new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
-                        new_ok.append(False); new_err.append(e); new_m.append(_NO_MEASURES)  # noqa: E702
+                        new_h.append(h)
+                        new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
+                        new_ok.append(False)
+                        new_err.append(e)
+                        new_m.append(_NO_MEASURES)  # noqa: E702
                     else:
-                        crops.append(crop); crop_k.append(k); crop_h.append(h)  # noqa: E702
+                        crops.append(crop)
+                        crop_k.append(k)
+                        crop_h.append(h)  # noqa: E702
                         crop_m.append((prob, ied))
             if crops:
-                out, good = encode_into(encoder, crops, crop_k, emb, ok, err, meas, batch_size=batch_size,
-                                        detections=np.asarray(crop_m, np.float64))
-                new_h += crop_h; new_e += list(out); new_ok += good.tolist()  # noqa: E702
-                new_err += err[crop_k].tolist(); new_m += list(meas[crop_k])  # noqa: E702
+                out, good = encode_into(
+                    encoder,
+                    crops,
+                    crop_k,
+                    emb,
+                    ok,
+                    err,
+                    meas,
+                    batch_size=batch_size,
+                    detections=np.asarray(crop_m, np.float64),
+                )
+                new_h += crop_h
+                new_e += list(out)
+                new_ok += good.tolist()  # noqa: E702
+                new_err += err[crop_k].tolist()
+                new_m += list(meas[crop_k])  # noqa: E702
                 st.n_embedded += len(crops)
             if cache is not None:
-                cache.add(new_h, np.asarray(new_e, np.float32).reshape(-1, encoder.dim), new_ok, new_err,
-                          np.asarray(new_m, np.float64).reshape(-1, len(MEASURES)))
+                cache.add(
+                    new_h,
+                    np.asarray(new_e, np.float32).reshape(-1, encoder.dim),
+                    new_ok,
+                    new_err,
+                    np.asarray(new_m, np.float64).reshape(-1, len(MEASURES)),
+                )
             done += len(decoded)
             if progress is not None:
                 progress(done, n)

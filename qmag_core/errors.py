@@ -4,6 +4,7 @@ Every error a user can trigger with bad input is a subclass of :class:`QMagError
 (itself a ``ValueError``), so callers such as the CLI and the dashboard can show its
 message without a traceback.
 """
+
 from __future__ import annotations
 
 __all__ = [

@@ -3,6 +3,7 @@
 One home for what ``qmag evaluate``, the dashboard and the benches compute, and one
 format for FMR keys (:func:`fmr_key`).  No torch, no sklearn.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,22 @@ import numpy as np
 from .errors import QMagError
 from .metrics import fmr_key
 
-__all__ = ["REPORT_FMRS", "fmr_key", "stratified_folds", "seeded_half", "summary_metrics", "heldout_effect", "jsonable", "metric_block", "cross_fit", "evaluate_table", "edc_ratio",
-           "iso_edc", "pct", "format_report"]
+__all__ = [
+    "REPORT_FMRS",
+    "fmr_key",
+    "stratified_folds",
+    "seeded_half",
+    "summary_metrics",
+    "heldout_effect",
+    "jsonable",
+    "metric_block",
+    "cross_fit",
+    "evaluate_table",
+    "edc_ratio",
+    "iso_edc",
+    "pct",
+    "format_report",
+]
 
 #: FMRs every report gives FNMR at
 REPORT_FMRS = (1e-2, 1e-3, 1e-4)
@@ -60,8 +75,10 @@ def metric_block(genuine, imposter, scores, labels, folds, *, n_boot: int, seed:
     elif folds is not None:
         out["accuracy_note"] = "k-fold accuracy needs at least 2 folds; the file has 1"
     ci = M.bootstrap_ci(genuine, imposter, fmrs=REPORT_FMRS, n_boot=n_boot, random_state=seed)
-    out["ci95"] = {"eer": list(ci["eer"]),
-                   "fnmr_at_fmr": {fmr_key(k): (list(v) if v else None) for k, v in ci["fnmr_at_fmr"].items()}}
+    out["ci95"] = {
+        "eer": list(ci["eer"]),
+        "fnmr_at_fmr": {fmr_key(k): (list(v) if v else None) for k, v in ci["fnmr_at_fmr"].items()},
+    }
     return out
 
 
@@ -93,8 +110,12 @@ def summary_metrics(s, labels) -> dict:
 
     g, i = M.split_scores(s, labels)
     c = M.roc(g, i)  # one sort for EER, AUC and FNMR@FMR
-    return {"eer": c.eer().value, "auc": c.auc(), "dprime": M.dprime(g, i),
-            **{f"fnmr@{M.fmr_key(o.target_fmr)}": o.fnmr for o in c.fnmr_at_fmr(REPORT_FMRS)}}
+    return {
+        "eer": c.eer().value,
+        "auc": c.auc(),
+        "dprime": M.dprime(g, i),
+        **{f"fnmr@{M.fmr_key(o.target_fmr)}": o.fnmr for o in c.fnmr_at_fmr(REPORT_FMRS)},
+    }
 
 
 def heldout_effect(table, trainer, seed: int = 0) -> dict:
@@ -107,9 +128,14 @@ def heldout_effect(table, trainer, seed: int = 0) -> dict:
     test = ~train
     tr = QMagFaceTrainer(**trainer.get_params()).fit(table.X()[train], table.label[train])
     sh = qmagface_score(table.s[test], table.q_min[test], tr.alpha_, tr.beta_)
-    return {"alpha": tr.alpha_, "beta": tr.beta_, "n_train": int(train.sum()), "n_test": int(test.sum()),
-            "cosine": summary_metrics(table.s[test], table.label[test]),
-            "qmagface": summary_metrics(sh, table.label[test])}
+    return {
+        "alpha": tr.alpha_,
+        "beta": tr.beta_,
+        "n_train": int(train.sum()),
+        "n_test": int(test.sum()),
+        "cosine": summary_metrics(table.s[test], table.label[test]),
+        "qmagface": summary_metrics(sh, table.label[test]),
+    }
 
 
 def cross_fit(table, trainer, *, n_folds_default: int = 2, seed: int = 0):
@@ -133,13 +159,13 @@ def cross_fit(table, trainer, *, n_folds_default: int = 2, seed: int = 0):
         except QMagError as e:
             raise QMagError(f"cross-fitting: training on the folds other than {f} failed: {e}") from None
         s_hat[test] = qmagface_score(table.s[test], table.q_min[test], trainer.alpha_, trainer.beta_)
-        per_fold.append({"fold": int(f), "alpha": trainer.alpha_, "beta": trainer.beta_,
-                         "train_rows": np.flatnonzero(train)})
+        per_fold.append(
+            {"fold": int(f), "alpha": trainer.alpha_, "beta": trainer.beta_, "train_rows": np.flatnonzero(train)}
+        )
     return s_hat, folds, per_fold
 
 
-def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed: int = 0,
-                   n_random: int = 200) -> dict:
+def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed: int = 0, n_random: int = 200) -> dict:
     """Baseline vs QMagFace metrics, EDC and pair counts as the evaluate JSON dict."""
     from . import metrics as M
     from .quality import measure_columns, measure_edcs
@@ -158,9 +184,15 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
             folds = table.fold if table.has_folds else None
         else:
             folds, error = cf_folds, None
-        pinfo = {"source": "cross-fit", "mode": trainer.mode, "options": trainer.cli_options(),
-                 "n_folds": len(per_fold), "folds_from": folds_from, "error": error,
-                 "per_fold": [{k: v for k, v in d.items() if k != "train_rows"} for d in per_fold]}
+        pinfo = {
+            "source": "cross-fit",
+            "mode": trainer.mode,
+            "options": trainer.cli_options(),
+            "n_folds": len(per_fold),
+            "folds_from": folds_from,
+            "error": error,
+            "per_fold": [{k: v for k, v in d.items() if k != "train_rows"} for d in per_fold],
+        }
     y = table.label.astype(bool)
     base = metric_block(table.s[y], table.s[~y], table.s, y, folds, n_boot=n_boot, seed=seed)
     qmag = None if s_hat is None else metric_block(s_hat[y], s_hat[~y], s_hat, y, folds, n_boot=n_boot, seed=seed)
@@ -192,11 +224,18 @@ def evaluate_table(table, *, params=None, trainer=None, n_boot: int = 200, seed:
         "n_genuine": int(y.sum()),
         "n_imposter": int((~y).sum()),
         "params": pinfo,
-        "edc": {"rule": e.rule, "threshold": e.threshold, "discard": e.discard.tolist(),
-                "fnmr": e.fnmr.tolist(), "fnmr_random_median": e.fnmr_random_median.tolist(),
-                "n_random": e.n_random, "n_failed": int(fl.size),
-                "failed": "pairs with a failed image count as non-matches and are discarded first",
-                "ratio_at_20": edc_ratio(e), "baselines": baselines},
+        "edc": {
+            "rule": e.rule,
+            "threshold": e.threshold,
+            "discard": e.discard.tolist(),
+            "fnmr": e.fnmr.tolist(),
+            "fnmr_random_median": e.fnmr_random_median.tolist(),
+            "n_random": e.n_random,
+            "n_failed": int(fl.size),
+            "failed": "pairs with a failed image count as non-matches and are discarded first",
+            "ratio_at_20": edc_ratio(e),
+            "baselines": baselines,
+        },
         "edc_iso": edc_iso,
     }, s_hat
 
@@ -221,9 +260,13 @@ def iso_edc(table, y, failed_labels, *, starting_error: float = 0.05, limit: flo
         if not (y if side == "fnmr" else ~y).any():
             continue
         edcs = iso_edcs(table.s, y, qualities, failed_labels, error=side, starting_error=starting_error)
-        out[side] = {"starting_error": starting_error, "threshold": edcs["q"].threshold, "pauc_limit": limit,
-                     "pauc": {name: e.pauc(limit) for name, e in edcs.items()},
-                     "actual_starting_error": edcs["q"].starting_error}
+        out[side] = {
+            "starting_error": starting_error,
+            "threshold": edcs["q"].threshold,
+            "pauc_limit": limit,
+            "pauc": {name: e.pauc(limit) for name, e in edcs.items()},
+            "actual_starting_error": edcs["q"].starting_error,
+        }
     return out
 
 
@@ -236,13 +279,21 @@ def format_report(rep: dict) -> str:
     if q is None:  # QMagFace could not be fitted: show the baseline alone
         q = {k: (None if not isinstance(v, dict) else {kk: None for kk in v}) for k, v in b.items()}
         q["auc"] = q["dprime"] = float("nan")
-    rows = [("EER", pct(b["eer"]), pct(q["eer"])), ("AUC", f"{b['auc']:.6f}", f"{q['auc']:.6f}"),
-            ("d'", f"{b['dprime']:.3f}", f"{q['dprime']:.3f}")]
+    rows = [
+        ("EER", pct(b["eer"]), pct(q["eer"])),
+        ("AUC", f"{b['auc']:.6f}", f"{q['auc']:.6f}"),
+        ("d'", f"{b['dprime']:.3f}", f"{q['dprime']:.3f}"),
+    ]
     for k in b["fnmr_at_fmr"]:
         rows.append((f"FNMR@FMR={k}", pct(b["fnmr_at_fmr"][k]), pct(q["fnmr_at_fmr"][k])))
     if b["accuracy"] is not None:
-        rows.append(("accuracy", f"{pct(b['accuracy'])} ± {pct(b['accuracy_std'])}",
-                     "n/a" if q["accuracy"] is None else f"{pct(q['accuracy'])} ± {pct(q['accuracy_std'])}"))
+        rows.append(
+            (
+                "accuracy",
+                f"{pct(b['accuracy'])} ± {pct(b['accuracy_std'])}",
+                "n/a" if q["accuracy"] is None else f"{pct(q['accuracy'])} ± {pct(q['accuracy_std'])}",
+            )
+        )
     bg, qg = b.get("generalized"), (q or {}).get("generalized") or {}
     if bg:  # the same metrics with every pair: failed images count as non-matches
         rows.append(("generalized (failures count):", "", ""))
@@ -257,20 +308,29 @@ def format_report(rep: dict) -> str:
     lines.append(f"pairs: {rep['n_genuine']} genuine, {rep['n_imposter']} imposter")
     ed = rep.get("edc") or {}
     if ed.get("ratio_at_20") is not None:
-        parts = [f"q {ed['ratio_at_20']:.2f}"] + [f"{k} {v['ratio_at_20']:.2f}" for k, v in
-                                                   (ed.get("baselines") or {}).items() if v["ratio_at_20"] is not None]
-        lines.append("EDC, FNMR after discarding the 20% lowest-quality pairs / random discards (lower is better): "
-                     + ", ".join(parts))
+        parts = [f"q {ed['ratio_at_20']:.2f}"] + [
+            f"{k} {v['ratio_at_20']:.2f}"
+            for k, v in (ed.get("baselines") or {}).items()
+            if v["ratio_at_20"] is not None
+        ]
+        lines.append(
+            "EDC, FNMR after discarding the 20% lowest-quality pairs / random discards (lower is better): "
+            + ", ".join(parts)
+        )
     iso = (rep.get("edc_iso") or {}).get("fnmr")
     if iso:
-        lines.append(f"ISO/IEC 29794-1 EDC, FNMR side (starting error {iso['actual_starting_error']:.3f}): pAUC up to "
-                     f"{iso['pauc_limit']:.0%} discarded minus the theoretical best (lower is better): "
-                     + ", ".join(f"{k} {v:.4f}" for k, v in iso["pauc"].items()))
+        lines.append(
+            f"ISO/IEC 29794-1 EDC, FNMR side (starting error {iso['actual_starting_error']:.3f}): pAUC up to "
+            f"{iso['pauc_limit']:.0%} discarded minus the theoretical best (lower is better): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in iso["pauc"].items())
+        )
     pr = rep.get("pairs_report")
     if pr and pr.get("n_pairs"):
-        lines.append(f"failure to acquire: {pr['n_pairs'] - pr['n_scored']} of {pr['n_pairs']} pairs "
-                     f"({pct(pr['fta_rate'])}) have an image that could not be embedded "
-                     f"({pr['n_failed_genuine']} genuine, {pr['n_failed_imposter']} imposter)")
+        lines.append(
+            f"failure to acquire: {pr['n_pairs'] - pr['n_scored']} of {pr['n_pairs']} pairs "
+            f"({pct(pr['fta_rate'])}) have an image that could not be embedded "
+            f"({pr['n_failed_genuine']} genuine, {pr['n_failed_imposter']} imposter)"
+        )
     if rep["params"].get("error"):
         lines.append(f"QMagFace not evaluated: {rep['params']['error']}")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ Methods
 Both maps are signed and normalised to [−1, 1] by their largest magnitude: high = the
 pixel's content raises q, low (negative) = it lowers q.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,20 @@ import numpy as np
 from .align import ARCFACE_112, DEFAULT_FACE_RULE, AlignedFace, FaceDetector, detect_and_align
 from .errors import QMagError
 
-__all__ = ["QualityMap", "quality_of", "quality_gradient", "gradient_map", "occlusion_map", "explain",
-           "local_variance_map", "blur", "render_overlay", "display_values", "deletion_drops", "patch_region"]
+__all__ = [
+    "QualityMap",
+    "quality_of",
+    "quality_gradient",
+    "gradient_map",
+    "occlusion_map",
+    "explain",
+    "local_variance_map",
+    "blur",
+    "render_overlay",
+    "display_values",
+    "deletion_drops",
+    "patch_region",
+]
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,9 @@ def quality_of(encoder, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for k in range(0, crops.shape[0], batch_size):
-            px = torch.from_numpy(np.ascontiguousarray(crops[k:k + batch_size].transpose(0, 3, 1, 2))).to(encoder.device)
+            px = torch.from_numpy(np.ascontiguousarray(crops[k : k + batch_size].transpose(0, 3, 1, 2))).to(
+                encoder.device
+            )
             out.append(_torch_q(encoder, px).float().cpu().numpy())
     return np.concatenate(out)
 
@@ -97,7 +112,9 @@ def quality_gradient(encoder, crop: np.ndarray) -> tuple[float, np.ndarray]:
     grey level (x in 0–255)."""
     import torch
 
-    px = torch.from_numpy(np.ascontiguousarray(np.asarray(crop, np.float32).transpose(2, 0, 1))[None]).to(encoder.device)
+    px = torch.from_numpy(np.ascontiguousarray(np.asarray(crop, np.float32).transpose(2, 0, 1))[None]).to(
+        encoder.device
+    )
     px.requires_grad_(True)
     q = _torch_q(encoder, px)
     (g,) = torch.autograd.grad(q.sum(), px)
@@ -109,8 +126,9 @@ def _normalise(raw: np.ndarray) -> np.ndarray:
     return (raw / m).astype(np.float32) if m > 0 else np.zeros_like(raw, dtype=np.float32)
 
 
-def gradient_map(encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: float = 4.0,
-                 sigma: float = 1.5, batch_size: int = 16) -> QualityMap:
+def gradient_map(
+    encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: float = 4.0, sigma: float = 1.5, batch_size: int = 16
+) -> QualityMap:
     """Integrated-gradients PLQ map from a blurred baseline (see module docstring)."""
     import torch
     from scipy.ndimage import gaussian_filter
@@ -125,7 +143,7 @@ def gradient_map(encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: 
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).to(encoder.device)
     bt = torch.from_numpy(np.ascontiguousarray(base.transpose(2, 0, 1))).to(encoder.device)
     for k in range(0, steps, batch_size):
-        a = torch.from_numpy(alphas[k:k + batch_size]).to(encoder.device).view(-1, 1, 1, 1)
+        a = torch.from_numpy(alphas[k : k + batch_size]).to(encoder.device).view(-1, 1, 1, 1)
         px = (bt + a * (xt - bt)).requires_grad_(True)
         q = _torch_q(encoder, px)
         (g,) = torch.autograd.grad(q.sum(), px)
@@ -133,13 +151,28 @@ def gradient_map(encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: 
     attr = (x - base) * grads / steps
     raw = gaussian_filter(attr.sum(axis=2), sigma) if sigma > 0 else attr.sum(axis=2)
     q0 = float(quality_of(encoder, x[None])[0])
-    return QualityMap(np.asarray(crop, np.uint8), q0, _normalise(raw), raw.astype(np.float32), "gradient",
-                      encoder.id, {"steps": steps, "baseline_sigma": baseline_sigma, "sigma": sigma},
-                      time.perf_counter() - t0)
+    return QualityMap(
+        np.asarray(crop, np.uint8),
+        q0,
+        _normalise(raw),
+        raw.astype(np.float32),
+        "gradient",
+        encoder.id,
+        {"steps": steps, "baseline_sigma": baseline_sigma, "sigma": sigma},
+        time.perf_counter() - t0,
+    )
 
 
-def occlusion_map(encoder, crop: np.ndarray, *, patch: int = 16, stride: int = 8, baseline_sigma: float = 4.0,
-                  fill: str = "blur", batch_size: int = 64) -> QualityMap:
+def occlusion_map(
+    encoder,
+    crop: np.ndarray,
+    *,
+    patch: int = 16,
+    stride: int = 8,
+    baseline_sigma: float = 4.0,
+    fill: str = "blur",
+    batch_size: int = 64,
+) -> QualityMap:
     """Occlusion-sensitivity PLQ map (see module docstring).  ``fill``: what replaces each
     patch — ``blur`` (the crop blurred by ``baseline_sigma``: removes detail only) or
     ``grey`` (mid-grey 128: removes the content, classic occlusion sensitivity)."""
@@ -159,19 +192,25 @@ def occlusion_map(encoder, crop: np.ndarray, *, patch: int = 16, stride: int = 8
     acc = np.zeros((S, S), np.float64)
     cnt = np.zeros((S, S), np.float64)
     for k in range(0, len(windows), batch_size):
-        chunk = windows[k:k + batch_size]
+        chunk = windows[k : k + batch_size]
         batch = np.repeat(x[None], len(chunk), axis=0)
         for b, (r, c) in enumerate(chunk):
-            batch[b, r:r + patch, c:c + patch] = base[r:r + patch, c:c + patch]
+            batch[b, r : r + patch, c : c + patch] = base[r : r + patch, c : c + patch]
         dq = q0 - quality_of(encoder, batch)
-        for (r, c), d in zip(chunk, dq):
-            acc[r:r + patch, c:c + patch] += d
-            cnt[r:r + patch, c:c + patch] += 1
+        for (r, c), d in zip(chunk, dq, strict=True):
+            acc[r : r + patch, c : c + patch] += d
+            cnt[r : r + patch, c : c + patch] += 1
     raw = (acc / np.maximum(cnt, 1)).astype(np.float32)
-    return QualityMap(np.asarray(crop, np.uint8), q0, _normalise(raw), raw, "occlusion", encoder.id,
-                      {"patch": patch, "stride": stride, "fill": fill, "baseline_sigma": baseline_sigma,
-                       "n_forward": len(windows)},
-                      time.perf_counter() - t0)
+    return QualityMap(
+        np.asarray(crop, np.uint8),
+        q0,
+        _normalise(raw),
+        raw,
+        "occlusion",
+        encoder.id,
+        {"patch": patch, "stride": stride, "fill": fill, "baseline_sigma": baseline_sigma, "n_forward": len(windows)},
+        time.perf_counter() - t0,
+    )
 
 
 def local_variance_map(crop: np.ndarray, size: int = 7) -> np.ndarray:
@@ -183,8 +222,9 @@ def local_variance_map(crop: np.ndarray, size: int = 7) -> np.ndarray:
     return (uniform_filter(g * g, size) - m * m).astype(np.float32)
 
 
-def deletion_drops(encoder, crop: np.ndarray, score: np.ndarray, *, frac: float = 0.1,
-                   baseline_sigma: float = 4.0) -> tuple[float, float, float]:
+def deletion_drops(
+    encoder, crop: np.ndarray, score: np.ndarray, *, frac: float = 0.1, baseline_sigma: float = 4.0
+) -> tuple[float, float, float]:
     """Deletion test: ``(q, q − q(blur top frac), q − q(blur bottom frac))`` where the
     pixels rated highest / lowest by ``score`` (S, S) are replaced by the blurred crop."""
     x = np.asarray(crop, np.float32)
@@ -201,17 +241,24 @@ def deletion_drops(encoder, crop: np.ndarray, score: np.ndarray, *, frac: float 
     return float(q0), float(q0 - qh), float(q0 - ql)
 
 
-def explain(image, encoder, *, method: str = "gradient", detector: FaceDetector | None = None,
-            aligned: bool = False, name: str | None = None, face: str | int = DEFAULT_FACE_RULE,
-            **kw) -> QualityMap:
+def explain(
+    image,
+    encoder,
+    *,
+    method: str = "gradient",
+    detector: FaceDetector | None = None,
+    aligned: bool = False,
+    name: str | None = None,
+    face: str | int = DEFAULT_FACE_RULE,
+    **kw,
+) -> QualityMap:
     """Detect, align (``face``: the subject rule or a face index) and explain one image
     (same errors as the rest of the pipeline)."""
     if method not in ("gradient", "occlusion"):
         raise QMagError(f"method must be 'gradient' or 'occlusion', got {method!r}")
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
-    a = detect_and_align(image, detector, encoder.spec, aligned=aligned, aligned_spec=ARCFACE_112, name=name,
-                         face=face)
+    a = detect_and_align(image, detector, encoder.spec, aligned=aligned, aligned_spec=ARCFACE_112, name=name, face=face)
     m = (gradient_map if method == "gradient" else occlusion_map)(encoder, a.crop, **kw)
     return QualityMap(m.crop, m.quality, m.map, m.raw, m.method, m.encoder, m.options, m.seconds, a)
 
@@ -220,7 +267,11 @@ def patch_region(spec, part: str, size: int | None = None) -> tuple[slice, slice
     """Square around the eyes or the mouth of a crop spec's template: (rows, cols)."""
     t = spec.template
     c = (t[0] + t[1]) / 2 if part == "eyes" else (t[3] + t[4]) / 2
-    half_w = (abs(t[1, 0] - t[0, 0]) / 2 + spec.size * 0.08) if part == "eyes" else (abs(t[4, 0] - t[3, 0]) / 2 + spec.size * 0.06)
+    half_w = (
+        (abs(t[1, 0] - t[0, 0]) / 2 + spec.size * 0.08)
+        if part == "eyes"
+        else (abs(t[4, 0] - t[3, 0]) / 2 + spec.size * 0.06)
+    )
     half_h = size / 2 if size else spec.size * 0.09
     r0, r1 = int(round(c[1] - half_h)), int(round(c[1] + half_h))
     c0, c1 = int(round(c[0] - half_w)), int(round(c[0] + half_w))
@@ -232,7 +283,7 @@ def render_overlay(qm: QualityMap, *, scale: int = 2) -> np.ndarray:
     Colours are scaled by the 99th percentile of |raw| and blended in proportion to
     the magnitude, so the face stays visible where the map is near zero."""
     v = display_values(qm)[..., None]
-    red, blue = np.array([215, 48, 39.]), np.array([33, 102, 172.])
+    red, blue = np.array([215, 48, 39.0]), np.array([33, 102, 172.0])
     colour = np.where(v < 0, red, blue)
     a = 0.85 * np.abs(v) ** 0.7
     grey = np.repeat(qm.crop.astype(np.float64).mean(axis=2, keepdims=True), 3, axis=2)

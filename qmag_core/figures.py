@@ -1,5 +1,6 @@
 """Plotly figures for the dashboard (pure functions; no Streamlit).  Curves are
 decimated to ≤ 2,000 points and big scatters use WebGL or 2-D histograms."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,20 @@ def score_histograms(s, s_hat, labels, *, nbins: int = 80) -> tuple[go.Figure, d
         bins = np.linspace(np.min(v), np.max(v), nbins + 1)
         for cls, mask, colour in (("genuine", y, GEN), ("imposter", ~y, IMP)):
             h, e = np.histogram(v[mask], bins=bins, density=True)
-            fig.add_trace(go.Bar(x=(e[:-1] + e[1:]) / 2, y=h, width=np.diff(e), name=cls, marker_color=colour,
-                                 opacity=0.6, showlegend=col == 1, legendgroup=cls), 1, col)
+            fig.add_trace(
+                go.Bar(
+                    x=(e[:-1] + e[1:]) / 2,
+                    y=h,
+                    width=np.diff(e),
+                    name=cls,
+                    marker_color=colour,
+                    opacity=0.6,
+                    showlegend=col == 1,
+                    legendgroup=cls,
+                ),
+                1,
+                col,
+            )
     fig.update_layout(barmode="overlay", height=340, margin=dict(t=40, b=30), legend=dict(orientation="h"))
     return fig, stats
 
@@ -47,12 +60,34 @@ def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figu
     for k, (name, c) in enumerate(curves.items()):
         d = c.decimate(max_points)
         fmr = np.clip(d.fmr, 1e-6, 1 - 1e-6)
-        fig.add_trace(go.Scatter(x=fmr, y=1 - d.fnmr, name=name, mode="lines", line_color=colours[k % 4],
-                                 customdata=d.thresholds, hovertemplate="FMR %{x:.2e}<br>TPR %{y:.4f}<br>t %{customdata:.4f}"), 1, 1)
+        fig.add_trace(
+            go.Scatter(
+                x=fmr,
+                y=1 - d.fnmr,
+                name=name,
+                mode="lines",
+                line_color=colours[k % 4],
+                customdata=d.thresholds,
+                hovertemplate="FMR %{x:.2e}<br>TPR %{y:.4f}<br>t %{customdata:.4f}",
+            ),
+            1,
+            1,
+        )
         fnmr = np.clip(d.fnmr, 1e-6, 1 - 1e-6)
-        fig.add_trace(go.Scatter(x=norm.ppf(fmr), y=norm.ppf(fnmr), name=name, mode="lines", showlegend=False,
-                                 line_color=colours[k % 4], customdata=np.c_[d.fmr, d.fnmr],
-                                 hovertemplate="FMR %{customdata[0]:.2e}<br>FNMR %{customdata[1]:.4f}"), 1, 2)
+        fig.add_trace(
+            go.Scatter(
+                x=norm.ppf(fmr),
+                y=norm.ppf(fnmr),
+                name=name,
+                mode="lines",
+                showlegend=False,
+                line_color=colours[k % 4],
+                customdata=np.c_[d.fmr, d.fnmr],
+                hovertemplate="FMR %{customdata[0]:.2e}<br>FNMR %{customdata[1]:.4f}",
+            ),
+            1,
+            2,
+        )
     fig.update_xaxes(type="log", title="FMR", row=1, col=1)
     fig.update_yaxes(title="TPR = 1 − FNMR", row=1, col=1)
     fig.update_xaxes(title="FMR", tickvals=norm.ppf(ticks), ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
@@ -61,8 +96,16 @@ def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figu
     return fig
 
 
-def s_vs_q(s, q_min, labels, *, alpha: float | None = None, beta: float | None = None,
-           threshold: float | None = None, seed: int = 0) -> go.Figure:
+def s_vs_q(
+    s,
+    q_min,
+    labels,
+    *,
+    alpha: float | None = None,
+    beta: float | None = None,
+    threshold: float | None = None,
+    seed: int = 0,
+) -> go.Figure:
     """s vs q_min coloured by label (WebGL; a seeded subsample above 20,000 pairs) with the
     QMagFace decision boundary s + ω(s)·q = t at the given ŝ threshold."""
     y = np.asarray(labels).astype(bool)
@@ -70,14 +113,26 @@ def s_vs_q(s, q_min, labels, *, alpha: float | None = None, beta: float | None =
     note = ""
     if len(s) > MAX_SCATTER:
         rng = np.random.default_rng(seed)
-        idx = np.sort(np.r_[np.flatnonzero(y)[: MAX_SCATTER // 2] if y.sum() <= MAX_SCATTER // 2 else
-                            rng.choice(np.flatnonzero(y), MAX_SCATTER // 2, replace=False),
-                            rng.choice(np.flatnonzero(~y), min((~y).sum(), MAX_SCATTER // 2), replace=False)])
+        idx = np.sort(
+            np.r_[
+                np.flatnonzero(y)[: MAX_SCATTER // 2]
+                if y.sum() <= MAX_SCATTER // 2
+                else rng.choice(np.flatnonzero(y), MAX_SCATTER // 2, replace=False),
+                rng.choice(np.flatnonzero(~y), min((~y).sum(), MAX_SCATTER // 2), replace=False),
+            ]
+        )
         note = f" (seeded sample of {idx.size:,} of {len(s):,} pairs)"
     fig = go.Figure()
     for cls, mask, colour in (("imposter", ~y[idx], IMP), ("genuine", y[idx], GEN)):
-        fig.add_trace(go.Scattergl(x=np.asarray(s)[idx][mask], y=np.asarray(q_min)[idx][mask], mode="markers",
-                                   name=cls, marker=dict(size=4, color=colour, opacity=0.5)))
+        fig.add_trace(
+            go.Scattergl(
+                x=np.asarray(s)[idx][mask],
+                y=np.asarray(q_min)[idx][mask],
+                mode="markers",
+                name=cls,
+                marker=dict(size=4, color=colour, opacity=0.5),
+            )
+        )
     if alpha is not None and threshold is not None:
         ss = np.linspace(np.min(s), np.max(s), 400)
         w = np.minimum(0.0, beta * ss - alpha)
@@ -85,9 +140,17 @@ def s_vs_q(s, q_min, labels, *, alpha: float | None = None, beta: float | None =
             qb = np.where(w < 0, (threshold - ss) / w, np.nan)
         qlo, qhi = float(np.min(q_min)), float(np.max(q_min))
         qb = np.where((qb >= qlo * 0.9) & (qb <= qhi * 1.1), qb, np.nan)
-        fig.add_trace(go.Scatter(x=ss, y=qb, mode="lines", name=f"ŝ = {threshold:.3f}", line=dict(color="black", dash="dash")))
-    fig.update_layout(height=380, title="cosine s vs q_min" + note, xaxis_title="s", yaxis_title="q_min",
-                      margin=dict(t=40, b=30), legend=dict(orientation="h"))
+        fig.add_trace(
+            go.Scatter(x=ss, y=qb, mode="lines", name=f"ŝ = {threshold:.3f}", line=dict(color="black", dash="dash"))
+        )
+    fig.update_layout(
+        height=380,
+        title="cosine s vs q_min" + note,
+        xaxis_title="s",
+        yaxis_title="q_min",
+        margin=dict(t=40, b=30),
+        legend=dict(orientation="h"),
+    )
     return fig
 
 
@@ -95,34 +158,71 @@ def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) ->
     """ω_opt(t) per FMR (marker size = number of tied ω) with the fitted line ω = β·t − α."""
     t = np.asarray(thresholds)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=t, y=omega_opt, mode="markers", name="ω_opt(t)",
-                             marker=dict(size=6 + 3 * np.asarray(n_ties), color=np.log10(fmrs), colorscale="Viridis",
-                                         colorbar=dict(title="log10 FMR"), line=dict(width=1, color="black")),
-                             customdata=np.c_[fmrs, n_ties],
-                             hovertemplate="t %{x:.4f}<br>ω %{y:.5f}<br>FMR %{customdata[0]:.2e}<br>tied ω: %{customdata[1]}"))
+    fig.add_trace(
+        go.Scatter(
+            x=t,
+            y=omega_opt,
+            mode="markers",
+            name="ω_opt(t)",
+            marker=dict(
+                size=6 + 3 * np.asarray(n_ties),
+                color=np.log10(fmrs),
+                colorscale="Viridis",
+                colorbar=dict(title="log10 FMR"),
+                line=dict(width=1, color="black"),
+            ),
+            customdata=np.c_[fmrs, n_ties],
+            hovertemplate="t %{x:.4f}<br>ω %{y:.5f}<br>FMR %{customdata[0]:.2e}<br>tied ω: %{customdata[1]}",
+        )
+    )
     xs = np.linspace(t.min(), t.max(), 50)
-    fig.add_trace(go.Scatter(x=xs, y=beta * xs - alpha, mode="lines", name=f"ω = {beta:.4g}·t − {alpha:.4g}",
-                             line=dict(color="black")))
-    fig.update_layout(height=360, xaxis_title="threshold t", yaxis_title="ω", margin=dict(t=30, b=30),
-                      legend=dict(orientation="h"))
+    fig.add_trace(
+        go.Scatter(
+            x=xs, y=beta * xs - alpha, mode="lines", name=f"ω = {beta:.4g}·t − {alpha:.4g}", line=dict(color="black")
+        )
+    )
+    fig.update_layout(
+        height=360, xaxis_title="threshold t", yaxis_title="ω", margin=dict(t=30, b=30), legend=dict(orientation="h")
+    )
     return fig
 
 
-def edc_figure(edc: M.EDCResult, *, label: str = "discard lowest q_min",
-               others: dict[str, M.EDCResult] | None = None) -> go.Figure:
+def edc_figure(
+    edc: M.EDCResult, *, label: str = "discard lowest q_min", others: dict[str, M.EDCResult] | None = None
+) -> go.Figure:
     """EDC of q against random discards; ``others`` adds the EDC of other quality
     measures (same threshold) as dotted curves."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=edc.discard, y=edc.fnmr, mode="lines+markers", name=label))
     for name, e in (others or {}).items():
         fig.add_trace(go.Scatter(x=e.discard, y=e.fnmr, mode="lines", name=name, line=dict(dash="dot")))
-    fig.add_trace(go.Scatter(x=edc.discard, y=edc.fnmr_random_median, mode="lines", name="random discard (median)",
-                             line=dict(dash="dash", color="grey")))
-    fig.add_trace(go.Scatter(x=np.r_[edc.discard, edc.discard[::-1]], y=np.r_[edc.fnmr_random_q95, edc.fnmr_random_q05[::-1]],
-                             fill="toself", fillcolor="rgba(128,128,128,0.15)", line=dict(width=0), name="random 5–95%",
-                             hoverinfo="skip"))
-    fig.update_layout(height=340, xaxis_title="fraction of pairs discarded", yaxis_title="FNMR",
-                      title=f"EDC (threshold {edc.threshold:.4f}, rule {edc.rule})", margin=dict(t=40, b=30))
+    fig.add_trace(
+        go.Scatter(
+            x=edc.discard,
+            y=edc.fnmr_random_median,
+            mode="lines",
+            name="random discard (median)",
+            line=dict(dash="dash", color="grey"),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=np.r_[edc.discard, edc.discard[::-1]],
+            y=np.r_[edc.fnmr_random_q95, edc.fnmr_random_q05[::-1]],
+            fill="toself",
+            fillcolor="rgba(128,128,128,0.15)",
+            line=dict(width=0),
+            name="random 5–95%",
+            hoverinfo="skip",
+        )
+    )
+    fig.update_layout(
+        height=340,
+        xaxis_title="fraction of pairs discarded",
+        yaxis_title="FNMR",
+        title=f"EDC (threshold {edc.threshold:.4f}, rule {edc.rule})",
+        margin=dict(t=40, b=30),
+    )
     return fig
 
 
@@ -135,8 +235,16 @@ def quality_histogram(q, *, marks: dict[str, float] | None = None) -> go.Figure:
 
 
 def similarity_matrix(m: np.ndarray, names: list[str], title: str) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=m, x=names, y=names, colorscale="Viridis", texttemplate="%{z:.3f}",
-                               hovertemplate="%{y} ~ %{x}: %{z:.4f}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            x=names,
+            y=names,
+            colorscale="Viridis",
+            texttemplate="%{z:.3f}",
+            hovertemplate="%{y} ~ %{x}: %{z:.4f}<extra></extra>",
+        )
+    )
     fig.update_layout(height=120 + 40 * len(names), title=title, margin=dict(t=40, b=30))
     return fig
 
@@ -173,19 +281,47 @@ def face_overlay(image: np.ndarray, box, landmarks, *, other_boxes=(), labels=No
         x1, y1, x2, y2 = [float(v) * scale for v in ob]
         fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color="#f4f1de", width=2, dash="dash"))
         if labels is not None:
-            fig.add_annotation(x=x1, y=y1, text=str(labels[k + 1]), showarrow=False, xanchor="left",
-                               yanchor="bottom", font=dict(color="white", size=13), bgcolor="rgba(0,0,0,0.55)")
+            fig.add_annotation(
+                x=x1,
+                y=y1,
+                text=str(labels[k + 1]),
+                showarrow=False,
+                xanchor="left",
+                yanchor="bottom",
+                font=dict(color="white", size=13),
+                bgcolor="rgba(0,0,0,0.55)",
+            )
     x1, y1, x2, y2 = [float(v) * scale for v in box]
     fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color="#2a9d8f", width=3))
     if labels is not None:
-        fig.add_annotation(x=x1, y=y1, text=str(labels[0]), showarrow=False, xanchor="left", yanchor="bottom",
-                           font=dict(color="white", size=13), bgcolor="#2a9d8f")
+        fig.add_annotation(
+            x=x1,
+            y=y1,
+            text=str(labels[0]),
+            showarrow=False,
+            xanchor="left",
+            yanchor="bottom",
+            font=dict(color="white", size=13),
+            bgcolor="#2a9d8f",
+        )
     lm = np.asarray(landmarks, dtype=float) * scale
-    fig.add_trace(go.Scatter(x=lm[:, 0], y=lm[:, 1], mode="markers", marker=dict(color="#e9c46a", size=8,
-                                                                                  line=dict(color="black", width=1)),
-                             name="landmarks", hoverinfo="skip"))
-    fig.update_layout(height=300, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
-                      xaxis=dict(visible=False), yaxis=dict(visible=False))
+    fig.add_trace(
+        go.Scatter(
+            x=lm[:, 0],
+            y=lm[:, 1],
+            mode="markers",
+            marker=dict(color="#e9c46a", size=8, line=dict(color="black", width=1)),
+            name="landmarks",
+            hoverinfo="skip",
+        )
+    )
+    fig.update_layout(
+        height=300,
+        margin=dict(l=0, r=0, t=0, b=0),
+        showlegend=False,
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False),
+    )
     return fig
 
 
@@ -195,14 +331,26 @@ def plq_figure(qm) -> go.Figure:
     from .explain import display_values
 
     v = display_values(qm)
-    fig = make_subplots(1, 2, subplot_titles=("aligned face", f"{qm.method} map (q = {qm.quality:.4f})"),
-                        horizontal_spacing=0.02)
+    fig = make_subplots(
+        1, 2, subplot_titles=("aligned face", f"{qm.method} map (q = {qm.quality:.4f})"), horizontal_spacing=0.02
+    )
     fig.add_trace(go.Image(z=qm.crop), 1, 1)
     grey = np.repeat(qm.crop.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
     fig.add_trace(go.Image(z=grey, opacity=0.55), 1, 2)
-    fig.add_trace(go.Heatmap(z=v, colorscale="RdBu", zmin=-1, zmax=1, zmid=0, opacity=0.75,
-                             colorbar=dict(title="raises q ↑ / lowers q ↓", len=0.8),
-                             hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>"), 1, 2)
+    fig.add_trace(
+        go.Heatmap(
+            z=v,
+            colorscale="RdBu",
+            zmin=-1,
+            zmax=1,
+            zmid=0,
+            opacity=0.75,
+            colorbar=dict(title="raises q ↑ / lowers q ↓", len=0.8),
+            hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>",
+        ),
+        1,
+        2,
+    )
     for c in (1, 2):
         fig.update_xaxes(visible=False, row=1, col=c)
         fig.update_yaxes(visible=False, autorange="reversed", scaleanchor=f"x{c if c > 1 else ''}", row=1, col=c)

@@ -15,14 +15,15 @@ with this loss; only its *length* is used as the quality (the identity direction
 the backbone's, so recognition accuracy is untouched).  All randomness goes through an
 explicit ``torch.Generator`` seeded by ``seed``; same seed → identical weights on CPU.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,8 +33,18 @@ import torch.nn.functional as F
 from .errors import QMagError
 from .safeio import atomic_write
 
-__all__ = ["MagFaceConfig", "magnitude_margin", "magnitude_regulariser", "MagFaceLoss", "QualityHead",
-           "QualityModel", "train_quality_head", "backbone_directions", "save_quality_head", "load_quality_head"]
+__all__ = [
+    "MagFaceConfig",
+    "magnitude_margin",
+    "magnitude_regulariser",
+    "MagFaceLoss",
+    "QualityHead",
+    "QualityModel",
+    "train_quality_head",
+    "backbone_directions",
+    "save_quality_head",
+    "load_quality_head",
+]
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ def magnitude_margin(a: torch.Tensor, cfg: MagFaceConfig = MagFaceConfig()) -> t
 
 def magnitude_regulariser(a: torch.Tensor, cfg: MagFaceConfig = MagFaceConfig()) -> torch.Tensor:
     """g(a) = 1/a + a/u_a² (minimum at a = u_a on [l_a, u_a])."""
-    return 1.0 / a + a / cfg.u_a ** 2
+    return 1.0 / a + a / cfg.u_a**2
 
 
 class MagFaceLoss(nn.Module):
@@ -66,8 +77,14 @@ class MagFaceLoss(nn.Module):
     fallback cos θ − m·sin m, keeping the target logit monotone in θ.
     """
 
-    def __init__(self, n_classes: int, dim: int, cfg: MagFaceConfig = MagFaceConfig(), *,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        n_classes: int,
+        dim: int,
+        cfg: MagFaceConfig = MagFaceConfig(),
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         w = torch.empty(n_classes, dim)
@@ -80,15 +97,18 @@ class MagFaceLoss(nn.Module):
         cos = F.linear(F.normalize(emb), F.normalize(self.weight)).clamp(-1 + 1e-7, 1 - 1e-7)
         m = magnitude_margin(a, cfg)
         cos_y = cos.gather(1, labels[:, None]).squeeze(1)
-        sin_y = torch.sqrt(1.0 - cos_y ** 2)
+        sin_y = torch.sqrt(1.0 - cos_y**2)
         target = cos_y * torch.cos(m) - sin_y * torch.sin(m)
         fallback = cos_y - m * torch.sin(m)
         target = torch.where(cos_y > torch.cos(math.pi - m), target, fallback)
         logits = cos.scatter(1, labels[:, None], target[:, None]) * cfg.scale
         ce = F.cross_entropy(logits, labels)
         reg = magnitude_regulariser(a, cfg).mean()
-        return ce + cfg.lambda_g * reg, {"ce": float(ce.detach()), "reg": float(reg.detach()),
-                                         "mean_a": float(a.detach().mean())}
+        return ce + cfg.lambda_g * reg, {
+            "ce": float(ce.detach()),
+            "reg": float(reg.detach()),
+            "mean_a": float(a.detach().mean()),
+        }
 
 
 class QualityHead(nn.Module):
@@ -106,7 +126,7 @@ class QualityHead(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.bn(self.fc(self.pre(f) if self.hidden else f))
 
-    def reset(self, generator: torch.Generator) -> "QualityHead":
+    def reset(self, generator: torch.Generator) -> QualityHead:
         if self.hidden:
             nn.init.normal_(self.pre[0].weight, 0.0, 1.0 / math.sqrt(self.in_dim), generator=generator)
             nn.init.zeros_(self.pre[0].bias)
@@ -145,7 +165,7 @@ class QualityModel(nn.Module):
         """(B, D) backbone descriptor and (B,) quality q of a network input."""
         if self.feature_kind == "multi":
             f = self.backbone.quality_features(x)
-            pooled = f[:, -self.backbone.fc.in_features:]
+            pooled = f[:, -self.backbone.fc.in_features :]
         else:
             f = pooled = self.backbone.features(x)
         return self.backbone.fc(pooled), self.head(f.float()).norm(dim=1)
@@ -155,10 +175,23 @@ class QualityModel(nn.Module):
         return F.normalize(d.float(), dim=1) * q[:, None]
 
 
-def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: np.ndarray | None = None, epochs: int = 30, batch_size: int = 512,
-                       lr: float = 0.05, dim: int = 128, hidden: int = 0, seed: int = 0, cfg: MagFaceConfig = MagFaceConfig(),
-                       device: str = "cpu", checkpoint: str | Path | None = None, log: str | Path | None = None,
-                       progress: Callable[[int, int, dict], None] | None = None) -> tuple[QualityHead, list[dict]]:
+def train_quality_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    directions: np.ndarray | None = None,
+    epochs: int = 30,
+    batch_size: int = 512,
+    lr: float = 0.05,
+    dim: int = 128,
+    hidden: int = 0,
+    seed: int = 0,
+    cfg: MagFaceConfig = MagFaceConfig(),
+    device: str = "cpu",
+    checkpoint: str | Path | None = None,
+    log: str | Path | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> tuple[QualityHead, list[dict]]:
     """Train a :class:`QualityHead` with the MagFace loss on cached backbone features.
 
     ``features`` (N, F) float32, ``labels`` (N,) int class ids.  With ``directions``
@@ -199,8 +232,10 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: 
         try:
             state = torch.load(ck, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any failure is a bad checkpoint file
-            raise QMagError(f"{ck.name}: not a readable training checkpoint ({str(e).splitlines()[0][:160]}); "
-                            "delete it to start afresh") from None
+            raise QMagError(
+                f"{ck.name}: not a readable training checkpoint ({str(e).splitlines()[0][:160]}); "
+                "delete it to start afresh"
+            ) from None
         head.load_state_dict(state["head"])
         loss_fn.load_state_dict(state["loss"])
         opt.load_state_dict(state["opt"])
@@ -217,7 +252,7 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: 
         tot, parts = 0.0, {"ce": 0.0, "reg": 0.0, "mean_a": 0.0}
         nb = 0
         for k in range(0, n, batch_size):
-            idx = perm[k:k + batch_size]
+            idx = perm[k : k + batch_size]
             if idx.numel() < 2:
                 continue
             emb = head(x[idx].to(device))
@@ -232,18 +267,44 @@ def train_quality_head(features: np.ndarray, labels: np.ndarray, *, directions: 
                 parts[key] += p[key]
             nb += 1
         sched.step()
-        rec = {"epoch": ep + 1, "loss": tot / nb, **{k: v / nb for k, v in parts.items()},
-               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        rec = {
+            "epoch": ep + 1,
+            "loss": tot / nb,
+            **{k: v / nb for k, v in parts.items()},
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(rec)
         if ck is not None:
             with atomic_write(ck, "wb") as fh:  # a kill mid-save keeps the previous epoch's checkpoint
-                torch.save({"head": head.state_dict(), "loss": loss_fn.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "rng": g.get_state(), "epoch": ep + 1,
-                            "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)}, fh)
+                torch.save(
+                    {
+                        "head": head.state_dict(),
+                        "loss": loss_fn.state_dict(),
+                        "opt": opt.state_dict(),
+                        "sched": sched.state_dict(),
+                        "rng": g.get_state(),
+                        "epoch": ep + 1,
+                        "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8),
+                    },
+                    fh,
+                )
         if log is not None:
             with atomic_write(log) as fh:
-                fh.write(json.dumps({"config": asdict(cfg), "seed": seed, "epochs": epochs, "lr": lr,
-                                     "batch_size": batch_size, "dim": dim, "history": history}, indent=2))
+                fh.write(
+                    json.dumps(
+                        {
+                            "config": asdict(cfg),
+                            "seed": seed,
+                            "epochs": epochs,
+                            "lr": lr,
+                            "batch_size": batch_size,
+                            "dim": dim,
+                            "history": history,
+                        },
+                        indent=2,
+                    )
+                )
         if progress is not None:
             progress(ep + 1, epochs, rec)
     head.eval()
@@ -254,9 +315,12 @@ def save_quality_head(head: nn.Module, path: str | Path, meta: dict | None = Non
     """Save a ``QualityHead`` or a ``utility.UtilityHead`` as tensors only (loadable with
     ``torch.load(..., weights_only=True)``), atomically."""
     kind = getattr(head, "kind", "magface")
-    d = {"state_dict": head.state_dict(), "in_dim": torch.tensor(head.in_dim),
-         "head_kind": torch.tensor(list(kind.encode()), dtype=torch.uint8),
-         "meta": torch.tensor(list(json.dumps(meta or {}).encode()), dtype=torch.uint8)}
+    d = {
+        "state_dict": head.state_dict(),
+        "in_dim": torch.tensor(head.in_dim),
+        "head_kind": torch.tensor(list(kind.encode()), dtype=torch.uint8),
+        "meta": torch.tensor(list(json.dumps(meta or {}).encode()), dtype=torch.uint8),
+    }
     if kind == "magface":
         d.update(dim=torch.tensor(head.dim), hidden=torch.tensor(head.hidden))
     with atomic_write(path, "wb") as fh:
@@ -298,7 +362,7 @@ def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64, kind: st
     out = []
     with torch.inference_mode():
         for k in range(0, len(crops), batch_size):
-            out.append(fn(encoder.tensor(np.asarray(crops[k:k + batch_size]))).float().cpu().numpy())
+            out.append(fn(encoder.tensor(np.asarray(crops[k : k + batch_size]))).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
 
 
@@ -316,13 +380,23 @@ def backbone_directions(encoder, features: np.ndarray, batch_size: int = 4096) -
     out = []
     with torch.inference_mode():
         for k in range(0, len(f), batch_size):
-            out.append(fc(torch.from_numpy(f[k:k + batch_size, -fc.in_features:])).numpy())
+            out.append(fc(torch.from_numpy(f[k : k + batch_size, -fc.in_features :])).numpy())
     return np.concatenate(out) if out else np.zeros((0, fc.out_features), np.float32)
 
 
-def build_training_set(root, encoder, *, n_degraded: int = 4, seed: int = 0, aligned: bool = False,
-                       detector=None, kinds=None, progress=None, feature_kind: str = "multi",
-                       max_severity: float = 1.0) -> dict:
+def build_training_set(
+    root,
+    encoder,
+    *,
+    n_degraded: int = 4,
+    seed: int = 0,
+    aligned: bool = False,
+    detector=None,
+    kinds=None,
+    progress=None,
+    feature_kind: str = "multi",
+    max_severity: float = 1.0,
+) -> dict:
     """Backbone features of every image under ``root`` (one folder per identity) and of
     ``n_degraded`` seeded degraded copies each.  Returns arrays ``features``, ``labels``
     (identity index), ``severity`` (0 for clean), ``kind`` ('' for clean), ``paths`` and
@@ -347,11 +421,26 @@ def build_training_set(root, encoder, *, n_degraded: int = 4, seed: int = 0, ali
         except (ImageError, NoFaceError) as e:
             failed.append(str(e))
             continue
-        crops.append(a.crop); labels.append(id_index[p.split("/")[0]]); sev.append(0.0); kind.append(""); src.append(p)  # noqa: E702
+        crops.append(a.crop)
+        labels.append(id_index[p.split("/")[0]])
+        sev.append(0.0)
+        kind.append("")
+        src.append(p)  # noqa: E702
         for img, kd, sv in random_degradations(a.crop, n_degraded, rng, kinds, max_severity):
-            crops.append(img); labels.append(id_index[p.split("/")[0]]); sev.append(sv); kind.append(kd); src.append(p)  # noqa: E702
+            crops.append(img)
+            labels.append(id_index[p.split("/")[0]])
+            sev.append(sv)
+            kind.append(kd)
+            src.append(p)  # noqa: E702
         if progress is not None:
             progress(k + 1, len(paths))
     feats = backbone_features(encoder, np.stack(crops), kind=feature_kind)
-    return {"features": feats, "labels": np.asarray(labels), "severity": np.asarray(sev, np.float32),
-            "kind": np.asarray(kind, str), "paths": np.asarray(src, str), "failed": failed, "identities": ids}
+    return {
+        "features": feats,
+        "labels": np.asarray(labels),
+        "severity": np.asarray(sev, np.float32),
+        "kind": np.asarray(kind, str),
+        "paths": np.asarray(src, str),
+        "failed": failed,
+        "identities": ids,
+    }

@@ -8,6 +8,7 @@ whose FMR ≤ target; it is reported only when the imposter count supports the t
 
 Functions take ``(genuine, imposter)`` score arrays unless they need labels/folds.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,9 @@ def fmr_key(f: float) -> str:
     return np.format_float_positional(float(f), trim="-")
 
 
-def with_failures(scores: npt.ArrayLike, labels: npt.ArrayLike, failed_labels: npt.ArrayLike,
-                  quality: npt.ArrayLike | None = None):
+def with_failures(
+    scores: npt.ArrayLike, labels: npt.ArrayLike, failed_labels: npt.ArrayLike, quality: npt.ArrayLike | None = None
+):
     """Scores (and labels, quality) of every pair: the scored ones followed by the failed
     ones at :data:`FAILED_SCORE` / :data:`FAILED_QUALITY`.  Returns ``(scores, labels,
     quality or None)``."""
@@ -148,11 +150,11 @@ class RocCurve:
     def tpr(self) -> FloatArray:
         return 1.0 - self.fnmr
 
-    def eer(self) -> "EER":
+    def eer(self) -> EER:
         """Equal error rate of this curve (see :func:`eer`)."""
         return _eer_from_rates(self.fmr, self.fnmr, self.thresholds)
 
-    def fnmr_at_fmr(self, fmrs=(1e-2, 1e-3, 1e-4)) -> list["OperatingPoint"]:
+    def fnmr_at_fmr(self, fmrs=(1e-2, 1e-3, 1e-4)) -> list[OperatingPoint]:
         """FNMR at each target FMR (see :func:`fnmr_at_fmr`)."""
         return _operating_points(self.fmr, self.fnmr, self.thresholds, self.n_imposter, fmrs)
 
@@ -161,11 +163,10 @@ class RocCurve:
         tpr = 1.0 - self.fnmr
         return float(np.sum(np.diff(self.fmr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
-    def decimate(self, max_points: int = 2000) -> "RocCurve":
+    def decimate(self, max_points: int = 2000) -> RocCurve:
         """At most ``max_points`` points, spread in index and in log-FMR (for plotting)."""
         idx = decimate_indices(self.fmr, max_points)
-        return RocCurve(self.thresholds[idx], self.fmr[idx], self.fnmr[idx],
-                        self.n_genuine, self.n_imposter)
+        return RocCurve(self.thresholds[idx], self.fmr[idx], self.fnmr[idx], self.n_genuine, self.n_imposter)
 
 
 def _rates(tps, fps, n_gen, n_imp):
@@ -247,17 +248,23 @@ def _operating_points(curve_fmr, curve_fnmr, curve_thr, n_imp, fmrs) -> list[Ope
     fmrs = np.atleast_1d(np.asarray(fmrs, dtype=np.float64))
     fn, fm, th = _op_from_rates(curve_fmr, curve_fnmr, curve_thr, fmrs)
     out = []
-    for t, a, b, c in zip(fmrs, fn, fm, th):
+    for t, a, b, c in zip(fmrs, fn, fm, th, strict=True):
         if supports_fmr(n_imp, t):
             out.append(OperatingPoint(float(t), float(a), float(b), float(c)))
         else:
-            out.append(OperatingPoint(float(t), None, None, None,
-                                      f"not enough imposters: FMR {t:g} needs ≥ {math.ceil(1 / t - 1e-9):,}, have {n_imp:,}"))
+            out.append(
+                OperatingPoint(
+                    float(t),
+                    None,
+                    None,
+                    None,
+                    f"not enough imposters: FMR {t:g} needs ≥ {math.ceil(1 / t - 1e-9):,}, have {n_imp:,}",
+                )
+            )
     return out
 
 
-def fnmr_at_fmr(genuine: npt.ArrayLike, imposter: npt.ArrayLike,
-                fmrs=(1e-2, 1e-3, 1e-4)) -> list[OperatingPoint]:
+def fnmr_at_fmr(genuine: npt.ArrayLike, imposter: npt.ArrayLike, fmrs=(1e-2, 1e-3, 1e-4)) -> list[OperatingPoint]:
     """Lowest FNMR over thresholds with FMR ≤ each target FMR.
 
     Examples
@@ -366,7 +373,7 @@ def kfold_accuracy(scores: npt.ArrayLike, labels: npt.ArrayLike, folds: npt.Arra
     return AccuracyResult(float(a.mean()), float(a.std()), a, np.asarray(ths), ids)
 
 
-def _weighted_eer_fnmr(ss: "_SortedScores", wg: np.ndarray, wi: np.ndarray, fmrs: np.ndarray):
+def _weighted_eer_fnmr(ss: _SortedScores, wg: np.ndarray, wi: np.ndarray, fmrs: np.ndarray):
     """EER value and FNMR at each FMR of ``fmrs`` for per-score weights (bootstrap counts)."""
     tps, fps = ss.counts(wg, wi)
     fmr, fnmr = _rates(tps, fps, ss.n_gen, ss.n_imp)
@@ -375,8 +382,15 @@ def _weighted_eer_fnmr(ss: "_SortedScores", wg: np.ndarray, wi: np.ndarray, fmrs
 
 
 # ----------------------------------------------------------------------- bootstrap
-def bootstrap_ci(genuine: npt.ArrayLike, imposter: npt.ArrayLike, *, fmrs=(1e-2, 1e-3, 1e-4),
-                 n_boot: int = 200, level: float = 0.95, random_state=0) -> dict:
+def bootstrap_ci(
+    genuine: npt.ArrayLike,
+    imposter: npt.ArrayLike,
+    *,
+    fmrs=(1e-2, 1e-3, 1e-4),
+    n_boot: int = 200,
+    level: float = 0.95,
+    random_state=0,
+) -> dict:
     """Seeded percentile bootstrap CIs of EER and FNMR@FMR.
 
     Genuine and imposter scores are resampled with replacement separately (stratified);
@@ -398,7 +412,9 @@ def bootstrap_ci(genuine: npt.ArrayLike, imposter: npt.ArrayLike, *, fmrs=(1e-2,
     for j, t in enumerate(fmrs):
         out["fnmr_at_fmr"][float(t)] = (
             (float(np.percentile(fns[:, j], lo)), float(np.percentile(fns[:, j], hi)))
-            if supports_fmr(i.size, t) else None)
+            if supports_fmr(i.size, t)
+            else None
+        )
     return out
 
 
@@ -419,9 +435,17 @@ class PairedDifference:
         return self.lo > 0 or self.hi < 0
 
 
-def paired_bootstrap(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: npt.ArrayLike, *,
-                     fmrs=(1e-2, 1e-3), folds: npt.ArrayLike | None = None, n_boot: int = 1000,
-                     level: float = 0.95, random_state=0) -> list[PairedDifference]:
+def paired_bootstrap(
+    labels: npt.ArrayLike,
+    scores_a: npt.ArrayLike,
+    scores_b: npt.ArrayLike,
+    *,
+    fmrs=(1e-2, 1e-3),
+    folds: npt.ArrayLike | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    random_state=0,
+) -> list[PairedDifference]:
     """Paired bootstrap of EER, FNMR@FMR (and k-fold accuracy with ``folds``) for two
     score sets over the same pairs (e.g. cosine vs QMagFace).
 
@@ -449,7 +473,10 @@ def paired_bootstrap(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: n
             out.append(kfold_accuracy(x[idx], y[idx], f[idx]).mean)
         return out
 
-    full = [measure(ss, np.ones(gi.size), np.ones(ii.size), x, np.arange(y.size)) for ss, x in zip(sorted_sets, (a, b))]
+    full = [
+        measure(ss, np.ones(gi.size), np.ones(ii.size), x, np.arange(y.size))
+        for ss, x in zip(sorted_sets, (a, b), strict=True)
+    ]
     rng = np.random.default_rng(random_state)
     diffs = np.empty((int(n_boot), len(names)))
     for r in range(int(n_boot)):
@@ -457,11 +484,13 @@ def paired_bootstrap(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: n
         wg = np.bincount(dg, minlength=gi.size).astype(np.float64)
         wi = np.bincount(di, minlength=ii.size).astype(np.float64)
         idx = np.r_[gi[dg], ii[di]]
-        ma, mb = (measure(ss, wg, wi, x, idx) for ss, x in zip(sorted_sets, (a, b)))
+        ma, mb = (measure(ss, wg, wi, x, idx) for ss, x in zip(sorted_sets, (a, b), strict=True))
         diffs[r] = np.subtract(mb, ma)
     lo, hi = np.percentile(diffs, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=0)
-    return [PairedDifference(n, float(va), float(vb), float(vb - va), float(l), float(h))
-            for n, va, vb, l, h in zip(names, full[0], full[1], lo, hi)]
+    return [
+        PairedDifference(n, float(va), float(vb), float(vb - va), float(lo_), float(hi_))
+        for n, va, vb, lo_, hi_ in zip(names, full[0], full[1], lo, hi, strict=True)
+    ]
 
 
 _MOVED = {"EDCResult", "edc", "QualityEDC", "quality_edc", "quality_edc_recomputed"}

@@ -1,4 +1,6 @@
-"""Pairs over embeddings: joining pairs to embedding rows, cosines + qualities of pairs, and a seeded pair maker for folder-per-identity image sets."""
+"""Pairs over embeddings: joining pairs to embedding rows, cosines + qualities of pairs, and a seeded "
+"pair maker for folder-per-identity image sets."""
+
 from __future__ import annotations
 
 import os
@@ -68,8 +70,17 @@ def scores_from_embeddings(emb: Embeddings, pairs: Pairs, *, encoder: str | None
     lines = pairs.line if pairs.line.size == n else np.zeros(n, np.int64)
     failed = FailedPairs(pairs.label[~valid].astype(np.int8), pairs.fold[~valid].astype(np.int64), lines[~valid])
     extra = {k: v[valid] for k, v in pair_measures(emb.measures, safe).items()}
-    t = ScoreTable(ps.s[valid], ps.q1[valid], ps.q2[valid], pairs.label[valid],
-                   pairs.fold[valid], meta, extra, pairs.source, failed)
+    t = ScoreTable(
+        ps.s[valid],
+        ps.q1[valid],
+        ps.q2[valid],
+        pairs.label[valid],
+        pairs.fold[valid],
+        meta,
+        extra,
+        pairs.source,
+        failed,
+    )
     return t, report
 
 
@@ -83,8 +94,9 @@ def _list_identities(root: Path) -> dict[str, list[str]]:
     return ids
 
 
-def make_pairs(images: str | os.PathLike, *, n_genuine: int, n_imposter: int, n_folds: int = 10,
-               random_state=0) -> Pairs:
+def make_pairs(
+    images: str | os.PathLike, *, n_genuine: int, n_imposter: int, n_folds: int = 10, random_state=0
+) -> Pairs:
     """Seeded pairs for a folder-per-identity image set.
 
     Identities are assigned to ``n_folds`` identity-disjoint folds (seeded); each fold
@@ -113,11 +125,15 @@ def make_pairs(images: str | os.PathLike, *, n_genuine: int, n_imposter: int, n_
         multi = members[sizes >= 2]
         n_possible = int(sum(len(ids[m]) * (len(ids[m]) - 1) // 2 for m in multi))
         if gen_per[f] > n_possible:
-            raise QMagError(f"fold {f}: {gen_per[f]} genuine pairs requested but only {n_possible} exist; lower --genuine")
+            raise QMagError(
+                f"fold {f}: {gen_per[f]} genuine pairs requested but only {n_possible} exist; lower --genuine"
+            )
         got: set[tuple[str, str]] = set()
-        n_imp_possible = (sizes.sum() ** 2 - (sizes ** 2).sum()) // 2
+        n_imp_possible = (sizes.sum() ** 2 - (sizes**2).sum()) // 2
         if imp_per[f] > n_imp_possible:
-            raise QMagError(f"fold {f}: {imp_per[f]} imposter pairs requested but only {n_imp_possible} exist; lower --imposter")
+            raise QMagError(
+                f"fold {f}: {imp_per[f]} imposter pairs requested but only {n_imp_possible} exist; lower --imposter"
+            )
         wsize = np.array([len(ids[m]) for m in multi], float)
         w = wsize * (wsize - 1)
         w = w / w.sum() if w.sum() > 0 else w
@@ -136,7 +152,7 @@ def make_pairs(images: str | os.PathLike, *, n_genuine: int, n_imposter: int, n_
             need = imp_per[f] - len(imps)
             i1 = rng.integers(0, members.size, 2 * need + 8)
             i2 = rng.integers(0, members.size, 2 * need + 8)
-            for x, y in zip(i1, i2):
+            for x, y in zip(i1, i2, strict=True):
                 if x == y:
                     continue
                 a = ids[members[x]][rng.integers(len(ids[members[x]]))]
@@ -146,9 +162,21 @@ def make_pairs(images: str | os.PathLike, *, n_genuine: int, n_imposter: int, n_
                     break
         imp_pairs = sorted(imps)
         for a, b in gen_pairs:
-            P1.append(a); P2.append(b); L.append(1); F.append(f)  # noqa: E702
+            P1.append(a)
+            P2.append(b)
+            L.append(1)
+            F.append(f)  # noqa: E702
         for a, b in imp_pairs:
-            P1.append(a); P2.append(b); L.append(0); F.append(f)  # noqa: E702
+            P1.append(a)
+            P2.append(b)
+            L.append(0)
+            F.append(f)  # noqa: E702
     n = len(L)
-    return Pairs(np.asarray(P1, str), np.asarray(P2, str), np.asarray(L, np.int8), np.asarray(F, np.int64),
-                 np.arange(2, n + 2, dtype=np.int64), str(root))
+    return Pairs(
+        np.asarray(P1, str),
+        np.asarray(P2, str),
+        np.asarray(L, np.int8),
+        np.asarray(F, np.int64),
+        np.arange(2, n + 2, dtype=np.int64),
+        str(root),
+    )

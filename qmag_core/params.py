@@ -1,4 +1,5 @@
 """QMagFace parameter records: what a params JSON holds, validated on the way in."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,8 @@ OFFICIAL_IRESNET100 = {"alpha": 0.077428, "beta": 0.125926}
 
 #: What the quality q means for each encoder id (written into params JSON).
 QUALITY_MEANING = {
-    "builtin": "length of the built-in encoder's embedding (its utility quality head: ≈ 100 × predicted cosine to a clean capture)",
+    "builtin": "length of the built-in encoder's embedding (its utility quality head: ≈ 100 × predicted "
+    "cosine to a clean capture)",
     "builtin-raw": "length of the raw faceRecognitionNet descriptor (weak quality proxy)",
     "magface": "MagFace embedding length ||e||",
     None: "q1, q2 as given in the scores file (embedding lengths, MagFace quality)",
@@ -83,7 +85,7 @@ class QMagFaceParams:
             fh.write("\n")
 
     @classmethod
-    def from_dict(cls, d: dict, *, source: str = "params") -> "QMagFaceParams":
+    def from_dict(cls, d: dict, *, source: str = "params") -> QMagFaceParams:
         """Validate a params mapping: α/β real numbers (not booleans), known fields of
         the right type; anything else is a :class:`DataFormatError` naming the key."""
         if not isinstance(d, dict):
@@ -101,7 +103,7 @@ class QMagFaceParams:
         return cls(alpha=alpha, beta=beta, **rest)
 
     @classmethod
-    def load(cls, path) -> "QMagFaceParams":
+    def load(cls, path) -> QMagFaceParams:
         """Read a params JSON (at most 16 MiB of UTF-8)."""
         from .safeio import read_text
 
@@ -121,6 +123,7 @@ def _is_real(v) -> bool:
 
 def _check_param_fields(d: dict, source: str) -> None:
     """Types of the optional fields of a params JSON (those code reads back)."""
+
     def bad(key, what):
         raise DataFormatError(f"'{key}' must be {what}", path=source)
 
@@ -142,7 +145,13 @@ def _check_param_fields(d: dict, source: str) -> None:
         if not isinstance(ops, list):
             bad("operating_points", "a list of {fmr, threshold_s, threshold_s_hat} objects")
         for k, op in enumerate(ops):
-            if not (isinstance(op, dict) and all(_is_real(op.get(f)) for f in ("fmr", "threshold_s", "threshold_s_hat"))
-                    and 0 < op["fmr"] <= 1):
-                raise DataFormatError(f"operating_points[{k}] must be an object with numbers fmr in (0, 1], "
-                                      f"threshold_s and threshold_s_hat; got {op!r}"[:300], path=source)
+            if not (
+                isinstance(op, dict)
+                and all(_is_real(op.get(f)) for f in ("fmr", "threshold_s", "threshold_s_hat"))
+                and 0 < op["fmr"] <= 1
+            ):
+                raise DataFormatError(
+                    f"operating_points[{k}] must be an object with numbers fmr in (0, 1], "
+                    f"threshold_s and threshold_s_hat; got {op!r}"[:300],
+                    path=source,
+                )

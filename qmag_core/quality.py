@@ -16,12 +16,21 @@ A pair's measure is the minimum over its two images, like q_min.  In score table
 they are columns ``qm_<measure>``; any such numeric column a user adds (e.g.
 ``qm_ofiq``) is treated the same way.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MEASURES", "MEASURE_PREFIX", "sharpness", "inter_eye_distance", "pair_measures", "measure_columns",
-           "measure_edcs", "iso_edcs"]
+__all__ = [
+    "MEASURES",
+    "MEASURE_PREFIX",
+    "sharpness",
+    "inter_eye_distance",
+    "pair_measures",
+    "measure_columns",
+    "measure_edcs",
+    "iso_edcs",
+]
 
 MEASURES = ("raw_length", "sharpness", "detector_prob", "ied_px")
 MEASURE_PREFIX = "qm_"
@@ -33,7 +42,7 @@ def sharpness(crops: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         x = x[None]
     g = x.mean(axis=3)
-    lap = (-4 * g[:, 1:-1, 1:-1] + g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:])
+    lap = -4 * g[:, 1:-1, 1:-1] + g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:]
     return lap.reshape(lap.shape[0], -1).var(axis=1)
 
 
@@ -63,7 +72,7 @@ def measure_columns(extra: dict) -> dict:
             except (TypeError, ValueError):
                 continue
             if np.isfinite(a).all():
-                out[str(k)[len(MEASURE_PREFIX):]] = a
+                out[str(k)[len(MEASURE_PREFIX) :]] = a
     return out
 
 
@@ -75,8 +84,17 @@ def measure_edcs(s, labels, q_min, measures: dict, failed_labels, *, n_random: i
 
     s_all, y_all, q_all = M.with_failures(s, labels, failed_labels, q_min)
     e = M.edc(s_all, y_all, q_all, n_random=n_random, random_state=seed)
-    return e, {name: M.edc(s_all, y_all, M.with_failures(s, labels, failed_labels, v)[2], threshold=e.threshold,
-                           n_random=n_random, random_state=seed) for name, v in measures.items()}
+    return e, {
+        name: M.edc(
+            s_all,
+            y_all,
+            M.with_failures(s, labels, failed_labels, v)[2],
+            threshold=e.threshold,
+            n_random=n_random,
+            random_state=seed,
+        )
+        for name, v in measures.items()
+    }
 
 
 def iso_edcs(s, labels, qualities: dict, failed_labels, *, error: str = "fnmr", starting_error: float = 0.05):
@@ -86,8 +104,7 @@ def iso_edcs(s, labels, qualities: dict, failed_labels, *, error: str = "fnmr", 
     Returns ``{name: QualityEDC}``."""
     from . import metrics as M
 
-    thr = M.quality_edc(s, labels, next(iter(qualities.values())), error=error,
-                        starting_error=starting_error).threshold
+    thr = M.quality_edc(s, labels, next(iter(qualities.values())), error=error, starting_error=starting_error).threshold
     out = {}
     for name, v in qualities.items():
         s_all, y_all, q_all = M.with_failures(s, labels, failed_labels, v)

@@ -8,6 +8,7 @@ one sklearn ``roc_curve`` per ω, a Python loop over FMRs with ``fpr < fmr`` mas
 It is slow on purpose and exists only as the reference that tests and
 ``bench/bench_trainer.py`` compare :class:`qmag_core.scoring.QMagFaceTrainer` against.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,7 @@ def seed_compute_s_q(f: np.ndarray, pair_indices: np.ndarray) -> tuple[np.ndarra
     return s, q
 
 
-def seed_thresholds_omegas(s, q, y, weights_num=20, fmr_num=50, fmr_min=1e-5,
-                           fmr_max=1e-2, max_ratio=0.5):
+def seed_thresholds_omegas(s, q, y, weights_num=20, fmr_num=50, fmr_min=1e-5, fmr_max=1e-2, max_ratio=0.5):
     """The seed's ``get_thresholds_omegas`` on precomputed s and q_min."""
     from scipy.special import expit
     from sklearn.metrics import roc_curve
@@ -63,7 +63,6 @@ def seed_fit_line(x, y):
 
 def seed_train(s, q, y, **kw) -> tuple[float, float]:
     """α, β exactly as the seed's ``train`` would set them (float64 s, q_min)."""
-    ts, omegas, _, _ = seed_thresholds_omegas(np.asarray(s, np.float64), np.asarray(q, np.float64),
-                                              np.asarray(y), **kw)
+    ts, omegas, _, _ = seed_thresholds_omegas(np.asarray(s, np.float64), np.asarray(q, np.float64), np.asarray(y), **kw)
     m, b = seed_fit_line(ts, omegas)
     return float(-b), float(m)

@@ -5,10 +5,11 @@ the engine selects those in one vectorised pass, sorts that small window and cou
 genuine scores with ``searchsorted``.  :func:`operating_points` explains why this
 reproduces sklearn's ``roc_curve(drop_intermediate=True)`` exactly, ties included.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -12,6 +12,7 @@ Caps come from the environment (bytes): ``QMAG_MAX_TEXT_BYTES`` (text inputs, de
 2 GiB), ``QMAG_MAX_ARRAY_BYTES`` (one .npy/.npz, default 4 GiB), ``QMAG_MAX_IMAGE_BYTES``
 (one image file, default 64 MiB).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,17 +22,29 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO
 
 import numpy as np
 
 from .errors import DataFormatError, QMagError
 
 __all__ = [
-    "PathError", "MAX_TEXT_BYTES", "MAX_ARRAY_BYTES", "MAX_IMAGE_BYTES", "confine_paths",
-    "read_bytes", "read_head", "read_text", "atomic_write", "atomic_path", "load_npy", "load_npz", "save_npz",
+    "PathError",
+    "MAX_TEXT_BYTES",
+    "MAX_ARRAY_BYTES",
+    "MAX_IMAGE_BYTES",
+    "confine_paths",
+    "read_bytes",
+    "read_head",
+    "read_text",
+    "atomic_write",
+    "atomic_path",
+    "load_npy",
+    "load_npz",
+    "save_npz",
 ]
 
 
@@ -53,8 +66,20 @@ _MAX_NPZ_MEMBERS = 64
 
 
 #: what zipfile and numpy raise for damaged archives and members
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
-               NotImplementedError, zlib.error, struct.error, KeyError, IndexError, OverflowError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    struct.error,
+    KeyError,
+    IndexError,
+    OverflowError,
+)
 
 
 class PathError(QMagError):
@@ -73,8 +98,9 @@ def _under(p: Path, root: Path) -> bool:
     return p == root or root in p.parents
 
 
-def confine_paths(paths: Sequence[str], root: str | os.PathLike, *, source: str | None = None,
-                  lines: Sequence[int] | None = None) -> list[Path]:
+def confine_paths(
+    paths: Sequence[str], root: str | os.PathLike, *, source: str | None = None, lines: Sequence[int] | None = None
+) -> list[Path]:
     """Resolve every path of a pairs or list file under ``root``.  The first path that
     escapes (absolute elsewhere, ``..``, a symlink leading out) refuses the whole file
     with a :class:`DataFormatError` naming the file and line.  Missing files are *not*
@@ -84,7 +110,7 @@ def confine_paths(paths: Sequence[str], root: str | os.PathLike, *, source: str 
     for k, s in enumerate(paths):
         s = str(s)
         p = Path(s)
-        full = (p if p.is_absolute() else r / p)
+        full = p if p.is_absolute() else r / p
         # lexical check first (cheap), then the symlink-resolving one
         norm = Path(os.path.normpath(full))
         bad = not _under(norm, r) or "\x00" in s
@@ -93,8 +119,11 @@ def confine_paths(paths: Sequence[str], root: str | os.PathLike, *, source: str 
             bad = not _under(full, r)
         if bad:
             ln = None if lines is None or k >= len(lines) else int(lines[k])
-            raise DataFormatError(f"image path {s!r} lies outside the image folder ({r.name or r}/); "
-                                  "the whole file is refused", path=source, line=ln)
+            raise DataFormatError(
+                f"image path {s!r} lies outside the image folder ({r.name or r}/); the whole file is refused",
+                path=source,
+                line=ln,
+            )
         out.append(full)
     return out
 
@@ -122,8 +151,9 @@ def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str = "file", n
     fh, st = _open_regular(path, label, what)
     with fh:
         if st.st_size > max_bytes:
-            raise DataFormatError(f"{what} is {_fmt_bytes(st.st_size)}, above the limit of {_fmt_bytes(max_bytes)}",
-                                  path=label)
+            raise DataFormatError(
+                f"{what} is {_fmt_bytes(st.st_size)}, above the limit of {_fmt_bytes(max_bytes)}", path=label
+            )
         parts = [fh.read(st.st_size + 1)]  # read(n) reserves n bytes: ask for what stat says
         total = len(parts[0])
         while total > st.st_size:  # the file grew after fstat: keep reading, up to the cap
@@ -152,7 +182,9 @@ def read_text(path: str | os.PathLike, *, expected: str, max_bytes: int | None =
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataFormatError(f"not a text file (not UTF-8 at byte {e.start}); expected {expected}", path=str(path)) from None
+        raise DataFormatError(
+            f"not a text file (not UTF-8 at byte {e.start}); expected {expected}", path=str(path)
+        ) from None
 
 
 # ------------------------------------------------------------------------ writing
@@ -178,8 +210,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
-                 newline: str | None = None) -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None
+) -> Iterator[IO]:
     """``open(path, mode)`` that writes a temporary file and renames it over ``path``
     only when the block finishes without an exception."""
     if "b" in mode:
@@ -208,13 +241,15 @@ def _read_header(fp, label: str):
         else:
             raise ValueError(f"unsupported .npy format version {version}")
     except _ZIP_ERRORS + (SyntaxError, TypeError) as e:
-        raise DataFormatError(f"not an .npy array ({(str(e).splitlines() or [type(e).__name__])[0][:120]})",
-                              path=label) from None
+        raise DataFormatError(
+            f"not an .npy array ({(str(e).splitlines() or [type(e).__name__])[0][:120]})", path=label
+        ) from None
     if not all(isinstance(d, int) and d >= 0 for d in shape):
         raise DataFormatError(f"not an .npy array (shape {shape!r})", path=label)
     if dtype.hasobject:
-        raise DataFormatError("is an object array (pickled Python objects); only plain numeric/string arrays are accepted",
-                              path=label)
+        raise DataFormatError(
+            "is an object array (pickled Python objects); only plain numeric/string arrays are accepted", path=label
+        )
     return shape, fortran, dtype
 
 
@@ -232,12 +267,18 @@ def load_npy(path: str | os.PathLike, *, max_bytes: int | None = None, name: str
         shape, fortran, dtype = _read_header(fh, label)
         need = _nbytes(shape, dtype)
         if need > cap:
-            raise DataFormatError(f"declares {shape} {dtype} = {_fmt_bytes(need)}, above the limit of "
-                                  f"{_fmt_bytes(cap)} (QMAG_MAX_ARRAY_BYTES)", path=label)
+            raise DataFormatError(
+                f"declares {shape} {dtype} = {_fmt_bytes(need)}, above the limit of "
+                f"{_fmt_bytes(cap)} (QMAG_MAX_ARRAY_BYTES)",
+                path=label,
+            )
         have = st.st_size - fh.tell()
         if have < need:
-            raise DataFormatError(f"declares {shape} {dtype} ({_fmt_bytes(need)}) but holds only {_fmt_bytes(have)}: "
-                                  "truncated or not what it says", path=label)
+            raise DataFormatError(
+                f"declares {shape} {dtype} ({_fmt_bytes(need)}) but holds only {_fmt_bytes(have)}: "
+                "truncated or not what it says",
+                path=label,
+            )
         fh.seek(0)
         try:
             return np.lib.format.read_array(fh, allow_pickle=False)
@@ -245,7 +286,9 @@ def load_npy(path: str | os.PathLike, *, max_bytes: int | None = None, name: str
             raise DataFormatError(f"cannot read the array ({str(e).splitlines()[0][:120]})", path=label) from None
 
 
-def load_npz(path: str | os.PathLike, *, max_bytes: int | None = None, name: str | None = None) -> dict[str, np.ndarray]:
+def load_npz(
+    path: str | os.PathLike, *, max_bytes: int | None = None, name: str | None = None
+) -> dict[str, np.ndarray]:
     """All members of an .npz as ``{name: array}``.  Each member must be a plain .npy
     whose declared shape × dtype matches the size the archive declares for it; the
     total is capped and highly compressed large members (zip bombs) are refused, all
@@ -257,8 +300,9 @@ def load_npz(path: str | os.PathLike, *, max_bytes: int | None = None, name: str
         zf = zipfile.ZipFile(fh)  # a passed file object stays open: closed below with the archive
     except _ZIP_ERRORS as e:
         fh.close()
-        raise DataFormatError(f"cannot read as .npz ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
-                              path=label) from None
+        raise DataFormatError(
+            f"cannot read as .npz ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})", path=label
+        ) from None
     out: dict[str, np.ndarray] = {}
     with fh, zf:
         infos = zf.infolist()
@@ -279,22 +323,29 @@ def load_npz(path: str | os.PathLike, *, max_bytes: int | None = None, name: str
                 raise DataFormatError(f"damaged member ({str(e)[:120] or type(e).__name__})", path=mlabel) from None
             need = _nbytes(shape, dtype)
             if info.file_size != header_len + need:
-                raise DataFormatError(f"declares {shape} {dtype} ({_fmt_bytes(need)}) but the archive stores "
-                                      f"{_fmt_bytes(max(0, info.file_size - header_len))}: not what it says",
-                                      path=mlabel)
+                raise DataFormatError(
+                    f"declares {shape} {dtype} ({_fmt_bytes(need)}) but the archive stores "
+                    f"{_fmt_bytes(max(0, info.file_size - header_len))}: not what it says",
+                    path=mlabel,
+                )
             if need > (64 << 20) and need > MAX_INFLATION * max(info.compress_size, 1):
-                raise DataFormatError(f"inflates {need / max(info.compress_size, 1):.0f}× to {_fmt_bytes(need)}: "
-                                      "refused as a likely zip bomb", path=mlabel)
+                raise DataFormatError(
+                    f"inflates {need / max(info.compress_size, 1):.0f}× to {_fmt_bytes(need)}: "
+                    "refused as a likely zip bomb",
+                    path=mlabel,
+                )
             total += need
             if total > cap:
-                raise DataFormatError(f"arrays add up to more than {_fmt_bytes(cap)} (QMAG_MAX_ARRAY_BYTES)",
-                                      path=label)
+                raise DataFormatError(
+                    f"arrays add up to more than {_fmt_bytes(cap)} (QMAG_MAX_ARRAY_BYTES)", path=label
+                )
             plan.append((info, key[:-4], mlabel))
         for info, key, mlabel in plan:
             try:
                 with zf.open(info) as fp:
                     out[key] = np.lib.format.read_array(fp, allow_pickle=False)
             except _ZIP_ERRORS + (TypeError,) as e:
-                raise DataFormatError(f"damaged member ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
-                                      path=mlabel) from None
+                raise DataFormatError(
+                    f"damaged member ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})", path=mlabel
+                ) from None
     return out

@@ -15,6 +15,7 @@ References
 Terhörst, Ihlefeld, Huber, Damer, Kirchbuchner, Raja, Kuijper. "QMagFace: Simple and
 Accurate Quality-Aware Face Recognition", WACV 2023 (arXiv:2111.13475).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,9 +41,7 @@ def omega_of_s(s: npt.ArrayLike, alpha: float, beta: float) -> FloatArray:
     return np.minimum(0.0, beta * s - alpha)
 
 
-def qmagface_score(
-    s: npt.ArrayLike, q_min: npt.ArrayLike, alpha: float, beta: float
-) -> FloatArray:
+def qmagface_score(s: npt.ArrayLike, q_min: npt.ArrayLike, alpha: float, beta: float) -> FloatArray:
     """Quality-aware score ŝ = min(0, β·s − α)·q_min + s.
 
     Parameters
@@ -123,9 +122,7 @@ def pair_similarity(
         raise QMagError(f"pair indices must be integers, got dtype {p.dtype}")
     p = p.astype(np.int64, copy=False)
     if p.size and (p.min() < 0 or p.max() >= e.shape[0]):
-        raise QMagError(
-            f"pair indices must lie in [0, {e.shape[0] - 1}], got range [{p.min()}, {p.max()}]"
-        )
+        raise QMagError(f"pair indices must lie in [0, {e.shape[0] - 1}], got range [{p.min()}, {p.max()}]")
     norms = np.linalg.norm(e, axis=1)
     good = np.isfinite(e).all(axis=1) & (norms > 0)
     if ok is not None:
@@ -135,8 +132,7 @@ def pair_similarity(
     if bad_rows.size and on_invalid == "raise":
         shown = ", ".join(map(str, bad_rows[:10])) + (" …" if bad_rows.size > 10 else "")
         raise InvalidEmbeddingError(
-            f"{bad_rows.size} embedding row(s) used by pairs have zero norm, NaN/inf or "
-            f"failed: rows {shown}",
+            f"{bad_rows.size} embedding row(s) used by pairs have zero norm, NaN/inf or failed: rows {shown}",
             bad_rows,
         )
     if on_invalid not in ("raise", "mask"):
@@ -152,8 +148,13 @@ def pair_similarity(
     return PairScores(s=s, q1=q1, q2=q2, valid=valid)
 
 
-_MOVED = {"QMagFaceTrainer": "trainer", "QMagFaceParams": "params", "ParamsCI": "params",
-          "OFFICIAL_IRESNET100": "params", "QUALITY_MEANING": "params"}
+_MOVED = {
+    "QMagFaceTrainer": "trainer",
+    "QMagFaceParams": "params",
+    "ParamsCI": "params",
+    "OFFICIAL_IRESNET100": "params",
+    "QUALITY_MEANING": "params",
+}
 
 
 def __getattr__(name: str):

@@ -5,6 +5,7 @@ similarity falls with the pair's lower quality q_min (degraded faces match worse
 s = 0.18 + 0.02·(q_min − 12) + N(0, 0.09).  Imposter similarity is N(0, sd) with
 sd = imposter_sd + imposter_sd_slope·(q_min − 27) (quality-independent by default).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,9 +13,15 @@ import numpy as np
 __all__ = ["synthetic_pairs"]
 
 
-def synthetic_pairs(n_genuine: int, n_imposter: int, *, random_state=0,
-                    quantize: float | None = None, imposter_sd: float = 0.07,
-                    imposter_sd_slope: float = 0.0):
+def synthetic_pairs(
+    n_genuine: int,
+    n_imposter: int,
+    *,
+    random_state=0,
+    quantize: float | None = None,
+    imposter_sd: float = 0.07,
+    imposter_sd_slope: float = 0.0,
+):
     """Return ``(s, q1, q2, y)`` (float64 ×3, int8) for ``n_genuine + n_imposter`` pairs,
     shuffled.  ``quantize`` rounds s and q to multiples of that step (many exact ties)."""
     rng = np.random.default_rng(random_state)

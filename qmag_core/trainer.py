@@ -16,6 +16,7 @@ Two training modes:
 
 No Python loop runs over pairs or thresholds (:mod:`qmag_core.roc_window`).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,8 @@ import numpy.typing as npt
 
 from .errors import DegenerateFitError, FMRClampWarning, NotFittedError, QMagError
 from .params import QUALITY_MEANING, ParamsCI, QMagFaceParams
-from .roc_window import _expit, operating_points as _operating_points
+from .roc_window import _expit
+from .roc_window import operating_points as _operating_points
 from .scoring import qmagface_score
 
 __all__ = ["QMagFaceTrainer"]
@@ -155,7 +157,7 @@ class QMagFaceTrainer:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._param_names()}
 
-    def set_params(self, **params) -> "QMagFaceTrainer":
+    def set_params(self, **params) -> QMagFaceTrainer:
         for k, v in params.items():
             if k not in self._param_names():
                 raise QMagError(f"unknown parameter {k!r}; valid: {self._param_names()}")
@@ -177,9 +179,7 @@ class QMagFaceTrainer:
         if self.mode not in self._MODES:
             raise QMagError(f"mode must be one of {self._MODES}, got {self.mode!r}")
         if not (0 < self.fmr_min <= self.fmr_max < 1):
-            raise QMagError(
-                f"need 0 < fmr_min <= fmr_max < 1, got fmr_min={self.fmr_min}, fmr_max={self.fmr_max}"
-            )
+            raise QMagError(f"need 0 < fmr_min <= fmr_max < 1, got fmr_min={self.fmr_min}, fmr_max={self.fmr_max}")
         if int(self.n_fmr) < 2:
             raise QMagError(f"n_fmr must be >= 2 to fit a line, got {self.n_fmr}")
         if int(self.n_omega) < 2:
@@ -190,7 +190,7 @@ class QMagFaceTrainer:
             raise QMagError(f"max_imposters must be >= 1 or None, got {self.max_imposters}")
 
     # fitting ------------------------------------------------------------------------
-    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> "QMagFaceTrainer":
+    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> QMagFaceTrainer:
         """Learn α, β from pairs.
 
         Parameters
@@ -222,8 +222,7 @@ class QMagFaceTrainer:
         imp = np.flatnonzero(~lab)
         if gen.size == 0 or imp.size == 0:
             raise QMagError(
-                f"training needs genuine and imposter pairs; got {gen.size} genuine and "
-                f"{imp.size} imposter pairs"
+                f"training needs genuine and imposter pairs; got {gen.size} genuine and {imp.size} imposter pairs"
             )
         if self.max_imposters is not None and imp.size > int(self.max_imposters):
             rng = np.random.default_rng(self.random_state)
@@ -317,9 +316,13 @@ class QMagFaceTrainer:
             np.multiply(w, q_i, out=buf_i)
             np.add(buf_i, s_i, out=buf_i)
             fn[k], th[k] = _operating_points(
-                buf_g, buf_i, fmrs,
+                buf_g,
+                buf_i,
+                fmrs,
                 transform=_expit if official else None,
-                strict=official, drop_intermediate=official, fmr_max=fmr_max,
+                strict=official,
+                drop_intermediate=official,
+                fmr_max=fmr_max,
             )
         return fn, th
 
@@ -349,8 +352,9 @@ class QMagFaceTrainer:
     def fit_transform(self, X: npt.ArrayLike, y: npt.ArrayLike) -> FloatArray:
         return self.fit(X, y).transform(X)
 
-    def params(self, *, encoder: str | None = None, trained_on: dict | None = None,
-               quality: str | None = None) -> "QMagFaceParams":
+    def params(
+        self, *, encoder: str | None = None, trained_on: dict | None = None, quality: str | None = None
+    ) -> QMagFaceParams:
         """The fitted parameters as a :class:`QMagFaceParams` record."""
         self._check_fitted()
         return QMagFaceParams(
@@ -383,8 +387,9 @@ class QMagFaceTrainer:
             "seed": rs if isinstance(rs, (int, type(None))) else None,
         }
 
-    def bootstrap(self, X: npt.ArrayLike, y: npt.ArrayLike, *, n_boot: int = 100,
-                  level: float = 0.95, random_state=None) -> ParamsCI:
+    def bootstrap(
+        self, X: npt.ArrayLike, y: npt.ArrayLike, *, n_boot: int = 100, level: float = 0.95, random_state=None
+    ) -> ParamsCI:
         """Seeded bootstrap CI of α and β: refit on pairs resampled with replacement
         (stratified by label).  Fits that fail (degenerate) are counted, not used."""
         s, q = _as_s_qmin(X)
@@ -409,5 +414,4 @@ class QMagFaceTrainer:
         a, b = np.asarray(alphas), np.asarray(betas)
         lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
         ci = lambda v: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) if v.size else (math.nan, math.nan)  # noqa: E731
-        return ParamsCI(alpha=ci(a), beta=ci(b), level=level, n_boot=int(n_boot),
-                        n_failed=failed, alphas=a, betas=b)
+        return ParamsCI(alpha=ci(a), beta=ci(b), level=level, n_boot=int(n_boot), n_failed=failed, alphas=a, betas=b)

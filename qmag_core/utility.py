@@ -16,6 +16,7 @@ Two degradation families feed the targets (``qmag_core.degrade``): ``crop`` degr
 aligned crop, ``capture`` degrades the whole photo before detection and alignment (a
 photo whose degraded version loses its face gives no sample).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -74,8 +75,12 @@ class UtilityFit:
     n_val: int = 0
 
     def meta(self) -> dict:
-        return {"lambda": self.lam, "val_spearman": {f"{k:g}": round(v, 4) for k, v in self.val_spearman.items()},
-                "n_train": self.n_train, "n_val": self.n_val}
+        return {
+            "lambda": self.lam,
+            "val_spearman": {f"{k:g}": round(v, 4) for k, v in self.val_spearman.items()},
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+        }
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,8 +90,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(r) if np.isfinite(r) else -1.0
 
 
-def fit_utility_head(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
-                     lambdas=DEFAULT_LAMBDAS) -> UtilityFit:
+def fit_utility_head(
+    X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, lambdas=DEFAULT_LAMBDAS
+) -> UtilityFit:
     """Ridge regression of utilities ``y`` (N,) on features ``X`` (N, F), λ (relative to N)
     chosen by Spearman on ``Xv``, ``yv``; the chosen λ is refitted on train ∪ validation."""
     X, Xv = np.asarray(X, np.float64), np.asarray(Xv, np.float64)
@@ -114,8 +120,10 @@ def fit_utility_head(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarra
     mu, sd, w, b = solve(np.r_[X, Xv], np.r_[y, yv], lam)
     head = UtilityHead(X.shape[1])
     with torch.no_grad():
-        head.mean.copy_(torch.from_numpy(mu)); head.scale.copy_(torch.from_numpy(sd))  # noqa: E702
-        head.weight.copy_(torch.from_numpy(w)); head.bias.fill_(float(b))  # noqa: E702
+        head.mean.copy_(torch.from_numpy(mu))
+        head.scale.copy_(torch.from_numpy(sd))  # noqa: E702
+        head.weight.copy_(torch.from_numpy(w))
+        head.bias.fill_(float(b))  # noqa: E702
     return UtilityFit(head.eval(), lam, scores, len(X), len(Xv))
 
 
@@ -130,8 +138,18 @@ def _encode(encoder, crops: list) -> tuple[np.ndarray, np.ndarray]:
     return f, d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
-def utility_samples(encoder, photos, *, family: str = "both", n_degraded: int = 2, seed: int = 0,
-                    detector=None, aligned: bool = False, face: str = "best", progress=None) -> dict:
+def utility_samples(
+    encoder,
+    photos,
+    *,
+    family: str = "both",
+    n_degraded: int = 2,
+    seed: int = 0,
+    detector=None,
+    aligned: bool = False,
+    face: str = "best",
+    progress=None,
+) -> dict:
     """Training samples for a utility head from ``photos`` (a list of paths or (H, W, 3)
     uint8 arrays): each photo clean (target 1) and ``n_degraded`` seeded degraded versions
     per family (target = cosine to the clean descriptor).  ``aligned``: the photos are
@@ -164,7 +182,7 @@ def utility_samples(encoder, photos, *, family: str = "both", n_degraded: int = 
         try:
             img = load_image(src) if isinstance(src, str) else np.asarray(src)
             if aligned:
-                from .align import realign_aligned, ARCFACE_112
+                from .align import ARCFACE_112, realign_aligned
 
                 base = realign_aligned(img, ARCFACE_112, encoder.spec).crop
                 lm = None
@@ -176,33 +194,45 @@ def utility_samples(encoder, photos, *, family: str = "both", n_degraded: int = 
         except (ImageError, NoFaceError) as e:
             failed.append(str(e))
             continue
-        crops.append(base); meta.append((k, "clean", "", 0.0))  # noqa: E702
+        crops.append(base)
+        meta.append((k, "clean", "", 0.0))  # noqa: E702
         if "crop" in fams:
             for im, kd, sv in random_degradations(base, n_degraded, rng):
-                crops.append(im); meta.append((k, "crop", kd, sv))  # noqa: E702
+                crops.append(im)
+                meta.append((k, "crop", kd, sv))  # noqa: E702
         if "capture" in fams:
             for im, kd, sv in random_photo_degradations(img, n_degraded, rng, CAPTURE_KINDS, landmarks=lm):
                 dlm = detect(im)
                 if dlm is None:
                     lost += 1
                     continue
-                crops.append(align(im, dlm, encoder.spec).crop); meta.append((k, "capture", kd, sv))  # noqa: E702
+                crops.append(align(im, dlm, encoder.spec).crop)
+                meta.append((k, "capture", kd, sv))  # noqa: E702
         if progress is not None:
             progress(k + 1, len(photos))
     if not crops:
         raise QMagError(f"no usable faces among {len(photos)} photos" + (f" (e.g. {failed[0]})" if failed else ""))
     feats, units = [], []
     for k in range(0, len(crops), 256):
-        f, u = _encode(encoder, crops[k:k + 256])
-        feats.append(f); units.append(u)  # noqa: E702
+        f, u = _encode(encoder, crops[k : k + 256])
+        feats.append(f)
+        units.append(u)  # noqa: E702
     feats, units = np.concatenate(feats), np.concatenate(units)
     source = np.array([m[0] for m in meta])
     fam = np.array([m[1] for m in meta])
-    clean_of = {s: i for i, (s, f) in enumerate(zip(source, fam)) if f == "clean"}
+    clean_of = {s: i for i, (s, f) in enumerate(zip(source, fam, strict=True)) if f == "clean"}
     ref = units[[clean_of[s] for s in source]]
     target = np.where(fam == "clean", 1.0, (units * ref).sum(1))
-    return {"features": feats, "target": target, "family": fam, "kind": np.array([m[2] for m in meta]),
-            "severity": np.array([m[3] for m in meta]), "source": source, "failed": failed, "lost": lost}
+    return {
+        "features": feats,
+        "target": target,
+        "family": fam,
+        "kind": np.array([m[2] for m in meta]),
+        "severity": np.array([m[3] for m in meta]),
+        "source": source,
+        "failed": failed,
+        "lost": lost,
+    }
 
 
 def split_by_identity(paths: list[str], val_fraction: float = 0.25, seed: int = 0) -> tuple[list[str], list[str]]:

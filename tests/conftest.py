@@ -1,5 +1,6 @@
 """Shared fixtures.  ../shared/data holds real face data: on a user's clone tests that
 need it skip with a reason; under CI=true its absence is a failure."""
+
 from __future__ import annotations
 
 import os
@@ -43,7 +44,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         fns = [getattr(item, "function", None)]
         info = getattr(item, "_fixtureinfo", None)
-        for defs in (info.name2fixturedefs.values() if info else ()):
+        for defs in info.name2fixturedefs.values() if info else ():
             fns += [d.func for d in defs]
         if any(fn is not None and _calls_need_shared(fn) for fn in fns):
             item.add_marker(pytest.mark.shared_data)

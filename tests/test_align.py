@@ -2,11 +2,22 @@ import io
 
 import numpy as np
 import pytest
+from conftest import need_shared
 from PIL import Image
 
-from conftest import need_shared
-from qmag_core.align import (ARCFACE_112, DLIB_150, FaceDetector, ImageError, NoFaceError, align, detect_and_align,
-                             load_image, realign_aligned, similarity_transform, warp_affine)
+from qmag_core.align import (
+    ARCFACE_112,
+    DLIB_150,
+    FaceDetector,
+    ImageError,
+    NoFaceError,
+    align,
+    detect_and_align,
+    load_image,
+    realign_aligned,
+    similarity_transform,
+    warp_affine,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +35,10 @@ def test_similarity_transform_recovers_known_motion():
     np.testing.assert_allclose(M, np.c_[1.3 * R, [7, -2]], atol=1e-10)
 
 
-@pytest.mark.parametrize("M", [np.array([[1, 0, 5], [0, 1, 7.0]]), np.array([[2, 0, 0], [0, 2, 0.0]]),
-                               np.array([[0.5, 0, 3], [0, 0.5, 2.0]])])
+@pytest.mark.parametrize(
+    "M",
+    [np.array([[1, 0, 5], [0, 1, 7.0]]), np.array([[2, 0, 0], [0, 2, 0.0]]), np.array([[0.5, 0, 3], [0, 0.5, 2.0]])],
+)
 def test_warp_uses_pixel_centre_convention(M):
     img = np.zeros((100, 100, 3), np.uint8)
     img[40, 30] = 255  # x=30, y=40
@@ -37,8 +50,9 @@ def test_warp_uses_pixel_centre_convention(M):
 
 def test_dlib_template_from_mean_face():
     # eye centres, nose tip, mouth corners of dlib's mean face at 150 px with padding 0.25
-    np.testing.assert_allclose(DLIB_150.template, [[47.5, 46.6], [100.5, 46.6], [74.0, 76.6], [50.4, 103.0],
-                                                   [97.6, 103.0]], atol=0.06)
+    np.testing.assert_allclose(
+        DLIB_150.template, [[47.5, 46.6], [100.5, 46.6], [74.0, 76.6], [50.4, 103.0], [97.6, 103.0]], atol=0.06
+    )
 
 
 # -------------------------------------------------------------------- loading
@@ -53,8 +67,19 @@ def face_rgb():
     return np.asarray(Image.open(need_shared("magface_toy", "toy_imgs", "0.jpg")).convert("RGB"))
 
 
-@pytest.mark.parametrize("mode, fmt", [("RGB", "PNG"), ("RGB", "WEBP"), ("RGB", "BMP"), ("L", "PNG"), ("RGBA", "PNG"),
-                                       ("P", "PNG"), ("CMYK", "JPEG"), ("LA", "PNG")])
+@pytest.mark.parametrize(
+    "mode, fmt",
+    [
+        ("RGB", "PNG"),
+        ("RGB", "WEBP"),
+        ("RGB", "BMP"),
+        ("L", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("CMYK", "JPEG"),
+        ("LA", "PNG"),
+    ],
+)
 def test_formats_and_modes(face_rgb, mode, fmt):
     img = Image.fromarray(face_rgb).convert(mode)
     out = load_image(_encode(img, fmt))
@@ -79,8 +104,14 @@ def test_exif_orientation_applied(face_rgb):
     assert out.shape[:2] == (100, 112)
 
 
-@pytest.mark.parametrize("data, msg", [(b"", "empty file"), (b"hello, I am text", "not an image file"),
-                                       (b"\xff\xd8\xff\xe0" + b"\x00" * 50, "not an image|cannot read|corrupt")])
+@pytest.mark.parametrize(
+    "data, msg",
+    [
+        (b"", "empty file"),
+        (b"hello, I am text", "not an image file"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 50, "not an image|cannot read|corrupt"),
+    ],
+)
 def test_bad_bytes(data, msg):
     with pytest.raises(ImageError, match=msg):
         load_image(data, name="upload.jpg")
@@ -156,7 +187,7 @@ def test_several_faces_largest_used(det):
 def test_background_faces(det):
     img = load_image(need_shared("deepface", "selfie-many-people.jpg"))
     faces = det.detect(img)
-    assert len(faces) >= 4 and all(a.area >= b.area for a, b in zip(faces, faces[1:]))
+    assert len(faces) >= 4 and all(a.area >= b.area for a, b in zip(faces, faces[1:], strict=False))
 
 
 def test_big_phone_photo_detected_downscaled_aligned_from_original(det):

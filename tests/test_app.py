@@ -1,15 +1,16 @@
 """Dashboard pages through streamlit.testing (AppTest), asserting the values shown
 against qmag_core computed independently."""
+
 import io
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
 from qmag_core import metrics as M
 from qmag_core.compare import compare_images, default_params
 from qmag_core.data import read_scores_csv
@@ -42,8 +43,13 @@ def enc():
 def test_compare_page_sample_photos(enc):
     at = app()
     qs = [float(m.value) for m in at.metric if m.label.startswith("quality q")]
-    ref = compare_images([str(FACES / "img1.jpg"), str(FACES / "img2.jpg")], enc, names=["img1.jpg", "img2.jpg"],
-                         params=default_params("builtin"), fmr=1e-3)
+    ref = compare_images(
+        [str(FACES / "img1.jpg"), str(FACES / "img2.jpg")],
+        enc,
+        names=["img1.jpg", "img2.jpg"],
+        params=default_params("builtin"),
+        fmr=1e-3,
+    )
     np.testing.assert_allclose(qs, [r.quality for r in ref.images], atol=1e-4)
     df = at.dataframe[0].value
     assert df["s"].iloc[0] == pytest.approx(ref.pairs[0].s, abs=1e-5)
@@ -62,10 +68,14 @@ def test_compare_upload_no_face_others_still_shown(enc):
     at = app()
     wall = io.BytesIO()
     Image.new("RGB", (300, 300), (128, 128, 128)).save(wall, "PNG")
-    at.file_uploader[0].set_value([("a.jpg", _jpeg(FACES / "img1.jpg"), "image/jpeg"),
-                                   ("wall.png", wall.getvalue(), "image/png"),
-                                   ("b.jpg", _jpeg(FACES / "img2.jpg"), "image/jpeg"),
-                                   ("notes.jpg", b"this is not an image", "image/jpeg")]).run()
+    at.file_uploader[0].set_value(
+        [
+            ("a.jpg", _jpeg(FACES / "img1.jpg"), "image/jpeg"),
+            ("wall.png", wall.getvalue(), "image/png"),
+            ("b.jpg", _jpeg(FACES / "img2.jpg"), "image/jpeg"),
+            ("notes.jpg", b"this is not an image", "image/jpeg"),
+        ]
+    ).run()
     assert not at.exception
     errors = [e.value for e in at.error]
     assert any("wall.png: no face detected" in e for e in errors)

@@ -1,5 +1,6 @@
 """insightface .bin validation sets: read without running the pickle, evaluated with
 10-fold accuracy; built here from real aligned crops (glint24, ArcFace-112)."""
+
 import json
 import os
 import pickle
@@ -8,16 +9,21 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, need_shared
+
 from qmag_core.binsets import bin_folds, read_bin, write_bin
 from qmag_core.errors import DataFormatError
 
 
 def qmag(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's qmag_core, also from another folder
-    return subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True,
-                          cwd=str(cwd or ROOT), env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "qmag_core", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=str(cwd or ROOT),
+        env=env,
+    )
 
 
 def one_line_error(r, *needles):
@@ -88,18 +94,23 @@ def test_malicious_bin_is_refused_and_nothing_runs(tmp_path):
     one_line_error(r, "evil.bin", "refused", "system")
     assert not (tmp_path / "pwned_by_bin").exists()
     g = tmp_path / "codec.bin"  # _codecs.encode is allowed for latin-1 only
-    g.write_bytes(b"\x80\x02c_codecs\nencode\nq\x00X\x03\x00\x00\x00abcq\x01X\x05\x00\x00\x00rot13q\x02\x86q\x03Rq\x04.")
+    g.write_bytes(
+        b"\x80\x02c_codecs\nencode\nq\x00X\x03\x00\x00\x00abcq\x01X\x05\x00\x00\x00rot13q\x02\x86q\x03Rq\x04."
+    )
     with pytest.raises(DataFormatError, match="not allowed"):
         read_bin(g)
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("truncated", "not a readable .bin"),
-    ("odd", "two images per pair"),
-    ("ints", "expected encoded image bytes"),
-    ("notpair", "expected a pickled pair"),
-    ("labels", "issame_list"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("truncated", "not a readable .bin"),
+        ("odd", "two images per pair"),
+        ("ints", "expected encoded image bytes"),
+        ("notpair", "expected a pickled pair"),
+        ("labels", "issame_list"),
+    ],
+)
 def test_bad_bins(real_bin, tmp_path, case, needle):
     f, images, same = real_bin
     g = tmp_path / "bad.bin"

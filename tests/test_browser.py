@@ -5,6 +5,7 @@ moves the FMR range on the train page and checks α/β against qmag_core; saves 
 README tour screenshots (docs/screenshots/).  Skips on a user's clone without chromium;
 under CI=true a missing browser fails.
 """
+
 import os
 import shutil
 import socket
@@ -14,13 +15,12 @@ import tempfile
 import time
 import urllib.request
 import warnings
-from urllib.parse import urlparse
 from pathlib import Path
+from urllib.parse import urlparse
 
-import numpy as np
 import pytest
-
 from conftest import IN_CI, ROOT
+
 from qmag_core.compare import compare_images, default_params
 from qmag_core.dashboard import fmr_grid
 from qmag_core.data import read_scores_csv
@@ -31,8 +31,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # README tour screenshots: refreshed in docs/ only on request (QMAG_UPDATE_SCREENSHOTS=1)
-SHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("QMAG_UPDATE_SCREENSHOTS") == "1"
-         else Path(tempfile.gettempdir()) / "qmag-screenshots")
+SHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("QMAG_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "qmag-screenshots"
+)
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
 
@@ -60,10 +63,27 @@ def server():
     _need_browser()
     port = _free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -88,15 +108,31 @@ def page(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(180_000)
         pg.external_requests = []  # every request that would leave this machine (checked by the last test)
-        pg.on("request", lambda r: pg.external_requests.append(r.url)
-              if urlparse(r.url).scheme in ("http", "https", "ws", "wss")
-              and urlparse(r.url).hostname not in ("127.0.0.1", "localhost") else None)
+        pg.on(
+            "request",
+            lambda r: (
+                pg.external_requests.append(r.url)
+                if urlparse(r.url).scheme in ("http", "https", "ws", "wss")
+                and urlparse(r.url).hostname not in ("127.0.0.1", "localhost")
+                else None
+            ),
+        )
         yield pg
         browser.close()
 
@@ -122,10 +158,15 @@ def test_compare_page_in_browser(server, page):
     _wait_idle(page)
     page.get_by_text("QMagFace ŝ").first.wait_for()
     enc = load_encoder("builtin", device="cpu")
-    ref = compare_images([str(f) for f in files], enc, names=[f.name for f in files], params=default_params("builtin"),
-                         fmr=1e-3)
-    qs = [v.inner_text().strip() for v in page.locator('[data-testid="stMetric"]', has_text="quality q")
-          .locator('[data-testid="stMetricValue"]').all()]
+    ref = compare_images(
+        [str(f) for f in files], enc, names=[f.name for f in files], params=default_params("builtin"), fmr=1e-3
+    )
+    qs = [
+        v.inner_text().strip()
+        for v in page.locator('[data-testid="stMetric"]', has_text="quality q")
+        .locator('[data-testid="stMetricValue"]')
+        .all()
+    ]
     assert qs == [f"{r.quality:.4f}" for r in ref.images]
     assert _metric(page, "cosine s") == f"{ref.pairs[0].s:.5f}"
     assert _metric(page, "QMagFace ŝ") == f"{ref.pairs[0].s_hat:.5f}"
@@ -155,14 +196,17 @@ def test_train_page_range_in_browser(server, page):
     for _ in range(3):
         page.keyboard.press("ArrowRight")
     _wait_idle(page)
-    page.wait_for_function(f"() => document.querySelector('[data-testid=\"stSlider\"] input[type=\"range\"]')"
-                           f".value === '{lo_i + 3}'")
+    page.wait_for_function(
+        f"() => document.querySelector('[data-testid=\"stSlider\"] input[type=\"range\"]').value === '{lo_i + 3}'"
+    )
     _wait_idle(page)
     new = (grid[lo_i + 3], grid[hi_i])
     want = _alpha_beta(*new)
     page.wait_for_function(
-        "([a]) => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')].some(e => e.innerText.trim() === a)",
-        arg=[want[0]])
+        "([a]) => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')].some(e => "
+        "e.innerText.trim() === a)",
+        arg=[want[0]],
+    )
     assert (_metric(page, "α"), _metric(page, "β")) == want
     assert want != _alpha_beta(*default)
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
@@ -198,8 +242,9 @@ def test_uploaded_dataset_stays_active(server, page, tmp_path):
     seen = [_active_dataset(page)]
     page.get_by_role("tab", name="embeddings + pairs").click()  # unrelated widgets
     _wait_idle(page)
-    page.locator('input[type="file"]').nth(1).set_input_files(str(ROOT / "sample_data" / "lfw_dev_builtin" /
-                                                                 "embeddings.npz"))
+    page.locator('input[type="file"]').nth(1).set_input_files(
+        str(ROOT / "sample_data" / "lfw_dev_builtin" / "embeddings.npz")
+    )
     _wait_idle(page)
     seen.append(_active_dataset(page))
     for name in ("Train", "Quality", "Compare", "Dataset"):

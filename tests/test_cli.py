@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from qmag_core import cli, evaluation
+from qmag_core import evaluation
 from qmag_core.data import ScoreTable, read_scores_csv, write_scores_csv
 from qmag_core.scoring import QMagFaceTrainer, qmagface_score
 from qmag_core.synthetic import synthetic_pairs
@@ -33,16 +33,42 @@ def test_train_writes_params(scores_csv, tmp_path):
     r = run("train", "--scores", scores_csv, "--out", out, "--mode", "consistent", "--n-omega", "30", "--seed", "3")
     assert "alpha=" in r.stdout and "clamped" in r.stderr  # 30,000 imposters < 1e5
     d = json.loads(out.read_text())
-    assert set(d) >= {"alpha", "beta", "mode", "fmrs", "thresholds", "omega_opt", "options", "encoder", "quality", "trained_on"}
+    assert set(d) >= {
+        "alpha",
+        "beta",
+        "mode",
+        "fmrs",
+        "thresholds",
+        "omega_opt",
+        "options",
+        "encoder",
+        "quality",
+        "trained_on",
+    }
     assert d["mode"] == "consistent" and d["encoder"] == "magface" and "MagFace" in d["quality"]
-    assert d["options"] == {"mode": "consistent", "fmr-min": 1e-5, "fmr-max": 0.01, "n-fmr": 50, "n-omega": 30,
-                            "max-ratio": 0.5, "max-imposters": None, "clamp-fmr": True, "seed": 3}
+    assert d["options"] == {
+        "mode": "consistent",
+        "fmr-min": 1e-5,
+        "fmr-max": 0.01,
+        "n-fmr": 50,
+        "n-omega": 30,
+        "max-ratio": 0.5,
+        "max-imposters": None,
+        "clamp-fmr": True,
+        "seed": 3,
+    }
     t = read_scores_csv(scores_csv)
     ref = QMagFaceTrainer(mode="consistent", n_omega=30, random_state=3).fit(t.X(), t.label)
     assert d["alpha"] == ref.alpha_ and d["beta"] == ref.beta_
     import hashlib
-    assert d["trained_on"] == {"file": "scores.csv", "sha256": hashlib.sha256(scores_csv.read_bytes()).hexdigest(),
-                               "n_pairs": 33000, "n_genuine": 3000, "n_imposter": 30000}
+
+    assert d["trained_on"] == {
+        "file": "scores.csv",
+        "sha256": hashlib.sha256(scores_csv.read_bytes()).hexdigest(),
+        "n_pairs": 33000,
+        "n_genuine": 3000,
+        "n_imposter": 30000,
+    }
 
 
 @pytest.mark.slow
@@ -100,7 +126,10 @@ def test_evaluate_with_params_warns_on_encoder_mismatch(scores_csv, tmp_path):
     d = json.loads(out.read_text())
     t = read_scores_csv(scores_csv)
     from qmag_core.metrics import eer, split_scores
-    assert d["qmagface"]["eer"] == pytest.approx(eer(*split_scores(qmagface_score(t.s, t.q_min, 0.07, 0.12), t.label)).value)
+
+    assert d["qmagface"]["eer"] == pytest.approx(
+        eer(*split_scores(qmagface_score(t.s, t.q_min, 0.07, 0.12), t.label)).value
+    )
 
 
 def test_score_adds_s_hat(scores_csv, tmp_path):
@@ -120,23 +149,49 @@ def test_make_pairs_cli(tmp_path):
         for j in range(3):
             (d / f"{j}.png").write_bytes(b"x")
     out = tmp_path / "pairs.csv"
-    run("make-pairs", "--images", tmp_path / "imgs", "--genuine", 6, "--imposter", 8, "--folds", 2, "--seed", 4, "--out", out)
+    run(
+        "make-pairs",
+        "--images",
+        tmp_path / "imgs",
+        "--genuine",
+        6,
+        "--imposter",
+        8,
+        "--folds",
+        2,
+        "--seed",
+        4,
+        "--out",
+        out,
+    )
     lines = out.read_text().splitlines()
     assert lines[0] == "path1,path2,label,fold" and len(lines) == 15
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["train", "--scores", "missing.csv", "--out", "x.json"], "missing.csv: no such file"),
-    (["evaluate", "--scores", "BAD", "--params", "none.json"], "line 3: column 's' expected a finite number"),
-    (["train", "--scores", "BAD", "--out", "x.json"], "line 3"),
-    (["score", "--scores", "GOOD", "--params", "none.json", "--out", "o.csv"], "none.json"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["train", "--scores", "missing.csv", "--out", "x.json"], "missing.csv: no such file"),
+        (["evaluate", "--scores", "BAD", "--params", "none.json"], "line 3: column 's' expected a finite number"),
+        (["train", "--scores", "BAD", "--out", "x.json"], "line 3"),
+        (["score", "--scores", "GOOD", "--params", "none.json", "--out", "o.csv"], "none.json"),
+    ],
+)
 def test_bad_input_one_line_no_traceback(tmp_path, args, msg):
     bad = tmp_path / "bad.csv"
     bad.write_text("s,q1,q2,label\n0.5,20,20,1\nxx,20,20,0\n")
     good = tmp_path / "good.csv"
     good.write_text("s,q1,q2,label\n0.5,20,20,1\n0.1,20,20,0\n")
-    args = [str(bad) if a == "BAD" else str(good) if a == "GOOD" else str(tmp_path / a) if a.endswith((".json", ".csv")) and a != "x.json" else a for a in args]
+    args = [
+        str(bad)
+        if a == "BAD"
+        else str(good)
+        if a == "GOOD"
+        else str(tmp_path / a)
+        if a.endswith((".json", ".csv")) and a != "x.json"
+        else a
+        for a in args
+    ]
     r = run(*args, check=False)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
@@ -147,8 +202,16 @@ def test_degenerate_training_message(tmp_path):
     f = tmp_path / "sep.csv"
     rng = np.random.default_rng(0)
     s = np.r_[rng.uniform(0.8, 0.9, 50), rng.uniform(-0.1, 0.1, 2000)]
-    write_scores_csv(f, ScoreTable(s, np.full(s.size, 20.0), np.full(s.size, 25.0),
-                                   np.r_[np.ones(50), np.zeros(2000)].astype(np.int8), np.full(s.size, -1)))
+    write_scores_csv(
+        f,
+        ScoreTable(
+            s,
+            np.full(s.size, 20.0),
+            np.full(s.size, 25.0),
+            np.r_[np.ones(50), np.zeros(2000)].astype(np.int8),
+            np.full(s.size, -1),
+        ),
+    )
     r = run("train", "--scores", f, "--out", tmp_path / "p.json", check=False)
     assert r.returncode == 2 and "zero variance in t" in r.stderr and "Traceback" not in r.stderr
 
@@ -170,7 +233,9 @@ def test_head_option_is_checked(tmp_path):
     from pathlib import Path
 
     img = Path(__file__).resolve().parents[1] / "sample_data" / "faces" / "deepface" / "img1.jpg"
-    r = run("compare", img, img, "--encoder", "builtin-raw", "--head", tmp_path / "h.pt", "--device", "cpu", check=False)
+    r = run(
+        "compare", img, img, "--encoder", "builtin-raw", "--head", tmp_path / "h.pt", "--device", "cpu", check=False
+    )
     assert r.returncode == 2 and "--head is for --encoder builtin" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "h.pt"
     bad.write_bytes(b"junk")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import need_shared
+
 from qmag_core import data as D
 from qmag_core.errors import DataFormatError, QMagError
 
@@ -65,7 +65,9 @@ def test_feat_list_real_magface_toy():
     p = need_shared("magface_toy", "feat.list")
     emb = D.load_embeddings(p)
     assert emb.embeddings.shape == (10, 512)
-    np.testing.assert_allclose(emb.quality, [21.78, 22.16, 24.09, 24.40, 25.90, 27.11, 27.41, 28.22, 28.73, 30.25], atol=0.006)
+    np.testing.assert_allclose(
+        emb.quality, [21.78, 22.16, 24.09, 24.40, 25.90, 27.11, 27.41, 28.22, 28.73, 30.25], atol=0.006
+    )
     assert emb.paths[3] == "toy_imgs/3.jpg"
 
 
@@ -108,13 +110,16 @@ def test_lfw_pairs_without_header_infers_folds(tmp_path):
     assert D.read_lfw_pairs(f).fold.tolist() == [-1, -1]
 
 
-@pytest.mark.parametrize("text, msg", [
-    ("2\t1\nA\t1\t2\nB\t1\tC\t2\n", r"header says 2 folds of 1\+1 pairs \(4 lines\) but the file has 2"),
-    ("1\t1\nA\t1\tC\t2\nB\t1\t2\n", r"line 2: expected a matched \(3 fields\) line"),
-    ("A\t1\t2\nB\t1\n", r"line 2: expected 3 fields .* got 2"),
-    ("A\tone\t2\n", r"line 1: image numbers must be integers"),
-    ("\n\n", "empty pairs file"),
-])
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("2\t1\nA\t1\t2\nB\t1\tC\t2\n", r"header says 2 folds of 1\+1 pairs \(4 lines\) but the file has 2"),
+        ("1\t1\nA\t1\tC\t2\nB\t1\t2\n", r"line 2: expected a matched \(3 fields\) line"),
+        ("A\t1\t2\nB\t1\n", r"line 2: expected 3 fields .* got 2"),
+        ("A\tone\t2\n", r"line 1: image numbers must be integers"),
+        ("\n\n", "empty pairs file"),
+    ],
+)
 def test_lfw_pairs_errors(tmp_path, text, msg):
     f = tmp_path / "p.txt"
     f.write_text(text)
@@ -122,8 +127,9 @@ def test_lfw_pairs_errors(tmp_path, text, msg):
         D.read_lfw_pairs(f)
 
 
-@pytest.mark.parametrize("pos, neg", [("1", "0"), ("1", "-1"), ("true", "false"), ("Yes", "No"),
-                                      ("same", "different"), ("TRUE", "False")])
+@pytest.mark.parametrize(
+    "pos, neg", [("1", "0"), ("1", "-1"), ("true", "false"), ("Yes", "No"), ("same", "different"), ("TRUE", "False")]
+)
 def test_pairs_csv_label_codings(tmp_path, pos, neg):
     f = tmp_path / "p.csv"
     f.write_text(f"path1,path2,label\na.jpg,b.jpg,{pos}\nc.jpg,d.jpg,{neg}\n")
@@ -147,15 +153,18 @@ def test_pairs_csv_deepface_master_real():
     assert (p.parent / pairs.path1[0]).exists()
 
 
-@pytest.mark.parametrize("body, msg", [
-    ("path1,path2,label\na,b,maybe\n", r"line 2: label 'maybe' not understood"),
-    ("path1,path2,label\na,b,1\nc,d\n", r"line 3: expected 3 fields like the header, got 2"),
-    ("path1,path2,label\na,b,0\nc,d,-1\n", "mix 0 and -1"),
-    ("foo,bar\na,b\n", "no column for 'path1'"),
-    ("path1,path2,label,fold\na,b,1,x\n", r"line 2: fold must be an integer"),
-    ("path1,path2,label\n,b,1\n", r"line 2: empty image path"),
-    ("path1,path2,label\n", "no pairs after the header"),
-])
+@pytest.mark.parametrize(
+    "body, msg",
+    [
+        ("path1,path2,label\na,b,maybe\n", r"line 2: label 'maybe' not understood"),
+        ("path1,path2,label\na,b,1\nc,d\n", r"line 3: expected 3 fields like the header, got 2"),
+        ("path1,path2,label\na,b,0\nc,d,-1\n", "mix 0 and -1"),
+        ("foo,bar\na,b\n", "no column for 'path1'"),
+        ("path1,path2,label,fold\na,b,1,x\n", r"line 2: fold must be an integer"),
+        ("path1,path2,label\n,b,1\n", r"line 2: empty image path"),
+        ("path1,path2,label\n", "no pairs after the header"),
+    ],
+)
 def test_pairs_csv_errors(tmp_path, body, msg):
     f = tmp_path / "p.csv"
     f.write_text(body)
@@ -166,8 +175,14 @@ def test_pairs_csv_errors(tmp_path, body, msg):
 
 # ------------------------------------------------------------------ score table
 def test_scores_csv_roundtrip(tmp_path):
-    t = D.ScoreTable(np.array([0.5, -0.1]), np.array([20.0, 30.0]), np.array([25.0, 10.0]),
-                     np.array([1, 0], np.int8), np.array([0, 1]), {"encoder": "magface"})
+    t = D.ScoreTable(
+        np.array([0.5, -0.1]),
+        np.array([20.0, 30.0]),
+        np.array([25.0, 10.0]),
+        np.array([1, 0], np.int8),
+        np.array([0, 1]),
+        {"encoder": "magface"},
+    )
     f = tmp_path / "s.csv"
     D.write_scores_csv(f, t, s_hat=[0.5, -0.3])
     back = D.read_scores_csv(f)
@@ -184,18 +199,21 @@ def test_scores_csv_qmin_and_label_coding(tmp_path):
     assert t.label.tolist() == [1, 0] and t.q_min.tolist() == [20.0, 10.0] and not t.has_folds
 
 
-@pytest.mark.parametrize("body, msg", [
-    ("s,q1,q2,label\n0.5,20,20,1\n0.4,abc,20,0\n", r"line 3: column 'q1' expected a finite number, got 'abc'"),
-    ("s,q1,q2,label\n0.5,20,20,1\n\n1.5,20,20,0\n", r"line 4: cosine s must lie in \[-1, 1\]"),
-    ("# encoder=x\ns,q1,q2,label\n0.5,-2,20,1\n", r"line 3: quality must be ≥ 0"),
-    ("s,q1,label\n0.5,20,1\n", "need columns q1 and q2, or q_min"),
-    ("q1,q2,label\n1,2,1\n", "header must have columns s"),
-    ("s,q1,q2,label\n0.5,20,20,2\n", r"line 2: label '2' not understood"),
-    ("s,q1,q2,label\n0.5,nan,20,1\n", r"line 2: column 'q1' expected a finite number"),
-    ("", "empty file"),
-    ("s,q1,q2,label\n", "no score rows"),
-    ("s,q1,q2,label,fold\n0.5,20,20,1,a\n", r"line 2: fold must be an integer"),
-])
+@pytest.mark.parametrize(
+    "body, msg",
+    [
+        ("s,q1,q2,label\n0.5,20,20,1\n0.4,abc,20,0\n", r"line 3: column 'q1' expected a finite number, got 'abc'"),
+        ("s,q1,q2,label\n0.5,20,20,1\n\n1.5,20,20,0\n", r"line 4: cosine s must lie in \[-1, 1\]"),
+        ("# encoder=x\ns,q1,q2,label\n0.5,-2,20,1\n", r"line 3: quality must be ≥ 0"),
+        ("s,q1,label\n0.5,20,1\n", "need columns q1 and q2, or q_min"),
+        ("q1,q2,label\n1,2,1\n", "header must have columns s"),
+        ("s,q1,q2,label\n0.5,20,20,2\n", r"line 2: label '2' not understood"),
+        ("s,q1,q2,label\n0.5,nan,20,1\n", r"line 2: column 'q1' expected a finite number"),
+        ("", "empty file"),
+        ("s,q1,q2,label\n", "no score rows"),
+        ("s,q1,q2,label,fold\n0.5,20,20,1,a\n", r"line 2: fold must be an integer"),
+    ],
+)
 def test_scores_csv_errors(tmp_path, body, msg):
     f = tmp_path / "s.csv"
     f.write_text(body)
@@ -209,8 +227,13 @@ def test_scores_csv_large_is_fast(tmp_path):
 
     n = 300_000
     rng = np.random.default_rng(0)
-    t = D.ScoreTable(rng.uniform(-1, 1, n), rng.uniform(10, 30, n), rng.uniform(10, 30, n),
-                     rng.integers(0, 2, n).astype(np.int8), np.zeros(n, np.int64) - 1)
+    t = D.ScoreTable(
+        rng.uniform(-1, 1, n),
+        rng.uniform(10, 30, n),
+        rng.uniform(10, 30, n),
+        rng.integers(0, 2, n).astype(np.int8),
+        np.zeros(n, np.int64) - 1,
+    )
     f = tmp_path / "big.csv"
     D.write_scores_csv(f, t)
     t0 = time.perf_counter()
@@ -240,11 +263,11 @@ def test_make_pairs_seeded_and_identity_disjoint(tmp_path):
     assert int(a.label.sum()) == 20 and int((a.label == 0).sum()) == 30
     ident = lambda p: p.split("/")[0]  # noqa: E731
     g = a.label == 1
-    assert all(ident(x) == ident(y) and x != y for x, y in zip(a.path1[g], a.path2[g]))
-    assert all(ident(x) != ident(y) for x, y in zip(a.path1[~g], a.path2[~g]))
-    assert len(set(zip(a.path1, a.path2))) == len(a)
+    assert all(ident(x) == ident(y) and x != y for x, y in zip(a.path1[g], a.path2[g], strict=True))
+    assert all(ident(x) != ident(y) for x, y in zip(a.path1[~g], a.path2[~g], strict=True))
+    assert len(set(zip(a.path1, a.path2, strict=True))) == len(a)
     fold_of = {}
-    for x, y, f in zip(a.path1, a.path2, a.fold):
+    for x, y, f in zip(a.path1, a.path2, a.fold, strict=True):
         for p in (x, y):
             assert fold_of.setdefault(ident(p), f) == f  # each identity in one fold
     with pytest.raises(QMagError, match="genuine pairs requested"):
@@ -259,11 +282,24 @@ def test_scores_from_embeddings_reports_failures(tmp_path):
     e[1] = e[0] * 2
     emb = D.Embeddings.from_array(e, paths=["imgs/a.jpg", "imgs/b.jpg", "imgs/c.jpg", "imgs/d.jpg"])
     emb.ok[3] = False
-    pairs = D.Pairs(np.array(["a.jpg", "a.jpg", "c.jpg", "zz.jpg"]), np.array(["b.jpg", "c.jpg", "d.jpg", "a.jpg"]),
-                    np.array([1, 0, 0, 1], np.int8), np.full(4, -1), np.arange(2, 6))
+    pairs = D.Pairs(
+        np.array(["a.jpg", "a.jpg", "c.jpg", "zz.jpg"]),
+        np.array(["b.jpg", "c.jpg", "d.jpg", "a.jpg"]),
+        np.array([1, 0, 0, 1], np.int8),
+        np.full(4, -1),
+        np.arange(2, 6),
+    )
     t, rep = D.scores_from_embeddings(emb, pairs)
-    assert rep == {"n_pairs": 4, "n_scored": 2, "n_missing_image": 1, "n_failed_embedding": 1, "failed_lines": [4, 5],
-                   "fta_rate": 0.5, "n_failed_genuine": 1, "n_failed_imposter": 1}
+    assert rep == {
+        "n_pairs": 4,
+        "n_scored": 2,
+        "n_missing_image": 1,
+        "n_failed_embedding": 1,
+        "failed_lines": [4, 5],
+        "fta_rate": 0.5,
+        "n_failed_genuine": 1,
+        "n_failed_imposter": 1,
+    }
     assert t.failed.label.tolist() == [0, 1] and t.failed.line.tolist() == [4, 5] and t.n_failed == 2
     np.testing.assert_allclose(t.s, [1.0, 0.0])
     np.testing.assert_allclose(t.q_min, [10.0, 10.0])

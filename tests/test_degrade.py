@@ -1,13 +1,13 @@
 """The cross-quality protocol helpers in qmag_core.degrade (bank of degraded versions,
 pairs, one-side-degraded versions)."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from qmag_core.degrade import (CAPTURE_KINDS, DegradedBank, cross_versions, degrade_photo, degraded_bank,
-                               identity_pairs)
+
+from qmag_core.degrade import CAPTURE_KINDS, DegradedBank, cross_versions, degrade_photo, degraded_bank, identity_pairs
 from qmag_core.errors import QMagError
 
 CROPS = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"][:3]
@@ -120,14 +120,19 @@ def test_capture_kinds_are_seeded_and_mild_at_zero(photo, kind):
 def test_capture_severity_orders_the_damage(photo):
     img, lm = photo
     for kind in ("defocus", "motion"):
-        sharp = [_laplacian_var(degrade_photo(img, kind, s, np.random.default_rng(0), landmarks=lm))
-                 for s in (0.2, 0.5, 1.0)]
+        sharp = [
+            _laplacian_var(degrade_photo(img, kind, s, np.random.default_rng(0), landmarks=lm)) for s in (0.2, 0.5, 1.0)
+        ]
         assert sharp[0] > sharp[1] > sharp[2]
-    err = [np.abs(degrade_photo(img, "lowlight", s, np.random.default_rng(0), landmarks=lm).astype(int) - img).mean()
-           for s in (0.2, 0.5, 1.0)]
+    err = [
+        np.abs(degrade_photo(img, "lowlight", s, np.random.default_rng(0), landmarks=lm).astype(int) - img).mean()
+        for s in (0.2, 0.5, 1.0)
+    ]
     assert err[0] < err[1] < err[2]
-    covered = [np.mean(np.any(degrade_photo(img, "occluder", s, np.random.default_rng(5), landmarks=lm) != img, 2))
-               for s in (0.2, 1.0)]
+    covered = [
+        np.mean(np.any(degrade_photo(img, "occluder", s, np.random.default_rng(5), landmarks=lm) != img, 2))
+        for s in (0.2, 1.0)
+    ]
     assert covered[0] < covered[1]
 
 

@@ -5,8 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import need_shared
+
 from qmag_core import metrics as M
 from qmag_core.compare import compare_images, default_params, threshold_at_fmr
 from qmag_core.data import load_embeddings, read_lfw_pairs, scores_from_embeddings
@@ -31,6 +31,7 @@ def mixed_folder(tmp_path):
     (d / "b" / "broken.jpg").write_bytes(b"not really a jpeg")
     (d / "b" / "empty.png").write_bytes(b"")
     from PIL import Image
+
     Image.new("RGB", (200, 200), (120, 120, 120)).save(d / "b" / "wall.png")
     return d
 
@@ -48,7 +49,7 @@ def test_embed_keeps_failures_as_rows_and_resumes(mixed_folder, enc, tmp_path):
     np.testing.assert_allclose(e.quality[:3], np.linalg.norm(e.embeddings[:3], axis=1), rtol=1e-6)
     assert st.n_embedded == 3 and st.n_failed == 3 and e.encoder == "builtin"
     # a re-run only embeds new files
-    from PIL import Image
+
     shutil.copy(need_shared("deepface", "img3.jpg"), mixed_folder / "a" / "new.jpg")
     st2 = EmbedStats()
     e2 = embed_files(list_images(mixed_folder), mixed_folder, enc, cache_dir=cache, stats=st2, batch_size=4)
@@ -75,8 +76,24 @@ def test_cache_is_keyed_by_content(tmp_path):
 @pytest.mark.slow
 def test_cli_embed_and_npz(mixed_folder, tmp_path):
     out = tmp_path / "f.npz"
-    r = subprocess.run([sys.executable, "-m", "qmag_core", "embed", "--images", str(mixed_folder), "--out", str(out),
-                        "--encoder", "builtin-raw", "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmag_core",
+            "embed",
+            "--images",
+            str(mixed_folder),
+            "--out",
+            str(out),
+            "--encoder",
+            "builtin-raw",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "3 failed" in r.stderr and "no face detected" in r.stderr
     e = load_embeddings(out)
@@ -86,8 +103,12 @@ def test_cli_embed_and_npz(mixed_folder, tmp_path):
 
 
 def test_compare_reports_each_file(enc, mixed_folder):
-    files = [mixed_folder / "a" / "1.jpg", mixed_folder / "a" / "2.jpg", mixed_folder / "b" / "wall.png",
-             mixed_folder / "b" / "broken.jpg"]
+    files = [
+        mixed_folder / "a" / "1.jpg",
+        mixed_folder / "a" / "2.jpg",
+        mixed_folder / "b" / "wall.png",
+        mixed_folder / "b" / "broken.jpg",
+    ]
     params = default_params("builtin")
     res = compare_images([str(f) for f in files], enc, names=[f.name for f in files], params=params, fmr=1e-3)
     assert [r.ok for r in res.images] == [True, True, False, False]
@@ -96,7 +117,9 @@ def test_compare_reports_each_file(enc, mixed_folder):
     p = res.pairs[0]
     e1, e2 = res.images[0].embedding.astype(float), res.images[1].embedding.astype(float)
     assert p.s == pytest.approx(e1 @ e2 / np.linalg.norm(e1) / np.linalg.norm(e2))
-    assert p.s_hat == pytest.approx(p.s + min(0, params.beta * p.s - params.alpha) * min(res.images[0].quality, res.images[1].quality))
+    assert p.s_hat == pytest.approx(
+        p.s + min(0, params.beta * p.s - params.alpha) * min(res.images[0].quality, res.images[1].quality)
+    )
     fmr_used, ts, th = threshold_at_fmr(params, 1e-3)
     assert res.threshold_s_hat == th and p.accept_s_hat == (p.s_hat >= th)
     m = res.matrix("s_hat")
@@ -105,8 +128,21 @@ def test_compare_reports_each_file(enc, mixed_folder):
 
 @pytest.mark.slow
 def test_cli_compare_json(tmp_path, mixed_folder):
-    r = subprocess.run([sys.executable, "-m", "qmag_core", "compare", str(mixed_folder / "a" / "1.jpg"),
-                        str(mixed_folder / "a" / "2.jpg"), "--json", "--fmr", "0.001"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmag_core",
+            "compare",
+            str(mixed_folder / "a" / "1.jpg"),
+            str(mixed_folder / "a" / "2.jpg"),
+            "--json",
+            "--fmr",
+            "0.001",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["encoder"] == "builtin" and len(d["pairs"]) == 1 and d["threshold_s_hat"] is not None
@@ -129,6 +165,7 @@ def test_lfw_slice_end_to_end_accuracy(enc):
     pairs = read_lfw_pairs(root / "pairs_dev.txt")
     m = pairs.fold == 0
     from qmag_core.data import Pairs
+
     sub = Pairs(pairs.path1[m], pairs.path2[m], pairs.label[m], pairs.fold[m], pairs.line[m], pairs.source)
     paths = sorted(set(sub.path1.tolist()) | set(sub.path2.tolist()))
     emb = embed_files(paths, root / "images", enc, cache_dir=None)

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,11 +7,16 @@ import torch
 
 from qmag_core.align import ARCFACE_112, DLIB_150
 from qmag_core.encoders import load_encoder, resolve_device
-from qmag_core.encoders.faceapi import (MANIFEST, MANIFEST_SHA256, WEIGHTS_BIN, WEIGHTS_SHA256, decode_weights,
-                                        load_faceapi_net)
+from qmag_core.encoders.faceapi import (
+    MANIFEST,
+    MANIFEST_SHA256,
+    WEIGHTS_BIN,
+    WEIGHTS_SHA256,
+    decode_weights,
+    load_faceapi_net,
+)
 from qmag_core.encoders.iresnet import ARCHS, CheckpointError, build_iresnet, guess_arch, load_magface_checkpoint
 from qmag_core.errors import QMagError
-from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -60,6 +66,7 @@ def test_wrong_arch_names_the_likely_one(tmp_path, r18):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("echo PWNED > /dev/null",))
 
 

@@ -4,13 +4,23 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import need_shared
+
 from qmag_core.align import FaceDetector, ImageError, NoFaceError, detect_and_align
 from qmag_core.encoders import load_encoder
 from qmag_core.errors import QMagError
-from qmag_core.explain import (blur, deletion_drops, explain, gradient_map, local_variance_map, occlusion_map,
-                               patch_region, quality_gradient, quality_of, render_overlay)
+from qmag_core.explain import (
+    blur,
+    deletion_drops,
+    explain,
+    gradient_map,
+    local_variance_map,
+    occlusion_map,
+    patch_region,
+    quality_gradient,
+    quality_of,
+    render_overlay,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +73,11 @@ def test_deletion_beats_local_variance(enc, crops):
     """Blurring the pixels a map rates highest lowers q more than blurring its lowest."""
     wins = {"gradient": 0, "occlusion": 0, "variance": 0}
     for crop in crops:
-        for name, mp in (("gradient", gradient_map(enc, crop, steps=32).map),
-                         ("occlusion", occlusion_map(enc, crop, patch=20, stride=10).map),
-                         ("variance", local_variance_map(crop))):
+        for name, mp in (
+            ("gradient", gradient_map(enc, crop, steps=32).map),
+            ("occlusion", occlusion_map(enc, crop, patch=20, stride=10).map),
+            ("variance", local_variance_map(crop)),
+        ):
             _, dh, dl = deletion_drops(enc, crop, mp)
             wins[name] += dh > dl
     n = len(crops)
@@ -110,7 +122,9 @@ def test_magface_encoder_map(tmp_path):
 
     torch.manual_seed(0)
     f = tmp_path / "m.pth"
-    torch.save({"state_dict": {"features.module." + k: v for k, v in build_iresnet("iresnet18").state_dict().items()}}, f)
+    torch.save(
+        {"state_dict": {"features.module." + k: v for k, v in build_iresnet("iresnet18").state_dict().items()}}, f
+    )
     enc = load_encoder("magface", checkpoint=f, arch="iresnet18", device="cpu")
     crop = np.asarray(np.random.default_rng(0).integers(0, 256, (112, 112, 3)), np.uint8)
     m = gradient_map(enc, crop, steps=4)
@@ -121,9 +135,25 @@ def test_magface_encoder_map(tmp_path):
 @pytest.mark.slow
 def test_cli_explain(tmp_path):
     out = tmp_path / "m.png"
-    r = subprocess.run([sys.executable, "-m", "qmag_core", "explain", str(need_shared("deepface", "img2.jpg")),
-                        "--out", str(out), "--method", "occlusion", "--patch", "30", "--stride", "15"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmag_core",
+            "explain",
+            str(need_shared("deepface", "img2.jpg")),
+            "--out",
+            str(out),
+            "--method",
+            "occlusion",
+            "--patch",
+            "30",
+            "--stride",
+            "15",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "q=" in r.stdout and out.stat().st_size > 10_000
     raw = np.load(tmp_path / "m.npy")

@@ -2,18 +2,19 @@
 are reported (FTA) and counted by the generalized metrics — a failed genuine pair is a
 false non-match, a failed imposter pair a correct non-match — and an EDC discards
 them first."""
+
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from qmag_core import metrics as M
-from qmag_core.evaluation import evaluate_table
 from qmag_core.data import FailedPairs, ScoreTable
+from qmag_core.evaluation import evaluate_table
 
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
@@ -24,8 +25,11 @@ def _table(n_g=400, n_i=4000, fail_g=40, fail_i=100, seed=0):
     y = np.r_[np.ones(n_g), np.zeros(n_i)].astype(np.int8)
     q = rng.uniform(10, 30, (n_g + n_i, 2))
     fold = np.arange(n_g + n_i) % 4
-    failed = FailedPairs(np.r_[np.ones(fail_g), np.zeros(fail_i)].astype(np.int8),
-                         np.arange(fail_g + fail_i) % 4, np.zeros(fail_g + fail_i, np.int64))
+    failed = FailedPairs(
+        np.r_[np.ones(fail_g), np.zeros(fail_i)].astype(np.int8),
+        np.arange(fail_g + fail_i) % 4,
+        np.zeros(fail_g + fail_i, np.int64),
+    )
     return ScoreTable(s, q[:, 0], q[:, 1], y, fold, {}, {}, "", failed)
 
 
@@ -71,13 +75,32 @@ def test_cli_counts_pairs_whose_images_fail(tmp_path):
     Image.new("RGB", (200, 200), (128, 128, 128)).save(d / "wall.png")
     pairs = tmp_path / "pairs.csv"
     # img1/2/4/5/6/7 are one person in deepface's set; img3 another
-    pairs.write_text("path1,path2,label,fold\n"
-                     "img1.jpg,img2.jpg,1,0\nimg1.jpg,img3.jpg,0,0\nimg4.jpg,broken.jpg,1,0\n"
-                     "img5.jpg,img6.jpg,1,1\nimg2.jpg,img3.jpg,0,1\nimg3.jpg,wall.png,0,1\n")
+    pairs.write_text(
+        "path1,path2,label,fold\n"
+        "img1.jpg,img2.jpg,1,0\nimg1.jpg,img3.jpg,0,0\nimg4.jpg,broken.jpg,1,0\n"
+        "img5.jpg,img6.jpg,1,1\nimg2.jpg,img3.jpg,0,1\nimg3.jpg,wall.png,0,1\n"
+    )
     js = tmp_path / "r.json"
-    r = subprocess.run([sys.executable, "-m", "qmag_core", "evaluate", "--images", str(d), "--pairs", str(pairs),
-                        "--json", str(js), "--no-cache", "--n-boot", "20"], capture_output=True, text=True,
-                       cwd=str(ROOT))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmag_core",
+            "evaluate",
+            "--images",
+            str(d),
+            "--pairs",
+            str(pairs),
+            "--json",
+            str(js),
+            "--no-cache",
+            "--n-boot",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(js.read_text())
     pr = rep["pairs_report"]

@@ -1,6 +1,7 @@
 """Fuzzing the parsers (Hypothesis, fixed budget, derandomized): every input gives a
 valid result or a typed project error (:class:`QMagError`) — never another exception
 — and parsing a small file stays within a small memory budget."""
+
 import io
 import json
 import os
@@ -17,9 +18,13 @@ from qmag_core import data as D
 from qmag_core.errors import QMagError
 from qmag_core.scoring import QMagFaceParams
 
-FUZZ = settings(max_examples=int(os.environ.get("QMAG_FUZZ_EXAMPLES", 150)), derandomize=True, deadline=None,
-                database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(os.environ.get("QMAG_FUZZ_EXAMPLES", 150)),
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 PEAK_BYTES = 64 << 20  # for inputs of a few kB
 
 
@@ -42,17 +47,66 @@ def parse(fn, payload: bytes, suffix: str):
 
 
 TOKENS = st.one_of(
-    st.sampled_from(["s", "q1", "q2", "q_min", "label", "fold", "path1", "path2", "S", "0.5", "-0.3", "1", "0",
-                     "-1", "2", "nan", "inf", "-inf", "1e400", "1e300", "same", "different", "true", "", " ", '"',
-                     '""', "#", "# encoder=x", "# rows=3", "\r", "99999999999999999999", "a/1.jpg", "../x.jpg",
-                     "/etc/passwd", "Ann", "\x00", "\ufeff", "é"]),
+    st.sampled_from(
+        [
+            "s",
+            "q1",
+            "q2",
+            "q_min",
+            "label",
+            "fold",
+            "path1",
+            "path2",
+            "S",
+            "0.5",
+            "-0.3",
+            "1",
+            "0",
+            "-1",
+            "2",
+            "nan",
+            "inf",
+            "-inf",
+            "1e400",
+            "1e300",
+            "same",
+            "different",
+            "true",
+            "",
+            " ",
+            '"',
+            '""',
+            "#",
+            "# encoder=x",
+            "# rows=3",
+            "\r",
+            "99999999999999999999",
+            "a/1.jpg",
+            "../x.jpg",
+            "/etc/passwd",
+            "Ann",
+            "\x00",
+            "\ufeff",
+            "é",
+        ]
+    ),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.integers(-10**25, 10**25).map(str),
+    st.integers(-(10**25), 10**25).map(str),
     st.text(max_size=6),
 )
 ROWS = st.lists(st.lists(TOKENS, max_size=7), max_size=25)
-HEADERS = st.sampled_from(["s,q1,q2,label", "s,q1,q2,label,fold", "s,q_min,label", "path1,path2,label",
-                           "path1,path2,label,fold", "", "# encoder=builtin\ns,q1,q2,label", "7\t300"])
+HEADERS = st.sampled_from(
+    [
+        "s,q1,q2,label",
+        "s,q1,q2,label,fold",
+        "s,q_min,label",
+        "path1,path2,label",
+        "path1,path2,label,fold",
+        "",
+        "# encoder=builtin\ns,q1,q2,label",
+        "7\t300",
+    ]
+)
 
 
 @st.composite
@@ -86,7 +140,7 @@ def _check_pairs(r):
         n = len(r)
         assert n > 0 and r.path1.shape == r.path2.shape == r.label.shape == r.fold.shape == (n,)
         assert set(np.unique(r.label).tolist()) <= {0, 1}
-        keys = {tuple(sorted(k)) for k in zip(r.path1.tolist(), r.path2.tolist())}
+        keys = {tuple(sorted(k)) for k in zip(r.path1.tolist(), r.path2.tolist(), strict=True)}
         assert len(keys) == n  # no pair twice
 
 
@@ -99,11 +153,33 @@ def test_pairs_files(payload):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers(-10**30, 10**30) | st.text(max_size=8),
-    lambda c: st.lists(c, max_size=5) | st.dictionaries(
-        st.sampled_from(["alpha", "beta", "mode", "fmrs", "operating_points", "fmr", "threshold_s",
-                         "threshold_s_hat", "options", "encoder", "notes", "x"]) | st.text(max_size=4), c, max_size=6),
-    max_leaves=25)
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers(-(10**30), 10**30) | st.text(max_size=8),
+    lambda c: (
+        st.lists(c, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "alpha",
+                    "beta",
+                    "mode",
+                    "fmrs",
+                    "operating_points",
+                    "fmr",
+                    "threshold_s",
+                    "threshold_s_hat",
+                    "options",
+                    "encoder",
+                    "notes",
+                    "x",
+                ]
+            )
+            | st.text(max_size=4),
+            c,
+            max_size=6,
+        )
+    ),
+    max_leaves=25,
+)
 
 
 @st.composite
@@ -147,11 +223,13 @@ def npz_like(draw):
     d = draw(st.integers(0, 4))
     dtype = draw(st.sampled_from(["<f4", "<f8", "<i4", "<c8", "<U5", "|b1", "<f2", "|u1"]))
     arrays = {"embeddings": np.ones((n, d), dtype=dtype) if dtype != "<U5" else np.full((n, d), "x")}
-    for name in draw(st.lists(st.sampled_from(["paths", "ok", "error", "quality", "encoder", "junk"]), max_size=4,
-                              unique=True)):
+    for name in draw(
+        st.lists(st.sampled_from(["paths", "ok", "error", "quality", "encoder", "junk"]), max_size=4, unique=True)
+    ):
         m = draw(st.integers(0, 6))
-        arrays[name] = draw(st.sampled_from([np.arange(m), np.ones(m, bool), np.array(["a"] * m), np.array("enc"),
-                                             np.zeros((m, 2))]))
+        arrays[name] = draw(
+            st.sampled_from([np.arange(m), np.ones(m, bool), np.array(["a"] * m), np.array("enc"), np.zeros((m, 2))])
+        )
     raw = bytearray(_npz_bytes(arrays))
     for _ in range(draw(st.integers(0, 4))):
         if not raw:

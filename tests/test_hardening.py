@@ -1,6 +1,7 @@
 """Bad input as an attacker or a careless user gives it: confined paths, atomic writes,
 isolated sessions, bounded resources, one-line errors.  Images are real photos from
 sample_data/faces/deepface (MIT, in the repository)."""
+
 import io
 import json
 import os
@@ -10,9 +11,9 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from qmag_core import data as D
 from qmag_core.errors import DataFormatError, QMagError
 from qmag_core.safeio import atomic_write, confine_paths, load_npz
@@ -22,8 +23,9 @@ FACES = ROOT / "sample_data" / "faces" / "deepface"
 
 def qmag(*args, env=None):
     e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True,
-                          env=e, cwd=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True, env=e, cwd=str(ROOT)
+    )
 
 
 def one_line_error(r, *needles):
@@ -49,8 +51,14 @@ def _scores(n=60, folds=True):
     rng = np.random.default_rng(0)
     y = np.arange(n) % 2
     s = np.where(y == 1, rng.uniform(0.3, 0.9, n), rng.uniform(-0.2, 0.4, n))
-    return D.ScoreTable(s, rng.uniform(15, 30, n), rng.uniform(15, 30, n), y.astype(np.int8),
-                        (np.arange(n) % 3) if folds else np.full(n, -1), {"encoder": "builtin"})
+    return D.ScoreTable(
+        s,
+        rng.uniform(15, 30, n),
+        rng.uniform(15, 30, n),
+        y.astype(np.int8),
+        (np.arange(n) % 3) if folds else np.full(n, -1),
+        {"encoder": "builtin"},
+    )
 
 
 # ------------------------------------------------------------ 1. data-root escape
@@ -69,8 +77,11 @@ def test_pairs_path_outside_images_refused_whole_file(tmp_path, image_dir, bad):
 def test_list_file_naming_dev_zero_refused(tmp_path, image_dir):
     lst = tmp_path / "list.txt"
     lst.write_text("a/1.jpg\n/dev/zero\n")
-    one_line_error(qmag("embed", "--list", lst, "--root", image_dir, "--out", tmp_path / "e.npz", "--no-cache"),
-                   "list.txt, line 2", "outside")
+    one_line_error(
+        qmag("embed", "--list", lst, "--root", image_dir, "--out", tmp_path / "e.npz", "--no-cache"),
+        "list.txt, line 2",
+        "outside",
+    )
     assert not (tmp_path / "e.npz").exists()
 
 
@@ -123,9 +134,11 @@ def test_score_never_overwrites_input_without_in_place(tmp_path):
 @pytest.mark.slow
 def test_score_round_trips_what_it_does_not_change(tmp_path):
     f = tmp_path / "scores.csv"
-    text = ("# encoder=builtin\r\n# my own comment\r\n"
-            "s,q1,q2,label,fold\r\n0.812345678901234,21.5,23,same,-1\r\n\r\n"
-            "0.1,20.000,24,different,2\r\n-0.25,19,22.25,same,-1\r\n")
+    text = (
+        "# encoder=builtin\r\n# my own comment\r\n"
+        "s,q1,q2,label,fold\r\n0.812345678901234,21.5,23,same,-1\r\n\r\n"
+        "0.1,20.000,24,different,2\r\n-0.25,19,22.25,same,-1\r\n"
+    )
     f.write_bytes(text.encode())
     p = tmp_path / "p.json"
     p.write_text('{"alpha": 0.05, "beta": 0.08}')
@@ -178,8 +191,9 @@ def test_two_sessions_same_name_same_rows_see_their_own_results():
         n_g, n_i = 300, 3000
         s = np.r_[rng.normal(0.6, 0.12, n_g), rng.normal(0.05, 0.1, n_i)].clip(-1, 1)
         q = rng.uniform(10, 40, (n_g + n_i, 2))
-        body = "s,q1,q2,label\n" + "".join(f"{float(s[k])!r},{float(q[k, 0])!r},{float(q[k, 1])!r},{int(k < n_g)}\n"
-                                           for k in range(n_g + n_i))
+        body = "s,q1,q2,label\n" + "".join(
+            f"{float(s[k])!r},{float(q[k, 0])!r},{float(q[k, 1])!r},{int(k < n_g)}\n" for k in range(n_g + n_i)
+        )
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
         at.switch_page("pages/dataset.py").run()
         at.file_uploader(key="up_scores").set_value(("mine.csv", body.encode(), "text/csv")).run()
@@ -221,8 +235,11 @@ def test_tiny_image_next_to_good_ones_in_compare():
 
     b = io.BytesIO()
     Image.open(FACES / "img1.jpg").convert("RGB").resize((12, 16)).save(b, "PNG")
-    res = compare_images([str(FACES / "img1.jpg"), b.getvalue(), str(FACES / "img2.jpg")],
-                         load_encoder("builtin"), names=["a", "tiny", "b"])
+    res = compare_images(
+        [str(FACES / "img1.jpg"), b.getvalue(), str(FACES / "img2.jpg")],
+        load_encoder("builtin"),
+        names=["a", "tiny", "b"],
+    )
     assert [r.ok for r in res.images] == [True, False, True]
     assert "smaller than 20 px" in res.images[1].error and len(res.pairs) == 1
 
@@ -240,8 +257,9 @@ def test_damaged_cache_chunk_is_skipped_reported_rebuilt(tmp_path, image_dir):
     assert "warning: embedding cache" in r.stderr and "embedded again" in r.stderr
     r = qmag(*args, "--out", tmp_path / "3.npz")  # rebuilt: served from the cache, no warning
     assert "warning" not in r.stderr and "2 from cache" in r.stderr
-    np.testing.assert_array_equal(D.load_embeddings(tmp_path / "1.npz").embeddings,
-                                  D.load_embeddings(tmp_path / "3.npz").embeddings)
+    np.testing.assert_array_equal(
+        D.load_embeddings(tmp_path / "1.npz").embeddings, D.load_embeddings(tmp_path / "3.npz").embeddings
+    )
 
 
 @pytest.mark.parametrize("page", ["dataset", "train", "quality"])
@@ -286,21 +304,24 @@ def _npz_with_text_member(path):
         z.writestr("embeddings.npy", b"this is not an npy array at all")
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("fold64", "fold must be an integer"),
-    ("params_latin1", "not a text file"),
-    ("params_nested", "nested too deeply"),
-    ("params_ops", "operating_points[0]"),
-    ("checkpoint5", "not a readable PyTorch checkpoint"),
-    ("list_latin1", "not a text file"),
-    ("folds0", "--folds"),
-    ("nboot0", "--n-boot"),
-    ("nboot_neg", "--n-boot"),
-    ("explain_ext", "unknown image type"),
-    ("npz_member", "not an .npy array"),
-    ("steps0", "--steps"),
-    ("genuine_neg", "--genuine"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("fold64", "fold must be an integer"),
+        ("params_latin1", "not a text file"),
+        ("params_nested", "nested too deeply"),
+        ("params_ops", "operating_points[0]"),
+        ("checkpoint5", "not a readable PyTorch checkpoint"),
+        ("list_latin1", "not a text file"),
+        ("folds0", "--folds"),
+        ("nboot0", "--n-boot"),
+        ("nboot_neg", "--n-boot"),
+        ("explain_ext", "unknown image type"),
+        ("npz_member", "not an .npy array"),
+        ("steps0", "--steps"),
+        ("genuine_neg", "--genuine"),
+    ],
+)
 @pytest.mark.slow
 def test_no_traceback_one_line(tmp_path, case, needle):
     good = tmp_path / "good.csv"
@@ -329,7 +350,19 @@ def test_no_traceback_one_line(tmp_path, case, needle):
         lst.write_bytes("caf\xe9.jpg\n".encode("latin-1"))
         args = ("embed", "--list", lst, "--out", tmp_path / "e.npz")
     elif case == "folds0":
-        args = ("make-pairs", "--images", tmp_path, "--genuine", 1, "--imposter", 1, "--folds", 0, "--out", tmp_path / "x")
+        args = (
+            "make-pairs",
+            "--images",
+            tmp_path,
+            "--genuine",
+            1,
+            "--imposter",
+            1,
+            "--folds",
+            0,
+            "--out",
+            tmp_path / "x",
+        )
     elif case == "nboot0":
         args = ("evaluate", "--scores", good, "--n-boot", 0)
     elif case == "nboot_neg":
@@ -353,10 +386,12 @@ def test_no_traceback_one_line(tmp_path, case, needle):
 def test_79_megapixel_jpeg_decodes_downscaled_in_bounded_memory(tmp_path):
     big = tmp_path / "big.jpg"
     Image.new("RGB", (8900, 8900), (120, 100, 90)).save(big, "JPEG", quality=50)  # 79 MP, ~1.2 MB
-    code = ("from qmag_core.align import load_image\n"  # VmHWM: this process's peak (ru_maxrss survives exec)
-            f"a = load_image({str(big)!r})\n"
-            "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0].split()[1]\n"
-            "print(a.shape[0], a.shape[1], hwm)")
+    code = (
+        "from qmag_core.align import load_image\n"  # VmHWM: this process's peak (ru_maxrss survives exec)
+        f"a = load_image({str(big)!r})\n"
+        "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0].split()[1]\n"
+        "print(a.shape[0], a.shape[1], hwm)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT))
     h, w, rss_kib = map(int, r.stdout.split())
     assert (h, w) == (2048, 2048)
@@ -440,12 +475,15 @@ def test_duplicate_columns_refused(tmp_path):
         D.read_pairs(p)
 
 
-@pytest.mark.parametrize("doc, needle", [
-    ('{"alpha": true, "beta": false}', "'alpha' must be a finite number"),
-    ('{"alpha": 0.1, "beta": "0.2"}', "'beta' must be a finite number"),
-    ('{"alpha": 0.1, "beta": 0.2, "mode": 3}', "'mode'"),
-    ('{"alpha": 0.1, "beta": 0.2, "fmrs": [1, "x"]}', "'fmrs'"),
-])
+@pytest.mark.parametrize(
+    "doc, needle",
+    [
+        ('{"alpha": true, "beta": false}', "'alpha' must be a finite number"),
+        ('{"alpha": 0.1, "beta": "0.2"}', "'beta' must be a finite number"),
+        ('{"alpha": 0.1, "beta": 0.2, "mode": 3}', "'mode'"),
+        ('{"alpha": 0.1, "beta": 0.2, "fmrs": [1, "x"]}', "'fmrs'"),
+    ],
+)
 def test_params_types_refused(tmp_path, doc, needle):
     from qmag_core.scoring import QMagFaceParams
 

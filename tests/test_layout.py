@@ -1,9 +1,11 @@
-import pytest
 """Project layout rules: qmag_core never imports streamlit; licence and CI files exist."""
+
 import ast
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,10 +25,12 @@ def test_qmag_core_has_no_streamlit_import():
 
 @pytest.mark.slow
 def test_import_all_modules_without_streamlit():
-    code = ("import sys, pkgutil, importlib, qmag_core\n"
-            "for m in pkgutil.iter_modules(qmag_core.__path__):\n"
-            "    if m.name != '__main__': importlib.import_module('qmag_core.' + m.name)\n"
-            "print('streamlit' in sys.modules)")
+    code = (
+        "import sys, pkgutil, importlib, qmag_core\n"
+        "for m in pkgutil.iter_modules(qmag_core.__path__):\n"
+        "    if m.name != '__main__': importlib.import_module('qmag_core.' + m.name)\n"
+        "print('streamlit' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.stdout.strip() == "False", r.stderr
 

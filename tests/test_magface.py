@@ -4,8 +4,15 @@ import torch
 from scipy.stats import spearmanr
 
 from qmag_core.errors import QMagError
-from qmag_core.magface import (MagFaceConfig, MagFaceLoss, load_quality_head, magnitude_margin,
-                               magnitude_regulariser, save_quality_head, train_quality_head)
+from qmag_core.magface import (
+    MagFaceConfig,
+    MagFaceLoss,
+    load_quality_head,
+    magnitude_margin,
+    magnitude_regulariser,
+    save_quality_head,
+    train_quality_head,
+)
 
 CFG = MagFaceConfig()
 
@@ -19,7 +26,7 @@ def test_margin_by_hand():
 
 def test_regulariser_by_hand_and_minimum_at_u_a():
     a = torch.tensor([10.0, 110.0])
-    np.testing.assert_allclose(magnitude_regulariser(a).numpy(), [0.1 + 10 / 110 ** 2, 1 / 110 + 1 / 110], rtol=1e-6)
+    np.testing.assert_allclose(magnitude_regulariser(a).numpy(), [0.1 + 10 / 110**2, 1 / 110 + 1 / 110], rtol=1e-6)
     grid = torch.linspace(CFG.l_a, CFG.u_a, 10001)
     g = magnitude_regulariser(grid)
     assert float(grid[torch.argmin(g)]) == pytest.approx(CFG.u_a, abs=0.02)
@@ -37,7 +44,9 @@ def test_loss_target_logit_uses_margin():
     logits = torch.tensor([[np.cos(th + m), np.cos(np.pi / 2 - th)]]) * CFG.scale
     ce = torch.nn.functional.cross_entropy(logits, torch.tensor([0]))
     assert parts["ce"] == pytest.approx(float(ce), rel=1e-4)
-    assert float(total) == pytest.approx(float(ce) + CFG.lambda_g * float(magnitude_regulariser(torch.tensor(50.0))), rel=1e-4)
+    assert float(total) == pytest.approx(
+        float(ce) + CFG.lambda_g * float(magnitude_regulariser(torch.tensor(50.0))), rel=1e-4
+    )
 
 
 def _toy(seed=0, n_cls=8, per=40, dim=16):
@@ -47,7 +56,9 @@ def _toy(seed=0, n_cls=8, per=40, dim=16):
     for c in range(n_cls):
         s = rng.uniform(0, 1, per)  # severity: shrinks the identity signal
         f = centres[c] * (1 - 0.8 * s)[:, None] + rng.normal(0, 0.3, (per, dim))
-        feats.append(f); labels.append(np.full(per, c)); sev.append(s)  # noqa: E702
+        feats.append(f)
+        labels.append(np.full(per, c))
+        sev.append(s)  # noqa: E702
     return np.concatenate(feats).astype(np.float32), np.concatenate(labels), np.concatenate(sev)
 
 
@@ -58,6 +69,7 @@ def test_training_decreases_loss_and_length_tracks_quality():
     with torch.no_grad():
         q = head(torch.from_numpy(x)).norm(dim=1).numpy()
     from scipy.stats import spearmanr
+
     assert spearmanr(q, -sev).correlation > 0.3  # degraded samples get shorter embeddings
 
 
@@ -70,13 +82,16 @@ def test_same_seed_same_weights_and_resume(tmp_path):
         assert torch.equal(h1.state_dict()[k], h2.state_dict()[k])
     assert not torch.equal(h1.fc.weight, h3.fc.weight)
     ck = tmp_path / "ck.pt"
+
     def stop(ep, n, rec):
         if ep == 3:
             raise KeyboardInterrupt  # the run is killed after epoch 3 (checkpoint already written)
 
     with pytest.raises(KeyboardInterrupt):
         train_quality_head(x, y, epochs=6, batch_size=64, dim=16, seed=3, checkpoint=ck, progress=stop)
-    h4, hist = train_quality_head(x, y, epochs=6, batch_size=64, dim=16, seed=3, checkpoint=ck, log=tmp_path / "log.json")
+    h4, hist = train_quality_head(
+        x, y, epochs=6, batch_size=64, dim=16, seed=3, checkpoint=ck, log=tmp_path / "log.json"
+    )
     assert [r["epoch"] for r in hist] == [1, 2, 3, 4, 5, 6]
     for k in h1.state_dict():
         assert torch.allclose(h1.state_dict()[k], h4.state_dict()[k], atol=1e-6)
@@ -92,9 +107,9 @@ def test_needs_two_identities():
 
 
 def test_degradations_seeded_and_monotone():
+    from conftest import need_shared
     from PIL import Image
 
-    from conftest import need_shared
     from qmag_core.degrade import KINDS, degrade, random_degradations
 
     x = np.asarray(Image.open(need_shared("magface_toy", "toy_imgs", "5.jpg")).convert("RGB").resize((150, 150)))
@@ -138,6 +153,7 @@ def test_cli_train_magface(tmp_path):
     import sys
 
     from conftest import need_shared
+
     glint = need_shared("glint24")
     data = tmp_path / "ids"
     for name in sorted(p.name for p in glint.iterdir())[:4]:
@@ -145,14 +161,34 @@ def test_cli_train_magface(tmp_path):
         for f in sorted((glint / name).glob("*.jpg"))[:6]:
             (data / name / f.name).write_bytes(f.read_bytes())
     out = tmp_path / "head.pt"
-    r = subprocess.run([sys.executable, "-m", "qmag_core", "train-magface", "--data", str(data), "--out", str(out),
-                        "--aligned", "--epochs", "3", "--degraded", "1", "--device", "cpu"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmag_core",
+            "train-magface",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--aligned",
+            "--epochs",
+            "3",
+            "--degraded",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "4 identities, 48 samples" in r.stdout
     head, meta = load_quality_head(out)
     assert meta["n_identities"] == 4 and meta["epochs"] == 3
     assert meta["direction"] == "fixed" and meta["magface"]["u_a"] == 110.0
     import json
+
     log = json.loads((tmp_path / "head.pt.log.json").read_text())
     assert [h["epoch"] for h in log["history"]] == [1, 2, 3]
 
@@ -183,7 +219,7 @@ def test_direction_fixed_training_learns_only_the_length():
     D = rng.normal(size=(200, 8)).astype(np.float32)
     h1, _ = train_quality_head(X, Y, directions=D, epochs=2, seed=3)
     h2, _ = train_quality_head(X, Y, directions=D, epochs=2, seed=3)
-    for a, b in zip(h1.state_dict().values(), h2.state_dict().values()):
+    for a, b in zip(h1.state_dict().values(), h2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(QMagError, match="directions has 10 rows"):
         train_quality_head(X, Y, directions=D[:10], epochs=1)
@@ -229,8 +265,9 @@ def test_backbone_directions_are_the_encoder_descriptors():
     enc = load_encoder("builtin-raw", device="cpu")
     crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
     for kind in ("pooled", "multi"):
-        np.testing.assert_allclose(backbone_directions(enc, backbone_features(enc, crops, kind=kind)),
-                                   enc.embed(crops), atol=1e-4)
+        np.testing.assert_allclose(
+            backbone_directions(enc, backbone_features(enc, crops, kind=kind)), enc.embed(crops), atol=1e-4
+        )
     with pytest.raises(QMagError, match=r"features must be \(N, >= 256\)"):
         backbone_directions(enc, np.zeros((3, 100), np.float32))
 
@@ -250,8 +287,9 @@ def test_quality_model_keeps_backbone_direction_and_uses_head_length():
         e = model(x)
         d = raw.net(x)
         q = head(raw.net.quality_features(x)).norm(dim=1)
-    np.testing.assert_allclose(torch.nn.functional.normalize(e, dim=1).numpy(),
-                               torch.nn.functional.normalize(d, dim=1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        torch.nn.functional.normalize(e, dim=1).numpy(), torch.nn.functional.normalize(d, dim=1).numpy(), atol=1e-6
+    )
     np.testing.assert_allclose(e.norm(dim=1).numpy(), q.numpy(), rtol=1e-5)
     with pytest.raises(QMagError, match="feature_kind"):
         QualityModel(raw.net, head, "pixels")
@@ -275,9 +313,9 @@ def test_bad_quality_head_files(tmp_path):
 def test_shipped_head_quality_tracks_degradation_on_unseen_faces():
     """The shipped head on LFW dev folds 5–7 crops (identities it never saw): q falls
     with severity for blur, noise and occlusion on a small seeded slice."""
+    from conftest import need_shared
     from scipy.stats import spearmanr
 
-    from conftest import need_shared
     from qmag_core.align import FaceDetector, detect_and_align
     from qmag_core.data import read_lfw_pairs
     from qmag_core.degrade import degrade

@@ -74,13 +74,16 @@ def test_fnmr_at_fmr_not_enough_imposters():
     assert ops[2].fnmr is None and "not enough imposters" in ops[2].reason and "1,000" in ops[2].reason
 
 
-@pytest.mark.parametrize("g, i, value, low, high", [
-    ([0.9, 0.8, 0.7, 0.2], [0.1, 0.3, 0.4, 0.75], 0.25, 0.25, 0.25),
-    ([1.0, 0.9], [0.1, 0.2], 0.0, 0.0, 0.0),
-    ([0.1, 0.2], [0.9, 1.0], 1.0, 1.0, 1.0),
-    # t1=0.4: FNMR 0 <= FMR 1/4 (sum 1/4); t2=0.45: FNMR 1/3 >= FMR 1/4 (sum 7/12) -> [0, 1/4]
-    ([0.9, 0.5, 0.4], [0.45, 0.3, 0.2, 0.1], 0.125, 0.0, 0.25),
-])
+@pytest.mark.parametrize(
+    "g, i, value, low, high",
+    [
+        ([0.9, 0.8, 0.7, 0.2], [0.1, 0.3, 0.4, 0.75], 0.25, 0.25, 0.25),
+        ([1.0, 0.9], [0.1, 0.2], 0.0, 0.0, 0.0),
+        ([0.1, 0.2], [0.9, 1.0], 1.0, 1.0, 1.0),
+        # t1=0.4: FNMR 0 <= FMR 1/4 (sum 1/4); t2=0.45: FNMR 1/3 >= FMR 1/4 (sum 7/12) -> [0, 1/4]
+        ([0.9, 0.5, 0.4], [0.45, 0.3, 0.2, 0.1], 0.125, 0.0, 0.25),
+    ],
+)
 def test_eer_toy(g, i, value, low, high):
     e = M.eer(g, i)
     assert e.low <= e.value <= e.high
@@ -143,8 +146,8 @@ def test_edc_quality_discard_beats_random():
     r = M.edc(s, y, q)
     assert r.rule == "fmr_0.001"
     assert r.fnmr[0] == pytest.approx(np.mean(s[y] < r.threshold))
-    assert r.fnmr[-1] < 0.5 * r.fnmr[0]                      # discarding low q removes errors
-    assert abs(r.fnmr_random_median[-1] - r.fnmr[0]) < 0.02   # random discards do not
+    assert r.fnmr[-1] < 0.5 * r.fnmr[0]  # discarding low q removes errors
+    assert abs(r.fnmr_random_median[-1] - r.fnmr[0]) < 0.02  # random discards do not
     k = int(np.floor(0.2 * s.size))
     keep = np.argsort(q, kind="stable")[k:]
     j = list(np.round(r.discard, 2)).index(0.2)
@@ -162,7 +165,7 @@ def test_decimate_keeps_ends_and_limit(tied):
     assert d.fmr.size <= 2000 and c.fmr.size > 2000
     assert d.thresholds[0] == np.inf and d.fmr[-1] == 1.0
     assert np.all(np.diff(d.fmr) >= 0)
-    assert (d.fmr[1:] < 1e-3).sum() >= 50   # low-FMR region keeps detail for DET plots
+    assert (d.fmr[1:] < 1e-3).sum() >= 50  # low-FMR region keeps detail for DET plots
 
 
 def test_bad_input_messages():

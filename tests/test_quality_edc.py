@@ -1,5 +1,6 @@
 """EDC and pAUC-EDC as ISO/IEC 29794-1:2024 / Schlett et al. (2023) define them, checked
 against a literal, loop-by-loop implementation of the published definition."""
+
 import numpy as np
 import pytest
 

@@ -1,13 +1,14 @@
 """Model-free quality measures beside q: computed while embedding, cached, carried into
 score tables as qm_* columns, and given their own EDC in evaluate and on the Quality page."""
+
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from qmag_core import data as D
 from qmag_core.evaluation import evaluate_table
 from qmag_core.quality import MEASURES, inter_eye_distance, measure_columns, sharpness
@@ -39,7 +40,8 @@ def test_embed_records_measures_and_cache_keeps_them(tmp_path):
         np.testing.assert_array_equal(a.measures[name], b.measures[name])
     assert (a.measures["detector_prob"] > 0.9).all() and (a.measures["ied_px"] > 20).all()
     raw = load_encoder("builtin-raw").embed(
-        np.stack([r.aligned.crop for r in compare_images([FACES / p for p in paths], enc).images]))
+        np.stack([r.aligned.crop for r in compare_images([FACES / p for p in paths], enc).images])
+    )
     np.testing.assert_allclose(a.measures["raw_length"], np.linalg.norm(raw, axis=1), rtol=1e-5)
     D.save_embeddings(tmp_path / "e.npz", a)
     c = D.load_embeddings(tmp_path / "e.npz")
@@ -71,8 +73,12 @@ def test_user_quality_column_in_a_scores_csv(tmp_path):
     t.extra = {"qm_ofiq": t.q1.round(3), "comment": np.array(["x"] * len(t))}
     D.write_scores_csv(f, t)
     js = tmp_path / "r.json"
-    r = subprocess.run([sys.executable, "-m", "qmag_core", "evaluate", "--scores", str(f), "--json", str(js),
-                        "--n-boot", "10"], capture_output=True, text=True, cwd=str(ROOT))
+    r = subprocess.run(
+        [sys.executable, "-m", "qmag_core", "evaluate", "--scores", str(f), "--json", str(js), "--n-boot", "10"],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(js.read_text())
     assert set(rep["edc"]["baselines"]) == {"ofiq"}
@@ -93,9 +99,17 @@ def test_pages_show_failures_and_baselines(tmp_path, monkeypatch):
         shutil.copy(FACES / f"img{k}.jpg", d / f"img{k}.jpg")
     (d / "broken.jpg").write_bytes(b"truncated upload")
     # img1/2/4/5/6/7 show one person, img3 another (deepface's own labels)
-    rows = ["img1.jpg,img2.jpg,1", "img4.jpg,img5.jpg,1", "img6.jpg,img7.jpg,1", "img1.jpg,img4.jpg,1",
-            "img1.jpg,img3.jpg,0", "img2.jpg,img3.jpg,0", "img3.jpg,img5.jpg,0", "img3.jpg,broken.jpg,0",
-            "img2.jpg,broken.jpg,1"]
+    rows = [
+        "img1.jpg,img2.jpg,1",
+        "img4.jpg,img5.jpg,1",
+        "img6.jpg,img7.jpg,1",
+        "img1.jpg,img4.jpg,1",
+        "img1.jpg,img3.jpg,0",
+        "img2.jpg,img3.jpg,0",
+        "img3.jpg,img5.jpg,0",
+        "img3.jpg,broken.jpg,0",
+        "img2.jpg,broken.jpg,1",
+    ]
     (tmp_path / "pairs.csv").write_text("path1,path2,label\n" + "\n".join(rows) + "\n")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
     at.switch_page("pages/dataset.py").run()

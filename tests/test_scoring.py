@@ -5,11 +5,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from qmag_core.errors import (DataFormatError, DegenerateFitError, FMRClampWarning,
-                              InvalidEmbeddingError, NotFittedError, QMagError)
+from qmag_core.errors import (
+    DataFormatError,
+    DegenerateFitError,
+    FMRClampWarning,
+    InvalidEmbeddingError,
+    NotFittedError,
+    QMagError,
+)
 from qmag_core.reference import seed_compute_s_q, seed_thresholds_omegas, seed_train
-from qmag_core.scoring import (QMagFaceParams, QMagFaceTrainer, omega_of_s, pair_similarity,
-                               qmagface_score)
+from qmag_core.scoring import QMagFaceParams, QMagFaceTrainer, omega_of_s, pair_similarity, qmagface_score
 from qmag_core.synthetic import synthetic_pairs
 
 
@@ -58,8 +63,9 @@ def test_pair_similarity_rejects_or_masks_bad_rows():
     np.testing.assert_array_equal(ps2.valid, [False, False, False])
 
 
-@pytest.mark.parametrize("pairs, msg", [(np.array([[0, 5]]), "lie in"), (np.array([0, 1]), "shape"),
-                                        (np.array([[0.0, 1.0]]), "integers")])
+@pytest.mark.parametrize(
+    "pairs, msg", [(np.array([[0, 5]]), "lie in"), (np.array([0, 1]), "shape"), (np.array([[0.0, 1.0]]), "integers")]
+)
 def test_pair_similarity_bad_pairs(pairs, msg):
     with pytest.raises(QMagError, match=msg):
         pair_similarity(np.ones((3, 2)), pairs)
@@ -68,9 +74,9 @@ def test_pair_similarity_bad_pairs(pairs, msg):
 # ----------------------------------------------------- official mode == seed code
 DATASETS = [
     dict(n_genuine=2000, n_imposter=20000, random_state=0),
-    dict(n_genuine=3000, n_imposter=30000, random_state=1, quantize=0.01),   # many ties
-    dict(n_genuine=600, n_imposter=9000, random_state=2, quantize=0.05),     # heavy mixed ties
-    dict(n_genuine=4000, n_imposter=120000, random_state=3),                 # windowed path
+    dict(n_genuine=3000, n_imposter=30000, random_state=1, quantize=0.01),  # many ties
+    dict(n_genuine=600, n_imposter=9000, random_state=2, quantize=0.05),  # heavy mixed ties
+    dict(n_genuine=4000, n_imposter=120000, random_state=3),  # windowed path
     dict(n_genuine=3000, n_imposter=100000, random_state=4, quantize=0.002),  # windowed + ties
     dict(n_genuine=1500, n_imposter=15000, random_state=5, imposter_sd_slope=0.004),
 ]
@@ -165,8 +171,17 @@ def test_estimator_contract():
     with pytest.raises(NotFittedError, match="not fitted"):
         tr.transform(X)
     assert tr.fit(X, y) is tr
-    assert set(tr.get_params()) == {"mode", "fmr_min", "fmr_max", "n_fmr", "n_omega", "max_ratio",
-                                     "max_imposters", "clamp_fmr", "random_state"}
+    assert set(tr.get_params()) == {
+        "mode",
+        "fmr_min",
+        "fmr_max",
+        "n_fmr",
+        "n_omega",
+        "max_ratio",
+        "max_imposters",
+        "clamp_fmr",
+        "random_state",
+    }
     clone = QMagFaceTrainer(**tr.get_params())
     assert clone.get_params() == tr.get_params()
     assert tr.fmrs_.shape == tr.thresholds_.shape == tr.omega_opt_.shape == (50,)
@@ -265,7 +280,18 @@ def test_params_roundtrip(tmp_path):
     f = tmp_path / "p.json"
     p.save(f)
     d = json.loads(f.read_text())
-    for k in ("alpha", "beta", "mode", "fmrs", "thresholds", "omega_opt", "options", "encoder", "quality", "trained_on"):
+    for k in (
+        "alpha",
+        "beta",
+        "mode",
+        "fmrs",
+        "thresholds",
+        "omega_opt",
+        "options",
+        "encoder",
+        "quality",
+        "trained_on",
+    ):
         assert k in d
     assert d["options"]["n-omega"] == 20 and d["options"]["mode"] == "consistent"
     back = QMagFaceParams.load(f)
@@ -273,8 +299,15 @@ def test_params_roundtrip(tmp_path):
     assert back.s0 == pytest.approx(tr.alpha_ / tr.beta_)
 
 
-@pytest.mark.parametrize("text, msg", [('{"beta": 1}', "missing key"), ("{nope", "not valid JSON"),
-                                        ('{"alpha": "x", "beta": 1}', "must be a finite number"), ("[1, 2]", "JSON object")])
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ('{"beta": 1}', "missing key"),
+        ("{nope", "not valid JSON"),
+        ('{"alpha": "x", "beta": 1}', "must be a finite number"),
+        ("[1, 2]", "JSON object"),
+    ],
+)
 def test_params_load_errors(tmp_path, text, msg):
     f = tmp_path / "p.json"
     f.write_text(text)

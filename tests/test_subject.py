@@ -1,14 +1,15 @@
 """Which face is the subject of a photo with several?  Rules on geometry, then on the
 original (uncropped) LFW photos of the dev pairs, checked against the same persons'
 centre crops; the CLI's --face and the compare page's face picker."""
+
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, need_shared
+
 from qmag_core.align import Face, FaceDetector, align, choose_face, load_image
 from qmag_core.errors import QMagError
 
@@ -75,8 +76,12 @@ def test_cli_face_option(tmp_path):
     other = need_shared("lfw_photos", "images", "Andre_Agassi", "Andre_Agassi_0002.jpg")
     out = {}
     for rule in ("best", "largest"):
-        r = subprocess.run([sys.executable, "-m", "qmag_core", "compare", str(photo), str(other), "--json",
-                            "--face", rule], capture_output=True, text=True, cwd=str(ROOT))
+        r = subprocess.run(
+            [sys.executable, "-m", "qmag_core", "compare", str(photo), str(other), "--json", "--face", rule],
+            capture_output=True,
+            text=True,
+            cwd=str(ROOT),
+        )
         assert r.returncode == 0, r.stderr
         out[rule] = json.loads(r.stdout)
     img = out["best"]["images"][0]

@@ -1,4 +1,5 @@
 """Utility quality heads (qmag_core.utility): ridge fit, head file, encoder, samples, CLI."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,8 +12,7 @@ import torch
 
 from qmag_core.errors import QMagError
 from qmag_core.magface import load_quality_head, save_quality_head
-from qmag_core.utility import (Q_SCALE, UtilityHead, fit_utility_head, q_from_utility, split_by_identity,
-                               utility_samples)
+from qmag_core.utility import Q_SCALE, UtilityHead, fit_utility_head, q_from_utility, split_by_identity, utility_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,8 @@ def test_head_q_is_positive_monotone_and_about_100_times_utility():
     assert (q > 0).all() and (np.diff(q) > 0).all()
     np.testing.assert_allclose(q[u >= 0.3], Q_SCALE * u[u >= 0.3], rtol=1e-3)
     head = UtilityHead(1)
-    head.scale.fill_(1.0); head.weight.fill_(1.0)  # noqa: E702
+    head.scale.fill_(1.0)
+    head.weight.fill_(1.0)  # noqa: E702
     with torch.no_grad():
         np.testing.assert_allclose(head(torch.from_numpy(u)[:, None].double()).numpy().ravel(), q, rtol=1e-5, atol=1e-9)
 
@@ -90,8 +91,9 @@ def test_head_file_round_trip_and_encoder_keeps_directions(tmp_path):
     crops = np.load(ROOT / "tests" / "fixtures" / "faceapi_reference.npz")["inputs"]
     raw, enc = load_encoder("builtin-raw", device="cpu"), load_encoder("builtin", head=f, device="cpu")
     e, r = enc.embed(crops), raw.embed(crops)
-    np.testing.assert_allclose(e / np.linalg.norm(e, axis=1, keepdims=True),
-                               r / np.linalg.norm(r, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        e / np.linalg.norm(e, axis=1, keepdims=True), r / np.linalg.norm(r, axis=1, keepdims=True), atol=1e-6
+    )
     with torch.inference_mode():
         feats = raw.net.quality_features(raw.tensor(crops)).float()
         np.testing.assert_allclose(np.linalg.norm(e, axis=1), head(feats).numpy().ravel(), rtol=1e-4)
@@ -108,9 +110,9 @@ def test_samples_from_real_photos_both_families():
     """Uncropped LFW photos (several faces in some): clean samples have target 1,
     degraded ones lower, stronger degradations lower still; faces lost to a capture
     degradation are counted, not sampled."""
+    from conftest import need_shared
     from scipy.stats import spearmanr
 
-    from conftest import need_shared
     from qmag_core.encoders import load_encoder
 
     photos = need_shared("lfw_photos", "images")
@@ -119,8 +121,9 @@ def test_samples_from_real_photos_both_families():
     d = utility_samples(enc, paths, family="both", n_degraded=3, seed=0)
     again = utility_samples(enc, paths[:3], family="both", n_degraded=3, seed=0)
     n3 = len(again["target"])
-    np.testing.assert_array_equal(d["family"][:n3] if len(d["failed"]) == len(again["failed"]) == 0 else
-                                  again["family"], again["family"])
+    np.testing.assert_array_equal(
+        d["family"][:n3] if len(d["failed"]) == len(again["failed"]) == 0 else again["family"], again["family"]
+    )
     clean = d["family"] == "clean"
     assert clean.sum() == len(paths) - len(d["failed"])
     assert (d["target"][clean] == 1).all()
@@ -141,17 +144,48 @@ def test_cli_train_quality(tmp_path):
         (data / f"p{k % 4}").mkdir(parents=True, exist_ok=True)
         (data / f"p{k % 4}" / f.name).write_bytes(f.read_bytes())
     out = tmp_path / "u.pt"
-    cmd = [sys.executable, "-m", "qmag_core", "train-quality", "--data", str(data), "--out", str(out),
-           "--family", "crop", "--degraded", "2", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qmag_core",
+        "train-quality",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--family",
+        "crop",
+        "--degraded",
+        "2",
+        "--device",
+        "cpu",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "3 + 1 identities" in r.stdout and "crop family" in r.stdout
     head, meta = load_quality_head(out)
     assert isinstance(head, UtilityHead) and meta["identities"] == {"fit": 3, "validation": 1}
-    r = subprocess.run([sys.executable, "-m", "qmag_core", "compare", str(src[0]), str(src[1]), "--encoder", "builtin",
-                        "--head", str(out), "--json"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmag_core",
+            "compare",
+            str(src[0]),
+            str(src[1]),
+            "--encoder",
+            "builtin",
+            "--head",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     import json
+
     q = [im["quality"] for im in json.loads(r.stdout)["images"]]
     assert all(0 < v < 130 for v in q)
     flat = tmp_path / "flat"

@@ -14,6 +14,7 @@ faces, avoiding LFW identities).  Users and CI never need npm: the files are com
 
     python tools/fetch_faceapi_weights.py [PACKAGE_DIR]   # verify (or re-copy from a package dir)
 """
+
 import hashlib
 import shutil
 import sys

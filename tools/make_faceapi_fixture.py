@@ -6,6 +6,7 @@ Inputs: four MagFace toy faces (Apache-2.0, ../shared/data/magface_toy) resized 
 
     NODE_PATH=/path/with/node_modules python tools/make_faceapi_fixture.py /path/with/node_modules
 """
+
 import json
 import os
 import subprocess
@@ -21,8 +22,9 @@ TOY = ROOT.parent / "shared" / "data" / "magface_toy" / "toy_imgs"
 
 
 def main(node_modules: str):
-    imgs = [np.asarray(Image.open(TOY / f"{k}.jpg").convert("RGB").resize((150, 150), Image.BILINEAR))
-            for k in (0, 3, 6, 9)]
+    imgs = [
+        np.asarray(Image.open(TOY / f"{k}.jpg").convert("RGB").resize((150, 150), Image.BILINEAR)) for k in (0, 3, 6, 9)
+    ]
     imgs.append(np.random.default_rng(0).integers(0, 256, (150, 150, 3), dtype=np.uint8))
     x = np.stack(imgs).astype(np.uint8)
     with tempfile.TemporaryDirectory() as d:
@@ -30,14 +32,28 @@ def main(node_modules: str):
         out = os.path.join(d, "out.json")
         x.tofile(inp)
         env = {**os.environ, "NODE_PATH": node_modules}
-        subprocess.run(["node", str(ROOT / "tools" / "faceapi_reference.js"),
-                        str(ROOT / "qmag_core" / "assets" / "faceapi"), inp, str(len(x)), out],
-                       check=True, env=env)
+        subprocess.run(
+            [
+                "node",
+                str(ROOT / "tools" / "faceapi_reference.js"),
+                str(ROOT / "qmag_core" / "assets" / "faceapi"),
+                inp,
+                str(len(x)),
+                out,
+            ],
+            check=True,
+            env=env,
+        )
         res = json.loads(Path(out).read_text())
     desc = np.asarray(res["descriptors"], dtype=np.float32)
     (ROOT / "tests" / "fixtures").mkdir(exist_ok=True)
-    np.savez_compressed(ROOT / "tests" / "fixtures" / "faceapi_reference.npz", inputs=x, descriptors=desc,
-                        backend=np.asarray(res["backend"]), tfjs=np.asarray(res["tfjs"]))
+    np.savez_compressed(
+        ROOT / "tests" / "fixtures" / "faceapi_reference.npz",
+        inputs=x,
+        descriptors=desc,
+        backend=np.asarray(res["backend"]),
+        tfjs=np.asarray(res["tfjs"]),
+    )
     print(f"{len(x)} descriptors from tfjs {res['tfjs']} ({res['backend']} backend)")
 
 

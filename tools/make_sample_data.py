@@ -11,6 +11,7 @@
   pairs, 7 folds) and scores_extended.csv (the 2,100 genuine pairs + 60,000 seeded
   imposter pairs drawn within folds between different identities).
 """
+
 import shutil
 import sys
 from pathlib import Path
@@ -20,8 +21,13 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from qmag_core.data import (Pairs, ScoreTable, read_lfw_pairs, save_embeddings,  # noqa: E402
-                            scores_from_embeddings, write_scores_csv)
+from qmag_core.data import (
+    ScoreTable,
+    read_lfw_pairs,
+    save_embeddings,  # noqa: E402
+    scores_from_embeddings,
+    write_scores_csv,
+)
 from qmag_core.embed import embed_files  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
 from qmag_core.scoring import pair_similarity  # noqa: E402
@@ -62,7 +68,7 @@ def lfw(n_imposter=60000, seed=0):
     rng = np.random.default_rng(seed)
     idx = {p: k for k, p in enumerate(emb.paths.tolist())}
     fold_imgs = {}
-    for p1, p2, f in zip(pairs.path1, pairs.path2, pairs.fold):
+    for p1, p2, f in zip(pairs.path1, pairs.path2, pairs.fold, strict=True):
         fold_imgs.setdefault(int(f), set()).update((idx[p1], idx[p2]))
     ident = np.array([p.split("/")[0] for p in emb.paths.tolist()])
     I1, I2, F = [], [], []
@@ -75,13 +81,24 @@ def lfw(n_imposter=60000, seed=0):
             if ident[a] != ident[b] and emb.ok[a] and emb.ok[b]:
                 got.add((min(a, b), max(a, b)))
         for a, b in sorted(got):
-            I1.append(a); I2.append(b); F.append(f)  # noqa: E702
+            I1.append(a)
+            I2.append(b)
+            F.append(f)  # noqa: E702
     ps = pair_similarity(emb.embeddings, np.c_[I1, I2])
     g = t.label == 1
-    ext = ScoreTable(np.r_[t.s[g], ps.s], np.r_[t.q1[g], ps.q1], np.r_[t.q2[g], ps.q2],
-                     np.r_[t.label[g], np.zeros(len(I1), np.int8)], np.r_[t.fold[g], F], {"encoder": "builtin"})
-    write_scores_csv(d / "scores_extended.csv", ext,
-                     meta={"source": f"LFW-dev genuine pairs + {len(I1)} seeded imposter pairs within folds (seed {seed})"})
+    ext = ScoreTable(
+        np.r_[t.s[g], ps.s],
+        np.r_[t.q1[g], ps.q1],
+        np.r_[t.q2[g], ps.q2],
+        np.r_[t.label[g], np.zeros(len(I1), np.int8)],
+        np.r_[t.fold[g], F],
+        {"encoder": "builtin"},
+    )
+    write_scores_csv(
+        d / "scores_extended.csv",
+        ext,
+        meta={"source": f"LFW-dev genuine pairs + {len(I1)} seeded imposter pairs within folds (seed {seed})"},
+    )
     print(rep, len(ext))
 
 

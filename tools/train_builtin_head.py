@@ -18,6 +18,7 @@ passes and training.  Every random choice is seeded.
     python tools/train_builtin_head.py --held-out none --degraded 6 --select   # recipe choice, validation only
     python tools/train_builtin_head.py --params consistent|official [--write]   # α/β with the shipped head
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qmag_core.align import ARCFACE_112, FaceDetector, ImageError, NoFaceError, detect_and_align  # noqa: E402
-from qmag_core.safeio import save_npz  # noqa: E402
 from qmag_core.data import read_lfw_pairs  # noqa: E402
 from qmag_core.degrade import KINDS, degrade, with_degraded_copies  # noqa: E402
 from qmag_core.embed import list_images  # noqa: E402
-from qmag_core.encoders import MAGFACE_HEAD as BUILTIN_HEAD, load_encoder  # noqa: E402
-from qmag_core.magface import (MagFaceConfig, backbone_directions, backbone_features,  # noqa: E402
-                               save_quality_head, train_quality_head)
+from qmag_core.encoders import MAGFACE_HEAD as BUILTIN_HEAD  # noqa: E402
+from qmag_core.encoders import load_encoder
+from qmag_core.magface import (
+    MagFaceConfig,
+    backbone_directions,
+    backbone_features,  # noqa: E402
+    save_quality_head,
+    train_quality_head,
+)
+from qmag_core.safeio import save_npz  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -64,8 +71,11 @@ def aligned_crops(cache: Path, enc) -> dict:
     det = FaceDetector()
     train_names, eval_paths = lfw_split()
     crops, labels, id_index, failed = [], [], {}, 0
-    sources = [(SHARED / "glint24", None, True), (SHARED / "orl", None, False),
-               (SHARED / "lfw" / "images", set(train_names), False)]
+    sources = [
+        (SHARED / "glint24", None, True),
+        (SHARED / "orl", None, False),
+        (SHARED / "lfw" / "images", set(train_names), False),
+    ]
     t0 = time.time()
     for root, only, aligned in sources:
         for p in list_images(root):
@@ -81,8 +91,14 @@ def aligned_crops(cache: Path, enc) -> dict:
             labels.append(id_index.setdefault(name, len(id_index)))
         print(f"  {root.name}: {len(crops)} crops so far, {time.time() - t0:.0f} s", flush=True)
     ev = np.stack([detect_and_align(str(SHARED / "lfw" / "images" / p), det, enc.spec).crop for p in eval_paths])
-    out = {"train": np.stack(crops), "labels": np.asarray(labels), "ids": np.asarray(list(id_index)), "eval": ev,
-           "eval_paths": np.asarray(eval_paths), "failed": np.asarray(failed)}
+    out = {
+        "train": np.stack(crops),
+        "labels": np.asarray(labels),
+        "ids": np.asarray(list(id_index)),
+        "eval": ev,
+        "eval_paths": np.asarray(eval_paths),
+        "failed": np.asarray(failed),
+    }
     cache.mkdir(parents=True, exist_ok=True)
     save_npz(f, **out)  # atomic: an interrupted run leaves no half-written cache
     return out
@@ -105,7 +121,7 @@ def training_features(c, enc, n_degraded, seed, feature_kind, max_severity=1.0, 
     feats, sev, kind = [], [], []
     crops = c["train"]
     for k in range(0, len(crops), chunk):
-        batch, kd, sv = with_degraded_copies(crops[k:k + chunk], n_degraded, rng, KINDS, max_severity)
+        batch, kd, sv = with_degraded_copies(crops[k : k + chunk], n_degraded, rng, KINDS, max_severity)
         feats.append(backbone_features(enc, np.stack(batch), kind=feature_kind))
         kind += kd
         sev += sv
@@ -119,11 +135,15 @@ def eval_set(c, enc, seed, feature_kind):
     feats, sev, kind = [], [], []
     for k in range(0, len(c["eval"]), 64):
         batch = []
-        for crop in c["eval"][k:k + 64]:
-            batch.append(crop); sev.append(0.0); kind.append("")  # noqa: E702
+        for crop in c["eval"][k : k + 64]:
+            batch.append(crop)
+            sev.append(0.0)
+            kind.append("")  # noqa: E702
             for kd in KINDS:
                 s = float(rng.uniform(0.1, 1.0))
-                batch.append(degrade(crop, kd, s, rng)); sev.append(s); kind.append(kd)  # noqa: E702
+                batch.append(degrade(crop, kd, s, rng))
+                sev.append(s)
+                kind.append(kd)  # noqa: E702
         feats.append(backbone_features(enc, np.stack(batch), kind=feature_kind))
     return np.concatenate(feats), np.asarray(sev), np.asarray(kind)
 
@@ -132,8 +152,12 @@ def eval_set(c, enc, seed, feature_kind):
 #: the head's own MagFace embedding ("free") or only a length for the backbone's fixed
 #: direction ("fixed", what the shipped encoder matches with), each with MagFace's u_a
 #: and with a smaller magnitude range (u_a 40, the best of the earlier sweeps)
-CANDIDATES = {"free": ("free", MagFaceConfig()), "fixed": ("fixed", MagFaceConfig()),
-              "free u_a 40": ("free", MagFaceConfig(u_a=40.0)), "fixed u_a 40": ("fixed", MagFaceConfig(u_a=40.0))}
+CANDIDATES = {
+    "free": ("free", MagFaceConfig()),
+    "fixed": ("fixed", MagFaceConfig()),
+    "free u_a 40": ("free", MagFaceConfig(u_a=40.0)),
+    "fixed u_a 40": ("fixed", MagFaceConfig(u_a=40.0)),
+}
 #: the issue's targets: Spearman(q, −severity) pooled ≥ 0.45, blur/noise/occlusion ≥ 0.5
 TARGETS = {"pooled": 0.45, "blur": 0.5, "noise": 0.5, "occlusion": 0.5}
 
@@ -154,13 +178,17 @@ def select(c, enc, X, Y, sev, kind, seed: int, epochs: int, val_frac: float = 0.
     val_ids = rng.choice(lfw, int(round(val_frac * len(lfw))), replace=False)
     val = np.isin(Y, val_ids)
     D = backbone_directions(enc, X)
-    print(f"selection: train on {len(np.unique(Y[~val]))} identities ({int((~val).sum())} samples), validate on "
-          f"{len(val_ids)} held-back LFW training persons ({int(val.sum())} samples); criterion: smallest margin over "
-          + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()), flush=True)
+    print(
+        f"selection: train on {len(np.unique(Y[~val]))} identities ({int((~val).sum())} samples), validate on "
+        f"{len(val_ids)} held-back LFW training persons ({int(val.sum())} samples); criterion: smallest margin over "
+        + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()),
+        flush=True,
+    )
     best = None
     for name, (direction, cfg) in CANDIDATES.items():
-        head, _ = train_quality_head(X[~val], Y[~val], directions=D[~val] if direction == "fixed" else None,
-                                     epochs=epochs, seed=seed, cfg=cfg)
+        head, _ = train_quality_head(
+            X[~val], Y[~val], directions=D[~val] if direction == "fixed" else None, epochs=epochs, seed=seed, cfg=cfg
+        )
         with torch.inference_mode():
             q = head(torch.from_numpy(X[val])).norm(dim=1).numpy()
         t = spearman_table(q, sev[val], kind[val])
@@ -180,8 +208,9 @@ def spearman_table(q, sev, kind) -> dict:
 
 
 def fmt(name, t, held_out):
-    return (f"  {name:12s} Spearman(q, -severity) pooled {t['pooled']:.3f}; "
-            + ", ".join(f"{k} {t[k]:.2f}{' (held out)' if k == held_out else ''}" for k in KINDS))
+    return f"  {name:12s} Spearman(q, -severity) pooled {t['pooled']:.3f}; " + ", ".join(
+        f"{k} {t[k]:.2f}{' (held out)' if k == held_out else ''}" for k in KINDS
+    )
 
 
 def train_params(c, mode: str, seed: int, write: bool, n_deg: int = 3):
@@ -200,18 +229,29 @@ def train_params(c, mode: str, seed: int, write: bool, n_deg: int = 3):
     ij, y = identity_pairs(c["labels"][sel], rng, 20_000, 100_000)
     s, q, _ = bk.pair_scores(ij, cross_versions(len(ij), n_deg, rng))
     tr = QMagFaceTrainer(mode=mode, random_state=seed).fit(np.c_[s, q, q], y)
-    print(f"{mode}: alpha {tr.alpha_:.5g} beta {tr.beta_:.5g} (s0 {tr.alpha_ / tr.beta_:.3f}) on {int(y.sum())} genuine + "
-          f"{int((~y).sum())} imposter cross-quality pairs of {len(np.unique(c['labels'][sel]))} identities")
+    print(
+        f"{mode}: alpha {tr.alpha_:.5g} beta {tr.beta_:.5g} (s0 {tr.alpha_ / tr.beta_:.3f}) on "
+        f"{int(y.sum())} genuine + "
+        f"{int((~y).sum())} imposter cross-quality pairs of {len(np.unique(c['labels'][sel]))} identities"
+    )
     if write:
-        p = tr.params(encoder="builtin", trained_on={
-            "data": "glint24 (ArcFace crops re-warped to dlib-150) + ORL (MTCNN), ../shared/data; disjoint from LFW",
-            "pairs": f"all genuine (capped 20,000) + 100,000 imposter pairs, one side degraded ({n_deg} seeded "
-                     "versions per image, kinds uniform, severity U(0.1, 1)), seed " + str(seed),
-            "n_genuine": tr.n_genuine_, "n_imposter": tr.n_imposter_,
-            "command": f"python tools/train_builtin_head.py --params {mode} --write"})
+        p = tr.params(
+            encoder="builtin",
+            trained_on={
+                "data": "glint24 (ArcFace crops re-warped to dlib-150) + ORL (MTCNN), ../shared/data; "
+                "disjoint from LFW",
+                "pairs": f"all genuine (capped 20,000) + 100,000 imposter pairs, one side degraded ({n_deg} seeded "
+                "versions per image, kinds uniform, severity U(0.1, 1)), seed " + str(seed),
+                "n_genuine": tr.n_genuine_,
+                "n_imposter": tr.n_imposter_,
+                "command": f"python tools/train_builtin_head.py --params {mode} --write",
+            },
+        )
         p.operating_points = operating_points(s, qmagface_score(s, q, tr.alpha_, tr.beta_), y)
-        p.notes = list(p.notes) + ["q = the shipped MagFace quality head (qmag_core/assets/quality_head/builtin_head.pt)",
-                                   "operating points measured on the cross-quality training pairs"]
+        p.notes = list(p.notes) + [
+            "q = the shipped MagFace quality head (qmag_core/assets/quality_head/builtin_head.pt)",
+            "operating points measured on the cross-quality training pairs",
+        ]
         out = ROOT / "qmag_core" / "assets" / "params" / "builtin.json"
         p.save(out)
         print(f"wrote {out}")
@@ -229,7 +269,9 @@ def calibrate(c, enc, n: int = 160, seed: int = 0):
         row = []
         for sv in (0.25, 0.5, 0.75, 1.0):
             rng = np.random.default_rng(seed)
-            row.append(1 - float(np.mean((unit(enc.embed(np.stack([degrade(x, kd, sv, rng) for x in crops]))) * e0).sum(1))))
+            row.append(
+                1 - float(np.mean((unit(enc.embed(np.stack([degrade(x, kd, sv, rng) for x in crops]))) * e0).sum(1)))
+            )
         print(f"  {kd:10s} " + " ".join(f"{v:.3f}" for v in row))
 
 
@@ -237,23 +279,41 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--held-out", default="exposure", help="degradation kind left out of training, or 'none'")
     ap.add_argument("--degraded", type=int, default=4, help="seeded degraded copies per training image")
-    ap.add_argument("--train-severity", type=float, default=1.0,
-                    help="training severities ~ U(0.1, this); evaluation always uses U(0.1, 1)")
+    ap.add_argument(
+        "--train-severity",
+        type=float,
+        default=1.0,
+        help="training severities ~ U(0.1, this); evaluation always uses U(0.1, 1)",
+    )
     ap.add_argument("--features", choices=("pooled", "multi"), default="multi")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default="linear:0", help="head variants name:hidden[,...]; the first is written")
-    ap.add_argument("--direction", choices=("fixed", "free"), default="fixed",
-                    help="MagFace embedding = the backbone's fixed direction x head length, or the head's own output")
+    ap.add_argument(
+        "--direction",
+        choices=("fixed", "free"),
+        default="fixed",
+        help="MagFace embedding = the backbone's fixed direction x head length, or the head's own output",
+    )
     ap.add_argument("--u-a", type=float, default=110.0, help="MagFace u_a (upper magnitude)")
-    ap.add_argument("--select", action="store_true",
-                    help="compare the recipes in CANDIDATES on validation persons from the training set (no eval)")
+    ap.add_argument(
+        "--select",
+        action="store_true",
+        help="compare the recipes in CANDIDATES on validation persons from the training set (no eval)",
+    )
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "qmag" / "builtin_head"))
-    ap.add_argument("--params", choices=("official", "consistent"), default=None,
-                    help="instead of training the head: train the builtin encoder's α/β with the shipped head")
+    ap.add_argument(
+        "--params",
+        choices=("official", "consistent"),
+        default=None,
+        help="instead of training the head: train the builtin encoder's α/β with the shipped head",
+    )
     ap.add_argument("--calibrate", action="store_true", help="print the severity calibration of the degradations")
-    ap.add_argument("--write", action="store_true", help=f"write the first variant to {BUILTIN_HEAD} "
-                    "(with --params: qmag_core/assets/params/builtin.json)")
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help=f"write the first variant to {BUILTIN_HEAD} (with --params: qmag_core/assets/params/builtin.json)",
+    )
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     enc = load_encoder("builtin-raw", device="cpu")
@@ -266,8 +326,10 @@ def main():
     kinds = tuple(k for k in KINDS if k != a.held_out)
     cache = Path(a.cache)
     sv = "" if a.train_severity == 1.0 else f"_s{a.train_severity:g}"
-    X, Y, tsev, tkind = cached(cache / f"train_{a.features}_{a.degraded}_{a.seed}{sv}.npz",
-                               lambda: training_features(c, enc, a.degraded, a.seed, a.features, a.train_severity))
+    X, Y, tsev, tkind = cached(
+        cache / f"train_{a.features}_{a.degraded}_{a.seed}{sv}.npz",
+        lambda: training_features(c, enc, a.degraded, a.seed, a.features, a.train_severity),
+    )
     keep = tkind != a.held_out
     X, Y = X[keep], Y[keep]
     if a.select:
@@ -276,9 +338,12 @@ def main():
     cfg = MagFaceConfig(u_a=a.u_a)
     f, sev, kind = cached(cache / f"eval_{a.features}_{a.seed}.npz", lambda: eval_set(c, enc, a.seed, a.features))
     q_raw = np.linalg.norm(backbone_directions(enc, f), axis=1)
-    print(f"features in {time.time() - t0:.0f} s: training {len(np.unique(Y))} identities, {len(Y)} samples "
-          f"({len(c['train'])} images + {a.degraded} degraded copies each, kinds {', '.join(kinds)}); "
-          f"evaluation: LFW folds 5-7, {len(c['eval'])} images x (clean + {len(KINDS)} kinds)", flush=True)
+    print(
+        f"features in {time.time() - t0:.0f} s: training {len(np.unique(Y))} identities, {len(Y)} samples "
+        f"({len(c['train'])} images + {a.degraded} degraded copies each, kinds {', '.join(kinds)}); "
+        f"evaluation: LFW folds 5-7, {len(c['eval'])} images x (clean + {len(KINDS)} kinds)",
+        flush=True,
+    )
     print(fmt("raw length", spearman_table(q_raw, sev, kind), a.held_out))
     for n, spec in enumerate(a.variants.split(",")):
         name, hidden = spec.split(":")
@@ -287,17 +352,30 @@ def main():
         with torch.inference_mode():
             q = head(torch.from_numpy(f)).norm(dim=1).numpy()
         table = spearman_table(q, sev, kind)
-        print(f"  [{name}] loss {hist[0]['loss']:.2f} -> {hist[-1]['loss']:.2f}, mean q {hist[-1]['mean_a']:.1f}, "
-              f"{time.time() - t1:.0f} s")
+        print(
+            f"  [{name}] loss {hist[0]['loss']:.2f} -> {hist[-1]['loss']:.2f}, mean q {hist[-1]['mean_a']:.1f}, "
+            f"{time.time() - t1:.0f} s"
+        )
         print(fmt(f"head {name}", table, a.held_out), flush=True)
         if a.write and n == 0:
-            meta = {"features": a.features, "hidden": int(hidden), "seed": a.seed, "epochs": a.epochs,
-                    "direction": a.direction, "magface": {k: float(v) for k, v in vars(cfg).items()},
-                    "degraded_per_image": a.degraded, "train_severity": [0.1, a.train_severity], "held_out": a.held_out, "kinds": list(kinds),
-                    "n_identities": int(len(np.unique(Y))), "n_samples": int(len(Y)),
-                    "train_data": "glint24 + ORL + LFW persons outside dev folds 5-7 (../shared/data)",
-                    "spearman_lfw_folds_5_7": table, "final_loss": hist[-1]["loss"],
-                    "command": "python tools/train_builtin_head.py " + " ".join(sys.argv[1:])}
+            meta = {
+                "features": a.features,
+                "hidden": int(hidden),
+                "seed": a.seed,
+                "epochs": a.epochs,
+                "direction": a.direction,
+                "magface": {k: float(v) for k, v in vars(cfg).items()},
+                "degraded_per_image": a.degraded,
+                "train_severity": [0.1, a.train_severity],
+                "held_out": a.held_out,
+                "kinds": list(kinds),
+                "n_identities": int(len(np.unique(Y))),
+                "n_samples": int(len(Y)),
+                "train_data": "glint24 + ORL + LFW persons outside dev folds 5-7 (../shared/data)",
+                "spearman_lfw_folds_5_7": table,
+                "final_loss": hist[-1]["loss"],
+                "command": "python tools/train_builtin_head.py " + " ".join(sys.argv[1:]),
+            }
             BUILTIN_HEAD.parent.mkdir(parents=True, exist_ok=True)
             save_quality_head(head, BUILTIN_HEAD, meta)
             print(f"wrote {BUILTIN_HEAD}: {json.dumps(table)}")

@@ -14,19 +14,17 @@ Training data is disjoint from LFW: seeded pairs of the 24 glint24 identities
 
     python tools/train_builtin_params.py [--mode official|consistent] [--write]
 """
+
 import argparse
-import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qmag_core import metrics as M  # noqa: E402
 from qmag_core.compare import operating_points  # noqa: E402
-from qmag_core.data import make_pairs, read_lfw_pairs, scores_from_embeddings, sha256_file  # noqa: E402
+from qmag_core.data import make_pairs, read_lfw_pairs, scores_from_embeddings  # noqa: E402
 from qmag_core.embed import embed_files, list_images  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
 from qmag_core.scoring import QMagFaceTrainer, qmagface_score  # noqa: E402
@@ -37,9 +35,11 @@ SHARED = ROOT.parent / "shared" / "data"
 def summary(name, t):
     g, i = M.split_scores(t.s, t.label)
     acc = M.kfold_accuracy(t.s, t.label, t.fold) if t.has_folds else None
-    print(f"  {name}: EER {100 * M.eer(g, i).value:.3f}%  FNMR@1e-3 {100 * M.fnmr_at_fmr(g, i, (1e-3,))[0].fnmr:.2f}%"
-          f"  genuine s {g.mean():.3f}±{g.std():.3f}  imposter s {i.mean():.3f}±{i.std():.3f}"
-          + (f"  acc {100 * acc.mean:.2f}%" if acc else ""))
+    print(
+        f"  {name}: EER {100 * M.eer(g, i).value:.3f}%  FNMR@1e-3 {100 * M.fnmr_at_fmr(g, i, (1e-3,))[0].fnmr:.2f}%"
+        f"  genuine s {g.mean():.3f}±{g.std():.3f}  imposter s {i.mean():.3f}±{i.std():.3f}"
+        + (f"  acc {100 * acc.mean:.2f}%" if acc else "")
+    )
 
 
 def main():
@@ -75,9 +75,11 @@ def main():
         g, i = M.split_scores(sh, y)
         acc = M.kfold_accuracy(sh, y, tl.fold)
         res[mode] = tr
-        print(f"  {mode:10s} alpha={tr.alpha_:.5g} beta={tr.beta_:.5g} s0={tr.alpha_ / tr.beta_:.3f}: LFW EER "
-              f"{100 * M.eer(g, i).value:.3f}%  FNMR@1e-3 {100 * M.fnmr_at_fmr(g, i, (1e-3,))[0].fnmr:.2f}%  "
-              f"acc {100 * acc.mean:.2f}% ± {100 * acc.std:.2f}")
+        print(
+            f"  {mode:10s} alpha={tr.alpha_:.5g} beta={tr.beta_:.5g} s0={tr.alpha_ / tr.beta_:.3f}: LFW EER "
+            f"{100 * M.eer(g, i).value:.3f}%  FNMR@1e-3 {100 * M.fnmr_at_fmr(g, i, (1e-3,))[0].fnmr:.2f}%  "
+            f"acc {100 * acc.mean:.2f}% ± {100 * acc.std:.2f}"
+        )
     return res, train, pairs
 
 
@@ -88,17 +90,24 @@ def write(res, train, pairs, mode="consistent"):
     out_dir = ROOT / "qmag_core" / "assets" / "params"
     out_dir.mkdir(parents=True, exist_ok=True)
     for enc_id in ("builtin-raw",):  # builtin (with its quality head): tools/train_builtin_head.py --params
-        p = tr.params(encoder=enc_id, trained_on={
-            "data": "glint24 (../shared/data/glint24), 24 identities, ArcFace crops re-warped to dlib-150",
-            "pairs": "make_pairs(n_genuine=6000, n_imposter=60000, n_folds=4, random_state=0)",
-            "n_genuine": tr.n_genuine_, "n_imposter": tr.n_imposter_,
-            "command": "python tools/train_builtin_params.py --write"})
+        p = tr.params(
+            encoder=enc_id,
+            trained_on={
+                "data": "glint24 (../shared/data/glint24), 24 identities, ArcFace crops re-warped to dlib-150",
+                "pairs": "make_pairs(n_genuine=6000, n_imposter=60000, n_folds=4, random_state=0)",
+                "n_genuine": tr.n_genuine_,
+                "n_imposter": tr.n_imposter_,
+                "command": "python tools/train_builtin_params.py --write",
+            },
+        )
         p.operating_points = operating_points(train.s, sh, train.label)
         p.notes = list(p.notes) + [
-            f"bootstrap 95% CI (50 resamples): alpha {ci.alpha[0]:.4g}..{ci.alpha[1]:.4g}, beta {ci.beta[0]:.4g}..{ci.beta[1]:.4g}",
+            f"bootstrap 95% CI (50 resamples): alpha {ci.alpha[0]:.4g}..{ci.alpha[1]:.4g}, beta "
+            f"{ci.beta[0]:.4g}..{ci.beta[1]:.4g}",
             "mode 'consistent': in 'official' mode the zero crossing s0 = alpha/beta lies below this network's "
             "imposter cosines (~0.84), so omega(s) = 0 for all pairs and QMagFace equals cosine",
-            "operating points measured on the glint24 training pairs"]
+            "operating points measured on the glint24 training pairs",
+        ]
         p.save(out_dir / f"{enc_id}.json")
         print(f"wrote {out_dir / (enc_id + '.json')}")
 

@@ -18,6 +18,7 @@ folds 5–7): every same-person photo pair (both orders) and 100,000 seeded pair
 different persons; the first photo clean, the second one of its degraded versions of
 either family (uniform), q from the shipped head, directions from the backbone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,21 +53,28 @@ def split_paths() -> dict:
 
     out = {"train": paths(TRAIN_FOLDS), "val": paths(VAL_FOLDS), "test": paths(TEST_FOLDS)}
     ids = {k: {p.split("/")[0] for p in v} for k, v in out.items()}
-    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"]), "folds share persons"
+    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"]), (
+        "folds share persons"
+    )
     return out
 
 
 def samples(enc, paths, family: str, n_deg: int, seed: int, cache: Path) -> dict:
     """Cached ``utility_samples`` of one family ('crop' or 'capture')."""
-    key = hashlib.blake2b(("\n".join(paths) + f"|{family}|{n_deg}|{seed}|{enc.key}").encode(), digest_size=8).hexdigest()
+    key = hashlib.blake2b(
+        ("\n".join(paths) + f"|{family}|{n_deg}|{seed}|{enc.key}").encode(), digest_size=8
+    ).hexdigest()
     f = cache / f"{family}-{key}.npz"
     if f.is_file():
         z = np.load(f)
         return {k: z[k] for k in z.files}
     t0 = time.time()
     d = utility_samples(enc, [str(PHOTOS / p) for p in paths], family=family, n_degraded=n_deg, seed=seed)
-    print(f"  {family}: {len(paths)} photos -> {len(d['target'])} samples, {len(d['failed'])} without a face, "
-          f"{d['lost']} degraded versions lost their face; {time.time() - t0:.0f} s", flush=True)
+    print(
+        f"  {family}: {len(paths)} photos -> {len(d['target'])} samples, {len(d['failed'])} without a face, "
+        f"{d['lost']} degraded versions lost their face; {time.time() - t0:.0f} s",
+        flush=True,
+    )
     d = {k: np.asarray(v) for k, v in d.items() if k not in ("failed", "lost")}
     save_npz(f, **d)
     return d
@@ -77,7 +85,8 @@ def stack(parts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     X, y = [parts[0]["features"]], [parts[0]["target"]]
     for p in parts[1:]:
         m = p["family"] != "clean"
-        X.append(p["features"][m]); y.append(p["target"][m])  # noqa: E702
+        X.append(p["features"][m])
+        y.append(p["target"][m])  # noqa: E702
     return np.concatenate(X), np.concatenate(y)
 
 
@@ -94,9 +103,17 @@ def train(family: str = "both", n_deg: int = 2, seed: int = 0, cache: Path | Non
     X, y = stack([samples(enc, tr, f, n_deg, seed + 7, cache) for f in fams])
     Xv, yv = stack([samples(enc, sp["val"], f, n_deg, seed + 8, cache) for f in fams])
     fit = fit_utility_head(X, y, Xv, yv)
-    meta = {"kind": "utility", "features": "multi", "family": family, "degraded_per_photo": n_deg, "seed": seed,
-            "data": "lfw_photos dev pairs: folds 1-3 fit, fold 4 selects lambda", "n_train_photos": len(tr),
-            "n_val_photos": len(sp["val"]), **fit.meta()}
+    meta = {
+        "kind": "utility",
+        "features": "multi",
+        "family": family,
+        "degraded_per_photo": n_deg,
+        "seed": seed,
+        "data": "lfw_photos dev pairs: folds 1-3 fit, fold 4 selects lambda",
+        "n_train_photos": len(tr),
+        "n_val_photos": len(sp["val"]),
+        **fit.meta(),
+    }
     return fit, meta
 
 
@@ -154,20 +171,31 @@ def train_params(mode: str, seed: int, write: bool, n_deg: int = 2):
 
     s, q, y, n_photos = cross_quality_pairs(n_deg, seed)
     tr = QMagFaceTrainer(mode=mode, random_state=seed).fit(np.c_[s, q, q], y)
-    print(f"{mode}: alpha {tr.alpha_:.5g} beta {tr.beta_:.5g} (s0 {tr.alpha_ / tr.beta_:.3f}) on {int(y.sum())} genuine + "
-          f"{int((~y).sum())} imposter cross-quality pairs of {n_photos} photos (LFW dev folds 1-4 persons)")
+    print(
+        f"{mode}: alpha {tr.alpha_:.5g} beta {tr.beta_:.5g} (s0 {tr.alpha_ / tr.beta_:.3f}) on "
+        f"{int(y.sum())} genuine + "
+        f"{int((~y).sum())} imposter cross-quality pairs of {n_photos} photos (LFW dev folds 1-4 persons)"
+    )
     if write:
-        p = tr.params(encoder="builtin", trained_on={
-            "data": "original LFW photos of the dev pairs' folds 1-4 persons (../shared/data/lfw_photos); "
-                    "never folds 5-7, the test of the benches",
-            "pairs": "every same-person photo pair (both orders) + 100,000 seeded different-person pairs; first photo "
-                     f"clean, second one of its {n_deg}+{n_deg} seeded degraded versions (crop and capture family), "
-                     f"severity U(0.1, 1), seed {seed}",
-            "n_genuine": tr.n_genuine_, "n_imposter": tr.n_imposter_,
-            "command": f"python tools/train_builtin_utility.py --params {mode} --write"})
+        p = tr.params(
+            encoder="builtin",
+            trained_on={
+                "data": "original LFW photos of the dev pairs' folds 1-4 persons (../shared/data/lfw_photos); "
+                "never folds 5-7, the test of the benches",
+                "pairs": "every same-person photo pair (both orders) + 100,000 seeded different-person "
+                "pairs; first photo "
+                f"clean, second one of its {n_deg}+{n_deg} seeded degraded versions (crop and capture family), "
+                f"severity U(0.1, 1), seed {seed}",
+                "n_genuine": tr.n_genuine_,
+                "n_imposter": tr.n_imposter_,
+                "command": f"python tools/train_builtin_utility.py --params {mode} --write",
+            },
+        )
         p.operating_points = operating_points(s, qmagface_score(s, q, tr.alpha_, tr.beta_), y)
-        p.notes = list(p.notes) + ["q = the shipped utility quality head (qmag_core/assets/quality_head/builtin_head.pt)",
-                                   "operating points measured on the cross-quality training pairs"]
+        p.notes = list(p.notes) + [
+            "q = the shipped utility quality head (qmag_core/assets/quality_head/builtin_head.pt)",
+            "operating points measured on the cross-quality training pairs",
+        ]
         out = ROOT / "qmag_core" / "assets" / "params" / "builtin.json"
         p.save(out)
         print(f"wrote {out}")
@@ -182,7 +210,7 @@ def calibrate(n: int = 120, seed: int = 0):
 
     enc = load_encoder("builtin-raw", device="cpu")
     det = FaceDetector()
-    paths = split_paths()["train"][::max(1, len(split_paths()["train"]) // n)][:n]
+    paths = split_paths()["train"][:: max(1, len(split_paths()["train"]) // n)][:n]
 
     def unit_of(img):
         fs = det.detect(img)
@@ -198,7 +226,9 @@ def calibrate(n: int = 120, seed: int = 0):
         u, lm = unit_of(img)
         if u is not None:
             base.append((img, u, lm))
-    print(f"{len(base)} photos (folds 1-3); per severity 0.25 / 0.5 / 0.75 / 1: face lost %, mean 1 - cos of kept faces")
+    print(
+        f"{len(base)} photos (folds 1-3); per severity 0.25 / 0.5 / 0.75 / 1: face lost %, mean 1 - cos of kept faces"
+    )
     for kind in CAPTURE_KINDS:
         cells = []
         for sv in (0.25, 0.5, 0.75, 1.0):
@@ -234,15 +264,19 @@ def spearman(seed: int = 0):
     feats, sev, kind = [], [], []
     for k in range(0, len(paths), 64):
         batch = []
-        for p in paths[k:k + 64]:
+        for p in paths[k : k + 64]:
             try:
                 crop = detect_and_align(str(SHARED / "lfw" / "images" / p), det, enc.spec).crop
             except NoFaceError:
                 continue
-            batch.append(crop); sev.append(0.0); kind.append("")  # noqa: E702
+            batch.append(crop)
+            sev.append(0.0)
+            kind.append("")  # noqa: E702
             for kd in KINDS:
                 sv = float(rng.uniform(0.1, 1.0))
-                batch.append(degrade(crop, kd, sv, rng)); sev.append(sv); kind.append(kd)  # noqa: E702
+                batch.append(degrade(crop, kd, sv, rng))
+                sev.append(sv)
+                kind.append(kd)  # noqa: E702
         feats.append(backbone_features(enc, np.stack(batch), kind="multi"))
     f, sev, kind = np.concatenate(feats), np.asarray(sev), np.asarray(kind)
     qs = {"raw descriptor length": np.linalg.norm(backbone_directions(enc, f), axis=1)}
@@ -252,8 +286,9 @@ def spearman(seed: int = 0):
     print(f"{int((kind == '').sum())} LFW folds 5-7 crops, clean + one per kind; Spearman(q, -severity)")
     print(f"{'q':<26}{'pooled':>8}" + "".join(f"{k:>11}" for k in KINDS))
     for name, q in qs.items():
-        row = [spearmanr(q, -sev)[0]] + [spearmanr(q[(kind == k) | (kind == "")], -sev[(kind == k) | (kind == "")])[0]
-                                         for k in KINDS]
+        row = [spearmanr(q, -sev)[0]] + [
+            spearmanr(q[(kind == k) | (kind == "")], -sev[(kind == k) | (kind == "")])[0] for k in KINDS
+        ]
         print(f"{name:<26}{row[0]:>8.3f}" + "".join(f"{v:>11.2f}" for v in row[1:]))
 
 
@@ -264,8 +299,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="head file (default: not written unless --write)")
     ap.add_argument("--write", action="store_true", help=f"ship it: write {BUILTIN_HEAD} (with --params: builtin.json)")
-    ap.add_argument("--params", choices=("consistent", "official"), default=None,
-                    help="train QMagFace α/β for the shipped head instead of a head")
+    ap.add_argument(
+        "--params",
+        choices=("consistent", "official"),
+        default=None,
+        help="train QMagFace α/β for the shipped head instead of a head",
+    )
     ap.add_argument("--calibrate", action="store_true", help="print the capture family's severity calibration")
     ap.add_argument("--spearman", action="store_true", help="Spearman(q, -severity) on folds 5-7 crops, crop family")
     a = ap.parse_args(argv)
@@ -280,9 +319,12 @@ def main(argv=None) -> int:
         train_params(a.params, a.seed, a.write, a.degraded)
         return 0
     fit, meta = train(a.family, a.degraded, a.seed)
-    print(f"{a.family}: {fit.n_train} training + {fit.n_val} validation samples; λ = {fit.lam:g}; validation "
-          f"Spearman(pred, target) by λ: " + ", ".join(f"{k:g}: {v:.3f}" for k, v in fit.val_spearman.items())
-          + f"; {time.time() - t0:.0f} s")
+    print(
+        f"{a.family}: {fit.n_train} training + {fit.n_val} validation samples; λ = {fit.lam:g}; validation "
+        f"Spearman(pred, target) by λ: "
+        + ", ".join(f"{k:g}: {v:.3f}" for k, v in fit.val_spearman.items())
+        + f"; {time.time() - t0:.0f} s"
+    )
     out = BUILTIN_HEAD if a.write else a.out
     if out:
         save_quality_head(fit.head, out, meta)

@@ -12,11 +12,12 @@ id             network                                                         c
 Every encoder maps aligned RGB uint8 crops (B, S, S, 3) to raw float32 embeddings
 (B, D) whose L2 norm is the quality q.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -27,7 +28,7 @@ __all__ = ["Encoder", "ENCODERS", "load_encoder", "resolve_device", "encoder_ids
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" → "cuda" when a GPU is available, else "cpu"."""
+    """ "auto" → "cuda" when a GPU is available, else "cpu"."""
     import torch
 
     if device == "auto":
@@ -52,9 +53,21 @@ class Encoder:
     dim: int
     quality: str
 
-    def __init__(self, net, *, id: str, spec: CropSpec, dim: int, quality: str, key: str,
-                 preprocess: Callable, torch_pre: Callable, device: str = "cpu", fp16: bool = False,
-                 flip: bool = False):
+    def __init__(
+        self,
+        net,
+        *,
+        id: str,
+        spec: CropSpec,
+        dim: int,
+        quality: str,
+        key: str,
+        preprocess: Callable,
+        torch_pre: Callable,
+        device: str = "cpu",
+        fp16: bool = False,
+        flip: bool = False,
+    ):
         import torch
 
         self.id, self.spec, self.dim, self.quality, self.key = id, spec, dim, quality, key
@@ -97,13 +110,14 @@ class Encoder:
         direction as their sum, length on the same scale as without flip)."""
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[1:] != (self.spec.size, self.spec.size, 3):
-            raise QMagError(f"{self.id} expects crops of shape (B, {self.spec.size}, {self.spec.size}, 3), got {crops.shape}")
+            raise QMagError(
+                f"{self.id} expects crops of shape (B, {self.spec.size}, {self.spec.size}, 3), got {crops.shape}"
+            )
         out = []
         with self._torch.inference_mode():
             for k in range(0, crops.shape[0], batch_size):
-                out.append(self.embedding(self.tensor(crops[k:k + batch_size])).cpu().numpy())
+                out.append(self.embedding(self.tensor(crops[k : k + batch_size])).cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
-
 
     def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """``(embeddings (B, dim), raw descriptor length (B,))``: for a network with a
@@ -115,11 +129,13 @@ class Encoder:
             return e, np.linalg.norm(e, axis=1)
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[1:] != (self.spec.size, self.spec.size, 3):
-            raise QMagError(f"{self.id} expects crops of shape (B, {self.spec.size}, {self.spec.size}, 3), got {crops.shape}")
+            raise QMagError(
+                f"{self.id} expects crops of shape (B, {self.spec.size}, {self.spec.size}, 3), got {crops.shape}"
+            )
         es, rs = [], []
         with self._torch.inference_mode():
             for k in range(0, crops.shape[0], batch_size):
-                d, q = net.descriptor_and_quality(self.tensor(crops[k:k + batch_size]))
+                d, q = net.descriptor_and_quality(self.tensor(crops[k : k + batch_size]))
                 d, q = d.float(), q.float()
                 r = d.norm(dim=1)
                 es.append((d / r.clamp_min(1e-12)[:, None] * q[:, None]).cpu().numpy())
@@ -161,10 +177,19 @@ def _file_key(*paths) -> str:
 def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
     from .faceapi import WEIGHTS_SHA256, load_faceapi_net
 
-    return Encoder(load_faceapi_net(), id="builtin-raw", spec=DLIB_150, dim=128,
-                   quality="length of the raw faceRecognitionNet descriptor (weak quality proxy)",
-                   key=f"builtin-raw-{WEIGHTS_SHA256[:16]}{'-flip' if flip else ''}",
-                   preprocess=_faceapi_pre, torch_pre=_faceapi_torch, device=device, fp16=fp16, flip=flip)
+    return Encoder(
+        load_faceapi_net(),
+        id="builtin-raw",
+        spec=DLIB_150,
+        dim=128,
+        quality="length of the raw faceRecognitionNet descriptor (weak quality proxy)",
+        key=f"builtin-raw-{WEIGHTS_SHA256[:16]}{'-flip' if flip else ''}",
+        preprocess=_faceapi_pre,
+        torch_pre=_faceapi_torch,
+        device=device,
+        fp16=fp16,
+        flip=flip,
+    )
 
 
 #: the shipped quality head of the built-in encoder: a utility head (q ≈ 100 × predicted
@@ -172,8 +197,10 @@ def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
 BUILTIN_HEAD = Path(__file__).resolve().parents[1] / "assets" / "quality_head" / "builtin_head.pt"
 #: the MagFace-loss head shipped before it, kept for comparison (``--head``; ``tools/train_builtin_head.py``)
 MAGFACE_HEAD = BUILTIN_HEAD.with_name("builtin_magface_head.pt")
-_HEAD_WORDS = {"utility": "utility quality head (q ≈ 100 × predicted cosine to the clean capture)",
-               "magface": "MagFace quality head (q = head output length)"}
+_HEAD_WORDS = {
+    "utility": "utility quality head (q ≈ 100 × predicted cosine to the clean capture)",
+    "magface": "MagFace quality head (q = head output length)",
+}
 
 
 def _builtin(*, device="auto", fp16=False, flip=False, head=None, **_):
@@ -182,13 +209,24 @@ def _builtin(*, device="auto", fp16=False, flip=False, head=None, **_):
 
     head_path = Path(head) if head else BUILTIN_HEAD
     if not head_path.is_file():
-        raise QMagError(f"quality head {head_path} is missing; reinstall the package or run tools/train_builtin_utility.py")
+        raise QMagError(
+            f"quality head {head_path} is missing; reinstall the package or run tools/train_builtin_utility.py"
+        )
     qhead, meta = load_quality_head(head_path)
     net = QualityModel(load_faceapi_net(), qhead, meta.get("features", "multi"))
-    return Encoder(net, id="builtin", spec=DLIB_150, dim=128,
-                   quality=f"{_HEAD_WORDS[getattr(qhead, 'kind', 'magface')]} on the faceRecognitionNet port",
-                   key=f"builtin-{WEIGHTS_SHA256[:16]}-{_file_key(head_path)}{'-flip' if flip else ''}",
-                   preprocess=_faceapi_pre, torch_pre=_faceapi_torch, device=device, fp16=fp16, flip=flip)
+    return Encoder(
+        net,
+        id="builtin",
+        spec=DLIB_150,
+        dim=128,
+        quality=f"{_HEAD_WORDS[getattr(qhead, 'kind', 'magface')]} on the faceRecognitionNet port",
+        key=f"builtin-{WEIGHTS_SHA256[:16]}-{_file_key(head_path)}{'-flip' if flip else ''}",
+        preprocess=_faceapi_pre,
+        torch_pre=_faceapi_torch,
+        device=device,
+        fp16=fp16,
+        flip=flip,
+    )
 
 
 def _magface(*, checkpoint=None, arch="iresnet100", device="auto", fp16=False, flip=False, **_):
@@ -197,9 +235,19 @@ def _magface(*, checkpoint=None, arch="iresnet100", device="auto", fp16=False, f
     if not checkpoint:
         raise QMagError("the 'magface' encoder needs a checkpoint path (--checkpoint) and an architecture (--arch)")
     net = load_magface_checkpoint(checkpoint, arch)
-    return Encoder(net, id="magface", spec=ARCFACE_112, dim=512, quality="MagFace embedding length ||e||",
-                   key=f"magface-{arch}-{_file_key(checkpoint)}{'-flip' if flip else ''}",
-                   preprocess=_magface_pre, torch_pre=_magface_torch, device=device, fp16=fp16, flip=flip)
+    return Encoder(
+        net,
+        id="magface",
+        spec=ARCFACE_112,
+        dim=512,
+        quality="MagFace embedding length ||e||",
+        key=f"magface-{arch}-{_file_key(checkpoint)}{'-flip' if flip else ''}",
+        preprocess=_magface_pre,
+        torch_pre=_magface_torch,
+        device=device,
+        fp16=fp16,
+        flip=flip,
+    )
 
 
 ENCODERS: dict[str, Callable[..., Encoder]] = {

@@ -18,6 +18,7 @@ Network (150×150 RGB input, 128-d unnormalised descriptor):
 
 Each conv has its own bias and an affine "scale" layer (dlib's batch-norm folded).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,19 @@ MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SIZE = 150
 
 _STAGES = [  # (block name, in, out, down)
-    ("conv32_1", 32, 32, False), ("conv32_2", 32, 32, False), ("conv32_3", 32, 32, False),
-    ("conv64_down", 32, 64, True), ("conv64_1", 64, 64, False), ("conv64_2", 64, 64, False),
+    ("conv32_1", 32, 32, False),
+    ("conv32_2", 32, 32, False),
+    ("conv32_3", 32, 32, False),
+    ("conv64_down", 32, 64, True),
+    ("conv64_1", 64, 64, False),
+    ("conv64_2", 64, 64, False),
     ("conv64_3", 64, 64, False),
-    ("conv128_down", 64, 128, True), ("conv128_1", 128, 128, False), ("conv128_2", 128, 128, False),
-    ("conv256_down", 128, 256, True), ("conv256_1", 256, 256, False), ("conv256_2", 256, 256, False),
+    ("conv128_down", 64, 128, True),
+    ("conv128_1", 128, 128, False),
+    ("conv128_2", 128, 128, False),
+    ("conv256_down", 128, 256, True),
+    ("conv256_1", 256, 256, False),
+    ("conv256_2", 256, 256, False),
     ("conv256_down_out", 256, 256, True),
 ]
 

@@ -12,6 +12,7 @@ References
 Meng, Zhao, Wang, Zhang, Zhu. "MagFace: A Universal Representation for Face Recognition
 and Quality Assessment", CVPR 2021.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,7 +66,7 @@ class IResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64, **_BN)
         self.prelu = nn.PReLU(64)
         inplanes = 64
-        for k, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), start=1):
+        for k, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True), start=1):
             down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, 2, bias=False), nn.BatchNorm2d(planes, **_BN))
             blocks = [IBasicBlock(inplanes, planes, 2, down)] + [IBasicBlock(planes, planes) for _ in range(n - 1)]
             setattr(self, f"layer{k}", nn.Sequential(*blocks))
@@ -146,8 +147,10 @@ def load_magface_checkpoint(path: str | Path, arch: str = "iresnet100", *, map_l
         raise CheckpointError(f"{p.name}: not a regular file")
     cap = int(os.environ.get("QMAG_MAX_CHECKPOINT_BYTES", 4 << 30))
     if p.stat().st_size > cap:
-        raise CheckpointError(f"{p.name}: {p.stat().st_size / 2**30:.1f} GiB, above the checkpoint limit of "
-                              f"{cap / 2**30:.1f} GiB (QMAG_MAX_CHECKPOINT_BYTES)")
+        raise CheckpointError(
+            f"{p.name}: {p.stat().st_size / 2**30:.1f} GiB, above the checkpoint limit of "
+            f"{cap / 2**30:.1f} GiB (QMAG_MAX_CHECKPOINT_BYTES)"
+        )
     try:
         obj = torch.load(str(p), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -155,27 +158,38 @@ def load_magface_checkpoint(path: str | Path, arch: str = "iresnet100", *, map_l
         m = re.search(r"unsupported (?:global:? )?GLOBAL ([\w.]+)", msg, re.I)
         if m:
             what = m.group(1)
-            raise CheckpointError(f"{p.name}: refused to load: the file would run or build {what}, not just "
-                                  "tensors (loaded with weights_only=True; only use checkpoints you trust)") from None
+            raise CheckpointError(
+                f"{p.name}: refused to load: the file would run or build {what}, not just "
+                "tensors (loaded with weights_only=True; only use checkpoints you trust)"
+            ) from None
         op = re.search(r"Unsupported operand \d+", msg)
-        raise CheckpointError(f"{p.name}: not a readable PyTorch checkpoint (weights_only load failed: "
-                              f"{op.group(0) if op else _first_line(msg)})") from None
+        raise CheckpointError(
+            f"{p.name}: not a readable PyTorch checkpoint (weights_only load failed: "
+            f"{op.group(0) if op else _first_line(msg)})"
+        ) from None
     except Exception as e:  # noqa: BLE001 - torch.load raises many types for junk files (IndexError for 5 bytes)
-        raise CheckpointError(f"{p.name}: not a readable PyTorch checkpoint ({_first_line(str(e)) or type(e).__name__})") from None
+        raise CheckpointError(
+            f"{p.name}: not a readable PyTorch checkpoint ({_first_line(str(e)) or type(e).__name__})"
+        ) from None
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{p.name}: expected a state_dict (name → tensor) or {{'state_dict': ...}}")
     prefix = _backbone_prefix(sd.keys())
-    backbone = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    backbone = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     model = build_iresnet(arch)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(backbone))
     unexpected = sorted(set(backbone) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(backbone) if tuple(expected[k].shape) != tuple(backbone[k].shape))
+    wrong_shape = sorted(
+        k for k in set(expected) & set(backbone) if tuple(expected[k].shape) != tuple(backbone[k].shape)
+    )
     if missing or unexpected or wrong_shape:
         likely = guess_arch(backbone.keys())
-        hint = f"; the checkpoint looks like {likely}" if likely and likely != arch else (
-            "" if likely else "; it does not look like any registered iResNet")
+        hint = (
+            f"; the checkpoint looks like {likely}"
+            if likely and likely != arch
+            else ("" if likely else "; it does not look like any registered iResNet")
+        )
 
         def show(ks):
             return ", ".join(ks[:6]) + (f" … (+{len(ks) - 6})" if len(ks) > 6 else "")

@@ -1,4 +1,5 @@
 """Shared pieces of the file readers: limits, label and fold parsing, the CSV table reader."""
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,24 @@ MAX_FOLD = 1_000_000
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm", ".tif", ".tiff")
 
 _POS = {"1", "1.0", "+1", "true", "t", "yes", "y", "same", "genuine", "match", "matched", "mated"}
-_NEG = {"0", "0.0", "-1", "-1.0", "false", "f", "no", "n", "different", "diff", "imposter",
-        "impostor", "mismatch", "mismatched", "nonmated", "non-mated"}
+_NEG = {
+    "0",
+    "0.0",
+    "-1",
+    "-1.0",
+    "false",
+    "f",
+    "no",
+    "n",
+    "different",
+    "diff",
+    "imposter",
+    "impostor",
+    "mismatch",
+    "mismatched",
+    "nonmated",
+    "non-mated",
+}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -48,8 +65,11 @@ def _parse_folds(fv, *, path, lines) -> np.ndarray:
         okf = (fold >= -1) & (fold <= MAX_FOLD)
     if not okf.all():
         k = int(np.flatnonzero(~okf)[0])
-        raise DataFormatError(f"fold must be an integer from -1 to {MAX_FOLD:,}, got {str(fv[k])[:40]!r}", path=path,
-                              line=None if lines is None else int(lines[k]))
+        raise DataFormatError(
+            f"fold must be an integer from -1 to {MAX_FOLD:,}, got {str(fv[k])[:40]!r}",
+            path=path,
+            line=None if lines is None else int(lines[k]),
+        )
     return fold
 
 
@@ -62,8 +82,10 @@ def parse_labels(values, *, path: str | None = None, lines=None) -> npt.NDArray[
     if bad.size:
         ln = None if lines is None else int(lines[bad[0]])
         raise DataFormatError(
-            f"label {str(values[bad[0]])!r} not understood; expected 1/0, 1/-1, true/false, yes/no "
-            "or same/different", path=path, line=ln)
+            f"label {str(values[bad[0]])!r} not understood; expected 1/0, 1/-1, true/false, yes/no or same/different",
+            path=path,
+            line=ln,
+        )
     uniq = set(arr[neg].tolist())
     if {"0", "0.0"} & uniq and {"-1", "-1.0"} & uniq:
         raise DataFormatError("labels mix 0 and -1 as 'different'; use one coding", path=path)
@@ -140,5 +162,8 @@ def _map_columns(header, required, optional, columns, p):
             if key in required:
                 raise DataFormatError(
                     f"no column for {key!r}; header is {header}. Expected one of "
-                    f"{list(_ALIASES.get(key, (key,)))} or a column mapping", path=p, line=1)
+                    f"{list(_ALIASES.get(key, (key,)))} or a column mapping",
+                    path=p,
+                    line=1,
+                )
     return out

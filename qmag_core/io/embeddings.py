@@ -1,4 +1,5 @@
 """Embeddings files: .npz (ours), .npy (N, D) and MagFace feat.list."""
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,7 @@ class Embeddings:
                 raise QMagError(f"measure '{name}' must have shape ({n},), got {np.asarray(v).shape}")
 
     @classmethod
-    def from_array(cls, e: npt.ArrayLike, paths=None, encoder: str = "") -> "Embeddings":
+    def from_array(cls, e: npt.ArrayLike, paths=None, encoder: str = "") -> Embeddings:
         """Wrap raw (N, D) real vectors; rows with zero norm or NaN/inf are marked failed."""
         e = np.asarray(e)
         if e.dtype.kind not in "fiu":
@@ -148,7 +149,9 @@ def _load_npz(p: str) -> Embeddings:
             k = int(off[0])
             raise DataFormatError(
                 f"'quality' must equal the embedding lengths; row {k}: stored {sq[k]:.6g}, "
-                f"norm {float(base.quality[k]):.6g}", path=p)
+                f"norm {float(base.quality[k]):.6g}",
+                path=p,
+            )
     emb = base.embeddings.copy()
     emb[~ok] = np.nan
     q = np.where(ok, base.quality, np.nan).astype(np.float32)
@@ -157,7 +160,7 @@ def _load_npz(p: str) -> Embeddings:
         if key.startswith("measure_"):
             if v.shape != (n,) or v.dtype.kind not in "fiu":
                 raise DataFormatError(f"'{key}' must be numbers of shape ({n},), got {v.dtype} {v.shape}", path=p)
-            measures[key[len("measure_"):]] = v.astype(np.float64)
+            measures[key[len("measure_") :]] = v.astype(np.float64)
     return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""), measures)
 
 
@@ -173,7 +176,11 @@ def read_feat_list(path: str | os.PathLike) -> Embeddings:
         parts = ln.strip().split(None, 1)
         heads.append(parts[0])
         rests.append(parts[1] if len(parts) > 1 else "")
-    counts = np.fromiter((r.count(" ") + 1 if r.strip() else 0 for r in (" ".join(x.split()) for x in rests)), dtype=np.int64, count=len(rests))
+    counts = np.fromiter(
+        (r.count(" ") + 1 if r.strip() else 0 for r in (" ".join(x.split()) for x in rests)),
+        dtype=np.int64,
+        count=len(rests),
+    )
     dim = int(np.bincount(counts).argmax())
     bad = np.flatnonzero(counts != dim)
     if dim == 0:
@@ -184,7 +191,7 @@ def read_feat_list(path: str | os.PathLike) -> Embeddings:
     try:
         vals = np.array(" ".join(rests).split(), dtype=np.float64)
     except ValueError:
-        for (ln, _), r in zip(rows, rests):
+        for (ln, _), r in zip(rows, rests, strict=True):
             try:
                 np.array(r.split(), dtype=np.float64)
             except ValueError:
@@ -205,5 +212,5 @@ def _is_float(t: str) -> bool:
 def write_feat_list(path: str | os.PathLike, emb: Embeddings) -> None:
     """Write MagFace feat.list lines (path, then each value followed by a space)."""
     with atomic_write(path) as fh:
-        for p, row in zip(emb.paths.tolist(), np.asarray(emb.embeddings, np.float64)):
+        for p, row in zip(emb.paths.tolist(), np.asarray(emb.embeddings, np.float64), strict=True):
             fh.write(p + " " + "".join(f"{float(v)!r} " for v in row) + "\n")

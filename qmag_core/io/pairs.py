@@ -1,4 +1,5 @@
 """Pairs files: LFW pairs.txt and pairs CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -55,9 +56,12 @@ def _check_pairs(pairs: Pairs) -> Pairs:
         j = int(first[inv.ravel()[k]])
         ln = pairs.line[k] if pairs.line.size else None
         ln0 = int(pairs.line[j]) if pairs.line.size else j + 1
-        raise DataFormatError(f"the pair {str(pairs.path1[k])!r} ~ {str(pairs.path2[k])!r} is listed again "
-                              f"(first on line {ln0}); each pair may appear once", path=pairs.source,
-                              line=None if ln is None else int(ln))
+        raise DataFormatError(
+            f"the pair {str(pairs.path1[k])!r} ~ {str(pairs.path2[k])!r} is listed again "
+            f"(first on line {ln0}); each pair may appear once",
+            path=pairs.source,
+            line=None if ln is None else int(ln),
+        )
     return pairs
 
 
@@ -96,8 +100,8 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
                 lab.append(0)
             else:
                 raise DataFormatError(
-                    f"expected 3 fields (name n1 n2) or 4 fields (name1 n1 name2 n2), got {len(t)}",
-                    path=p, line=ln)
+                    f"expected 3 fields (name n1 n2) or 4 fields (name1 n1 name2 n2), got {len(t)}", path=p, line=ln
+                )
         except ValueError as e:
             if isinstance(e, DataFormatError):
                 raise
@@ -110,7 +114,9 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
         if n != 2 * nf * per:
             raise DataFormatError(
                 f"header says {nf} folds of {per}+{per} pairs ({2 * nf * per} lines) but the file has {n} pair lines",
-                path=p, line=1)
+                path=p,
+                line=1,
+            )
         fold = np.repeat(np.arange(nf), 2 * per)
         expect = np.tile(np.r_[np.ones(per), np.zeros(per)], nf).astype(np.int8)
         bad = np.flatnonzero(expect != label)
@@ -122,8 +128,16 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
         fold = np.cumsum(starts) - 1
         if fold.max() == 0:  # one block: the file defines no folds
             fold = np.full(n, -1)
-    return _check_pairs(Pairs(np.asarray(p1, dtype=str), np.asarray(p2, dtype=str), label,
-                              fold.astype(np.int64), np.asarray(lno, np.int64), p))
+    return _check_pairs(
+        Pairs(
+            np.asarray(p1, dtype=str),
+            np.asarray(p2, dtype=str),
+            label,
+            fold.astype(np.int64),
+            np.asarray(lno, np.int64),
+            p,
+        )
+    )
 
 
 def read_pairs_csv(path: str | os.PathLike, *, columns: dict[str, str] | None = None) -> Pairs:
@@ -169,8 +183,10 @@ def write_pairs_csv(path: str | os.PathLike, pairs: Pairs) -> None:
     with atomic_write(path, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path1", "path2", "label", "fold"])
-        for a, b, l, f in zip(pairs.path1.tolist(), pairs.path2.tolist(), pairs.label.tolist(), pairs.fold.tolist()):
-            w.writerow([a, b, int(l), int(f)])
+        for a, b, lab, f in zip(
+            pairs.path1.tolist(), pairs.path2.tolist(), pairs.label.tolist(), pairs.fold.tolist(), strict=True
+        ):
+            w.writerow([a, b, int(lab), int(f)])
 
 
 def read_pairs(path: str | os.PathLike, **kw) -> Pairs:

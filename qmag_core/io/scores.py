@@ -1,4 +1,5 @@
 """Score tables (CSV): s, q1, q2, label[, fold], failed pairs, measures; and writing them back."""
+
 from __future__ import annotations
 
 import csv
@@ -93,7 +94,7 @@ def _split_metadata(p: str) -> tuple[dict, str, int]:
     meta, pos, line_no = {}, 0, 0
     while pos < len(text):
         nl = text.find("\n", pos)
-        ln = text[pos: (nl if nl >= 0 else len(text))]
+        ln = text[pos : (nl if nl >= 0 else len(text))]
         if not (ln.startswith("#") or not ln.strip()):
             break
         m = _META_RE.match(ln)
@@ -116,7 +117,9 @@ def _score_columns(columns, p, header_line):
     if "s" not in cols or "label" not in cols:
         raise DataFormatError(
             f"header must have columns s, q1, q2, label[, fold] (or q_min instead of q1, q2); got {list(columns)}",
-            path=p, line=header_line)
+            path=p,
+            line=header_line,
+        )
     if not (("q1" in cols and "q2" in cols) or "q_min" in cols):
         raise DataFormatError(f"need columns q1 and q2, or q_min; got {list(columns)}", path=p, line=header_line)
     return cols
@@ -145,22 +148,26 @@ def read_scores_csv(path: str | os.PathLike) -> ScoreTable:
     return _check_rows(_read_scores_body(p, meta, body, header_line), meta)
 
 
-def _check_rows(t: "ScoreTable", meta: dict) -> "ScoreTable":
+def _check_rows(t: ScoreTable, meta: dict) -> ScoreTable:
     """Values a parser accepts but a QMagFace fit must not: absurd qualities; and a row
     count that disagrees with the ``# rows=N`` line our writers add (a truncated file)."""
     q = np.maximum(t.q1, t.q2)
     bad = np.flatnonzero(q > MAX_QUALITY)
     if bad.size:
-        raise DataFormatError(f"quality {q[bad[0]]:.3g} is implausibly large (limit {MAX_QUALITY:.0e}); "
-                              f"data row {bad[0] + 1}", path=t.source)
+        raise DataFormatError(
+            f"quality {q[bad[0]]:.3g} is implausibly large (limit {MAX_QUALITY:.0e}); data row {bad[0] + 1}",
+            path=t.source,
+        )
     declared = meta.get("rows")
     if declared is not None and declared.strip().isdigit() and int(declared) != len(t):
-        raise DataFormatError(f"the file says it has {int(declared):,} rows ('# rows=') but holds {len(t):,}: "
-                              "truncated or edited", path=t.source)
+        raise DataFormatError(
+            f"the file says it has {int(declared):,} rows ('# rows=') but holds {len(t):,}: truncated or edited",
+            path=t.source,
+        )
     return t
 
 
-def _read_scores_body(p: str, meta: dict, body: str, header_line: int) -> "ScoreTable":
+def _read_scores_body(p: str, meta: dict, body: str, header_line: int) -> ScoreTable:
     import pandas as pd
 
     try:
@@ -212,8 +219,9 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
     import pandas as pd
 
     try:
-        df = pd.read_csv(io.StringIO(body), dtype=str, keep_default_na=False, skip_blank_lines=False,
-                         skipinitialspace=True)
+        df = pd.read_csv(
+            io.StringIO(body), dtype=str, keep_default_na=False, skip_blank_lines=False, skipinitialspace=True
+        )
     except pd.errors.EmptyDataError:
         raise DataFormatError("empty file: expected a header s,q1,q2,label[,fold]", path=p) from None
     except pd.errors.ParserError as e:
@@ -236,8 +244,9 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
         x = pd.to_numeric(v, errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(x))
         if bad.size:
-            raise DataFormatError(f"column '{name}' expected a finite number, got {v.iloc[bad[0]]!r}",
-                                  path=p, line=int(lines[bad[0]]))
+            raise DataFormatError(
+                f"column '{name}' expected a finite number, got {v.iloc[bad[0]]!r}", path=p, line=int(lines[bad[0]])
+            )
         return x
 
     s = num("s")
@@ -250,7 +259,9 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
         q1 = q2 = num("q_min")
     bad = np.flatnonzero((q1 < 0) | (q2 < 0))
     if bad.size:
-        raise DataFormatError(f"quality must be ≥ 0, got {min(q1[bad[0]], q2[bad[0]])}", path=p, line=int(lines[bad[0]]))
+        raise DataFormatError(
+            f"quality must be ≥ 0, got {min(q1[bad[0]], q2[bad[0]])}", path=p, line=int(lines[bad[0]])
+        )
     label = parse_labels(df[cols["label"]].to_numpy(dtype=str), path=p, lines=lines)
     if "fold" in cols:
         fold = _parse_folds(df[cols["fold"]].to_numpy(dtype=str), path=p, lines=lines)
@@ -261,8 +272,7 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
     return ScoreTable(s, q1, q2, label, fold, meta, extra, p)
 
 
-def write_scores_csv(path: str | os.PathLike, table: ScoreTable, *, s_hat=None,
-                     meta: dict | None = None) -> None:
+def write_scores_csv(path: str | os.PathLike, table: ScoreTable, *, s_hat=None, meta: dict | None = None) -> None:
     """Write a score table (optionally with an ``s_hat`` column); ``meta`` and the
     table's own metadata go into leading ``# key=value`` lines."""
     import pandas as pd
@@ -282,8 +292,9 @@ def write_scores_csv(path: str | os.PathLike, table: ScoreTable, *, s_hat=None,
         pd.DataFrame(cols).to_csv(fh, index=False, float_format="%.9g", lineterminator="\n")
 
 
-def add_scores_column(src: str | os.PathLike, dst: str | os.PathLike, values, *, name: str = "s_hat",
-                      meta: dict | None = None) -> int:
+def add_scores_column(
+    src: str | os.PathLike, dst: str | os.PathLike, values, *, name: str = "s_hat", meta: dict | None = None
+) -> int:
     """Copy the scores CSV ``src`` to ``dst`` (atomically; ``dst`` may be ``src``) with
     one column ``name`` set to ``values`` — appended, or replaced where it exists.
 
@@ -325,8 +336,10 @@ def add_scores_column(src: str | os.PathLike, dst: str | os.PathLike, values, *,
     out = list(out_head)
     if col is None:  # append: each data line as written plus ",value"; blank lines stay
         vi = iter(fmt)
-        out += [ln.rstrip("\r\n") + "," + (name if j == 0 else next(vi)) + _eol_of(ln, eol)
-                if j == 0 or ln.strip() else ln for j, ln in enumerate(body)]
+        out += [
+            ln.rstrip("\r\n") + "," + (name if j == 0 else next(vi)) + _eol_of(ln, eol) if j == 0 or ln.strip() else ln
+            for j, ln in enumerate(body)
+        ]
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator=eol)
@@ -346,4 +359,4 @@ def add_scores_column(src: str | os.PathLike, dst: str | os.PathLike, values, *,
 
 
 def _eol_of(line: str, default: str) -> str:
-    return line[len(line.rstrip("\r\n")):] or default
+    return line[len(line.rstrip("\r\n")) :] or default
