@@ -106,44 +106,12 @@ def load_image(
     whose longer side exceeds ``max_side`` is downscaled once (JPEGs while decoding),
     so memory stays bounded.  Raises :class:`ImageError` naming the problem.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from .safeio import MAX_IMAGE_BYTES, read_bytes
+    from PIL import Image
 
     label = name or _name(src)
     if isinstance(src, np.ndarray):
         return _array_to_rgb(src, label)
-    if isinstance(src, Image.Image):
-        img = src
-    else:
-        if isinstance(src, (str, os.PathLike)):
-            p = Path(src)
-            if not p.exists():
-                raise ImageError(f"{label}: file not found")
-            try:
-                data = read_bytes(p, max_bytes=MAX_IMAGE_BYTES, what="image file", name=label)
-            except QMagError as e:
-                raise ImageError(str(e)) from None
-        elif isinstance(src, (bytes, bytearray, memoryview)):
-            data = bytes(src)
-        elif hasattr(src, "read"):
-            data = src.read(MAX_IMAGE_BYTES + 1)
-            if len(data) > MAX_IMAGE_BYTES:
-                raise ImageError(f"{label}: image file above the limit of {MAX_IMAGE_BYTES >> 20} MiB")
-        else:
-            raise ImageError(f"{label}: unsupported input type {type(src).__name__}")
-        if len(data) == 0:
-            raise ImageError(f"{label}: empty file")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"{label}: image is too large (decompression-bomb guard)") from None
-        except UnidentifiedImageError:
-            raise ImageError(f"{label}: not an image file (unrecognised format)") from None
-        except OSError as e:
-            raise ImageError(f"{label}: cannot read image ({e})") from None
+    img = src if isinstance(src, Image.Image) else _open_image(_read_image_bytes(src, label), label)
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(
@@ -160,20 +128,68 @@ def load_image(
             f"{w * h / 1e6:.0f} megapixels at full size is refused (limit "
             f"{MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels; large JPEGs are decoded at reduced size)"
         )
+    return _pil_to_rgb(_decode(img, label, max_side if big else None, draft), label)
+
+
+def _read_image_bytes(src, label: str) -> bytes:
+    """The encoded bytes of a path, bytes-like or binary file object (size-capped)."""
+    from .safeio import MAX_IMAGE_BYTES, read_bytes
+
+    if isinstance(src, (str, os.PathLike)):
+        p = Path(src)
+        if not p.exists():
+            raise ImageError(f"{label}: file not found")
+        try:
+            data = read_bytes(p, max_bytes=MAX_IMAGE_BYTES, what="image file", name=label)
+        except QMagError as e:
+            raise ImageError(str(e)) from None
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+    elif hasattr(src, "read"):
+        data = src.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ImageError(f"{label}: image file above the limit of {MAX_IMAGE_BYTES >> 20} MiB")
+    else:
+        raise ImageError(f"{label}: unsupported input type {type(src).__name__}")
+    if len(data) == 0:
+        raise ImageError(f"{label}: empty file")
+    return data
+
+
+def _open_image(data: bytes, label: str):
+    """A lazily decoded PIL image of ``data`` (header read, bomb guard on)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{label}: image is too large (decompression-bomb guard)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image file (unrecognised format)") from None
+    except OSError as e:
+        raise ImageError(f"{label}: cannot read image ({e})") from None
+
+
+def _decode(img, label: str, max_side: int | None, draft: bool):
+    """Decode, downscaled to ``max_side`` when given (JPEG: in the DCT domain), EXIF-rotated."""
+    from PIL import Image, ImageOps
+
+    w, h = img.size
     try:
         if draft:
             s = max_side / max(w, h)
             img.draft("RGB", (max(1, int(w * s)), max(1, int(h * s))))  # DCT-domain downscale
         img.load()
-        if big and max(img.size) > max_side:
+        if max_side is not None and max(img.size) > max_side:
             s = max_side / max(img.size)
             img = img.resize(
                 (max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), Image.LANCZOS, reducing_gap=2.0
             )
-        img = ImageOps.exif_transpose(img)
+        return ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{label}: corrupt or truncated image ({e})") from None
-    return _pil_to_rgb(img, label)
 
 
 def _pil_to_rgb(img, label: str) -> np.ndarray:

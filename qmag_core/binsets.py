@@ -125,6 +125,15 @@ def read_bin(path: str | os.PathLike, *, max_bytes: int | None = None) -> BinSet
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise DataFormatError(f"expected a pickled pair (bins, issame_list), got {type(obj).__name__}", path=p)
     bins, issame = obj
+    images = _bin_images(bins, p)
+    same = _bin_issame(issame, p)
+    if len(images) != 2 * same.size:
+        raise DataFormatError(f"{len(images)} images for {same.size} pairs; expected two images per pair", path=p)
+    return BinSet(images, same.astype(bool), p)
+
+
+def _bin_images(bins, p: str) -> list[bytes]:
+    """The encoded images of a .bin's ``bins`` (bytes or 1-d uint8 arrays)."""
     if isinstance(bins, np.ndarray) and bins.dtype == object:
         bins = list(bins)
     if not isinstance(bins, (list, tuple)) or not bins:
@@ -140,15 +149,17 @@ def read_bin(path: str | os.PathLike, *, max_bytes: int | None = None) -> BinSet
         else:
             what = f"{b.dtype} array of shape {b.shape}" if isinstance(b, np.ndarray) else type(b).__name__
             raise DataFormatError(f"image {k} is a {what}; expected encoded image bytes", path=p)
+    return images
+
+
+def _bin_issame(issame, p: str) -> np.ndarray:
     try:
         same = np.asarray(issame)
     except (ValueError, TypeError):
         raise DataFormatError("'issame_list' must be a list of booleans", path=p) from None
     if same.ndim != 1 or not (same.dtype == bool or (same.dtype.kind in "iu" and np.isin(same, [0, 1]).all())):
         raise DataFormatError(f"'issame_list' must be a list of booleans, got {same.dtype} {same.shape}", path=p)
-    if len(images) != 2 * same.size:
-        raise DataFormatError(f"{len(images)} images for {same.size} pairs; expected two images per pair", path=p)
-    return BinSet(images, same.astype(bool), p)
+    return same
 
 
 def write_bin(path: str | os.PathLike, images: list[bytes], issame) -> None:

@@ -414,6 +414,17 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
+#: optional dependency → the extra that installs it
+_EXTRA_OF = {
+    "torch": "vision",
+    "torchvision": "vision",
+    "facenet_pytorch": "vision",
+    "streamlit": "app",
+    "plotly": "app",
+    "sklearn": "test",
+}
+
+
 def main(argv=None) -> int:
     """Run one command.  Bad input exits 2 with one line on stderr; an internal error
     exits 1 with one line (``QMAG_DEBUG=1`` shows its traceback)."""
@@ -426,20 +437,34 @@ def main(argv=None) -> int:
         print(f"error: {_one_line(msg)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError:
-        print("error: not enough memory for this input (see the size limits in the README)", file=sys.stderr)
+        print("error: not enough memory for this input (see the size limits in docs/formats.md)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ModuleNotFoundError as e:
+        extra = _EXTRA_OF.get((e.name or "").split(".")[0])
+        if extra is None:
+            return _internal_error(e)
+        print(
+            f"error: qmag {a.cmd} needs {e.name}, which is not installed: "
+            f"pip install 'qmag-studio[{extra}]' (or pip install -r requirements.txt)",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - never a traceback for a user
-        if os.environ.get("QMAG_DEBUG"):
-            raise
-        print(
-            f"error: internal error ({type(e).__name__}: {_one_line(e)[:300]}); "
-            "rerun with QMAG_DEBUG=1 for the traceback and please report it",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(e)
+
+
+def _internal_error(e: BaseException) -> int:
+    if os.environ.get("QMAG_DEBUG"):
+        raise e
+    print(
+        f"error: internal error ({type(e).__name__}: {_one_line(e)[:300]}); "
+        "rerun with QMAG_DEBUG=1 for the traceback and please report it",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -233,67 +233,96 @@ def degrade_photo(
     ``chain``               2–3 other kinds, each at s·U(0.6, 1), in capture order
     ======================  ========================================================
     """
-    from PIL import Image
-
     s = float(np.clip(severity, 0.0, MAX_SEVERITY))
     x = np.asarray(photo, np.uint8)
     if x.ndim != 3 or x.shape[2] != 3:
         raise QMagError(f"a photo must be (H, W, 3) uint8, got {x.shape}")
+    fn = _CAPTURE.get(kind)
+    if fn is None:
+        raise QMagError(f"unknown capture degradation {kind!r}; choose one of {CAPTURE_KINDS}")
     lm, ied = _subject_geometry(x.shape, landmarks)
-    h, w = x.shape[:2]
-    if kind == "resolution":
-        f = min(1.0, (12.0 / ied) ** s) if ied > 12 else 1.0
-        down = getattr(Image, _RESAMPLE[int(rng.integers(len(_RESAMPLE)))])
-        small = Image.fromarray(x).resize((max(8, round(w * f)), max(8, round(h * f))), down)
-        if rng.random() < 0.5:
-            return np.asarray(small.resize((w, h), getattr(Image, ("BILINEAR", "BICUBIC")[int(rng.integers(2))])))
-        return np.asarray(small)
-    if kind == "defocus":
-        r = 0.3 * ied * s
-        if r < 0.5:
-            return x.copy()
-        n = int(np.ceil(r))
-        yy, xx = np.mgrid[-n : n + 1, -n : n + 1]
-        return _convolve(x, (xx**2 + yy**2 <= r * r).astype(np.float32))
-    if kind == "motion":
-        length = 0.6 * ied * s
-        if length < 1:
-            return x.copy()
-        n = int(np.ceil(length / 2))
-        k = np.zeros((2 * n + 1, 2 * n + 1), np.float32)
-        a = rng.uniform(0, np.pi)
-        for t in np.linspace(-length / 2, length / 2, max(2, int(4 * length))):
-            k[int(round(n + t * np.sin(a))), int(round(n + t * np.cos(a)))] = 1
-        return _convolve(x, k)
-    if kind == "lowlight":
-        light = 1 - 0.93 * min(s, 1.0)
-        e = (x.astype(np.float64) / 255.0) ** 2.2 * light * 4000  # photo-electrons at full well 4000
-        e = rng.poisson(e) + rng.normal(0, 3 + 12 * s, x.shape)
-        y = np.clip(e / (4000 * light), 0, 1) ** (1 / 2.2)
-        return np.clip(np.round(255 * y), 0, 255).astype(np.uint8)
-    if kind == "compression":
-        import io as _io
+    return fn(x, s, lm, ied, rng)
 
-        fmt = ("JPEG", "WEBP")[int(rng.integers(2))]
-        b = _io.BytesIO()
-        Image.fromarray(x).save(b, fmt, quality=max(1, int(round(95 * (2 / 95) ** s))))
-        return np.asarray(Image.open(_io.BytesIO(b.getvalue())).convert("RGB"))
-    if kind == "exposure":
-        gain = 2.0 ** (2.5 * s * rng.choice([-1.0, 1.0]))
-        y = x.astype(np.float64) * gain
-        y = (y - y.mean()) * max(1 - 0.7 * s, 0.05) + y.mean()
-        return np.clip(np.round(y), 0, 255).astype(np.uint8)
-    if kind == "occluder":
-        return _occlude(x, s, lm, ied, rng)
-    if kind == "chain":
-        parts = rng.choice(len(_CHAIN_ORDER), int(rng.integers(2, 4)), replace=False)
-        y = x
-        for j in sorted(parts):
-            y = degrade_photo(
-                y, _CHAIN_ORDER[j], s * rng.uniform(0.6, 1.0), rng, landmarks=lm * (y.shape[1] / w)
-            )  # landmarks follow a shrunk photo
-        return y
-    raise QMagError(f"unknown capture degradation {kind!r}; choose one of {CAPTURE_KINDS}")
+
+# one function per capture kind: (photo, severity, subject landmarks, inter-eye px, rng) -> photo
+def _resolution(x, s, lm, ied, rng):
+    from PIL import Image
+
+    h, w = x.shape[:2]
+    f = min(1.0, (12.0 / ied) ** s) if ied > 12 else 1.0
+    down = getattr(Image, _RESAMPLE[int(rng.integers(len(_RESAMPLE)))])
+    small = Image.fromarray(x).resize((max(8, round(w * f)), max(8, round(h * f))), down)
+    if rng.random() < 0.5:
+        return np.asarray(small.resize((w, h), getattr(Image, ("BILINEAR", "BICUBIC")[int(rng.integers(2))])))
+    return np.asarray(small)
+
+
+def _defocus(x, s, lm, ied, rng):
+    r = 0.3 * ied * s
+    if r < 0.5:
+        return x.copy()
+    n = int(np.ceil(r))
+    yy, xx = np.mgrid[-n : n + 1, -n : n + 1]
+    return _convolve(x, (xx**2 + yy**2 <= r * r).astype(np.float32))
+
+
+def _motion(x, s, lm, ied, rng):
+    length = 0.6 * ied * s
+    if length < 1:
+        return x.copy()
+    n = int(np.ceil(length / 2))
+    k = np.zeros((2 * n + 1, 2 * n + 1), np.float32)
+    a = rng.uniform(0, np.pi)
+    for t in np.linspace(-length / 2, length / 2, max(2, int(4 * length))):
+        k[int(round(n + t * np.sin(a))), int(round(n + t * np.cos(a)))] = 1
+    return _convolve(x, k)
+
+
+def _lowlight(x, s, lm, ied, rng):
+    light = 1 - 0.93 * min(s, 1.0)
+    e = (x.astype(np.float64) / 255.0) ** 2.2 * light * 4000  # photo-electrons at full well 4000
+    e = rng.poisson(e) + rng.normal(0, 3 + 12 * s, x.shape)
+    y = np.clip(e / (4000 * light), 0, 1) ** (1 / 2.2)
+    return np.clip(np.round(255 * y), 0, 255).astype(np.uint8)
+
+
+def _compression(x, s, lm, ied, rng):
+    import io as _io
+
+    from PIL import Image
+
+    fmt = ("JPEG", "WEBP")[int(rng.integers(2))]
+    b = _io.BytesIO()
+    Image.fromarray(x).save(b, fmt, quality=max(1, int(round(95 * (2 / 95) ** s))))
+    return np.asarray(Image.open(_io.BytesIO(b.getvalue())).convert("RGB"))
+
+
+def _exposure(x, s, lm, ied, rng):
+    gain = 2.0 ** (2.5 * s * rng.choice([-1.0, 1.0]))
+    y = x.astype(np.float64) * gain
+    y = (y - y.mean()) * max(1 - 0.7 * s, 0.05) + y.mean()
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+
+def _chain(x, s, lm, ied, rng):
+    w = x.shape[1]
+    parts = rng.choice(len(_CHAIN_ORDER), int(rng.integers(2, 4)), replace=False)
+    y = x
+    for j in sorted(parts):  # landmarks follow a shrunk photo
+        y = degrade_photo(y, _CHAIN_ORDER[j], s * rng.uniform(0.6, 1.0), rng, landmarks=lm * (y.shape[1] / w))
+    return y
+
+
+_CAPTURE = {
+    "resolution": _resolution,
+    "defocus": _defocus,
+    "motion": _motion,
+    "lowlight": _lowlight,
+    "compression": _compression,
+    "exposure": _exposure,
+    "occluder": _occlude,
+    "chain": _chain,
+}
 
 
 def random_photo_degradations(

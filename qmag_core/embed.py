@@ -225,16 +225,7 @@ def embed_files(
     embedded (:class:`~qmag_core.errors.DataFormatError`).
     """
     t0 = time.perf_counter()
-    root_p = Path(root) if root is not None else None
-    if root_p is not None:
-        files = confine_paths([str(p) for p in paths], root_p)
-    else:
-        files = [Path(p) for p in paths]
-    n = len(files)
-    emb = np.full((n, encoder.dim), np.nan, np.float32)
-    ok = np.zeros(n, bool)
-    err = np.full(n, "", dtype=object)
-    meas = np.full((n, len(MEASURES)), np.nan)
+    files = confine_paths([str(p) for p in paths], Path(root)) if root is not None else [Path(p) for p in paths]
     cache = None
     if cache_dir is not None:
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
@@ -245,113 +236,163 @@ def embed_files(
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
     st = stats if stats is not None else EmbedStats()
-    st.n_images = n
+    st.n_images = n = len(files)
     if cache is not None:
         st.cache_damaged.extend(cache.damaged)
-
-    def decode(k: int):
-        data, e = _read(files[k], str(paths[k]))
-        if data is None:
-            return k, None, None, e
-        h = hashlib.sha1(data).hexdigest()
-        if cache is not None and h in cache:
-            return k, h, None, "cached"
-        try:
-            return k, h, load_image(data, name=str(paths[k])), ""
-        except ImageError as ex:
-            return k, h, None, str(ex)
-
+    run = _EmbedRun(
+        paths,
+        files,
+        encoder,
+        detector,
+        cache,
+        st,
+        aligned=aligned,
+        aligned_spec=aligned_spec,
+        detect_pad=detect_pad,
+        batch_size=batch_size,
+        face=face,
+    )
     done = 0
     with ThreadPoolExecutor(max_workers=2) as pool:
         chunks = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
-        pending = pool.map(lambda c: [decode(k) for k in c], chunks) if chunks else iter(())
-        for decoded in pending:
-            todo_k, todo_h, todo_img, new_h, new_e, new_ok, new_err, new_m = [], [], [], [], [], [], [], []
-            for k, h, img, e in decoded:
-                if e == "cached":
-                    emb[k], ok[k], err[k], meas[k] = cache.get(h)
-                    st.n_cached += 1
-                elif img is None:
-                    err[k] = e
-                    if h is not None:
-                        new_h.append(h)
-                        new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
-                        new_ok.append(False)
-                        new_err.append(e)
-                        new_m.append(_NO_MEASURES)  # noqa: E702
-                else:
-                    todo_k.append(k)
-                    todo_h.append(h)
-                    todo_img.append(img)  # noqa: E702
-            crops, crop_k, crop_h, crop_m = [], [], [], []
-            if todo_img:
-                if aligned:
-                    results = []
-                    for img in todo_img:
-                        try:
-                            results.append((realign_aligned(img, aligned_spec, encoder.spec).crop, "", np.nan, np.nan))
-                        except QMagError as ex:
-                            results.append((None, str(ex), np.nan, np.nan))
-                else:
-                    if detect_pad:
-                        todo_img = [_pad_edges(im, detect_pad) for im in todo_img]
-                    faces = detector.detect_batch(todo_img)
-                    results = []
-                    for k, img, fs in zip(todo_k, todo_img, faces, strict=True):
-                        if not fs:
-                            results.append((None, f"{paths[k]}: {detector.why_no_face(img)}", np.nan, np.nan))
-                        else:
-                            f = fs[choose_face(fs, (img.shape[1], img.shape[0]), face)]
-                            results.append(
-                                (
-                                    align(img, f.landmarks, encoder.spec).crop,
-                                    "",
-                                    f.score,
-                                    float(inter_eye_distance(f.landmarks)[0]),
-                                )
-                            )
-                for k, h, (crop, e, prob, ied) in zip(todo_k, todo_h, results, strict=True):
-                    if crop is None:
-                        err[k] = e
-                        new_h.append(h)
-                        new_e.append(np.full(encoder.dim, np.nan, np.float32))  # noqa: E702
-                        new_ok.append(False)
-                        new_err.append(e)
-                        new_m.append(_NO_MEASURES)  # noqa: E702
-                    else:
-                        crops.append(crop)
-                        crop_k.append(k)
-                        crop_h.append(h)  # noqa: E702
-                        crop_m.append((prob, ied))
-            if crops:
-                out, good = encode_into(
-                    encoder,
-                    crops,
-                    crop_k,
-                    emb,
-                    ok,
-                    err,
-                    meas,
-                    batch_size=batch_size,
-                    detections=np.asarray(crop_m, np.float64),
-                )
-                new_h += crop_h
-                new_e += list(out)
-                new_ok += good.tolist()  # noqa: E702
-                new_err += err[crop_k].tolist()
-                new_m += list(meas[crop_k])  # noqa: E702
-                st.n_embedded += len(crops)
-            if cache is not None:
-                cache.add(
-                    new_h,
-                    np.asarray(new_e, np.float32).reshape(-1, encoder.dim),
-                    new_ok,
-                    new_err,
-                    np.asarray(new_m, np.float64).reshape(-1, len(MEASURES)),
-                )
+        for decoded in pool.map(lambda c: [run.decode(k) for k in c], chunks) if chunks else ():
+            run.batch(decoded)
             done += len(decoded)
             if progress is not None:
                 progress(done, n)
-    st.n_failed = int((~ok).sum())
+    st.n_failed = int((~run.ok).sum())
     st.seconds = time.perf_counter() - t0
-    return finish_embeddings(emb, ok, err, meas, paths, encoder.id)
+    return finish_embeddings(run.emb, run.ok, run.err, run.meas, paths, encoder.id)
+
+
+@dataclass
+class _CacheRows:
+    """What one batch adds to the embedding cache, in order."""
+
+    hashes: list = field(default_factory=list)
+    emb: list = field(default_factory=list)
+    ok: list = field(default_factory=list)
+    err: list = field(default_factory=list)
+    meas: list = field(default_factory=list)
+
+    def failure(self, h: str, e: str, dim: int) -> None:
+        self.hashes.append(h)
+        self.emb.append(np.full(dim, np.nan, np.float32))
+        self.ok.append(False)
+        self.err.append(e)
+        self.meas.append(_NO_MEASURES)
+
+    def write(self, cache, dim: int) -> None:
+        cache.add(
+            self.hashes,
+            np.asarray(self.emb, np.float32).reshape(-1, dim),
+            self.ok,
+            self.err,
+            np.asarray(self.meas, np.float64).reshape(-1, len(MEASURES)),
+        )
+
+
+class _EmbedRun:
+    """The result arrays of one :func:`embed_files` call and its stages per batch:
+    decode (or find in the cache) → detect and align → encode → cache."""
+
+    def __init__(
+        self, paths, files, encoder, detector, cache, stats, *, aligned, aligned_spec, detect_pad, batch_size, face
+    ):
+        n = len(files)
+        self.paths, self.files, self.encoder, self.detector, self.cache, self.st = (
+            paths,
+            files,
+            encoder,
+            detector,
+            cache,
+            stats,
+        )
+        self.aligned, self.aligned_spec, self.detect_pad = aligned, aligned_spec, detect_pad
+        self.batch_size, self.face = batch_size, face
+        self.emb = np.full((n, encoder.dim), np.nan, np.float32)
+        self.ok = np.zeros(n, bool)
+        self.err = np.full(n, "", dtype=object)
+        self.meas = np.full((n, len(MEASURES)), np.nan)
+
+    def decode(self, k: int):
+        """(row, sha1 or None, image or None, error; 'cached' when the cache has it)."""
+        data, e = _read(self.files[k], str(self.paths[k]))
+        if data is None:
+            return k, None, None, e
+        h = hashlib.sha1(data).hexdigest()
+        if self.cache is not None and h in self.cache:
+            return k, h, None, "cached"
+        try:
+            return k, h, load_image(data, name=str(self.paths[k])), ""
+        except ImageError as ex:
+            return k, h, None, str(ex)
+
+    def batch(self, decoded) -> None:
+        rows = _CacheRows()
+        todo = []
+        for k, h, img, e in decoded:
+            if e == "cached":
+                self.emb[k], self.ok[k], self.err[k], self.meas[k] = self.cache.get(h)
+                self.st.n_cached += 1
+            elif img is None:
+                self.err[k] = e
+                if h is not None:
+                    rows.failure(h, e, self.encoder.dim)
+            else:
+                todo.append((k, h, img))
+        crops = []
+        for (k, h, _), (crop, e, prob, ied) in zip(
+            todo, self._align([t[2] for t in todo], [t[0] for t in todo]), strict=True
+        ):
+            if crop is None:
+                self.err[k] = e
+                rows.failure(h, e, self.encoder.dim)
+            else:
+                crops.append((k, h, crop, (prob, ied)))
+        if crops:
+            self._encode(crops, rows)
+        if self.cache is not None:
+            rows.write(self.cache, self.encoder.dim)
+
+    def _align(self, images: list, rows: list) -> list:
+        """(crop or None, error, detector probability, inter-eye px) per image."""
+        if self.aligned:
+            out = []
+            for img in images:
+                try:
+                    out.append((realign_aligned(img, self.aligned_spec, self.encoder.spec).crop, "", np.nan, np.nan))
+                except QMagError as ex:
+                    out.append((None, str(ex), np.nan, np.nan))
+            return out
+        if self.detect_pad:
+            images = [_pad_edges(im, self.detect_pad) for im in images]
+        out = []
+        for k, img, fs in zip(rows, images, self.detector.detect_batch(images) if images else [], strict=True):
+            if not fs:
+                out.append((None, f"{self.paths[k]}: {self.detector.why_no_face(img)}", np.nan, np.nan))
+                continue
+            f = fs[choose_face(fs, (img.shape[1], img.shape[0]), self.face)]
+            crop = align(img, f.landmarks, self.encoder.spec).crop
+            out.append((crop, "", f.score, float(inter_eye_distance(f.landmarks)[0])))
+        return out
+
+    def _encode(self, crops: list, rows: _CacheRows) -> None:
+        ks = [c[0] for c in crops]
+        out, good = encode_into(
+            self.encoder,
+            [c[2] for c in crops],
+            ks,
+            self.emb,
+            self.ok,
+            self.err,
+            self.meas,
+            batch_size=self.batch_size,
+            detections=np.asarray([c[3] for c in crops], np.float64),
+        )
+        rows.hashes += [c[1] for c in crops]
+        rows.emb += list(out)
+        rows.ok += good.tolist()
+        rows.err += self.err[ks].tolist()
+        rows.meas += list(self.meas[ks])
+        self.st.n_embedded += len(crops)

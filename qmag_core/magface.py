@@ -225,90 +225,91 @@ def train_quality_head(
     params = list(head.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    history: list[dict] = []
-    start = 0
     ck = Path(checkpoint) if checkpoint else None
-    if ck is not None and ck.is_file():
-        try:
-            state = torch.load(ck, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any failure is a bad checkpoint file
-            raise QMagError(
-                f"{ck.name}: not a readable training checkpoint ({str(e).splitlines()[0][:160]}); "
-                "delete it to start afresh"
-            ) from None
-        head.load_state_dict(state["head"])
-        loss_fn.load_state_dict(state["loss"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        g.set_state(state["rng"])
-        start = int(state["epoch"])
-        history = json.loads(bytes(state["history"].tolist()).decode()) if "history" in state else []
+    parts_of = {"head": head, "loss": loss_fn, "opt": opt, "sched": sched}
+    start, history = _resume(ck, parts_of, g) if ck is not None and ck.is_file() else (0, [])
     head.to(device)
     loss_fn.to(device)
     for ep in range(start, epochs):
         t0 = time.perf_counter()
         head.train()
-        perm = torch.randperm(n, generator=g)
-        tot, parts = 0.0, {"ce": 0.0, "reg": 0.0, "mean_a": 0.0}
-        nb = 0
-        for k in range(0, n, batch_size):
-            idx = perm[k : k + batch_size]
-            if idx.numel() < 2:
-                continue
-            emb = head(x[idx].to(device))
-            if u is not None:
-                emb = u[idx].to(device) * emb.norm(dim=1, keepdim=True)
-            loss, p = loss_fn(emb, y[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot += float(loss.detach())
-            for key in parts:
-                parts[key] += p[key]
-            nb += 1
+        sums, nb = _epoch(head, loss_fn, opt, x, y, u, torch.randperm(n, generator=g), batch_size, device)
         sched.step()
         rec = {
             "epoch": ep + 1,
-            "loss": tot / nb,
-            **{k: v / nb for k, v in parts.items()},
+            **{k: v / nb for k, v in sums.items()},
             "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
         }
         history.append(rec)
         if ck is not None:
-            with atomic_write(ck, "wb") as fh:  # a kill mid-save keeps the previous epoch's checkpoint
-                torch.save(
-                    {
-                        "head": head.state_dict(),
-                        "loss": loss_fn.state_dict(),
-                        "opt": opt.state_dict(),
-                        "sched": sched.state_dict(),
-                        "rng": g.get_state(),
-                        "epoch": ep + 1,
-                        "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8),
-                    },
-                    fh,
-                )
+            _save_state(ck, parts_of, g, ep + 1, history)
         if log is not None:
             with atomic_write(log) as fh:
-                fh.write(
-                    json.dumps(
-                        {
-                            "config": asdict(cfg),
-                            "seed": seed,
-                            "epochs": epochs,
-                            "lr": lr,
-                            "batch_size": batch_size,
-                            "dim": dim,
-                            "history": history,
-                        },
-                        indent=2,
-                    )
-                )
+                run = {
+                    "config": asdict(cfg),
+                    "seed": seed,
+                    "epochs": epochs,
+                    "lr": lr,
+                    "batch_size": batch_size,
+                    "dim": dim,
+                    "history": history,
+                }
+                fh.write(json.dumps(run, indent=2))
         if progress is not None:
             progress(ep + 1, epochs, rec)
     head.eval()
     return head.cpu(), history
+
+
+def _epoch(head, loss_fn, opt, x, y, u, perm, batch_size: int, device) -> tuple[dict, int]:
+    """One pass over ``perm`` in batches: summed loss and loss parts, number of batches."""
+    sums = {"loss": 0.0, "ce": 0.0, "reg": 0.0, "mean_a": 0.0}
+    nb = 0
+    for k in range(0, len(perm), batch_size):
+        idx = perm[k : k + batch_size]
+        if idx.numel() < 2:
+            continue
+        emb = head(x[idx].to(device))
+        if u is not None:
+            emb = u[idx].to(device) * emb.norm(dim=1, keepdim=True)
+        loss, p = loss_fn(emb, y[idx].to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sums["loss"] += float(loss.detach())
+        for key in ("ce", "reg", "mean_a"):
+            sums[key] += p[key]
+        nb += 1
+    return sums, nb
+
+
+def _resume(ck: Path, parts: dict, g: torch.Generator) -> tuple[int, list]:
+    """Load a training checkpoint into ``parts`` (head, loss, opt, sched) and ``g``."""
+    try:
+        state = torch.load(ck, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure is a bad checkpoint file
+        raise QMagError(
+            f"{ck.name}: not a readable training checkpoint ({str(e).splitlines()[0][:160]}); delete it to start afresh"
+        ) from None
+    for key, obj in parts.items():
+        obj.load_state_dict(state[key])
+    g.set_state(state["rng"])
+    history = json.loads(bytes(state["history"].tolist()).decode()) if "history" in state else []
+    return int(state["epoch"]), history
+
+
+def _save_state(ck: Path, parts: dict, g: torch.Generator, epoch: int, history: list) -> None:
+    with atomic_write(ck, "wb") as fh:  # a kill mid-save keeps the previous epoch's checkpoint
+        torch.save(
+            {
+                **{key: obj.state_dict() for key, obj in parts.items()},
+                "rng": g.get_state(),
+                "epoch": epoch,
+                "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8),
+            },
+            fh,
+        )
 
 
 def save_quality_head(head: nn.Module, path: str | Path, meta: dict | None = None) -> None:

@@ -121,56 +121,14 @@ def make_pairs(
     P1, P2, L, F = [], [], [], []
     for f in range(n_folds):
         members = names[fold_of == f]
-        sizes = np.array([len(ids[m]) for m in members])
-        multi = members[sizes >= 2]
-        n_possible = int(sum(len(ids[m]) * (len(ids[m]) - 1) // 2 for m in multi))
-        if gen_per[f] > n_possible:
-            raise QMagError(
-                f"fold {f}: {gen_per[f]} genuine pairs requested but only {n_possible} exist; lower --genuine"
-            )
-        got: set[tuple[str, str]] = set()
-        n_imp_possible = (sizes.sum() ** 2 - (sizes**2).sum()) // 2
-        if imp_per[f] > n_imp_possible:
-            raise QMagError(
-                f"fold {f}: {imp_per[f]} imposter pairs requested but only {n_imp_possible} exist; lower --imposter"
-            )
-        wsize = np.array([len(ids[m]) for m in multi], float)
-        w = wsize * (wsize - 1)
-        w = w / w.sum() if w.sum() > 0 else w
-        while len(got) < gen_per[f] and gen_per[f] > 0:
-            need = gen_per[f] - len(got)
-            who = rng.choice(multi, size=2 * need + 8, p=w)
-            for m in who:
-                a, b = rng.choice(len(ids[m]), 2, replace=False)
-                a, b = sorted((int(a), int(b)))
-                got.add((ids[m][a], ids[m][b]))
-                if len(got) == gen_per[f]:
-                    break
-        gen_pairs = sorted(got)
-        imps: set[tuple[str, str]] = set()
-        while len(imps) < imp_per[f]:
-            need = imp_per[f] - len(imps)
-            i1 = rng.integers(0, members.size, 2 * need + 8)
-            i2 = rng.integers(0, members.size, 2 * need + 8)
-            for x, y in zip(i1, i2, strict=True):
-                if x == y:
-                    continue
-                a = ids[members[x]][rng.integers(len(ids[members[x]]))]
-                b = ids[members[y]][rng.integers(len(ids[members[y]]))]
-                imps.add(tuple(sorted((a, b))))
-                if len(imps) == imp_per[f]:
-                    break
-        imp_pairs = sorted(imps)
-        for a, b in gen_pairs:
-            P1.append(a)
-            P2.append(b)
-            L.append(1)
-            F.append(f)  # noqa: E702
-        for a, b in imp_pairs:
-            P1.append(a)
-            P2.append(b)
-            L.append(0)
-            F.append(f)  # noqa: E702
+        for label, pairs in (
+            (1, _genuine_pairs(ids, members, gen_per[f], rng, f)),
+            (0, _imposter_pairs(ids, members, imp_per[f], rng, f)),
+        ):
+            P1 += [a for a, _ in pairs]
+            P2 += [b for _, b in pairs]
+            L += [label] * len(pairs)
+            F += [f] * len(pairs)
     n = len(L)
     return Pairs(
         np.asarray(P1, str),
@@ -180,3 +138,47 @@ def make_pairs(
         np.arange(2, n + 2, dtype=np.int64),
         str(root),
     )
+
+
+def _genuine_pairs(ids: dict, members, n: int, rng, f: int) -> list[tuple[str, str]]:
+    """``n`` distinct same-identity image pairs of a fold's ``members``, sorted; identities
+    drawn in proportion to their number of image pairs."""
+    sizes = np.array([len(ids[m]) for m in members])
+    multi = members[sizes >= 2]
+    n_possible = int(sum(len(ids[m]) * (len(ids[m]) - 1) // 2 for m in multi))
+    if n > n_possible:
+        raise QMagError(f"fold {f}: {n} genuine pairs requested but only {n_possible} exist; lower --genuine")
+    wsize = np.array([len(ids[m]) for m in multi], float)
+    w = wsize * (wsize - 1)
+    w = w / w.sum() if w.sum() > 0 else w
+    got: set[tuple[str, str]] = set()
+    while len(got) < n and n > 0:
+        for m in rng.choice(multi, size=2 * (n - len(got)) + 8, p=w):
+            a, b = rng.choice(len(ids[m]), 2, replace=False)
+            a, b = sorted((int(a), int(b)))
+            got.add((ids[m][a], ids[m][b]))
+            if len(got) == n:
+                break
+    return sorted(got)
+
+
+def _imposter_pairs(ids: dict, members, n: int, rng, f: int) -> list[tuple[str, str]]:
+    """``n`` distinct pairs of images of two different identities among ``members``, sorted."""
+    sizes = np.array([len(ids[m]) for m in members])
+    n_possible = (sizes.sum() ** 2 - (sizes**2).sum()) // 2
+    if n > n_possible:
+        raise QMagError(f"fold {f}: {n} imposter pairs requested but only {n_possible} exist; lower --imposter")
+    imps: set[tuple[str, str]] = set()
+    while len(imps) < n:
+        need = n - len(imps)
+        i1 = rng.integers(0, members.size, 2 * need + 8)
+        i2 = rng.integers(0, members.size, 2 * need + 8)
+        for x, y in zip(i1, i2, strict=True):
+            if x == y:
+                continue
+            a = ids[members[x]][rng.integers(len(ids[members[x]]))]
+            b = ids[members[y]][rng.integers(len(ids[members[y]]))]
+            imps.add(tuple(sorted((a, b))))
+            if len(imps) == n:
+                break
+    return sorted(imps)

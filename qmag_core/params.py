@@ -132,26 +132,30 @@ def _check_param_fields(d: dict, source: str) -> None:
     for key in ("fmrs", "thresholds", "omega_opt", "n_ties"):
         if key in d and not (isinstance(d[key], list) and all(v is None or _is_real(v) for v in d[key])):
             bad(key, "a list of numbers")
-    for key in ("options", "trained_on"):
-        if key in d and not isinstance(d[key], dict):
-            bad(key, "an object")
-    if "notes" in d and not isinstance(d["notes"], list):
-        bad("notes", "a list")
+    for key, kind, what in (
+        ("options", dict, "an object"),
+        ("trained_on", dict, "an object"),
+        ("notes", list, "a list"),
+    ):
+        if key in d and not isinstance(d[key], kind):
+            bad(key, what)
     for key in ("encoder", "quality"):
         if key in d and d[key] is not None and not isinstance(d[key], str):
             bad(key, "a string")
     if "operating_points" in d:
-        ops = d["operating_points"]
-        if not isinstance(ops, list):
-            bad("operating_points", "a list of {fmr, threshold_s, threshold_s_hat} objects")
-        for k, op in enumerate(ops):
-            if not (
-                isinstance(op, dict)
-                and all(_is_real(op.get(f)) for f in ("fmr", "threshold_s", "threshold_s_hat"))
-                and 0 < op["fmr"] <= 1
-            ):
-                raise DataFormatError(
-                    f"operating_points[{k}] must be an object with numbers fmr in (0, 1], "
-                    f"threshold_s and threshold_s_hat; got {op!r}"[:300],
-                    path=source,
-                )
+        _check_operating_points(d["operating_points"], source)
+
+
+def _check_operating_points(ops, source: str) -> None:
+    if not isinstance(ops, list):
+        raise DataFormatError(
+            "'operating_points' must be a list of {fmr, threshold_s, threshold_s_hat} objects", path=source
+        )
+    for k, op in enumerate(ops):
+        ok = isinstance(op, dict) and all(_is_real(op.get(f)) for f in ("fmr", "threshold_s", "threshold_s_hat"))
+        if not (ok and 0 < op["fmr"] <= 1):
+            raise DataFormatError(
+                f"operating_points[{k}] must be an object with numbers fmr in (0, 1], "
+                f"threshold_s and threshold_s_hat; got {op!r}"[:300],
+                path=source,
+            )

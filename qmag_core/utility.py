@@ -138,6 +138,54 @@ def _encode(encoder, crops: list) -> tuple[np.ndarray, np.ndarray]:
     return f, d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
+class _Subject:
+    """The subject's landmarks in a photo (``face`` rule among several faces), or None."""
+
+    def __init__(self, detector, face: str):
+        self.detector, self.face = detector, face
+
+    def __call__(self, img: np.ndarray):
+        from .align import choose_face
+
+        faces = self.detector.detect(img)
+        if not faces:
+            return None
+        return faces[choose_face(faces, (img.shape[1], img.shape[0]), self.face)].landmarks
+
+
+def _clean_face(src, k: int, encoder, subject, aligned: bool):
+    """(photo, subject landmarks or None, aligned clean crop) of one input; raises
+    ImageError / NoFaceError."""
+    from .align import ARCFACE_112, NoFaceError, align, load_image, realign_aligned
+
+    img = load_image(src) if isinstance(src, str) else np.asarray(src)
+    if aligned:
+        return img, None, realign_aligned(img, ARCFACE_112, encoder.spec).crop
+    lm = subject(img)
+    if lm is None:
+        raise NoFaceError(f"{src if isinstance(src, str) else f'photo {k}'}: no face found")
+    return img, lm, align(img, lm, encoder.spec).crop
+
+
+def _degraded_versions(img, lm, base, fams, n: int, rng, encoder, subject):
+    """[(crop, family, kind, severity)] of one photo's degraded versions and how many
+    capture versions lost the face."""
+    from .align import align
+    from .degrade import CAPTURE_KINDS, random_degradations, random_photo_degradations
+
+    out, lost = [], 0
+    if "crop" in fams:
+        out += [(im, "crop", kd, sv) for im, kd, sv in random_degradations(base, n, rng)]
+    if "capture" in fams:
+        for im, kd, sv in random_photo_degradations(img, n, rng, CAPTURE_KINDS, landmarks=lm):
+            dlm = subject(im)
+            if dlm is None:
+                lost += 1
+            else:
+                out.append((align(im, dlm, encoder.spec).crop, "capture", kd, sv))
+    return out, lost
+
+
 def utility_samples(
     encoder,
     photos,
@@ -157,8 +205,7 @@ def utility_samples(
     ``family``, ``kind``, ``severity``, ``source`` (photo index) and ``failed`` (messages
     of photos without a usable clean face; degraded versions that lose the face are
     counted in ``lost``)."""
-    from .align import FaceDetector, ImageError, NoFaceError, align, choose_face, load_image
-    from .degrade import CAPTURE_KINDS, random_degradations, random_photo_degradations
+    from .align import FaceDetector, ImageError, NoFaceError
 
     if family not in TRAIN_FAMILIES:
         raise QMagError(f"family must be one of {', '.join(TRAIN_FAMILIES)}, got {family!r}")
@@ -167,59 +214,32 @@ def utility_samples(
     fams = ("crop", "capture") if family == "both" else (family,)
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
+    subject = _Subject(detector, face)
     rng = np.random.default_rng(seed)
-    crops, meta, failed, lost = [], [], [], 0
-
-    def detect(img):
-        faces = detector.detect(img)
-        if not faces:
-            return None
-        f = faces[choose_face(faces, (img.shape[1], img.shape[0]), face)]
-        return f.landmarks
-
+    rows, failed, lost = [], [], 0  # rows: (photo index, crop, family, kind, severity)
     for k, src in enumerate(photos):
-        name = src if isinstance(src, str) else f"photo {k}"
         try:
-            img = load_image(src) if isinstance(src, str) else np.asarray(src)
-            if aligned:
-                from .align import ARCFACE_112, realign_aligned
-
-                base = realign_aligned(img, ARCFACE_112, encoder.spec).crop
-                lm = None
-            else:
-                lm = detect(img)
-                if lm is None:
-                    raise NoFaceError(f"{name}: no face found")
-                base = align(img, lm, encoder.spec).crop
+            img, lm, base = _clean_face(src, k, encoder, subject, aligned)
         except (ImageError, NoFaceError) as e:
             failed.append(str(e))
             continue
-        crops.append(base)
-        meta.append((k, "clean", "", 0.0))  # noqa: E702
-        if "crop" in fams:
-            for im, kd, sv in random_degradations(base, n_degraded, rng):
-                crops.append(im)
-                meta.append((k, "crop", kd, sv))  # noqa: E702
-        if "capture" in fams:
-            for im, kd, sv in random_photo_degradations(img, n_degraded, rng, CAPTURE_KINDS, landmarks=lm):
-                dlm = detect(im)
-                if dlm is None:
-                    lost += 1
-                    continue
-                crops.append(align(im, dlm, encoder.spec).crop)
-                meta.append((k, "capture", kd, sv))  # noqa: E702
+        versions, n_lost = _degraded_versions(img, lm, base, fams, n_degraded, rng, encoder, subject)
+        rows += [(k, base, "clean", "", 0.0)] + [(k, *v) for v in versions]
+        lost += n_lost
         if progress is not None:
             progress(k + 1, len(photos))
-    if not crops:
+    if not rows:
         raise QMagError(f"no usable faces among {len(photos)} photos" + (f" (e.g. {failed[0]})" if failed else ""))
-    feats, units = [], []
-    for k in range(0, len(crops), 256):
-        f, u = _encode(encoder, crops[k : k + 256])
-        feats.append(f)
-        units.append(u)  # noqa: E702
-    feats, units = np.concatenate(feats), np.concatenate(units)
-    source = np.array([m[0] for m in meta])
-    fam = np.array([m[1] for m in meta])
+    return {**_targets(encoder, rows), "failed": failed, "lost": lost}
+
+
+def _targets(encoder, rows) -> dict:
+    """Features, utility targets and labels of the sample rows (clean rows first per photo)."""
+    crops = [r[1] for r in rows]
+    parts = [_encode(encoder, crops[k : k + 256]) for k in range(0, len(crops), 256)]
+    feats, units = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    source = np.array([r[0] for r in rows])
+    fam = np.array([r[2] for r in rows])
     clean_of = {s: i for i, (s, f) in enumerate(zip(source, fam, strict=True)) if f == "clean"}
     ref = units[[clean_of[s] for s in source]]
     target = np.where(fam == "clean", 1.0, (units * ref).sum(1))
@@ -227,11 +247,9 @@ def utility_samples(
         "features": feats,
         "target": target,
         "family": fam,
-        "kind": np.array([m[2] for m in meta]),
-        "severity": np.array([m[3] for m in meta]),
+        "kind": np.array([r[3] for r in rows]),
+        "severity": np.array([r[4] for r in rows]),
         "source": source,
-        "failed": failed,
-        "lost": lost,
     }
 
 

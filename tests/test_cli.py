@@ -241,3 +241,18 @@ def test_head_option_is_checked(tmp_path):
     bad.write_bytes(b"junk")
     r = run("compare", img, img, "--encoder", "builtin", "--head", bad, "--device", "cpu", check=False)
     assert r.returncode == 2 and "not a quality-head file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_extra_is_named_not_a_traceback(tmp_path):
+    """Without torch (the core install), a network command says which extra to install."""
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"x")
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['facenet_pytorch'] = None; "
+        "from qmag_core.cli import main; "
+        f"sys.exit(main(['compare', {str(img)!r}, {str(img)!r}]))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "qmag compare needs torch" in r.stderr and "qmag-studio[vision]" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -138,9 +138,23 @@ def load_magface_checkpoint(path: str | Path, arch: str = "iresnet100", *, map_l
     must then match exactly; the error lists missing/unexpected keys and the
     architecture the checkpoint looks like.
     """
+    p = Path(path)
+    obj = _load_tensors(p, map_location)
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{p.name}: expected a state_dict (name → tensor) or {{'state_dict': ...}}")
+    prefix = _backbone_prefix(sd.keys())
+    backbone = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    model = build_iresnet(arch)
+    _check_keys(model.state_dict(), backbone, arch, p.name)
+    model.load_state_dict(backbone, strict=True)
+    return model.eval()
+
+
+def _load_tensors(p: Path, map_location):
+    """``torch.load(p, weights_only=True)`` with size cap and one-line errors."""
     import pickle
 
-    p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint file not found")
     if not p.is_file():
@@ -171,36 +185,34 @@ def load_magface_checkpoint(path: str | Path, arch: str = "iresnet100", *, map_l
         raise CheckpointError(
             f"{p.name}: not a readable PyTorch checkpoint ({_first_line(str(e)) or type(e).__name__})"
         ) from None
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{p.name}: expected a state_dict (name → tensor) or {{'state_dict': ...}}")
-    prefix = _backbone_prefix(sd.keys())
-    backbone = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-    model = build_iresnet(arch)
-    expected = model.state_dict()
+    return obj
+
+
+def _check_keys(expected: dict, backbone: dict, arch: str, name: str) -> None:
+    """Names and shapes must match exactly; the error lists what differs and the
+    architecture the checkpoint looks like."""
     missing = sorted(set(expected) - set(backbone))
     unexpected = sorted(set(backbone) - set(expected))
     wrong_shape = sorted(
         k for k in set(expected) & set(backbone) if tuple(expected[k].shape) != tuple(backbone[k].shape)
     )
-    if missing or unexpected or wrong_shape:
-        likely = guess_arch(backbone.keys())
-        hint = (
-            f"; the checkpoint looks like {likely}"
-            if likely and likely != arch
-            else ("" if likely else "; it does not look like any registered iResNet")
-        )
+    if not (missing or unexpected or wrong_shape):
+        return
+    likely = guess_arch(backbone.keys())
+    hint = (
+        f"; the checkpoint looks like {likely}"
+        if likely and likely != arch
+        else ("" if likely else "; it does not look like any registered iResNet")
+    )
 
-        def show(ks):
-            return ", ".join(ks[:6]) + (f" … (+{len(ks) - 6})" if len(ks) > 6 else "")
+    def show(ks):
+        return ", ".join(ks[:6]) + (f" … (+{len(ks) - 6})" if len(ks) > 6 else "")
 
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({show(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({show(unexpected)})")
-        if wrong_shape:
-            parts.append(f"{len(wrong_shape)} keys with other shapes ({show(wrong_shape)})")
-        raise CheckpointError(f"{p.name} does not match {arch}: " + "; ".join(parts) + hint)
-    model.load_state_dict(backbone, strict=True)
-    return model.eval()
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({show(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({show(unexpected)})")
+    if wrong_shape:
+        parts.append(f"{len(wrong_shape)} keys with other shapes ({show(wrong_shape)})")
+    raise CheckpointError(f"{name} does not match {arch}: " + "; ".join(parts) + hint)

@@ -107,6 +107,49 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
     return read_feat_list(p)
 
 
+_NPZ_KINDS = {"paths": "U", "error": "U", "encoder": "U", "ok": "b?", "quality": "fiu"}
+
+
+def _npz_member(z, name: str, default, n: int, p: str):
+    """Optional member ``name`` of an embeddings .npz, dtype and shape checked."""
+    if name not in z:
+        return default
+    v = z[name]
+    if v.dtype.kind not in _NPZ_KINDS[name] and not (_NPZ_KINDS[name] == "U" and v.dtype.kind == "S"):
+        raise DataFormatError(f"'{name}' has dtype {v.dtype}; expected {_NPZ_KINDS[name]!r} kind", path=p)
+    if name == "encoder":
+        if v.size != 1:
+            raise DataFormatError(f"'encoder' must be one string, got shape {v.shape}", path=p)
+        return str(v.reshape(()).item())
+    if v.shape != (n,):
+        raise DataFormatError(f"'{name}' must have shape ({n},), got {v.shape}", path=p)
+    return v
+
+
+def _check_stored_quality(stored_q, ok, lengths, p: str) -> None:
+    """A stored 'quality' must equal the embedding lengths where both are known."""
+    if stored_q is None:
+        return
+    sq = stored_q.astype(np.float64)
+    off = np.flatnonzero(ok & np.isfinite(sq) & ~np.isclose(sq, lengths, rtol=1e-3, atol=1e-4))
+    if off.size:
+        k = int(off[0])
+        raise DataFormatError(
+            f"'quality' must equal the embedding lengths; row {k}: stored {sq[k]:.6g}, norm {float(lengths[k]):.6g}",
+            path=p,
+        )
+
+
+def _npz_measures(z, n: int, p: str) -> dict:
+    measures = {}
+    for key, v in z.items():
+        if key.startswith("measure_"):
+            if v.shape != (n,) or v.dtype.kind not in "fiu":
+                raise DataFormatError(f"'{key}' must be numbers of shape ({n},), got {v.dtype} {v.shape}", path=p)
+            measures[key[len("measure_") :]] = v.astype(np.float64)
+    return measures
+
+
 def _load_npz(p: str) -> Embeddings:
     z = load_npz(p)
     if "embeddings" not in z:
@@ -116,52 +159,20 @@ def _load_npz(p: str) -> Embeddings:
         raise DataFormatError(f"'embeddings' must be real numbers of shape (N, D), got {e.dtype} {e.shape}", path=p)
     n = e.shape[0]
     base = Embeddings.from_array(e)
-    kinds = {"paths": "U", "error": "U", "encoder": "U", "ok": "b?", "quality": "fiu"}
-
-    def get(name, default):
-        if name not in z:
-            return default
-        v = z[name]
-        if v.dtype.kind not in kinds[name] and not (kinds[name] == "U" and v.dtype.kind == "S"):
-            raise DataFormatError(f"'{name}' has dtype {v.dtype}; expected {kinds[name]!r} kind", path=p)
-        if name == "encoder":
-            if v.size != 1:
-                raise DataFormatError(f"'encoder' must be one string, got shape {v.shape}", path=p)
-            return str(v.reshape(()).item())
-        if v.shape != (n,):
-            raise DataFormatError(f"'{name}' must have shape ({n},), got {v.shape}", path=p)
-        return v
-
-    paths = get("paths", base.paths).astype(str)
-    ok_in = get("ok", base.ok)
+    paths = _npz_member(z, "paths", base.paths, n, p).astype(str)
+    ok_in = _npz_member(z, "ok", base.ok, n, p)
     if ok_in.dtype.kind != "b":
         raise DataFormatError(f"'ok' must be booleans, got {ok_in.dtype}", path=p)
     ok = ok_in.astype(bool) & base.ok
-    error = get("error", base.error).astype(str)
+    error = _npz_member(z, "error", base.error, n, p).astype(str)
     error = np.where(ok, "", np.where(error == "", base.error, error))
     error = np.where(~ok & (error == ""), "failed", error)
-    stored_q = get("quality", None)
-    if stored_q is not None:
-        sq = stored_q.astype(np.float64)
-        both = ok & np.isfinite(sq)
-        off = np.flatnonzero(both & ~np.isclose(sq, base.quality, rtol=1e-3, atol=1e-4))
-        if off.size:
-            k = int(off[0])
-            raise DataFormatError(
-                f"'quality' must equal the embedding lengths; row {k}: stored {sq[k]:.6g}, "
-                f"norm {float(base.quality[k]):.6g}",
-                path=p,
-            )
+    _check_stored_quality(_npz_member(z, "quality", None, n, p), ok, base.quality, p)
     emb = base.embeddings.copy()
     emb[~ok] = np.nan
     q = np.where(ok, base.quality, np.nan).astype(np.float32)
-    measures = {}
-    for key, v in z.items():
-        if key.startswith("measure_"):
-            if v.shape != (n,) or v.dtype.kind not in "fiu":
-                raise DataFormatError(f"'{key}' must be numbers of shape ({n},), got {v.dtype} {v.shape}", path=p)
-            measures[key[len("measure_") :]] = v.astype(np.float64)
-    return Embeddings(emb, q, paths, ok, error.astype(str), get("encoder", ""), measures)
+    encoder = _npz_member(z, "encoder", "", n, p)
+    return Embeddings(emb, q, paths, ok, error.astype(str), encoder, _npz_measures(z, n, p))
 
 
 def read_feat_list(path: str | os.PathLike) -> Embeddings:

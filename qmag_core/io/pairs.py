@@ -85,49 +85,13 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
         recs = recs[1:]
     p1, p2, lab, lno = [], [], [], []
     for ln, t in recs:
-        try:
-            if any(len(t[j]) > 9 for j in ((1, 2) if len(t) == 3 else (1, 3) if len(t) == 4 else ())):
-                raise ValueError  # an image number of 10+ digits is not an LFW number
-            if len(t) == 3:
-                n1, n2 = int(t[1]), int(t[2])
-                p1.append(template.format(name=t[0], num=n1))
-                p2.append(template.format(name=t[0], num=n2))
-                lab.append(1)
-            elif len(t) == 4:
-                n1, n2 = int(t[1]), int(t[3])
-                p1.append(template.format(name=t[0], num=n1))
-                p2.append(template.format(name=t[2], num=n2))
-                lab.append(0)
-            else:
-                raise DataFormatError(
-                    f"expected 3 fields (name n1 n2) or 4 fields (name1 n1 name2 n2), got {len(t)}", path=p, line=ln
-                )
-        except ValueError as e:
-            if isinstance(e, DataFormatError):
-                raise
-            raise DataFormatError(f"image numbers must be integers, got {' '.join(t)!r}", path=p, line=ln) from None
+        a, b, y = _lfw_line(t, template, p, ln)
+        p1.append(a)
+        p2.append(b)
+        lab.append(y)
         lno.append(ln)
     label = np.asarray(lab, dtype=np.int8)
-    n = label.size
-    if header is not None:
-        nf, per = header
-        if n != 2 * nf * per:
-            raise DataFormatError(
-                f"header says {nf} folds of {per}+{per} pairs ({2 * nf * per} lines) but the file has {n} pair lines",
-                path=p,
-                line=1,
-            )
-        fold = np.repeat(np.arange(nf), 2 * per)
-        expect = np.tile(np.r_[np.ones(per), np.zeros(per)], nf).astype(np.int8)
-        bad = np.flatnonzero(expect != label)
-        if bad.size:
-            kind = "matched (3 fields)" if expect[bad[0]] else "mismatched (4 fields)"
-            raise DataFormatError(f"expected a {kind} line here (fold {fold[bad[0]] + 1})", path=p, line=lno[bad[0]])
-    else:
-        starts = np.r_[True, (label[1:] == 1) & (label[:-1] == 0)]
-        fold = np.cumsum(starts) - 1
-        if fold.max() == 0:  # one block: the file defines no folds
-            fold = np.full(n, -1)
+    fold = _lfw_folds(label, header, lno, p)
     return _check_pairs(
         Pairs(
             np.asarray(p1, dtype=str),
@@ -138,6 +102,48 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
             p,
         )
     )
+
+
+def _lfw_line(t: list[str], template: str, p: str, ln: int) -> tuple[str, str, int]:
+    """(path1, path2, label) of one pairs.txt line split into fields."""
+    if len(t) not in (3, 4):
+        raise DataFormatError(
+            f"expected 3 fields (name n1 n2) or 4 fields (name1 n1 name2 n2), got {len(t)}", path=p, line=ln
+        )
+    nums = (t[1], t[2]) if len(t) == 3 else (t[1], t[3])
+    try:
+        if any(len(x) > 9 for x in nums):  # an image number of 10+ digits is not an LFW number
+            raise ValueError
+        n1, n2 = int(nums[0]), int(nums[1])
+    except ValueError:
+        raise DataFormatError(f"image numbers must be integers, got {' '.join(t)!r}", path=p, line=ln) from None
+    if len(t) == 3:
+        return template.format(name=t[0], num=n1), template.format(name=t[0], num=n2), 1
+    return template.format(name=t[0], num=n1), template.format(name=t[2], num=n2), 0
+
+
+def _lfw_folds(label: np.ndarray, header, lno: list, p: str) -> np.ndarray:
+    """Fold per pair: from the header (checked against the lines) or from where matched
+    lines follow mismatched ones; -1 when no fold structure can be seen."""
+    n = label.size
+    if header is None:
+        starts = np.r_[True, (label[1:] == 1) & (label[:-1] == 0)]
+        fold = np.cumsum(starts) - 1
+        return np.full(n, -1) if fold.max() == 0 else fold  # one block: the file defines no folds
+    nf, per = header
+    if n != 2 * nf * per:
+        raise DataFormatError(
+            f"header says {nf} folds of {per}+{per} pairs ({2 * nf * per} lines) but the file has {n} pair lines",
+            path=p,
+            line=1,
+        )
+    fold = np.repeat(np.arange(nf), 2 * per)
+    expect = np.tile(np.r_[np.ones(per), np.zeros(per)], nf).astype(np.int8)
+    bad = np.flatnonzero(expect != label)
+    if bad.size:
+        kind = "matched (3 fields)" if expect[bad[0]] else "mismatched (4 fields)"
+        raise DataFormatError(f"expected a {kind} line here (fold {fold[bad[0]] + 1})", path=p, line=lno[bad[0]])
+    return fold
 
 
 def read_pairs_csv(path: str | os.PathLike, *, columns: dict[str, str] | None = None) -> Pairs:

@@ -168,6 +168,8 @@ def _check_rows(t: ScoreTable, meta: dict) -> ScoreTable:
 
 
 def _read_scores_body(p: str, meta: dict, body: str, header_line: int) -> ScoreTable:
+    """The fast (pandas) reader; anything it does not accept as clean goes to the strict
+    reader, which returns the same types and names the line of the first problem."""
     import pandas as pd
 
     try:
@@ -175,43 +177,57 @@ def _read_scores_body(p: str, meta: dict, body: str, header_line: int) -> ScoreT
         cols = _score_columns(df.columns, p, header_line)
         if len(df) == 0:
             raise DataFormatError("no score rows after the header", path=p)
-        num = {}
-        for name in ("s", "q1", "q2", "q_min", "fold"):
-            if name in cols:
-                c = df[cols[name]]
-                if not pd.api.types.is_numeric_dtype(c):
-                    raise _NeedSlowPath
-                num[name] = c.to_numpy(dtype=np.float64)
-                if not np.isfinite(num[name]).all():
-                    raise _NeedSlowPath
-        if np.any(np.abs(num["s"]) > 1 + 1e-6):
-            raise _NeedSlowPath
+        num = _fast_numbers(df, cols)
         q1 = num.get("q1", num.get("q_min"))
         q2 = num.get("q2", num.get("q_min"))
         if np.any(q1 < 0) or np.any(q2 < 0):
             raise _NeedSlowPath
-        lab = df[cols["label"]]
-        if pd.api.types.is_numeric_dtype(lab):
-            lv = lab.to_numpy(dtype=np.float64)
-            u = np.unique(lv)
-            if not (np.isin(u, [0, 1]).all() or np.isin(u, [-1, 1]).all()):
-                raise _NeedSlowPath
-            label = (lv == 1).astype(np.int8)
-        else:
-            label = parse_labels(lab.astype(str).to_numpy(dtype=str), path=p)
-        if "fold" in num:
-            fv = num["fold"]
-            if np.any(fv != np.round(fv)) or np.any(fv < -1) or np.any(fv > MAX_FOLD):
-                raise _NeedSlowPath
-            fold = fv.astype(np.int64)
-        else:
-            fold = np.full(len(df), -1, np.int64)
+        label = _fast_labels(df[cols["label"]], p)
+        fold = _fast_folds(num.get("fold"), len(df))
         known = {"s", "q1", "q2", "q_min", "label", "fold"}
         extra = {orig: df[orig].to_numpy() for low, orig in cols.items() if low not in known}
         return ScoreTable(num["s"], q1, q2, label, fold, meta, extra, p)
     except (_NeedSlowPath, pd.errors.ParserError, DataFormatError, ValueError):
         pass
     return _read_scores_csv_strict(p, meta, body, header_line)
+
+
+def _fast_numbers(df, cols) -> dict:
+    """Finite float columns s, q1, q2, q_min, fold (those present), s within [-1, 1]."""
+    import pandas as pd
+
+    num = {}
+    for name in ("s", "q1", "q2", "q_min", "fold"):
+        if name in cols:
+            c = df[cols[name]]
+            if not pd.api.types.is_numeric_dtype(c):
+                raise _NeedSlowPath
+            num[name] = c.to_numpy(dtype=np.float64)
+            if not np.isfinite(num[name]).all():
+                raise _NeedSlowPath
+    if np.any(np.abs(num["s"]) > 1 + 1e-6):
+        raise _NeedSlowPath
+    return num
+
+
+def _fast_labels(lab, p: str) -> np.ndarray:
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(lab):
+        return parse_labels(lab.astype(str).to_numpy(dtype=str), path=p)
+    lv = lab.to_numpy(dtype=np.float64)
+    u = np.unique(lv)
+    if not (np.isin(u, [0, 1]).all() or np.isin(u, [-1, 1]).all()):
+        raise _NeedSlowPath
+    return (lv == 1).astype(np.int8)
+
+
+def _fast_folds(fv, n: int) -> np.ndarray:
+    if fv is None:
+        return np.full(n, -1, np.int64)
+    if np.any(fv != np.round(fv)) or np.any(fv < -1) or np.any(fv > MAX_FOLD):
+        raise _NeedSlowPath
+    return fv.astype(np.int64)
 
 
 def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
