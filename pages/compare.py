@@ -114,7 +114,7 @@ for k, r in enumerate(res.images):
                 help="Faces are numbered by size (1 = largest); the box in colour is compared.",
             )
         st.image(r.aligned.crop, caption=f"aligned {r.aligned.spec.name}", width=150)
-        pct = f" · {100 * np.mean(qs <= r.quality):.0f}th percentile of the active dataset" if qs is not None else ""
+        pct = f" · percentile {100 * np.mean(qs <= r.quality):.0f} of the active dataset" if qs is not None else ""
         st.metric(f"quality q ({enc.id})", f"{r.quality:.4f}", help=enc.quality)
         if pct:
             st.caption(pct.strip(" ·"))
@@ -159,5 +159,8 @@ download_table(df, "comparisons.csv")
 if sum(r.ok for r in res.images) > 2:
     names_ok = [r.name for r in res.images]
     c1, c2 = st.columns(2)
-    c1.plotly_chart(similarity_matrix(res.matrix("s"), names_ok, "cosine s"), key="mat-s", width="stretch")
-    c2.plotly_chart(similarity_matrix(res.matrix("s_hat"), names_ok, "QMagFace ŝ"), key="mat-sh", width="stretch")
+    ms, mh = res.matrix("s"), res.matrix("s_hat")
+    both = np.r_[ms[np.isfinite(ms)], mh[np.isfinite(mh)]]
+    zr = (float(both.min()), float(both.max())) if both.size else None  # one colour scale for both
+    c1.plotly_chart(similarity_matrix(ms, names_ok, "cosine s", zr), key="mat-s", width="stretch")
+    c2.plotly_chart(similarity_matrix(mh, names_ok, "QMagFace ŝ", zr), key="mat-sh", width="stretch")

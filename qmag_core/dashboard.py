@@ -120,6 +120,7 @@ class SampleDataset:
     images: str | None = None  # image folder (for galleries / embedding)
     pairs: str | None = None  # pairs file relative to sample_data
     description: str = ""
+    embeddings: str | None = None  # precomputed embeddings .npz (with ``pairs``)
 
 
 SAMPLE_DATASETS = {
@@ -137,6 +138,16 @@ SAMPLE_DATASETS = {
             scores="lfw_dev_builtin/scores_extended.csv",
             description="The 2,100 genuine LFW-dev pairs + 59,997 seeded imposter pairs within folds: "
             "enough imposters for FMR down to 1.7e-5.",
+        ),
+        SampleDataset(
+            "lfw-cross-quality",
+            "LFW-dev folds 5–7 · one photo degraded (1,800 pairs)",
+            embeddings="lfw_cross_quality/embeddings.npz",
+            pairs="lfw_cross_quality/pairs.csv",
+            description="The dev pairs of folds 5–7 on the original photos, the second photo of each pair degraded "
+            "before detection (blur, low resolution, low light, compression, exposure, occluders; numbers only). "
+            "Quality varies here: see the Quality page's EDC; pairs whose degraded photo lost its face count as "
+            "failures.",
         ),
         SampleDataset(
             "deepface",
@@ -264,7 +275,13 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
     d = SAMPLE_DATASETS[ds_id]
     if d.scores:
         return dataset_from_scores(SAMPLE_DIR / d.scores, d.name)
-    from .data import scores_from_embeddings
+    from .data import load_embeddings, scores_from_embeddings
+
+    if d.embeddings:
+        emb = load_embeddings(SAMPLE_DIR / d.embeddings)
+        t, rep = scores_from_embeddings(emb, read_pairs(SAMPLE_DIR / d.pairs), encoder=emb.encoder or None)
+        notes = [f"{rep['n_pairs'] - rep['n_scored']} pairs have a photo without a face; they count as failures"]
+        return Dataset(d.name, t, None, {}, emb.encoder or None, notes if rep["n_scored"] < rep["n_pairs"] else [])
     from .embed import embed_files
 
     if encoder is None:

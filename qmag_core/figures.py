@@ -12,6 +12,32 @@ from . import metrics as M
 GEN, IMP = "#2a9d8f", "#e76f51"
 MAX_SCATTER = 20000
 
+#: one look for every figure: legend outside the axes on the right (never over an axis
+#: title, a subplot title or the data), room for titles, exponent tick labels as 1e-3
+#: (not SI "1m"/"100μ")
+TEMPLATE = go.layout.Template(
+    layout=dict(
+        font=dict(size=12),
+        legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top", bgcolor="rgba(0,0,0,0)"),
+        margin=dict(t=50, b=50, l=60, r=20),
+        xaxis=dict(exponentformat="e", automargin=True),
+        yaxis=dict(exponentformat="e", automargin=True),
+        title=dict(x=0, xanchor="left", y=0.98, yanchor="top", font=dict(size=13)),
+    )
+)
+#: DET ticks as the field draws them (normal-deviate positions, labels in percent)
+DET_TICKS = np.array([1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5])
+
+
+def _pct_label(t: float) -> str:
+    return f"{100 * t:g}%"
+
+
+def _finish(fig: go.Figure, **layout) -> go.Figure:
+    """Apply the shared template and the figure's own layout (height, axis titles)."""
+    fig.update_layout(template=TEMPLATE, **layout)
+    return fig
+
 
 def score_histograms(s, s_hat, labels, *, nbins: int = 80) -> tuple[go.Figure, dict]:
     """Genuine vs imposter histograms of s and ŝ side by side (each panel: same bins for
@@ -46,8 +72,7 @@ def score_histograms(s, s_hat, labels, *, nbins: int = 80) -> tuple[go.Figure, d
                 1,
                 col,
             )
-    fig.update_layout(barmode="overlay", height=340, margin=dict(t=40, b=30), legend=dict(orientation="h"))
-    return fig, stats
+    return _finish(fig, barmode="overlay", height=360), stats
 
 
 def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figure:
@@ -55,7 +80,7 @@ def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figu
     from scipy.stats import norm
 
     fig = make_subplots(1, 2, subplot_titles=("ROC", "DET"))
-    ticks = np.array([1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5])
+    ticks = DET_TICKS
     colours = ["#264653", "#e9c46a", "#e76f51", "#2a9d8f"]
     for k, (name, c) in enumerate(curves.items()):
         d = c.decimate(max_points)
@@ -90,10 +115,10 @@ def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figu
         )
     fig.update_xaxes(type="log", title="FMR", row=1, col=1)
     fig.update_yaxes(title="TPR = 1 − FNMR", row=1, col=1)
-    fig.update_xaxes(title="FMR", tickvals=norm.ppf(ticks), ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
-    fig.update_yaxes(title="FNMR", tickvals=norm.ppf(ticks), ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
-    fig.update_layout(height=380, margin=dict(t=40, b=30), legend=dict(orientation="h"))
-    return fig
+    labels = [_pct_label(t) for t in ticks]
+    fig.update_xaxes(title="FMR", tickvals=norm.ppf(ticks), ticktext=labels, tickangle=0, row=1, col=2)
+    fig.update_yaxes(title="FNMR", tickvals=norm.ppf(ticks), ticktext=labels, row=1, col=2)
+    return _finish(fig, height=400)
 
 
 def s_vs_q(
@@ -143,15 +168,7 @@ def s_vs_q(
         fig.add_trace(
             go.Scatter(x=ss, y=qb, mode="lines", name=f"ŝ = {threshold:.3f}", line=dict(color="black", dash="dash"))
         )
-    fig.update_layout(
-        height=380,
-        title="cosine s vs q_min" + note,
-        xaxis_title="s",
-        yaxis_title="q_min",
-        margin=dict(t=40, b=30),
-        legend=dict(orientation="h"),
-    )
-    return fig
+    return _finish(fig, height=400, title="cosine s vs q_min" + note, xaxis_title="s", yaxis_title="q_min")
 
 
 def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) -> go.Figure:
@@ -181,10 +198,7 @@ def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) ->
             x=xs, y=beta * xs - alpha, mode="lines", name=f"ω = {beta:.4g}·t − {alpha:.4g}", line=dict(color="black")
         )
     )
-    fig.update_layout(
-        height=360, xaxis_title="threshold t", yaxis_title="ω", margin=dict(t=30, b=30), legend=dict(orientation="h")
-    )
-    return fig
+    return _finish(fig, height=380, xaxis_title="threshold t", yaxis_title="ω")
 
 
 def edc_figure(
@@ -216,37 +230,45 @@ def edc_figure(
             hoverinfo="skip",
         )
     )
-    fig.update_layout(
-        height=340,
-        xaxis_title="fraction of pairs discarded",
-        yaxis_title="FNMR",
-        title=f"EDC (threshold {edc.threshold:.4f}, rule {edc.rule})",
-        margin=dict(t=40, b=30),
+    top = max(
+        [float(np.nanmax(edc.fnmr_random_q95))]
+        + [float(np.nanmax(e.fnmr)) for e in (others or {}).values()]
+        + [float(np.nanmax(edc.fnmr))]
     )
-    return fig
+    return _finish(
+        fig,
+        height=380,
+        xaxis_title="fraction of pairs discarded",
+        yaxis=dict(title="FNMR", range=[0, 1.05 * top if top > 0 else 1]),  # FNMR never below 0
+        title=f"EDC (threshold {edc.threshold:.4f}, rule {edc.rule})",
+    )
 
 
 def quality_histogram(q, *, marks: dict[str, float] | None = None) -> go.Figure:
     fig = go.Figure(go.Histogram(x=q, nbinsx=60, marker_color="#264653", name="q"))
     for name, v in (marks or {}).items():
         fig.add_vline(x=v, line=dict(color="#e76f51"), annotation_text=name)
-    fig.update_layout(height=280, xaxis_title="quality q = ‖e‖", yaxis_title="count", margin=dict(t=30, b=30))
+    _finish(fig, height=300, xaxis_title="quality q = ‖e‖", yaxis_title="count")
     return fig
 
 
-def similarity_matrix(m: np.ndarray, names: list[str], title: str) -> go.Figure:
+def similarity_matrix(
+    m: np.ndarray, names: list[str], title: str, zrange: tuple[float, float] | None = None
+) -> go.Figure:
+    """Pairwise scores as a heatmap; pass the same ``zrange`` to figures that are compared."""
     fig = go.Figure(
         go.Heatmap(
             z=m,
             x=names,
             y=names,
+            zmin=None if zrange is None else zrange[0],
+            zmax=None if zrange is None else zrange[1],
             colorscale="Viridis",
             texttemplate="%{z:.3f}",
             hovertemplate="%{y} ~ %{x}: %{z:.4f}<extra></extra>",
         )
     )
-    fig.update_layout(height=120 + 40 * len(names), title=title, margin=dict(t=40, b=30))
-    return fig
+    return _finish(fig, height=140 + 40 * len(names), title=title)
 
 
 #: longest side (px) of a photo sent to the browser inside a figure

@@ -188,6 +188,17 @@ def read_text(path: str | os.PathLike, *, expected: str, max_bytes: int | None =
 
 
 # ------------------------------------------------------------------------ writing
+def _mode_for(dest: Path) -> int:
+    """The permission bits a replaced file keeps, or what a plain ``open(..., "w")``
+    would give a new one (0666 minus the umask)."""
+    try:
+        return os.stat(dest).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path in the folder of ``path`` (same suffix); when the block
@@ -200,6 +211,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         yield tmp
         with open(tmp, "rb+") as fh:  # data on disk before the rename
             os.fsync(fh.fileno())
+        os.chmod(tmp, _mode_for(dest))  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, dest)
     except BaseException:
         try:

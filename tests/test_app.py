@@ -240,3 +240,28 @@ def test_encoder_error_shown_once(monkeypatch):
     errs = [e.value for e in at.sidebar.error]
     assert len([e for e in errs if "Encoder not loaded" in e]) == 1 and "needs a checkpoint" in errs[0]
     assert not at.exception
+
+
+@pytest.mark.slow
+def test_bundled_cross_quality_set_shows_quality_at_work():
+    """The bundled cross-quality set (persons no shipped part saw): failed photos are
+    counted, and on the Quality page discarding the lowest-q pairs visibly lowers FNMR
+    — well below random discards and below the sharpness baseline."""
+    from qmag_core.dashboard import load_sample_dataset
+    from qmag_core.quality import measure_columns, measure_edcs
+
+    ds = load_sample_dataset("lfw-cross-quality")
+    t = ds.table
+    assert t.n_failed > 0 and ds.notes and "count as failures" in ds.notes[0]
+    y = t.label.astype(bool)
+    fl = t.failed.label.astype(bool)
+    e, others = measure_edcs(t.s, y, t.q_min, measure_columns(t.extra), fl, n_random=200, seed=0)
+    k = int(np.argmin(np.abs(e.discard - 0.2)))
+    ratio = e.fnmr[k] / e.fnmr_random_median[k]
+    sharp = others["sharpness"].fnmr[k] / others["sharpness"].fnmr_random_median[k]
+    assert ratio < 0.5 and ratio < sharp, (ratio, sharp)
+    at = app()
+    at.selectbox(key="w_dataset_id").set_value("lfw-cross-quality").run()
+    at.switch_page("pages/quality.py").run()
+    assert not at.exception, [x.message for x in at.exception]
+    assert any(f"FNMR {100 * e.fnmr[k]:.3f}%" in c.value for c in at.caption)

@@ -143,6 +143,40 @@ def _wait_idle(pg):
     pg.wait_for_timeout(300)
 
 
+_CONTENT_HEIGHT = """() => Math.max(...[...document.querySelectorAll(
+    '[data-testid="stMain"], [data-testid="stAppViewContainer"], section.main, .main')].map(e => e.scrollHeight), 0)"""
+
+
+def _full_screenshot(pg, path) -> tuple[int, int]:
+    """The whole page, not just the viewport: Streamlit scrolls inside its own container,
+    so the viewport is grown to the content's height for the shot.  Returns (width, height)."""
+    from PIL import Image
+
+    vp = pg.viewport_size
+    h = int(pg.evaluate(_CONTENT_HEIGHT))
+    pg.set_viewport_size({"width": vp["width"], "height": max(vp["height"], h + 40)})
+    pg.wait_for_timeout(1500)
+    _wait_idle(pg)
+    pg.screenshot(path=str(path), full_page=True)
+    pg.set_viewport_size(vp)
+    with Image.open(path) as im:
+        return im.size
+
+
+_OVERLAPS = """() => {
+  const boxes = (root, sel) => [...root.querySelectorAll(sel)].map(e => e.getBoundingClientRect())
+    .filter(r => r.width > 0 && r.height > 0);
+  const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const out = [];
+  document.querySelectorAll('.js-plotly-plot').forEach((plot, k) => {
+    const legends = boxes(plot, 'g.legend');
+    const titles = boxes(plot, 'text.xtitle, text.ytitle, text.gtitle, g.annotation-text-g');
+    legends.forEach(l => titles.forEach(t => { if (hit(l, t)) out.push(k); }));
+  });
+  return out;
+}"""
+
+
 def _metric(pg, label: str) -> str:
     m = pg.locator('[data-testid="stMetric"]', has_text=label).first
     return m.locator('[data-testid="stMetricValue"]').inner_text().strip()
@@ -171,7 +205,7 @@ def test_compare_page_in_browser(server, page):
     assert _metric(page, "cosine s") == f"{ref.pairs[0].s:.5f}"
     assert _metric(page, "QMagFace ŝ") == f"{ref.pairs[0].s_hat:.5f}"
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    _full_screenshot(page, SHOTS / "compare.png")
 
 
 def _alpha_beta(lo, hi):
@@ -209,17 +243,23 @@ def test_train_page_range_in_browser(server, page):
     )
     assert (_metric(page, "α"), _metric(page, "β")) == want
     assert want != _alpha_beta(*default)
-    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+    assert page.evaluate(_OVERLAPS) == []
+    _full_screenshot(page, SHOTS / "train.png")
 
 
 def test_tour_screenshots(server, page):
+    """Full-page screenshots of the tour, taller than the viewport; on every page no
+    legend box overlaps an axis title, a figure title or a subplot title."""
     for path, text, name in (("/dataset", "Dataset", "dataset.png"), ("/quality", "EDC", "quality.png")):
         page.goto(server + path)
         page.get_by_text(text).first.wait_for()
         _wait_idle(page)
         page.wait_for_timeout(1500)
-        page.screenshot(path=str(SHOTS / name), full_page=True)
+        assert page.evaluate("() => document.querySelectorAll('.js-plotly-plot g.legend').length") > 0
+        assert page.evaluate(_OVERLAPS) == [], f"{path}: a legend overlaps a title"
+        w, h = _full_screenshot(page, SHOTS / name)
         assert (SHOTS / name).stat().st_size > 20_000
+        assert h > 1000 + 400, f"{name}: {w}x{h} is not the full page"
 
 
 def _active_dataset(pg) -> str:
@@ -247,8 +287,9 @@ def test_uploaded_dataset_stays_active(server, page, tmp_path):
     )
     _wait_idle(page)
     seen.append(_active_dataset(page))
-    for name in ("Train", "Quality", "Compare", "Dataset"):
+    for name, url in (("Train", "/train"), ("Quality", "/quality"), ("Compare", "/"), ("Dataset", "/dataset")):
         page.locator('[data-testid="stSidebarNav"] a', has_text=name).first.click()
+        page.wait_for_url(lambda u, url=url: urlparse(u).path.rstrip("/") == url.rstrip("/"))
         _wait_idle(page)
         seen.append(_active_dataset(page))
         if name == "Quality":

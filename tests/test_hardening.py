@@ -558,3 +558,26 @@ def test_app_server_folder_escape_shown_in_place_and_data_kept(tmp_path, image_d
     assert not any(str(tmp_path) in e for e in errs)
     assert at.selectbox(key="w_dataset_id").value == "lfw-dev"
     assert any("EER" in m.label for m in at.metric)  # the loaded dataset is still shown
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """A new file gets 0666 minus the umask (not mkstemp's 0600); a replaced file keeps its mode."""
+    import os
+    import stat
+
+    from qmag_core.safeio import atomic_write
+
+    mask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.csv"
+        with atomic_write(new) as fh:
+            fh.write("x\n")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644
+        old = tmp_path / "old.csv"
+        old.write_text("a\n")
+        old.chmod(0o640)
+        with atomic_write(old) as fh:
+            fh.write("b\n")
+        assert stat.S_IMODE(old.stat().st_mode) == 0o640 and old.read_text() == "b\n"
+    finally:
+        os.umask(mask)

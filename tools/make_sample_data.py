@@ -102,7 +102,56 @@ def lfw(n_imposter=60000, seed=0):
     print(rep, len(ext))
 
 
+def lfw_cross_quality(seed=0):
+    """Numbers only: the dev pairs of folds 5–7 (persons no shipped head or α/β saw) on the
+    original LFW photos, the second photo of each pair degraded as a whole photograph
+    before detection (capture kind uniform, severity U(0.1, 1), seeded); photos whose
+    degraded version loses its face stay as failed rows (ok=False)."""
+    import tempfile
+
+    from qmag_core.align import load_image
+    from qmag_core.data import Embeddings, Pairs, write_pairs_csv
+    from qmag_core.degrade import CAPTURE_KINDS, degrade_photo
+
+    d = OUT / "lfw_cross_quality"
+    d.mkdir(parents=True, exist_ok=True)
+    photos = SHARED / "lfw_photos" / "images"
+    pairs = read_lfw_pairs(SHARED / "lfw_photos" / "pairs_dev.txt")
+    m = np.isin(pairs.fold, [4, 5, 6])
+    p1, p2, y, f = pairs.path1[m], pairs.path2[m], pairs.label[m], pairs.fold[m]
+    rng = np.random.default_rng(seed)
+    enc = load_encoder("builtin", device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        deg_names = []
+        for k, b in enumerate(p2):
+            kind = CAPTURE_KINDS[int(rng.integers(len(CAPTURE_KINDS)))]
+            sev = float(rng.uniform(0.1, 1.0))
+            name = f"{b}#{kind}-{sev:.2f}"
+            out = Path(tmp) / f"{k:04d}.png"
+            Image.fromarray(degrade_photo(load_image(photos / b), kind, sev, rng)).save(out)
+            deg_names.append(name)
+        clean = sorted(set(p1.tolist()))
+        e1 = embed_files(clean, photos, enc)
+        e2 = embed_files([f"{k:04d}.png" for k in range(len(p2))], tmp, enc)
+    emb = Embeddings(
+        np.r_[e1.embeddings, e2.embeddings],
+        np.r_[e1.quality, e2.quality],
+        np.r_[e1.paths, np.asarray(deg_names)],
+        np.r_[e1.ok, e2.ok],
+        np.r_[
+            e1.error, np.where(e2.ok, "", [f"{n.split('#')[0]}: no face after {n.split('#')[1]}" for n in deg_names])
+        ],
+        "builtin",
+        {k: np.r_[e1.measures[k], e2.measures[k]] for k in e1.measures},
+    )
+    save_embeddings(d / "embeddings.npz", emb)
+    pp = Pairs(p1, np.asarray(deg_names), y, f - 4, np.arange(2, len(y) + 2), "pairs.csv")
+    write_pairs_csv(d / "pairs.csv", pp)
+    print(f"cross-quality: {len(y)} pairs, {int((~e2.ok).sum())} degraded photos without a face")
+
+
 if __name__ == "__main__":
     faces()
     lfw()
+    lfw_cross_quality()
     print(sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file()) / 1e6, "MB")
