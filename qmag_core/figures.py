@@ -115,9 +115,21 @@ def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figu
         )
     fig.update_xaxes(type="log", title="FMR", row=1, col=1)
     fig.update_yaxes(title="TPR = 1 − FNMR", row=1, col=1)
-    labels = [_pct_label(t) for t in ticks]
-    fig.update_xaxes(title="FMR", tickvals=norm.ppf(ticks), ticktext=labels, tickangle=0, row=1, col=2)
-    fig.update_yaxes(title="FNMR", tickvals=norm.ppf(ticks), ticktext=labels, row=1, col=2)
+    # DET axes from the smallest measurable rate (at least 1e-5) to 50%, as DET plots are drawn
+    pos = [(c.fmr[c.fmr > 0].min(initial=1.0), c.fnmr[c.fnmr > 0].min(initial=1.0)) for c in curves.values()]
+    lo_x = max(1e-5, min([p[0] for p in pos] + [0.5]) * 0.8)
+    lo_y = max(1e-5, min([p[1] for p in pos] + [0.5]) * 0.8)
+    for axis, lo, title in ((fig.update_xaxes, lo_x, "FMR"), (fig.update_yaxes, lo_y, "FNMR")):
+        tk = ticks[(ticks >= lo) & (ticks <= 0.5)]
+        axis(
+            title=title,
+            tickvals=norm.ppf(tk),
+            ticktext=[_pct_label(t) for t in tk],
+            tickangle=0,
+            range=[norm.ppf(lo), norm.ppf(0.6)],
+            row=1,
+            col=2,
+        )
     return _finish(fig, height=400)
 
 
