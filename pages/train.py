@@ -195,7 +195,11 @@ c1.download_button(
 )
 if c2.button("Use these parameters on every page", key="use_params"):
     ss.params, ss.params_source = params, f"trained on {ds.name}"
-    st.success(f"Active parameters set: α = {tr.alpha_:.6g}, β = {tr.beta_:.6g}")
+    # rerun so the sidebar (drawn before this button) shows them at once; the message survives it
+    ss.params_flash = f"Active parameters set: α = {tr.alpha_:.6g}, β = {tr.beta_:.6g}"
+    st.rerun()
+if ss.get("params_flash"):
+    c2.success(ss.pop("params_flash"))
 table = pd.DataFrame(
     {
         "fmr": tr.fmrs_,

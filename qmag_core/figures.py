@@ -177,9 +177,20 @@ def s_vs_q(
             qb = np.where(w < 0, (threshold - ss) / w, np.nan)
         qlo, qhi = float(np.min(q_min)), float(np.max(q_min))
         qb = np.where((qb >= qlo * 0.9) & (qb <= qhi * 1.1), qb, np.nan)
-        fig.add_trace(
-            go.Scatter(x=ss, y=qb, mode="lines", name=f"ŝ = {threshold:.3f}", line=dict(color="black", dash="dash"))
-        )
+        if np.isfinite(qb).any():
+            fig.add_trace(
+                go.Scatter(x=ss, y=qb, mode="lines", name=f"ŝ = {threshold:.3f}", line=dict(color="black", dash="dash"))
+            )
+        else:  # listed only when drawn
+            fig.add_annotation(
+                text=f"the boundary ŝ = {threshold:.3f} lies outside the q range shown",
+                xref="paper",
+                yref="paper",
+                x=0,
+                y=-0.22,
+                showarrow=False,
+                xanchor="left",
+            )
     return _finish(fig, height=400, title="cosine s vs q_min" + note, xaxis_title="s", yaxis_title="q_min")
 
 

@@ -180,6 +180,9 @@ def test_train_page_alpha_beta_follow_range():
     assert metric(at, "α") == f"{ref3.alpha_:.6g}"
     # "use these parameters" makes them active everywhere
     at.button(key="use_params").click().run()
+    # the sidebar shows the new parameters at once, not after the next page
+    assert any(f"α = {ref3.alpha_:.5g}" in c.value for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+    assert any("Active parameters set" in x.value for x in at.success)
     at.switch_page("pages/dataset.py").run()
     y = t.label.astype(bool)
     sh = qmagface_score(t.s, t.q_min, ref3.alpha_, ref3.beta_)

@@ -1,0 +1,51 @@
+"""Figures: one template (legend outside the axes), DET ticks in percent, decision boundary
+listed only when drawn, one colour scale for compared matrices."""
+
+import numpy as np
+
+from qmag_core import metrics as M
+from qmag_core.figures import edc_figure, roc_det, s_vs_q, similarity_matrix
+
+
+def _scores(seed=0, n=3000):
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.3
+    s = np.clip(np.where(y, rng.normal(0.7, 0.1, n), rng.normal(0.2, 0.1, n)), -1, 1)
+    return s, rng.uniform(10, 40, n), y
+
+
+def test_legends_sit_outside_the_axes():
+    s, q, y = _scores()
+    for fig in (roc_det({"cosine": M.roc(s[y], s[~y])}), s_vs_q(s, q, y, alpha=0.1, beta=0.2, threshold=0.5)):
+        lay, tpl = fig.layout, fig.layout.template.layout
+        assert lay.legend.x is None and lay.legend.orientation is None  # the figure does not override the template
+        assert tpl.legend.x >= 1 and tpl.legend.xanchor == "left"
+        assert tpl.xaxis.exponentformat == "e"
+
+
+def test_det_ticks_are_percent_inside_the_measured_range():
+    s, q, y = _scores()
+    fig = roc_det({"cosine": M.roc(s[y], s[~y])})
+    ticks = fig.layout.xaxis2.ticktext
+    assert ticks and all(t.endswith("%") for t in ticks) and ticks[-1] == "50%"
+    lo, hi = fig.layout.xaxis2.range
+    assert all(lo <= v <= hi for v in fig.layout.xaxis2.tickvals)
+    # 2,100 imposters cannot measure FMR 1e-4: the axis does not pretend to
+    assert "0.01%" not in ticks and "0.001%" not in ticks
+
+
+def test_decision_boundary_listed_only_when_drawn():
+    s, q, y = _scores()
+    inside = s_vs_q(s, q, y, alpha=0.1, beta=0.2, threshold=0.3)
+    assert any(t.name and t.name.startswith("ŝ =") for t in inside.data)
+    outside = s_vs_q(s, q, y, alpha=1e-6, beta=1e-6, threshold=0.3)  # ω ≈ 0: boundary far outside q
+    assert not any(t.name and t.name.startswith("ŝ =") for t in outside.data)
+    assert any("outside the q range" in a.text for a in outside.layout.annotations)
+
+
+def test_edc_axis_starts_at_zero_and_matrices_share_a_scale():
+    s, q, y = _scores()
+    e = M.edc(s, y, q, n_random=20, random_state=0)
+    assert edc_figure(e).layout.yaxis.range[0] == 0
+    m1 = similarity_matrix(np.eye(3), list("abc"), "s", (0.0, 2.0))
+    assert (m1.data[0].zmin, m1.data[0].zmax) == (0.0, 2.0)
