@@ -16,7 +16,7 @@ from pages.shared import (
     encoder,
     sidebar,
 )
-from qmag_core.compare import compare_images
+from qmag_core.compare import compare_images, explain_pairs
 from qmag_core.dashboard import SAMPLE_DIR
 from qmag_core.figures import face_overlay, similarity_matrix
 
@@ -153,6 +153,7 @@ if len(res.pairs) == 1:
     c3.metric(
         f"decision at FMR {res.fmr:.1e}", "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject")
     )
+st.info(explain_pairs(res.pairs, params))
 df = pd.DataFrame(rows)
 st.dataframe(df, hide_index=True, width="stretch")
 download_table(df, "comparisons.csv")

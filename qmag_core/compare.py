@@ -202,3 +202,38 @@ def compare_images(
         sh = float(qmagface_score(np.array([s]), np.array([qm]), params.alpha, params.beta)[0]) if params else s
         pairs.append(PairResult(i, j, s, sh, qm, None if t_s is None else s >= t_s, None if t_h is None else sh >= t_h))
     return ComparisonResult(results, pairs, fmr_used if fmr_used is not None else fmr, t_s, t_h, params)
+
+
+def explain_pairs(pairs: list[PairResult], params: QMagFaceParams | None) -> str:
+    """One plain sentence on what QMagFace did to these pairs and why."""
+    if params is None or not pairs:
+        return "No QMagFace parameters for this encoder: ŝ = s."
+    s0 = params.s0
+    moved = [p for p in pairs if p.s < s0]
+    flipped = [p for p in pairs if p.accept_s is not None and p.accept_s != p.accept_s_hat]
+    if len(pairs) == 1:
+        p = pairs[0]
+        if not moved:
+            why = (
+                f"ŝ = s: the cosine {p.s:.4f} is above s0 = α/β = {s0:.3f}, where ω(s) = 0 — QMagFace leaves "
+                "comparisons this similar unchanged."
+            )
+        else:
+            w = params.beta * p.s - params.alpha
+            why = (
+                f"ŝ = s + ω(s)·q_min = {p.s:.4f} {w * p.q_min:+.4f}: the cosine is below s0 = α/β = {s0:.3f}, so "
+                f"ω(s) = {w:.4g} < 0 and the correction grows with the worse image's quality q_min = {p.q_min:.4g}."
+            )
+    else:
+        why = (
+            f"{len(moved)} of {len(pairs)} pairs have a cosine below s0 = α/β = {s0:.3f} and are moved down by "
+            "ω(s)·q_min; the others keep ŝ = s."
+        )
+    if any(p.accept_s is not None for p in pairs):
+        why += (
+            f" {len(flipped)} decision{'s' if len(flipped) != 1 else ''} differ{'s' if len(flipped) == 1 else ''} "
+            "from cosine alone at this FMR."
+            if flipped
+            else " The decision is the same as with cosine alone at this FMR."
+        )
+    return why

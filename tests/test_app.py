@@ -55,6 +55,10 @@ def test_compare_page_sample_photos(enc):
     assert df["s"].iloc[0] == pytest.approx(ref.pairs[0].s, abs=1e-5)
     assert df["ŝ"].iloc[0] == pytest.approx(ref.pairs[0].s_hat, abs=1e-5)
     assert df["decision (ŝ)"].iloc[0] == ("accept" if ref.pairs[0].accept_s_hat else "reject")
+    # one sentence says what QMagFace did to the pair and why
+    from qmag_core.compare import explain_pairs
+
+    assert any(i.value == explain_pairs(ref.pairs, default_params("builtin")) for i in at.info)
 
 
 def _jpeg(path, size=None):

@@ -49,3 +49,20 @@ def test_edc_axis_starts_at_zero_and_matrices_share_a_scale():
     assert edc_figure(e).layout.yaxis.range[0] == 0
     m1 = similarity_matrix(np.eye(3), list("abc"), "s", (0.0, 2.0))
     assert (m1.data[0].zmin, m1.data[0].zmax) == (0.0, 2.0)
+
+
+def test_compare_sentence_says_what_qmagface_did():
+    from qmag_core.compare import PairResult, explain_pairs
+    from qmag_core.params import QMagFaceParams
+
+    p = QMagFaceParams(alpha=0.5, beta=0.6)  # s0 = 0.833
+    hi = PairResult(0, 1, 0.95, 0.95, 30.0, True, True)
+    lo = PairResult(0, 2, 0.5, 0.5 + (0.6 * 0.5 - 0.5) * 20.0, 20.0, False, False)
+    assert "ŝ = s: the cosine 0.9500 is above s0" in explain_pairs([hi], p)
+    assert "same as with cosine alone" in explain_pairs([hi], p)
+    msg = explain_pairs([lo], p)
+    assert "below s0" in msg and "-4.0000" in msg and "q_min = 20" in msg
+    flip = PairResult(0, 3, 0.8, 0.79, 1.0, True, False)
+    assert "1 decision differs from cosine" in explain_pairs([hi, lo, flip], p)
+    assert "2 of 3 pairs have a cosine below s0" in explain_pairs([hi, lo, flip], p)
+    assert explain_pairs([hi], None).startswith("No QMagFace parameters")
