@@ -35,6 +35,7 @@ from qmag_core.align import FaceDetector, align, choose_face, load_image  # noqa
 from qmag_core.data import read_lfw_pairs  # noqa: E402
 from qmag_core.degrade import CAPTURE_KINDS, degrade_photo  # noqa: E402
 from qmag_core.encoders import MAGFACE_HEAD, load_encoder  # noqa: E402
+from qmag_core.magface import head_quality  # noqa: E402
 from qmag_core.quality import inter_eye_distance, sharpness  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -110,12 +111,9 @@ def _scatter(res: dict, key: str, fill=np.nan) -> np.ndarray:
 
 def head_q(head, feats: np.ndarray) -> np.ndarray:
     """q of a quality head on per-photo features (NaN rows stay NaN)."""
-    import torch
-
     out = np.full(len(feats), np.nan)
     ok = np.isfinite(feats).all(1)
-    with torch.inference_mode():
-        out[ok] = head(torch.from_numpy(feats[ok]).float()).norm(dim=1).numpy()
+    out[ok] = head_quality(head, feats[ok])
     return out
 
 

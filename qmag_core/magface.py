@@ -367,6 +367,17 @@ def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64, kind: st
     return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
 
 
+def head_quality(head: nn.Module, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """(N,) q = ‖head(features)‖ of a quality head (MagFace or utility) on backbone
+    features (N, F), as the encoder computes it, without running the backbone again."""
+    f = np.asarray(features, np.float32)
+    out = []
+    with torch.inference_mode():
+        for k in range(0, len(f), batch_size):
+            out.append(head(torch.from_numpy(f[k : k + batch_size])).norm(dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 def backbone_directions(encoder, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Backbone descriptors (N, D) from cached head features (N, F): the final projection
     applied to their pooled part (the last ``fc.in_features`` columns of both ``pooled``

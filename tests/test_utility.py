@@ -97,6 +97,9 @@ def test_head_file_round_trip_and_encoder_keeps_directions(tmp_path):
     with torch.inference_mode():
         feats = raw.net.quality_features(raw.tensor(crops)).float()
         np.testing.assert_allclose(np.linalg.norm(e, axis=1), head(feats).numpy().ravel(), rtol=1e-4)
+    from qmag_core.magface import head_quality  # the numpy path the tools and benches use
+
+    np.testing.assert_allclose(head_quality(head, feats.numpy()), np.linalg.norm(e, axis=1), rtol=1e-4)
     # an unknown head kind is a bad file, named
     d = torch.load(f, weights_only=True)
     d["head_kind"] = torch.tensor(list(b"vit"), dtype=torch.uint8)
@@ -193,3 +196,24 @@ def test_cli_train_quality(tmp_path):
     (flat / "a.jpg").write_bytes(src[0].read_bytes())
     r = subprocess.run(cmd[:5] + [str(flat)] + cmd[6:], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "two or more identity sub-folders" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_train_quality_refuses_a_symlink_out_of_the_folder(tmp_path):
+    """A folder scan follows no link out of --data: nothing is read, one line names it."""
+    src = sorted((ROOT / "sample_data" / "faces" / "deepface").glob("img[0-9]*.jpg"))[:4]
+    data = tmp_path / "ids"
+    for k, f in enumerate(src):
+        (data / f"p{k % 2}").mkdir(parents=True, exist_ok=True)
+        (data / f"p{k % 2}" / f.name).write_bytes(f.read_bytes())
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(src[0].read_bytes())
+    (data / "p0" / "link.jpg").symlink_to(outside)
+    r = subprocess.run(
+        [sys.executable, "-m", "qmag_core", "train-quality", "--data", str(data), "--out", str(tmp_path / "u.pt")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert r.returncode == 2 and "p0/link.jpg" in r.stderr and "lies outside the image folder" in r.stderr
+    assert "nothing is read" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "u.pt").exists()

@@ -16,7 +16,9 @@ passes and training.  Every random choice is seeded.
         [--features multi|pooled] [--direction fixed|free] [--u-a 110] [--epochs 30]
         [--variants linear:0,mlp:512] [--write]
     python tools/train_builtin_head.py --held-out none --degraded 6 --select   # recipe choice, validation only
-    python tools/train_builtin_head.py --params consistent|official [--write]   # α/β with the shipped head
+
+The shipped head of ``builtin`` is now the utility head (tools/train_builtin_utility.py,
+which also trains its α/β); this script trains the MagFace-loss head kept beside it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from qmag_core.magface import (
     MagFaceConfig,
     backbone_directions,
     backbone_features,  # noqa: E402
+    head_quality,
     save_quality_head,
     train_quality_head,
 )
@@ -189,8 +192,7 @@ def select(c, enc, X, Y, sev, kind, seed: int, epochs: int, val_frac: float = 0.
         head, _ = train_quality_head(
             X[~val], Y[~val], directions=D[~val] if direction == "fixed" else None, epochs=epochs, seed=seed, cfg=cfg
         )
-        with torch.inference_mode():
-            q = head(torch.from_numpy(X[val])).norm(dim=1).numpy()
+        q = head_quality(head, X[val])
         t = spearman_table(q, sev[val], kind[val])
         print(fmt(name, t, None) + f"; margin {margin(t):+.3f}", flush=True)
         if best is None or margin(t) > best[1]:
@@ -211,50 +213,6 @@ def fmt(name, t, held_out):
     return f"  {name:12s} Spearman(q, -severity) pooled {t['pooled']:.3f}; " + ", ".join(
         f"{k} {t[k]:.2f}{' (held out)' if k == held_out else ''}" for k in KINDS
     )
-
-
-def train_params(c, mode: str, seed: int, write: bool, n_deg: int = 3):
-    """QMagFace α/β for the shipped ``builtin`` encoder: cross-quality pairs (one side
-    degraded, seeded) of glint24 + ORL only — disjoint from LFW, so from every
-    evaluation and from the sample dataset."""
-    from qmag_core.compare import operating_points
-    from qmag_core.degrade import cross_versions, degraded_bank, identity_pairs
-    from qmag_core.scoring import QMagFaceTrainer, qmagface_score
-
-    allowed = np.asarray([str(n).startswith(("glint24/", "orl/")) for n in c["ids"]])
-    sel = np.flatnonzero(allowed[c["labels"]])
-    enc = load_encoder("builtin", device="cpu")
-    bk = degraded_bank(enc, c["train"][sel], n_deg, seed)
-    rng = np.random.default_rng(seed)
-    ij, y = identity_pairs(c["labels"][sel], rng, 20_000, 100_000)
-    s, q, _ = bk.pair_scores(ij, cross_versions(len(ij), n_deg, rng))
-    tr = QMagFaceTrainer(mode=mode, random_state=seed).fit(np.c_[s, q, q], y)
-    print(
-        f"{mode}: alpha {tr.alpha_:.5g} beta {tr.beta_:.5g} (s0 {tr.alpha_ / tr.beta_:.3f}) on "
-        f"{int(y.sum())} genuine + "
-        f"{int((~y).sum())} imposter cross-quality pairs of {len(np.unique(c['labels'][sel]))} identities"
-    )
-    if write:
-        p = tr.params(
-            encoder="builtin",
-            trained_on={
-                "data": "glint24 (ArcFace crops re-warped to dlib-150) + ORL (MTCNN), ../shared/data; "
-                "disjoint from LFW",
-                "pairs": f"all genuine (capped 20,000) + 100,000 imposter pairs, one side degraded ({n_deg} seeded "
-                "versions per image, kinds uniform, severity U(0.1, 1)), seed " + str(seed),
-                "n_genuine": tr.n_genuine_,
-                "n_imposter": tr.n_imposter_,
-                "command": f"python tools/train_builtin_head.py --params {mode} --write",
-            },
-        )
-        p.operating_points = operating_points(s, qmagface_score(s, q, tr.alpha_, tr.beta_), y)
-        p.notes = list(p.notes) + [
-            "q = the shipped MagFace quality head (qmag_core/assets/quality_head/builtin_head.pt)",
-            "operating points measured on the cross-quality training pairs",
-        ]
-        out = ROOT / "qmag_core" / "assets" / "params" / "builtin.json"
-        p.save(out)
-        print(f"wrote {out}")
 
 
 def calibrate(c, enc, n: int = 160, seed: int = 0):
@@ -302,25 +260,17 @@ def main():
         help="compare the recipes in CANDIDATES on validation persons from the training set (no eval)",
     )
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "qmag" / "builtin_head"))
-    ap.add_argument(
-        "--params",
-        choices=("official", "consistent"),
-        default=None,
-        help="instead of training the head: train the builtin encoder's α/β with the shipped head",
-    )
     ap.add_argument("--calibrate", action="store_true", help="print the severity calibration of the degradations")
     ap.add_argument(
         "--write",
         action="store_true",
-        help=f"write the first variant to {BUILTIN_HEAD} (with --params: qmag_core/assets/params/builtin.json)",
+        help=f"write the first variant to {BUILTIN_HEAD}",
     )
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     enc = load_encoder("builtin-raw", device="cpu")
     t0 = time.time()
     c = aligned_crops(Path(a.cache), enc)
-    if a.params:
-        return train_params(c, a.params, a.seed, a.write)
     if a.calibrate:
         return calibrate(c, enc)
     kinds = tuple(k for k in KINDS if k != a.held_out)
@@ -349,8 +299,7 @@ def main():
         name, hidden = spec.split(":")
         t1 = time.time()
         head, hist = train_quality_head(X, Y, directions=D, epochs=a.epochs, seed=a.seed, hidden=int(hidden), cfg=cfg)
-        with torch.inference_mode():
-            q = head(torch.from_numpy(f)).norm(dim=1).numpy()
+        q = head_quality(head, f)
         table = spearman_table(q, sev, kind)
         print(
             f"  [{name}] loss {hist[0]['loss']:.2f} -> {hist[-1]['loss']:.2f}, mean q {hist[-1]['mean_a']:.1f}, "

@@ -1,5 +1,5 @@
 """Train and ship the default QMagFace parameters of the ``builtin-raw`` encoder (the
-``builtin`` encoder's, which use its quality head: ``tools/train_builtin_head.py --params``).
+``builtin`` encoder's, which use its quality head: ``tools/train_builtin_utility.py --params``).
 
 Training data is disjoint from LFW: seeded pairs of the 24 glint24 identities
 (../shared/data/glint24, 112×112 ArcFace crops).  Steps (all seeded):
@@ -89,7 +89,7 @@ def write(res, train, pairs, mode="consistent"):
     sh = qmagface_score(train.s, train.q_min, tr.alpha_, tr.beta_)
     out_dir = ROOT / "qmag_core" / "assets" / "params"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for enc_id in ("builtin-raw",):  # builtin (with its quality head): tools/train_builtin_head.py --params
+    for enc_id in ("builtin-raw",):  # builtin (with its quality head): tools/train_builtin_utility.py --params
         p = tr.params(
             encoder=enc_id,
             trained_on={

@@ -119,9 +119,7 @@ def train(family: str = "both", n_deg: int = 2, seed: int = 0, cache: Path | Non
 
 def cross_quality_pairs(n_deg: int = 2, seed: int = 0, n_imposter: int = 100_000):
     """(s, q_min, labels) of cross-quality pairs of the folds 1–4 persons (see module doc)."""
-    import torch
-
-    from qmag_core.magface import backbone_directions, load_quality_head
+    from qmag_core.magface import backbone_directions, head_quality, load_quality_head
 
     enc = load_encoder("builtin-raw", device="cpu")
     head = load_quality_head(BUILTIN_HEAD)[0]
@@ -133,8 +131,7 @@ def cross_quality_pairs(n_deg: int = 2, seed: int = 0, n_imposter: int = 100_000
             d = samples(enc, sp[split], fam, n_deg, sd, cache)
             keep = np.ones(len(d["target"]), bool) if fam == "crop" else d["family"] != "clean"
             u = backbone_directions(enc, d["features"][keep])
-            with torch.inference_mode():
-                q = head(torch.from_numpy(d["features"][keep]).float()).norm(dim=1).numpy()
+            q = head_quality(head, d["features"][keep])
             paths = np.asarray(sp[split])[d["source"][keep]]
             rows.append((paths, d["family"][keep] == "clean", u / np.linalg.norm(u, axis=1, keepdims=True), q))
     photo = np.concatenate([r[0] for r in rows])
@@ -210,7 +207,8 @@ def calibrate(n: int = 120, seed: int = 0):
 
     enc = load_encoder("builtin-raw", device="cpu")
     det = FaceDetector()
-    paths = split_paths()["train"][:: max(1, len(split_paths()["train"]) // n)][:n]
+    train_paths = split_paths()["train"]
+    paths = train_paths[:: max(1, len(train_paths) // n)][:n]
 
     def unit_of(img):
         fs = det.detect(img)
@@ -248,13 +246,12 @@ def spearman(seed: int = 0):
     """Spearman(q, −severity) on the LFW dev folds 5–7 crops (persons no head saw), each clean
     and once per crop-level kind at a seeded severity U(0.1, 1), pooled and per kind, for
     the shipped head, the MagFace-loss head and the raw descriptor length."""
-    import torch
     from scipy.stats import spearmanr
 
     from qmag_core.align import FaceDetector, NoFaceError, detect_and_align
     from qmag_core.degrade import KINDS, degrade
     from qmag_core.encoders import MAGFACE_HEAD
-    from qmag_core.magface import backbone_directions, backbone_features, load_quality_head
+    from qmag_core.magface import backbone_directions, backbone_features, head_quality, load_quality_head
 
     enc = load_encoder("builtin-raw", device="cpu")
     pairs = read_lfw_pairs(SHARED / "lfw" / "pairs_dev.txt")
@@ -281,8 +278,7 @@ def spearman(seed: int = 0):
     f, sev, kind = np.concatenate(feats), np.asarray(sev), np.asarray(kind)
     qs = {"raw descriptor length": np.linalg.norm(backbone_directions(enc, f), axis=1)}
     for name, path in (("utility head (shipped)", BUILTIN_HEAD), ("MagFace-loss head", MAGFACE_HEAD)):
-        with torch.inference_mode():
-            qs[name] = load_quality_head(path)[0](torch.from_numpy(f)).norm(dim=1).numpy()
+        qs[name] = head_quality(load_quality_head(path)[0], f)
     print(f"{int((kind == '').sum())} LFW folds 5-7 crops, clean + one per kind; Spearman(q, -severity)")
     print(f"{'q':<26}{'pooled':>8}" + "".join(f"{k:>11}" for k in KINDS))
     for name, q in qs.items():
