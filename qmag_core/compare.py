@@ -25,7 +25,7 @@ from .align import (
 )
 from .errors import QMagError
 from .params import QMagFaceParams
-from .scoring import qmagface_score
+from .scoring import omega_of_s, qmagface_score
 
 __all__ = [
     "ImageResult",
@@ -209,25 +209,25 @@ def explain_pairs(pairs: list[PairResult], params: QMagFaceParams | None) -> str
     if params is None or not pairs:
         return "No QMagFace parameters for this encoder: ŝ = s."
     s0 = params.s0
-    moved = [p for p in pairs if p.s < s0]
+    omega = omega_of_s(np.array([p.s for p in pairs]), params.alpha, params.beta)
+    moved = int((omega < 0).sum())
+    # with β > 0 (every trained set so far) ω(s) < 0 exactly below s0 = α/β; say it that way
+    where = f"below s0 = α/β = {s0:.3f}" if params.beta > 0 else f"where ω(s) < 0 (β = {params.beta:.4g} ≤ 0)"
     flipped = [p for p in pairs if p.accept_s is not None and p.accept_s != p.accept_s_hat]
     if len(pairs) == 1:
-        p = pairs[0]
+        p, w = pairs[0], float(omega[0])
         if not moved:
-            why = (
-                f"ŝ = s: the cosine {p.s:.4f} is above s0 = α/β = {s0:.3f}, where ω(s) = 0 — QMagFace leaves "
-                "comparisons this similar unchanged."
-            )
+            above = f"is above s0 = α/β = {s0:.3f}, where" if params.beta > 0 else "gives"
+            why = f"ŝ = s: the cosine {p.s:.4f} {above} ω(s) = 0 — QMagFace leaves comparisons this similar unchanged."
         else:
-            w = params.beta * p.s - params.alpha
             why = (
-                f"ŝ = s + ω(s)·q_min = {p.s:.4f} {w * p.q_min:+.4f}: the cosine is below s0 = α/β = {s0:.3f}, so "
+                f"ŝ = s + ω(s)·q_min = {p.s:.4f} {w * p.q_min:+.4f}: the cosine is {where}, so "
                 f"ω(s) = {w:.4g} < 0 and the correction grows with the worse image's quality q_min = {p.q_min:.4g}."
             )
     else:
         why = (
-            f"{len(moved)} of {len(pairs)} pairs have a cosine below s0 = α/β = {s0:.3f} and are moved down by "
-            "ω(s)·q_min; the others keep ŝ = s."
+            f"{moved} of {len(pairs)} pairs have a cosine {where} and are moved down by ω(s)·q_min; "
+            "the others keep ŝ = s."
         )
     if any(p.accept_s is not None for p in pairs):
         why += (

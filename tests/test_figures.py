@@ -66,3 +66,17 @@ def test_compare_sentence_says_what_qmagface_did():
     assert "1 decision differs from cosine" in explain_pairs([hi, lo, flip], p)
     assert "2 of 3 pairs have a cosine below s0" in explain_pairs([hi, lo, flip], p)
     assert explain_pairs([hi], None).startswith("No QMagFace parameters")
+
+
+def test_compare_sentence_follows_omega_not_the_sign_of_beta():
+    """Whether a pair is moved comes from ω(s) itself: with β ≤ 0 (s0 meaningless) the
+    sentence neither calls a moved pair 'below s0' nor counts an unmoved one."""
+    from qmag_core.compare import PairResult, explain_pairs
+    from qmag_core.params import QMagFaceParams
+
+    p = QMagFaceParams(alpha=-0.5, beta=-1.0)  # ω(s) = min(0, 0.5 − s) < 0 for s > 0.5
+    hi = PairResult(0, 1, 0.9, 0.9 - 0.4 * 10, 10.0, None, None)
+    lo = PairResult(0, 2, 0.3, 0.3, 10.0, None, None)
+    assert "1 of 2 pairs have a cosine where ω(s) < 0" in explain_pairs([hi, lo], p)
+    assert "below s0" not in explain_pairs([hi], p) and "-4.0000" in explain_pairs([hi], p)
+    assert explain_pairs([lo], p).startswith("ŝ = s:")
