@@ -314,7 +314,7 @@ def cmd_train_quality(a) -> int:
     from .utility import fit_utility_head, split_by_identity, utility_samples
 
     fit_paths, val_paths = split_by_identity(list_images(a.data), a.val_fraction, a.seed)
-    confine_paths(fit_paths + val_paths, a.data, source=a.data)
+    confine_paths(fit_paths + val_paths, a.data)  # a folder scan: only a symlink can lead out
     enc = load_encoder("builtin-raw", device=a.device)
     parts = []
     for name, paths, seed in (("fit", fit_paths, a.seed), ("validation", val_paths, a.seed + 1)):

@@ -101,10 +101,11 @@ def _under(p: Path, root: Path) -> bool:
 def confine_paths(
     paths: Sequence[str], root: str | os.PathLike, *, source: str | None = None, lines: Sequence[int] | None = None
 ) -> list[Path]:
-    """Resolve every path of a pairs or list file under ``root``.  The first path that
-    escapes (absolute elsewhere, ``..``, a symlink leading out) refuses the whole file
-    with a :class:`DataFormatError` naming the file and line.  Missing files are *not*
-    an error here (they become failed rows later)."""
+    """Resolve every path of a pairs or list file (``source``), or of a folder scan
+    (no ``source``), under ``root``.  The first path that escapes (absolute elsewhere,
+    ``..``, a symlink leading out) refuses them all with a :class:`DataFormatError`
+    naming the file and line.  Missing files are *not* an error here (they become
+    failed rows later)."""
     r = Path(root).resolve()
     out = []
     for k, s in enumerate(paths):
@@ -120,7 +121,8 @@ def confine_paths(
         if bad:
             ln = None if lines is None or k >= len(lines) else int(lines[k])
             raise DataFormatError(
-                f"image path {s!r} lies outside the image folder ({r.name or r}/); the whole file is refused",
+                f"image path {s!r} lies outside the image folder ({r.name or r}/); "
+                + ("the whole file is refused" if source else "nothing is read"),
                 path=source,
                 line=ln,
             )
