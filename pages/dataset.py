@@ -20,6 +20,7 @@ from qmag_core.dashboard import (
     REPORT_FMRS,
     Dataset,
     dataset_from_bin,
+    dataset_from_embeddings,
     dataset_from_folder,
     dataset_from_scores,
     public_message,
@@ -27,7 +28,6 @@ from qmag_core.dashboard import (
     resolve_under_roots,
     staged_uploads,
 )
-from qmag_core.data import load_embeddings, read_pairs, scores_from_embeddings
 from qmag_core.errors import QMagError
 from qmag_core.figures import roc_det, s_vs_q, score_histograms
 from qmag_core.scoring import qmagface_score
@@ -63,20 +63,10 @@ with st.expander("Bring your own data", expanded=False):
         upr = st.file_uploader("pairs (LFW pairs.txt or CSV path1,path2,label[,fold])", key="up_pairs")
         if ue is not None and upr is not None and st.button("Load embeddings + pairs", key="load_emb"):
             try:
+                name = f"{ue.name} + {upr.name}"
                 with staged_uploads(ue, upr) as (pe, pp):
-                    emb = load_embeddings(pe)
-                    t, rep = scores_from_embeddings(emb, read_pairs(pp))
-                if rep["n_scored"] == 0:
-                    raise QMagError("no pair could be matched to the embeddings' paths")
-                _add(
-                    f"{ue.name} + {upr.name}",
-                    Dataset(
-                        f"{ue.name} + {upr.name}",
-                        t,
-                        encoder=emb.encoder or None,
-                        notes=[f"{rep['n_pairs'] - rep['n_scored']} pairs skipped"],
-                    ),
-                )
+                    ds_new = dataset_from_embeddings(pe, pp, name)
+                _add(name, ds_new)
             except (QMagError, OSError) as e:
                 st.error(f"Not loaded: {public_message(e)}")
     with t3:

@@ -44,6 +44,7 @@ __all__ = [
     "REPORT_FMRS",
     "dataset_from_folder",
     "dataset_from_bin",
+    "dataset_from_embeddings",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,6 +269,20 @@ def dataset_from_scores(path: str | os.PathLike, name: str | None = None) -> Dat
     return Dataset(name or Path(path).name, t, encoder=t.encoder)
 
 
+def dataset_from_embeddings(emb_path, pairs_path, name: str) -> Dataset:
+    """Precomputed embeddings + a pairs file.  Pairs with an image that is missing from
+    the embeddings or failed there count as failures (noted); none matched is an error."""
+    from .data import load_embeddings, scores_from_embeddings
+
+    emb = load_embeddings(emb_path)
+    t, rep = scores_from_embeddings(emb, read_pairs(pairs_path), encoder=emb.encoder or None)
+    if rep["n_scored"] == 0:
+        raise QMagError("no pair could be matched to the embeddings' paths")
+    n_failed = rep["n_pairs"] - rep["n_scored"]
+    notes = [f"{n_failed} pairs have an image that is missing or failed in the embeddings; they count as failures"]
+    return Dataset(name, t, None, {}, emb.encoder or None, notes if n_failed else [])
+
+
 def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
     """Open a bundled dataset; image datasets are embedded with ``encoder``."""
     if ds_id not in SAMPLE_DATASETS:
@@ -275,13 +290,9 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
     d = SAMPLE_DATASETS[ds_id]
     if d.scores:
         return dataset_from_scores(SAMPLE_DIR / d.scores, d.name)
-    from .data import load_embeddings, scores_from_embeddings
-
     if d.embeddings:
-        emb = load_embeddings(SAMPLE_DIR / d.embeddings)
-        t, rep = scores_from_embeddings(emb, read_pairs(SAMPLE_DIR / d.pairs), encoder=emb.encoder or None)
-        notes = [f"{rep['n_pairs'] - rep['n_scored']} pairs have a photo without a face; they count as failures"]
-        return Dataset(d.name, t, None, {}, emb.encoder or None, notes if rep["n_scored"] < rep["n_pairs"] else [])
+        return dataset_from_embeddings(SAMPLE_DIR / d.embeddings, SAMPLE_DIR / d.pairs, d.name)
+    from .data import scores_from_embeddings
     from .embed import embed_files
 
     if encoder is None:

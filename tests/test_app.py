@@ -272,3 +272,25 @@ def test_bundled_cross_quality_set_shows_quality_at_work():
     at.switch_page("pages/quality.py").run()
     assert not at.exception, [x.message for x in at.exception]
     assert any(f"FNMR {100 * e.fnmr[k]:.3f}%" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_dataset_page_loads_embeddings_and_pairs_with_failures():
+    """The embeddings + pairs upload and the bundled cross-quality set share one loader:
+    failed pairs are counted and noted; pairs matching no embedding are refused in place."""
+    from qmag_core.dashboard import dataset_from_embeddings
+
+    d = ROOT / "sample_data" / "lfw_cross_quality"
+    ref = dataset_from_embeddings(d / "embeddings.npz", d / "pairs.csv", "x")
+    at = app("dataset")
+    emb, pairs = (d / "embeddings.npz").read_bytes(), (d / "pairs.csv").read_bytes()
+    at.file_uploader(key="up_emb").set_value(("e.npz", emb, "application/octet-stream")).run()
+    at.file_uploader(key="up_pairs").set_value(("p.csv", b"path1,path2,label\na/1.jpg,b/2.jpg,1\n", "text/csv")).run()
+    at.button(key="load_emb").click().run()
+    assert any("no pair could be matched" in e.value for e in at.error)
+    assert at.selectbox(key="w_dataset_id").value == "lfw-dev"  # what was loaded stays
+    at.file_uploader(key="up_pairs").set_value(("p.csv", pairs, "text/csv")).run()
+    at.button(key="load_emb").click().run()
+    assert not at.exception and at.selectbox(key="w_dataset_id").value == "e.npz + p.csv"
+    assert ref.table.n_failed == 183 and "183 pairs" in ref.notes[0] and "count as failures" in ref.notes[0]
+    assert any(f"{ref.n_genuine:,} genuine" in c.value for c in at.caption)
