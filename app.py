@@ -7,6 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from studio.ui import app_frame
+
 # the favicon ships with the app: no request leaves this machine for it
 st.set_page_config(
     page_title="QMagFace Studio", page_icon=str(Path(__file__).parent / "assets" / "favicon.png"), layout="wide"
@@ -19,4 +21,5 @@ pages = [
     st.Page("pages/quality.py", title="Quality", icon=":material/auto_awesome:"),
 ]
 nav = st.navigation(pages)
-nav.run()  # each page draws the shared sidebar (pages/shared.py) itself
+with app_frame():  # the shared sidebar, drawn once, then the page
+    nav.run()

@@ -33,8 +33,9 @@ from qmag_core import metrics as M  # noqa: E402
 from qmag_core.align import FaceDetector, detect_and_align  # noqa: E402
 from qmag_core.compare import default_params  # noqa: E402
 from qmag_core.data import read_lfw_pairs  # noqa: E402
-from qmag_core.degrade import KINDS, DegradedBank, cross_versions, degraded_bank, identity_pairs  # noqa: E402
+from qmag_core.degrade import KINDS, DegradedBank, cross_versions, degraded_bank  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.pairing import sample_pairs  # noqa: E402
 from qmag_core.safeio import save_npz  # noqa: E402
 from qmag_core.scoring import QMagFaceTrainer, qmagface_score  # noqa: E402
 
@@ -110,7 +111,7 @@ def main():
 
     # B. natural quality: clean extended pairs of folds 5-7
     ev = np.flatnonzero(ev_img)
-    ij_e, y_e = identity_pairs(ident[ev], rng, a.genuine, a.imposters)
+    ij_e, y_e = sample_pairs(ident[ev], n_genuine=a.genuine, n_imposter=a.imposters, rng=rng)
     ij_e = ev[ij_e]
     s_c, q_c, r_c = bk.pair_scores(ij_e, np.zeros_like(ij_e))
     print(
@@ -159,7 +160,7 @@ def main():
 
     # D. QMagFace vs cosine on cross-quality pairs
     tr_img = np.flatnonzero(~ev_img)
-    ij_t, y_t = identity_pairs(ident[tr_img], rng, a.genuine, a.imposters)
+    ij_t, y_t = sample_pairs(ident[tr_img], n_genuine=a.genuine, n_imposter=a.imposters, rng=rng)
     ij_t = tr_img[ij_t]
     v_t = cross_versions(len(ij_t), a.degraded, rng)
     variants = [("backbone direction (shipped)", bk)]

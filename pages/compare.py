@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.shared import (
+from qmag_core.compare import compare_embedded, embed_images, explain_pairs
+from qmag_core.figures import face_overlay, similarity_matrix
+from studio.datasets import SAMPLE_DIR
+from studio.ui import (
     active_params,
     dataset,
     detector,
@@ -16,9 +19,6 @@ from pages.shared import (
     encoder,
     sidebar,
 )
-from qmag_core.compare import compare_images, explain_pairs
-from qmag_core.dashboard import SAMPLE_DIR
-from qmag_core.figures import face_overlay, similarity_matrix
 
 sidebar()
 st.title("Compare faces")
@@ -73,8 +73,23 @@ rule = st.radio(
     "centre. Pick another face under any photo with several.",
 )
 hashes = [hashlib.sha1(src if isinstance(src, bytes) else Path(src).read_bytes()).hexdigest() for src in sources]
-choose = {k: ss.face_choice[h] for k, h in enumerate(hashes) if h in ss.face_choice}
-res = compare_images(sources, enc, detector=detector(), names=names, params=params, fmr=fmr, face=rule, choose=choose)
+
+
+@st.cache_data(show_spinner="Detecting and embedding…", max_entries=64)
+def _embedded(content_hash: str, name: str, encoder_key: str, face, _src, _enc, _det):
+    """One image's detection, alignment and embedding, keyed by its content, the
+    encoder and the face choice: moving the FMR slider re-runs none of it."""
+    if isinstance(face, int):
+        return embed_images([_src], _enc, detector=_det, names=[name], choose={0: face})[0]
+    return embed_images([_src], _enc, detector=_det, names=[name], face=face)[0]
+
+
+det = detector()
+results = [
+    _embedded(h, name, enc.key, ss.face_choice.get(h, rule), src, enc, det)
+    for h, name, src in zip(hashes, names, sources, strict=True)
+]
+res = compare_embedded(results, params=params, fmr=fmr)
 
 ds = dataset()
 qs = None

@@ -5,7 +5,22 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.shared import (
+from qmag_core import metrics as M
+from qmag_core.errors import QMagError
+from qmag_core.evaluation import REPORT_FMRS, qmagface_effect
+from qmag_core.figures import roc_det, s_vs_q, score_histograms
+from qmag_core.scoring import qmagface_score
+from studio.datasets import (
+    Dataset,
+    dataset_from_bin,
+    dataset_from_embeddings,
+    dataset_from_folder,
+    dataset_from_scores,
+    public_message,
+    resolve_under_roots,
+    staged_uploads,
+)
+from studio.ui import (
     active_params,
     dataset,
     download_table,
@@ -15,22 +30,6 @@ from pages.shared import (
     sidebar,
     state,
 )
-from qmag_core import metrics as M
-from qmag_core.dashboard import (
-    REPORT_FMRS,
-    Dataset,
-    dataset_from_bin,
-    dataset_from_embeddings,
-    dataset_from_folder,
-    dataset_from_scores,
-    public_message,
-    qmagface_effect,
-    resolve_under_roots,
-    staged_uploads,
-)
-from qmag_core.errors import QMagError
-from qmag_core.figures import roc_det, s_vs_q, score_histograms
-from qmag_core.scoring import qmagface_score
 
 sidebar()
 st.title("Dataset")

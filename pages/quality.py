@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.shared import dataset, encoder, fmt_pct, sidebar
 from qmag_core.figures import edc_figure, plq_figure, quality_histogram
 from qmag_core.quality import iso_edcs, measure_columns, measure_edcs
+from studio.ui import dataset, encoder, fmt_pct, sidebar
 
 sidebar()
 st.title("Quality")
@@ -125,8 +125,8 @@ elif per_image and ds.image_root is not None:
 if source is None:
     st.info("Upload a face (or open an image dataset such as the deepface photos) to see its map.")
 else:
-    from pages.shared import detector
     from qmag_core.errors import QMagError
+    from studio.ui import detector
 
     try:
         qm = plq(source[0], source[1], method, enc.key, enc, detector())

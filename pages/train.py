@@ -8,13 +8,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.shared import active_params, dataset, download_table, fmt_pct, sidebar, state
 from qmag_core.compare import operating_points
-from qmag_core.dashboard import OFFICIAL_PARAMS, fmr_grid, heldout_effect
 from qmag_core.errors import FMRClampWarning, QMagError
+from qmag_core.evaluation import heldout_effect
 from qmag_core.figures import omega_fit
+from qmag_core.params import OFFICIAL_PARAMS
 from qmag_core.scoring import qmagface_score
 from qmag_core.trainer import QMagFaceTrainer
+from studio.datasets import fmr_grid
+from studio.ui import active_params, dataset, download_table, fmt_pct, sidebar, state
 
 sidebar()
 st.title("Train α/β")

@@ -32,6 +32,8 @@ __all__ = [
     "PairResult",
     "ComparisonResult",
     "compare_images",
+    "embed_images",
+    "compare_embedded",
     "threshold_at_fmr",
     "operating_points",
     "default_params",
@@ -142,19 +144,17 @@ def _shipped_params(encoder_id: str) -> QMagFaceParams | None:
     return QMagFaceParams.load(p) if p.is_file() else None
 
 
-def compare_images(
+def embed_images(
     images,
     encoder,
     *,
     detector: FaceDetector | None = None,
     names=None,
-    params: QMagFaceParams | None = None,
-    fmr: float = 1e-3,
     aligned: bool = False,
     face: str = DEFAULT_FACE_RULE,
     choose: dict[int, int] | None = None,
-) -> ComparisonResult:
-    """Embed each image's subject and compare every pair.
+) -> list[ImageResult]:
+    """Detect, align and embed each image's subject (the slow half of a comparison).
 
     ``images``: paths, bytes, PIL images or arrays; ``names`` label them.  ``face`` is
     the rule that picks the subject of a photo with several faces; ``choose`` maps an
@@ -192,6 +192,14 @@ def compare_images(
                 results[k].ok, results[k].error = False, f"{results[k].name}: encoder returned an unusable embedding"
                 continue
             results[k].embedding, results[k].quality = e, q
+    return results
+
+
+def compare_embedded(
+    results: list[ImageResult], *, params: QMagFaceParams | None = None, fmr: float = 1e-3
+) -> ComparisonResult:
+    """Score every pair of embedded images and decide at ``fmr`` (the fast half: no
+    network runs, so moving an FMR slider only calls this)."""
     fmr_used, t_s, t_h = threshold_at_fmr(params, fmr)
     pairs = []
     good = [k for k, r in enumerate(results) if r.ok]
@@ -201,7 +209,25 @@ def compare_images(
         qm = min(results[i].quality, results[j].quality)
         sh = float(qmagface_score(np.array([s]), np.array([qm]), params.alpha, params.beta)[0]) if params else s
         pairs.append(PairResult(i, j, s, sh, qm, None if t_s is None else s >= t_s, None if t_h is None else sh >= t_h))
-    return ComparisonResult(results, pairs, fmr_used if fmr_used is not None else fmr, t_s, t_h, params)
+    return ComparisonResult(list(results), pairs, fmr_used if fmr_used is not None else fmr, t_s, t_h, params)
+
+
+def compare_images(
+    images,
+    encoder,
+    *,
+    detector: FaceDetector | None = None,
+    names=None,
+    params: QMagFaceParams | None = None,
+    fmr: float = 1e-3,
+    aligned: bool = False,
+    face: str = DEFAULT_FACE_RULE,
+    choose: dict[int, int] | None = None,
+) -> ComparisonResult:
+    """Embed each image's subject (:func:`embed_images`) and compare every pair
+    (:func:`compare_embedded`)."""
+    results = embed_images(images, encoder, detector=detector, names=names, aligned=aligned, face=face, choose=choose)
+    return compare_embedded(results, params=params, fmr=fmr)
 
 
 def explain_pairs(pairs: list[PairResult], params: QMagFaceParams | None) -> str:

@@ -44,7 +44,6 @@ __all__ = [
     "with_degraded_copies",
     "DegradedBank",
     "degraded_bank",
-    "identity_pairs",
     "cross_versions",
 ]
 
@@ -428,30 +427,6 @@ def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *,
         np.asarray(K).reshape(n, v),
         np.asarray(S, np.float32).reshape(n, v),
     )
-
-
-def identity_pairs(
-    identity: np.ndarray, rng: np.random.Generator, n_genuine_max: int, n_imposter: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every genuine pair of ``identity`` (N,) (a seeded subset when there are more than
-    ``n_genuine_max``) and up to ``n_imposter`` seeded random imposter pairs.  Returns
-    ``ij`` (P, 2) image indices and ``is_genuine`` (P,) bool, genuine pairs first."""
-    identity = np.asarray(identity)
-    order = np.argsort(identity, kind="stable")
-    sorted_ids = identity[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    gen = []
-    for a0, a1 in zip(starts, ends, strict=True):
-        if a1 - a0 > 1:
-            a, b = np.triu_indices(a1 - a0, 1)
-            gen.append(np.c_[order[a0 + a], order[a0 + b]])
-    gen = np.concatenate(gen) if gen else np.zeros((0, 2), np.int64)
-    if len(gen) > n_genuine_max:
-        gen = gen[np.sort(rng.choice(len(gen), n_genuine_max, replace=False))]
-    imp = rng.integers(0, identity.size, (n_imposter * 2, 2))
-    imp = imp[identity[imp[:, 0]] != identity[imp[:, 1]]][:n_imposter]
-    return np.r_[gen, imp], np.r_[np.ones(len(gen), bool), np.zeros(len(imp), bool)]
 
 
 def cross_versions(n: int, n_degraded: int, rng: np.random.Generator) -> np.ndarray:

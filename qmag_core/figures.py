@@ -42,7 +42,7 @@ def _finish(fig: go.Figure, **layout) -> go.Figure:
 def score_histograms(s, s_hat, labels, *, nbins: int = 80) -> tuple[go.Figure, dict]:
     """Genuine vs imposter histograms of s and ŝ side by side (each panel: same bins for
     both classes), with d′ and overlap in the titles; returns (figure, stats)."""
-    from .dashboard import overlap
+    from .metrics import overlap
 
     y = np.asarray(labels).astype(bool)
     stats = {}

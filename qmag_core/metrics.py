@@ -35,6 +35,7 @@ __all__ = [
     "dprime",
     "kfold_accuracy",
     "decimate_indices",
+    "overlap",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -398,3 +399,12 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def overlap(genuine, imposter, bins: np.ndarray) -> float:
+    """Overlap coefficient of the two normalised histograms on the same bins (0 = none)."""
+    hg, _ = np.histogram(genuine, bins=bins)
+    hi, _ = np.histogram(imposter, bins=bins)
+    if hg.sum() == 0 or hi.sum() == 0:
+        return math.nan
+    return float(np.minimum(hg / hg.sum(), hi / hi.sum()).sum())

@@ -1,5 +1,6 @@
-"""Pairs over embeddings: joining pairs to embedding rows, cosines + qualities of pairs, and a seeded "
-"pair maker for folder-per-identity image sets."""
+"""Pairs over embeddings: joining pairs to embedding rows, cosines + qualities of pairs,
+and the one seeded pair sampler (:func:`sample_pairs`, on identity labels) that the pair
+maker for folder-per-identity image sets, the benches and the sample-data tool share."""
 
 from __future__ import annotations
 
@@ -84,6 +85,76 @@ def scores_from_embeddings(emb: Embeddings, pairs: Pairs, *, encoder: str | None
     return t, report
 
 
+# ---------------------------------------------------------------------- pair sampler
+def _all_genuine(identity: np.ndarray) -> np.ndarray:
+    """Every same-identity index pair (i < j in sorted-identity order), (G, 2) int64."""
+    order = np.argsort(identity, kind="stable")
+    sorted_ids = identity[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    gen = []
+    for a0, a1 in zip(starts, ends, strict=True):
+        if a1 - a0 > 1:
+            a, b = np.triu_indices(a1 - a0, 1)
+            gen.append(np.c_[order[a0 + a], order[a0 + b]])
+    return np.concatenate(gen).astype(np.int64) if gen else np.zeros((0, 2), np.int64)
+
+
+def _distinct_imposters(identity: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct unordered index pairs of two identities, uniformly at random, (n, 2)."""
+    got = np.zeros((0, 2), np.int64)
+    while len(got) < n:
+        m = 2 * (n - len(got)) + 16
+        c = rng.integers(0, identity.size, (m, 2))
+        c = np.sort(c[identity[c[:, 0]] != identity[c[:, 1]]], axis=1)
+        allp = np.r_[got, c]
+        _, first = np.unique(allp, axis=0, return_index=True)
+        got = allp[np.sort(first)][:n]  # first draws win: a uniform sample without replacement
+    return got
+
+
+def sample_pairs(
+    identity,
+    *,
+    n_genuine: int,
+    n_imposter: int,
+    rng: np.random.Generator,
+    groups=None,
+    exact_genuine: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded pair sampler.  ``identity`` (N,) labels N items (images).
+
+    Genuine pairs: every same-identity pair when there are at most ``n_genuine`` (an
+    error instead with ``exact_genuine``), else a seeded uniform subset of them.
+    Imposter pairs: ``n_imposter`` distinct pairs of two identities, uniformly at
+    random (an error when fewer exist).  With ``groups`` (N,), e.g. identity-disjoint
+    folds, pairs stay within a group and the counts are split evenly over the groups
+    in sorted order.  Returns ``ij`` (P, 2) item indices and ``is_genuine`` (P,) bool,
+    each group's genuine pairs then its imposters."""
+    identity = np.asarray(identity)
+    groups = np.zeros(identity.size, np.int64) if groups is None else np.asarray(groups)
+    labels = np.unique(groups)
+    share = lambda n: np.full(labels.size, n // labels.size) + (np.arange(labels.size) < n % labels.size)  # noqa: E731
+    ij, gen = [], []
+    for g, n_g, n_i in zip(labels, share(n_genuine), share(n_imposter), strict=True):
+        members = np.flatnonzero(groups == g)
+        ids = identity[members]
+        where = f"fold {g}: " if labels.size > 1 else ""
+        all_gen = _all_genuine(ids)
+        if n_g > len(all_gen) and exact_genuine:
+            raise QMagError(f"{where}{n_g} genuine pairs requested but only {len(all_gen)} exist; ask for fewer")
+        if len(all_gen) > n_g:
+            all_gen = all_gen[np.sort(rng.choice(len(all_gen), n_g, replace=False))]
+        _, counts = np.unique(ids, return_counts=True)
+        n_possible = (int(counts.sum()) ** 2 - int((counts.astype(np.int64) ** 2).sum())) // 2
+        if n_i > n_possible:
+            raise QMagError(f"{where}{n_i} imposter pairs requested but only {n_possible} exist; ask for fewer")
+        imp = _distinct_imposters(ids, int(n_i), rng)
+        ij += [members[all_gen], members[imp]]
+        gen += [np.ones(len(all_gen), bool), np.zeros(len(imp), bool)]
+    return np.concatenate(ij).reshape(-1, 2), np.concatenate(gen)
+
+
 # ---------------------------------------------------------------------- pair maker
 def _list_identities(root: Path) -> dict[str, list[str]]:
     ids = {}
@@ -101,8 +172,8 @@ def make_pairs(
 
     Identities are assigned to ``n_folds`` identity-disjoint folds (seeded); each fold
     gets an equal share of genuine pairs (two distinct images of one identity) and
-    imposter pairs (images of two identities of that fold), without duplicates.
-    Paths are relative to ``images``.
+    imposter pairs (images of two identities of that fold), without duplicates
+    (:func:`sample_pairs`).  Paths are relative to ``images``.
     """
     root = Path(images)
     if not root.is_dir():
@@ -114,71 +185,16 @@ def make_pairs(
     names = np.array(sorted(ids))
     fold_of = np.empty(names.size, np.int64)
     fold_of[rng.permutation(names.size)] = np.arange(names.size) % n_folds
-    gen_per = np.full(n_folds, n_genuine // n_folds)
-    gen_per[: n_genuine % n_folds] += 1
-    imp_per = np.full(n_folds, n_imposter // n_folds)
-    imp_per[: n_imposter % n_folds] += 1
-    P1, P2, L, F = [], [], [], []
-    for f in range(n_folds):
-        members = names[fold_of == f]
-        for label, pairs in (
-            (1, _genuine_pairs(ids, members, gen_per[f], rng, f)),
-            (0, _imposter_pairs(ids, members, imp_per[f], rng, f)),
-        ):
-            P1 += [a for a, _ in pairs]
-            P2 += [b for _, b in pairs]
-            L += [label] * len(pairs)
-            F += [f] * len(pairs)
-    n = len(L)
+    paths = np.array([p for m in names for p in ids[m]])
+    identity = np.repeat(np.arange(names.size), [len(ids[m]) for m in names])
+    ij, gen = sample_pairs(
+        identity, n_genuine=n_genuine, n_imposter=n_imposter, rng=rng, groups=fold_of[identity], exact_genuine=True
+    )
     return Pairs(
-        np.asarray(P1, str),
-        np.asarray(P2, str),
-        np.asarray(L, np.int8),
-        np.asarray(F, np.int64),
-        np.arange(2, n + 2, dtype=np.int64),
+        paths[ij[:, 0]],
+        paths[ij[:, 1]],
+        gen.astype(np.int8),
+        fold_of[identity[ij[:, 0]]].astype(np.int64),
+        np.arange(2, len(ij) + 2, dtype=np.int64),
         str(root),
     )
-
-
-def _genuine_pairs(ids: dict, members, n: int, rng, f: int) -> list[tuple[str, str]]:
-    """``n`` distinct same-identity image pairs of a fold's ``members``, sorted; identities
-    drawn in proportion to their number of image pairs."""
-    sizes = np.array([len(ids[m]) for m in members])
-    multi = members[sizes >= 2]
-    n_possible = int(sum(len(ids[m]) * (len(ids[m]) - 1) // 2 for m in multi))
-    if n > n_possible:
-        raise QMagError(f"fold {f}: {n} genuine pairs requested but only {n_possible} exist; lower --genuine")
-    wsize = np.array([len(ids[m]) for m in multi], float)
-    w = wsize * (wsize - 1)
-    w = w / w.sum() if w.sum() > 0 else w
-    got: set[tuple[str, str]] = set()
-    while len(got) < n and n > 0:
-        for m in rng.choice(multi, size=2 * (n - len(got)) + 8, p=w):
-            a, b = rng.choice(len(ids[m]), 2, replace=False)
-            a, b = sorted((int(a), int(b)))
-            got.add((ids[m][a], ids[m][b]))
-            if len(got) == n:
-                break
-    return sorted(got)
-
-
-def _imposter_pairs(ids: dict, members, n: int, rng, f: int) -> list[tuple[str, str]]:
-    """``n`` distinct pairs of images of two different identities among ``members``, sorted."""
-    sizes = np.array([len(ids[m]) for m in members])
-    n_possible = (sizes.sum() ** 2 - (sizes**2).sum()) // 2
-    if n > n_possible:
-        raise QMagError(f"fold {f}: {n} imposter pairs requested but only {n_possible} exist; lower --imposter")
-    imps: set[tuple[str, str]] = set()
-    while len(imps) < n:
-        need = n - len(imps)
-        i1 = rng.integers(0, members.size, 2 * need + 8)
-        i2 = rng.integers(0, members.size, 2 * need + 8)
-        for x, y in zip(i1, i2, strict=True):
-            if x == y:
-                continue
-            a = ids[members[x]][rng.integers(len(ids[members[x]]))]
-            b = ids[members[y]][rng.integers(len(ids[members[y]]))]
-            imps.add(tuple(sorted((a, b))))
-            if len(imps) == n:
-                break
-    return sorted(imps)

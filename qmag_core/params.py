@@ -12,7 +12,7 @@ import numpy.typing as npt
 from .errors import DataFormatError
 from .scoring import qmagface_score
 
-__all__ = ["QMagFaceParams", "ParamsCI", "OFFICIAL_IRESNET100", "QUALITY_MEANING"]
+__all__ = ["QMagFaceParams", "ParamsCI", "OFFICIAL_IRESNET100", "OFFICIAL_PARAMS", "QUALITY_MEANING", "scale_free"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -115,6 +115,25 @@ class QMagFaceParams:
         except RecursionError:
             raise DataFormatError("JSON nested too deeply", path=str(path)) from None
         return cls.from_dict(d, source=str(path))
+
+
+#: The published parameter set as a record (what the Train page compares against).
+OFFICIAL_PARAMS = QMagFaceParams(
+    **OFFICIAL_IRESNET100,
+    mode="official",
+    encoder="magface",
+    quality="MagFace iResNet100 embedding length (published, trained on Adience)",
+)
+
+
+def scale_free(p: QMagFaceParams, *, s_low: float = 0.0, q: float | None = None) -> dict:
+    """Encoder-independent view of α/β: zero crossing s0 = α/β (no correction above it)
+    and the correction ω(s_low)·q at a low cosine, relative to the cosine range."""
+    return {
+        "s0": p.s0,
+        "omega_at_s_low": min(0.0, p.beta * s_low - p.alpha),
+        "correction_at_s_low": None if q is None else p.max_correction(s_low, q),
+    }
 
 
 def _is_real(v) -> bool:

@@ -61,6 +61,37 @@ def test_compare_page_sample_photos(enc):
     assert any(i.value == explain_pairs(ref.pairs, default_params("builtin")) for i in at.info)
 
 
+def test_compare_fmr_slider_does_not_re_embed(monkeypatch):
+    """The decision moves with the FMR slider; detection and embedding do not re-run."""
+    import qmag_core.compare as C
+
+    calls = []
+    real = C.embed_images
+
+    def counting(*a, **k):
+        calls.append(k.get("names"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(C, "embed_images", counting)
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["sample_faces"] = ["img1.jpg", "img3.jpg"]  # a pair no other test caches
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    # each image at most once (fewer when an earlier test already embedded it: cached per image)
+    assert len(calls) == len({n[0] for n in calls}) and {n[0] for n in calls} <= {"img1.jpg", "img3.jpg"}
+    n_after_first = len(calls)
+    # the sidebar is drawn once per run: by app.py's frame, the page's own call is then a no-op
+    assert [m.value for m in at.sidebar.markdown].count("### QMagFace Studio") == 1
+    fmrs = sorted({d["fmr"] for d in default_params("builtin").operating_points})
+    captions = []
+    for f in (fmrs[0], fmrs[-1]):
+        at.select_slider(key="compare_fmr").set_value(f).run()
+        assert not at.exception, [e.message for e in at.exception]
+        captions.append(next(c.value for c in at.caption if "Parameters α" in c.value))
+    assert len(calls) == n_after_first  # no image was embedded again
+    assert captions[0] != captions[1]  # the threshold shown follows the slider
+
+
 def _jpeg(path, size=None):
     im = Image.open(path).convert("RGB")
     b = io.BytesIO()
@@ -128,7 +159,7 @@ def test_dataset_bad_upload_keeps_loaded_data(tmp_path):
 
 
 def test_staged_uploads_are_removed_even_on_errors():
-    from qmag_core.dashboard import staged_uploads
+    from studio.datasets import staged_uploads
 
     class Up:
         def __init__(self, name, data):
@@ -226,7 +257,7 @@ def test_quality_page_plq_map(enc):
 
 
 def test_dataset_page_says_when_qmagface_changes_nothing():
-    from qmag_core.dashboard import qmagface_effect
+    from qmag_core.evaluation import qmagface_effect
 
     at = app("dataset")  # LFW-dev with the shipped parameters: the EER does not move
     t = read_scores_csv(LFW)
@@ -254,8 +285,8 @@ def test_bundled_cross_quality_set_shows_quality_at_work():
     """The bundled cross-quality set (persons no shipped part saw): failed photos are
     counted, and on the Quality page discarding the lowest-q pairs visibly lowers FNMR
     — well below random discards and below the sharpness baseline."""
-    from qmag_core.dashboard import load_sample_dataset
     from qmag_core.quality import measure_columns, measure_edcs
+    from studio.datasets import load_sample_dataset
 
     ds = load_sample_dataset("lfw-cross-quality")
     t = ds.table
@@ -278,7 +309,7 @@ def test_bundled_cross_quality_set_shows_quality_at_work():
 def test_dataset_page_loads_embeddings_and_pairs_with_failures():
     """The embeddings + pairs upload and the bundled cross-quality set share one loader:
     failed pairs are counted and noted; pairs matching no embedding are refused in place."""
-    from qmag_core.dashboard import dataset_from_embeddings
+    from studio.datasets import dataset_from_embeddings
 
     d = ROOT / "sample_data" / "lfw_cross_quality"
     ref = dataset_from_embeddings(d / "embeddings.npz", d / "pairs.csv", "x")

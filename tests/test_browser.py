@@ -22,10 +22,10 @@ import pytest
 from conftest import IN_CI, ROOT
 
 from qmag_core.compare import compare_images, default_params
-from qmag_core.dashboard import fmr_grid
 from qmag_core.data import read_scores_csv
 from qmag_core.encoders import load_encoder
 from qmag_core.scoring import QMagFaceTrainer
+from studio.datasets import fmr_grid
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -276,6 +276,49 @@ def test_make_pairs_seeded_and_identity_disjoint(tmp_path):
         D.make_pairs(root, n_genuine=4, n_imposter=3, n_folds=7)
 
 
+def test_sample_pairs_every_genuine_pair_distinct_imposters_within_groups():
+    from qmag_core.pairing import sample_pairs
+
+    ident = np.array(["b", "a", "b", "c", "a", "b", "d"])
+    ij, gen = sample_pairs(ident, n_genuine=100, n_imposter=17, rng=np.random.default_rng(0))
+    g = ij[gen]
+    assert {tuple(sorted(p)) for p in g.tolist()} == {(1, 4), (0, 2), (0, 5), (2, 5)}  # every genuine pair once
+    assert (ident[ij[~gen, 0]] != ident[ij[~gen, 1]]).all()
+    # 17 = (7² − (3² + 2² + 1 + 1)) / 2: all imposter pairs, each once
+    assert len({tuple(sorted(p)) for p in ij[~gen].tolist()}) == (~gen).sum() == 17
+    with pytest.raises(QMagError, match="18 imposter pairs requested but only 17 exist"):
+        sample_pairs(ident, n_genuine=1, n_imposter=18, rng=np.random.default_rng(0))
+    with pytest.raises(QMagError, match="5 genuine pairs requested but only 4"):
+        sample_pairs(ident, n_genuine=5, n_imposter=1, rng=np.random.default_rng(0), exact_genuine=True)
+    capped, gen2 = sample_pairs(ident, n_genuine=2, n_imposter=5, rng=np.random.default_rng(0))
+    assert gen2.sum() == 2 and {tuple(p) for p in capped[gen2].tolist()} <= {tuple(p) for p in g.tolist()}
+    a, _ = sample_pairs(ident, n_genuine=2, n_imposter=5, rng=np.random.default_rng(3))
+    b, _ = sample_pairs(ident, n_genuine=2, n_imposter=5, rng=np.random.default_rng(3))
+    assert np.array_equal(a, b)
+    # groups: pairs never cross a group; counts split evenly (remainder to the first groups)
+    big = np.repeat(np.arange(40), 3)
+    grp = big % 4
+    ij, gen = sample_pairs(big, n_genuine=30, n_imposter=201, rng=np.random.default_rng(1), groups=grp)
+    assert (grp[ij[:, 0]] == grp[ij[:, 1]]).all()
+    assert np.bincount(grp[ij[~gen, 0]]).tolist() == [51, 50, 50, 50]
+    assert np.bincount(grp[ij[gen, 0]]).tolist() == [8, 8, 7, 7]
+
+
+def test_sample_pairs_imposters_are_uniform():
+    """Every imposter pair is equally likely (chi-square over many seeded draws)."""
+    from scipy.stats import chisquare
+
+    from qmag_core.pairing import sample_pairs
+
+    ident = np.array([0, 0, 0, 1, 2, 2])  # 11 imposter pairs; identity sizes differ
+    counts = {}
+    for seed in range(600):
+        ij, gen = sample_pairs(ident, n_genuine=0, n_imposter=3, rng=np.random.default_rng(seed))
+        for p in ij[~gen].tolist():
+            counts[tuple(p)] = counts.get(tuple(p), 0) + 1
+    assert len(counts) == 11 and chisquare(list(counts.values())).pvalue > 1e-3
+
+
 # ----------------------------------------------------------- embeddings + pairs
 def test_scores_from_embeddings_reports_failures(tmp_path):
     e = np.eye(4, dtype=np.float32) * np.array([[10], [20], [30], [40]], dtype=np.float32)

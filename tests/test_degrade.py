@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from qmag_core.degrade import CAPTURE_KINDS, DegradedBank, cross_versions, degrade_photo, degraded_bank, identity_pairs
+from qmag_core.degrade import CAPTURE_KINDS, DegradedBank, cross_versions, degrade_photo, degraded_bank
 from qmag_core.errors import QMagError
 
 CROPS = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"][:3]
@@ -62,20 +62,6 @@ def test_pair_scores_take_each_side_at_its_version():
     assert qmin[1] == min(q[2, 1], q[3, 0]) and rmin[0] == min(q[0, 0], q[1, 2]) + 1
     with pytest.raises(QMagError, match=r"\(P, 2\)"):
         bk.pair_scores(ij, v[:1])
-
-
-def test_identity_pairs_are_all_genuine_pairs_and_true_imposters():
-    ident = np.array(["b", "a", "b", "c", "a", "b", "d"])
-    ij, gen = identity_pairs(ident, np.random.default_rng(0), 100, 50)
-    g = ij[gen]
-    assert {tuple(sorted(p)) for p in g.tolist()} == {(1, 4), (0, 2), (0, 5), (2, 5)}  # every genuine pair once
-    assert (ident[g[:, 0]] == ident[g[:, 1]]).all() and (ident[ij[~gen, 0]] != ident[ij[~gen, 1]]).all()
-    assert (~gen).sum() == 50 and gen[:4].all()
-    capped, gen2 = identity_pairs(ident, np.random.default_rng(0), 2, 5)
-    assert gen2.sum() == 2 and {tuple(p) for p in capped[gen2].tolist()} <= {tuple(p) for p in g.tolist()}
-    a, _ = identity_pairs(ident, np.random.default_rng(3), 2, 5)
-    b, _ = identity_pairs(ident, np.random.default_rng(3), 2, 5)
-    assert np.array_equal(a, b)
 
 
 def test_cross_versions_degrade_exactly_one_side():

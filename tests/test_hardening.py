@@ -108,7 +108,7 @@ def test_fifo_named_like_embeddings_is_refused_not_waited_on(tmp_path, name):
 
 
 def test_app_server_folder_pairs_escape_refused(tmp_path, image_dir, monkeypatch):
-    from qmag_core.dashboard import dataset_from_folder
+    from studio.datasets import dataset_from_folder
 
     monkeypatch.setenv("QMAG_DATA_ROOT", str(tmp_path))
     (tmp_path / "pairs.csv").write_text("path1,path2,label\na/1.jpg,a/2.jpg,1\na/1.jpg,/etc/passwd,0\n")
@@ -182,7 +182,7 @@ def test_truncated_scores_file_is_refused(tmp_path):
 def test_two_sessions_same_name_same_rows_see_their_own_results():
     from streamlit.testing.v1 import AppTest
 
-    from qmag_core.dashboard import heldout_effect
+    from qmag_core.evaluation import heldout_effect
     from qmag_core.scoring import QMagFaceTrainer
 
     shown = []

@@ -1,4 +1,5 @@
-"""Project layout rules: qmag_core never imports streamlit; licence and CI files exist."""
+"""Project layout rules: qmag_core never imports streamlit or the app package beside
+app.py, nor reaches outside its own folder; licence and CI files exist."""
 
 import ast
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_qmag_core_has_no_streamlit_import():
+def test_qmag_core_has_no_streamlit_or_app_import():
     offenders = []
     for f in (ROOT / "qmag_core").rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text())):
@@ -19,7 +20,23 @@ def test_qmag_core_has_no_streamlit_import():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{f.name}: {n}" for n in names if n.split(".")[0] == "streamlit"]
+            offenders += [f"{f.name}: {n}" for n in names if n.split(".")[0] in ("streamlit", "studio", "pages")]
+    assert not offenders, offenders
+
+
+def test_qmag_core_does_not_reach_into_the_checkout():
+    """The core works from a plain (non-editable) install: it reads only files inside
+    its own package, never the repository around it (sample_data/, docs/ ...)."""
+    import re
+
+    core = ROOT / "qmag_core"
+    offenders = []
+    for f in core.rglob("*.py"):
+        depth = len(f.relative_to(core).parts) - 1  # parents[depth] is qmag_core itself
+        text = f.read_text()
+        ups = [int(k) for k in re.findall(r"parents\[(\d+)\]", text)]
+        if any(k > depth for k in ups) or "sample_data" in text:
+            offenders.append(str(f.relative_to(core)))
     assert not offenders, offenders
 
 

@@ -1,6 +1,6 @@
 """Build sample_data/ (what the dashboard opens with, offline).  Run from the repo root:
 
-    python tools/make_sample_data.py
+    python tools/make_sample_data.py [faces] [lfw] [cross-quality]   (default: all three)
 
 * sample_data/faces/deepface/: the deepface unit-test photos (MIT, serengil/deepface),
   longer side shrunk to 640 px (JPEG q90), with master.csv (pairs) and LICENSE.
@@ -30,6 +30,7 @@ from qmag_core.data import (
 )
 from qmag_core.embed import embed_files  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.pairing import sample_pairs  # noqa: E402
 from qmag_core.scoring import pair_similarity  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -64,26 +65,19 @@ def lfw(n_imposter=60000, seed=0):
     save_embeddings(d / "embeddings.npz", emb)
     t, rep = scores_from_embeddings(emb, pairs, encoder="builtin")
     write_scores_csv(d / "scores.csv", t, meta={"source": "LFW pairs_dev.txt (folds 1-7), builtin encoder"})
-    # extended imposters: seeded cross-identity pairs within each fold
-    rng = np.random.default_rng(seed)
+    # extended imposters: seeded distinct cross-identity pairs within each fold, of embedded images
     idx = {p: k for k, p in enumerate(emb.paths.tolist())}
     fold_imgs = {}
     for p1, p2, f in zip(pairs.path1, pairs.path2, pairs.fold, strict=True):
-        fold_imgs.setdefault(int(f), set()).update((idx[p1], idx[p2]))
+        fold_imgs.setdefault(int(f), set()).update(k for k in (idx[p1], idx[p2]) if emb.ok[k])
+    items = np.concatenate([sorted(v) for _, v in sorted(fold_imgs.items())])
+    grp = np.concatenate([[f] * len(v) for f, v in sorted(fold_imgs.items())])
     ident = np.array([p.split("/")[0] for p in emb.paths.tolist()])
-    I1, I2, F = [], [], []
     per = n_imposter // len(fold_imgs)
-    for f, imgs in sorted(fold_imgs.items()):
-        imgs = np.array(sorted(imgs))
-        got = set()
-        while len(got) < per:
-            a, b = rng.choice(imgs, 2, replace=False)
-            if ident[a] != ident[b] and emb.ok[a] and emb.ok[b]:
-                got.add((min(a, b), max(a, b)))
-        for a, b in sorted(got):
-            I1.append(a)
-            I2.append(b)
-            F.append(f)  # noqa: E702
+    ij, _ = sample_pairs(
+        ident[items], n_genuine=0, n_imposter=per * len(fold_imgs), rng=np.random.default_rng(seed), groups=grp
+    )
+    I1, I2, F = items[ij[:, 0]], items[ij[:, 1]], grp[ij[:, 0]]
     ps = pair_similarity(emb.embeddings, np.c_[I1, I2])
     g = t.label == 1
     ext = ScoreTable(
@@ -151,7 +145,8 @@ def lfw_cross_quality(seed=0):
 
 
 if __name__ == "__main__":
-    faces()
-    lfw()
-    lfw_cross_quality()
+    parts = {"faces": faces, "lfw": lfw, "cross-quality": lfw_cross_quality}
+    chosen = sys.argv[1:] or list(parts)  # e.g. python tools/make_sample_data.py lfw
+    for name in chosen:
+        parts[name]()
     print(sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file()) / 1e6, "MB")

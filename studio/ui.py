@@ -1,21 +1,25 @@
-"""State, cached loaders and the sidebar shared by all pages (no page of its own)."""
+"""Streamlit side of the app: session state, cached encoder/detector/dataset loaders,
+the sidebar (drawn once per run by app.py) and small widgets the pages share."""
 
 from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from qmag_core.compare import default_params
-from qmag_core.dashboard import (
+from qmag_core.errors import QMagError
+from qmag_core.params import QMagFaceParams
+from studio.datasets import (
     SAMPLE_DATASETS,
     Dataset,
     load_sample_dataset,
     public_message,
     resolve_under_roots,
 )
-from qmag_core.errors import QMagError
-from qmag_core.params import QMagFaceParams
 
 ENCODER_LABELS = {
     "builtin": "built-in (default)",
@@ -126,7 +130,31 @@ def set_active(canon: str, value) -> None:
     state()[canon] = value
 
 
+#: True while app.py runs a page inside :func:`app_frame` (the sidebar is drawn already)
+_IN_APP: contextvars.ContextVar[bool] = contextvars.ContextVar("qmag_in_app", default=False)
+
+
+@contextmanager
+def app_frame():
+    """What app.py wraps the page run in: the sidebar, drawn once per run, above any page."""
+    _draw_sidebar()
+    token = _IN_APP.set(True)
+    try:
+        yield
+    finally:
+        _IN_APP.reset(token)
+
+
 def sidebar():
+    """Pages call this first.  Inside app.py's frame it does nothing (the sidebar is
+    drawn); a page file that Streamlit runs on its own draws it here instead — Streamlit
+    does that for a ``pages/`` folder when no ``st.navigation`` call has run yet in the
+    process (the first request after start, and every run under AppTest)."""
+    if not _IN_APP.get():
+        _draw_sidebar()
+
+
+def _draw_sidebar():
     ss = state()
     with st.sidebar:
         st.markdown("### QMagFace Studio")

@@ -1,10 +1,10 @@
-"""Logic behind the dashboard pages (no Streamlit here): datasets, safe paths, slider
-bounds, held-out evaluation of a trainer, and summaries the pages display."""
+"""Datasets as the dashboard opens them — the bundled samples, uploads, server-side
+folders under the data roots — and the FMR slider's grid.  No Streamlit here (the
+widgets live in :mod:`studio.ui`); every computation is a :mod:`qmag_core` call."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import shutil
 import tempfile
@@ -14,12 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics as M
-from .data import ScoreTable, read_pairs, read_scores_csv
-from .errors import QMagError
-from .evaluation import REPORT_FMRS, heldout_effect, summary_metrics  # noqa: F401 (re-exported)
-from .params import QMagFaceParams
-from .scoring import qmagface_score
+from qmag_core.data import ScoreTable, read_pairs, read_scores_csv
+from qmag_core.errors import QMagError
 
 __all__ = [
     "fingerprint",
@@ -33,29 +29,15 @@ __all__ = [
     "Dataset",
     "load_sample_dataset",
     "dataset_from_scores",
-    "fmr_bounds",
-    "fmr_grid",
-    "heldout_effect",
-    "summary_metrics",
-    "overlap",
-    "qmagface_effect",
-    "scale_free",
-    "OFFICIAL_PARAMS",
-    "REPORT_FMRS",
     "dataset_from_folder",
     "dataset_from_bin",
     "dataset_from_embeddings",
+    "fmr_bounds",
+    "fmr_grid",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"
-OFFICIAL_PARAMS = QMagFaceParams(
-    alpha=0.077428,
-    beta=0.125926,
-    mode="official",
-    encoder="magface",
-    quality="MagFace iResNet100 embedding length (published, trained on Adience)",
-)
 
 
 def data_roots() -> list[Path]:
@@ -233,8 +215,8 @@ def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None)
     """Embed a server-side image folder for a pairs file.  Both paths must lie under
     the data roots, and every image path inside the pairs file under the folder (else
     the whole file is refused, naming the line)."""
-    from .data import confine_pairs, scores_from_embeddings
-    from .embed import embed_files
+    from qmag_core.data import confine_pairs, scores_from_embeddings
+    from qmag_core.embed import embed_files
 
     root = resolve_under_roots(folder, kind="dir")
     pairs = read_pairs(resolve_under_roots(pairs_file, kind="file"))
@@ -254,7 +236,7 @@ def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None)
 def dataset_from_bin(path: str | os.PathLike, encoder, *, name: str | None = None, progress=None) -> Dataset:
     """Open an insightface ``.bin`` validation set (read without running its pickle),
     embedded with ``encoder``; folds are the protocol's 10 consecutive blocks."""
-    from .binsets import bin_scores, read_bin
+    from qmag_core.binsets import bin_scores, read_bin
 
     bs = read_bin(path)
     if name:
@@ -272,7 +254,7 @@ def dataset_from_scores(path: str | os.PathLike, name: str | None = None) -> Dat
 def dataset_from_embeddings(emb_path, pairs_path, name: str) -> Dataset:
     """Precomputed embeddings + a pairs file.  Pairs with an image that is missing from
     the embeddings or failed there count as failures (noted); none matched is an error."""
-    from .data import load_embeddings, scores_from_embeddings
+    from qmag_core.data import load_embeddings, scores_from_embeddings
 
     emb = load_embeddings(emb_path)
     t, rep = scores_from_embeddings(emb, read_pairs(pairs_path), encoder=emb.encoder or None)
@@ -292,8 +274,8 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
         return dataset_from_scores(SAMPLE_DIR / d.scores, d.name)
     if d.embeddings:
         return dataset_from_embeddings(SAMPLE_DIR / d.embeddings, SAMPLE_DIR / d.pairs, d.name)
-    from .data import scores_from_embeddings
-    from .embed import embed_files
+    from qmag_core.data import scores_from_embeddings
+    from qmag_core.embed import embed_files
 
     if encoder is None:
         raise QMagError(f"{d.name} needs an encoder to embed its images")
@@ -309,7 +291,7 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
     return Dataset(d.name, t, root, q, encoder.id, notes)
 
 
-# ----------------------------------------------------------------------- training
+# ------------------------------------------------------------------ FMR slider
 def fmr_bounds(n_imposter: int, lo: float = 1e-5, hi: float = 1e-2) -> tuple[float, float, str]:
     """Lowest and highest FMR a slider should offer for ``n_imposter`` imposters, and why.
 
@@ -336,63 +318,3 @@ def fmr_grid(n_imposter: int) -> tuple[list[float], tuple[float, float], str]:
     grid = sorted({float(f"{g:.3g}") for g in np.r_[lo, hi, lattice] if lo * (1 - 1e-9) <= g <= hi * (1 + 1e-9)})
     default = (grid[0], min(grid, key=lambda g: abs(np.log10(g) + 2)))
     return grid, default, reason
-
-
-def qmagface_effect(s, q_min, labels, alpha: float, beta: float, *, n_boot: int = 200, seed: int = 0) -> dict:
-    """What QMagFace does to a dataset, in numbers and one plain sentence.
-
-    ``changed``: fraction of pairs with ω(s) < 0 (s below the zero crossing s0 = α/β);
-    the paired-bootstrap 95% CI of the EER difference (QMagFace − cosine);
-    ``significant``: the CI excludes 0; ``sentence``: what a page says."""
-    s = np.asarray(s, np.float64)
-    y = np.asarray(labels).astype(bool)
-    s0 = alpha / beta if beta else math.inf
-    changed = float(np.mean(s < s0)) if (alpha or beta) else 0.0
-    out = {"s0": s0, "changed": changed, "eer_diff": 0.0, "ci": (0.0, 0.0), "significant": False}
-    if changed == 0.0:
-        out["sentence"] = (
-            f"QMagFace changes nothing here: ω(s) = 0 for every pair, because its zero crossing "
-            f"s0 = α/β = {s0:.3f} lies below the lowest cosine of this dataset ({s.min():.3f}); "
-            "ŝ = s."
-        )
-        return out
-    s_hat = qmagface_score(s, q_min, alpha, beta)
-    d = next(x for x in M.paired_bootstrap(y, s, s_hat, fmrs=(), n_boot=n_boot, random_state=seed) if x.metric == "eer")
-    out.update(eer_diff=d.diff, ci=(d.lo, d.hi), significant=d.excludes_zero)
-    imp_above = float(np.mean(s[~y] >= s0)) if (~y).any() else 0.0
-    where = f"{100 * changed:.0f}% of the pairs lie below s0 = α/β = {s0:.3f} and are moved" + (
-        f"; {100 * imp_above:.0f}% of the imposters lie above it and are left as they are" if imp_above else ""
-    )
-    if d.excludes_zero:
-        verb = "lowers" if d.diff < 0 else "raises"
-        out["sentence"] = (
-            f"QMagFace {verb} the EER by {100 * abs(d.diff):.3f} pt (95% CI of the difference "
-            f"[{100 * d.lo:+.3f}, {100 * d.hi:+.3f}] pt, paired bootstrap, {n_boot} resamples): {where}."
-        )
-    else:
-        out["sentence"] = (
-            f"QMagFace does not change the errors significantly here: EER difference "
-            f"{100 * d.diff:+.3f} pt, 95% CI [{100 * d.lo:+.3f}, {100 * d.hi:+.3f}] pt (paired "
-            f"bootstrap, {n_boot} resamples). {where[0].upper() + where[1:]}; the pairs that decide the "
-            "EER are not among them or barely move."
-        )
-    return out
-
-
-def overlap(genuine, imposter, bins: np.ndarray) -> float:
-    """Overlap coefficient of the two normalised histograms on the same bins (0 = none)."""
-    hg, _ = np.histogram(genuine, bins=bins)
-    hi, _ = np.histogram(imposter, bins=bins)
-    if hg.sum() == 0 or hi.sum() == 0:
-        return math.nan
-    return float(np.minimum(hg / hg.sum(), hi / hi.sum()).sum())
-
-
-def scale_free(p: QMagFaceParams, *, s_low: float = 0.0, q: float | None = None) -> dict:
-    """Encoder-independent view of α/β: zero crossing s0 = α/β (no correction above it)
-    and the correction ω(s_low)·q at a low cosine, relative to the cosine range."""
-    return {
-        "s0": p.s0,
-        "omega_at_s_low": min(0.0, p.beta * s_low - p.alpha),
-        "correction_at_s_low": None if q is None else p.max_correction(s_low, q),
-    }
