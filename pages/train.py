@@ -184,7 +184,9 @@ except QMagError as e:
     st.warning(f"Held-out evaluation not possible: {e}")
 
 params = tr.params(
-    encoder=ds.encoder, trained_on={"dataset": ds.name, "n_genuine": tr.n_genuine_, "n_imposter": tr.n_imposter_}
+    encoder=ds.encoder,
+    trained_on={"dataset": ds.name, "n_genuine": tr.n_genuine_, "n_imposter": tr.n_imposter_},
+    encoder_key=t.encoder_key,
 )
 params.operating_points = operating_points(t.s, qmagface_score(t.s, t.q_min, tr.alpha_, tr.beta_), t.label)
 c1, c2 = st.columns(2)

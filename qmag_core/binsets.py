@@ -205,7 +205,7 @@ def embed_bin(binset: BinSet, encoder, *, batch_size: int = 64, progress=None):
             encode_into(encoder, crops, ks, emb, ok, err, meas, batch_size=batch_size)
         if progress is not None:
             progress(min(n, s0 + batch_size), n)
-    out = finish_embeddings(emb, ok, err, meas, np.arange(n).astype(str), encoder.id)
+    out = finish_embeddings(emb, ok, err, meas, np.arange(n).astype(str), encoder.id, encoder.key)
     out.measures = {k: v for k, v in out.measures.items() if np.isfinite(v).any()}
     return out
 

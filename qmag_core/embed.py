@@ -57,7 +57,7 @@ def encode_into(encoder, crops, rows, emb, ok, err, meas, *, batch_size: int = 6
     return out, good
 
 
-def finish_embeddings(emb, ok, err, meas, paths, encoder_id: str) -> Embeddings:
+def finish_embeddings(emb, ok, err, meas, paths, encoder_id: str, encoder_key: str = "") -> Embeddings:
     """The :class:`Embeddings` of filled result arrays (failed rows: NaN, their error)."""
     emb[~ok] = np.nan
     meas[~ok] = np.nan
@@ -70,6 +70,7 @@ def finish_embeddings(emb, ok, err, meas, paths, encoder_id: str) -> Embeddings:
         err.astype(str),
         encoder_id,
         {name: meas[:, j] for j, name in enumerate(MEASURES)},
+        encoder_key,
     )
 
 
@@ -262,7 +263,7 @@ def embed_files(
                 progress(done, n)
     st.n_failed = int((~run.ok).sum())
     st.seconds = time.perf_counter() - t0
-    return finish_embeddings(run.emb, run.ok, run.err, run.meas, paths, encoder.id)
+    return finish_embeddings(run.emb, run.ok, run.err, run.meas, paths, encoder.id, encoder.key)
 
 
 @dataclass

@@ -68,6 +68,8 @@ def scores_from_embeddings(emb: Embeddings, pairs: Pairs, *, encoder: str | None
         "failed_lines": pairs.line[~valid][:20].tolist() if pairs.line.size else [],
     }
     meta = {"encoder": encoder or emb.encoder or ""}
+    if emb.encoder_key:
+        meta["encoder_key"] = emb.encoder_key
     lines = pairs.line if pairs.line.size == n else np.zeros(n, np.int64)
     failed = FailedPairs(pairs.label[~valid].astype(np.int8), pairs.fold[~valid].astype(np.int64), lines[~valid])
     extra = {k: v[valid] for k, v in pair_measures(emb.measures, safe).items()}

@@ -60,6 +60,9 @@ class QMagFaceParams:
     notes: list = field(default_factory=list)
     #: thresholds on s and ŝ per FMR measured on labelled pairs (for decisions)
     operating_points: list = field(default_factory=list)
+    #: fingerprint of the encoder + quality head whose q these α/β were trained on
+    #: (``Encoder.key``; None when unknown): ω(s)·q only means something on that q scale
+    encoder_key: str | None = None
 
     def score(self, s: npt.ArrayLike, q_min: npt.ArrayLike) -> FloatArray:
         return qmagface_score(s, q_min, self.alpha, self.beta)
@@ -72,6 +75,18 @@ class QMagFaceParams:
     def max_correction(self, s_low: float, q: float) -> float:
         """Correction ω(s_low)·q at a low cosine s_low and quality q (≤ 0)."""
         return float(min(0.0, self.beta * s_low - self.alpha) * q)
+
+    def quality_mismatch(self, encoder_key: str | None) -> str | None:
+        """Why these α/β may not fit q from the encoder ``encoder_key`` (None when they
+        fit or either side is unknown).  A mirrored-face (``-flip``) variant counts as
+        the same encoder."""
+        strip = lambda k: k[: -len("-flip")] if k.endswith("-flip") else k  # noqa: E731
+        if not self.encoder_key or not encoder_key or strip(self.encoder_key) == strip(encoder_key):
+            return None
+        return (
+            f"these α/β were trained on q from encoder {self.encoder_key!r}, but q here comes from "
+            f"{encoder_key!r} (other weights or quality head): q may be on another scale, retrain α/β on this encoder"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,7 +173,7 @@ def _check_param_fields(d: dict, source: str) -> None:
     ):
         if key in d and not isinstance(d[key], kind):
             bad(key, what)
-    for key in ("encoder", "quality"):
+    for key in ("encoder", "quality", "encoder_key"):
         if key in d and d[key] is not None and not isinstance(d[key], str):
             bad(key, "a string")
     if "operating_points" in d:

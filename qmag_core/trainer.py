@@ -353,9 +353,15 @@ class QMagFaceTrainer:
         return self.fit(X, y).transform(X)
 
     def params(
-        self, *, encoder: str | None = None, trained_on: dict | None = None, quality: str | None = None
+        self,
+        *,
+        encoder: str | None = None,
+        trained_on: dict | None = None,
+        quality: str | None = None,
+        encoder_key: str | None = None,
     ) -> QMagFaceParams:
-        """The fitted parameters as a :class:`QMagFaceParams` record."""
+        """The fitted parameters as a :class:`QMagFaceParams` record (``encoder_key``:
+        the fingerprint of the encoder + quality head that made q, when known)."""
         self._check_fitted()
         return QMagFaceParams(
             alpha=self.alpha_,
@@ -370,6 +376,7 @@ class QMagFaceTrainer:
             trained_on=trained_on or {},
             n_ties=self.n_ties_.tolist(),
             notes=list(self.warnings_),
+            encoder_key=encoder_key,
         )
 
     def cli_options(self) -> dict[str, Any]:

@@ -186,6 +186,8 @@ def _draw_sidebar():
         p = active_params()  # loads the encoder: its error, if any, is shown here, once
         if ss.get("_encoder_error"):
             st.error(ss["_encoder_error"])
+        if p is not None and (why := p.quality_mismatch(encoder().key)):
+            st.warning(f"Active parameters: {why}.")
         if p is None:
             st.caption("Active parameters: none (ŝ = s)")
         else:

@@ -132,6 +132,31 @@ def test_evaluate_with_params_warns_on_encoder_mismatch(scores_csv, tmp_path):
     )
 
 
+def test_params_record_which_quality_head_made_q(tmp_path):
+    """train records the scores' encoder_key (weights + quality head); evaluating other
+    qualities with those α/β warns, the same encoder (or its -flip variant) does not."""
+    s, q1, q2, y = synthetic_pairs(1500, 15000, random_state=3)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    meta = {"encoder": "builtin", "encoder_key": "builtin-w1-headA"}
+    write_scores_csv(a, ScoreTable(s, q1, q2, y, np.arange(s.size) % 3, meta))
+    write_scores_csv(b, ScoreTable(s, q1, q2, y, np.arange(s.size) % 3, {**meta, "encoder_key": "builtin-w1-headB"}))
+    assert read_scores_csv(a).encoder_key == "builtin-w1-headA"
+    run("train", "--scores", a, "--out", tmp_path / "p.json")
+    from qmag_core.params import QMagFaceParams
+
+    p = QMagFaceParams.load(tmp_path / "p.json")
+    assert p.encoder_key == "builtin-w1-headA"
+    assert p.quality_mismatch("builtin-w1-headA-flip") is None and p.quality_mismatch(None) is None
+    r = run("evaluate", "--scores", b, "--params", tmp_path / "p.json", "--n-boot", "5")
+    assert "trained on q from encoder 'builtin-w1-headA'" in r.stderr and "'builtin-w1-headB'" in r.stderr
+    r = run("evaluate", "--scores", a, "--params", tmp_path / "p.json", "--n-boot", "5")
+    assert "trained on q" not in r.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"alpha": 0.1, "beta": 0.1, "encoder_key": 7}))
+    r = run("evaluate", "--scores", a, "--params", bad, check=False)
+    assert r.returncode == 2 and "'encoder_key' must be a string" in r.stderr
+
+
 def test_score_adds_s_hat(scores_csv, tmp_path):
     p = tmp_path / "p.json"
     p.write_text(json.dumps({"alpha": 0.07, "beta": 0.12}))

@@ -12,15 +12,16 @@ def test_npz_roundtrip_with_failed_rows(tmp_path):
     e = rng.normal(size=(5, 4)).astype(np.float32)
     e[2] = 0.0
     emb = D.Embeddings.from_array(e, paths=[f"p/{i}.jpg" for i in range(5)], encoder="builtin")
+    emb.encoder_key = "builtin-abc-def"
     emb.ok[4] = False
     emb.error[4] = "no face detected"
     f = tmp_path / "e.npz"
     D.save_embeddings(f, emb)
     with np.load(f, allow_pickle=False) as z:  # readable without pickle
-        assert set(z.files) == {"embeddings", "quality", "paths", "ok", "error", "encoder"}
+        assert set(z.files) == {"embeddings", "quality", "paths", "ok", "error", "encoder", "encoder_key"}
         assert z["embeddings"].dtype == np.float32 and z["quality"].dtype == np.float32
     back = D.load_embeddings(f)
-    assert back.encoder == "builtin"
+    assert back.encoder == "builtin" and back.encoder_key == "builtin-abc-def"
     np.testing.assert_array_equal(back.ok, [True, True, False, True, False])
     assert back.error[2] == "zero-norm embedding" and back.error[4] == "no face detected"
     assert np.isnan(back.embeddings[4]).all() and np.isnan(back.quality[2])

@@ -137,6 +137,7 @@ def lfw_cross_quality(seed=0):
         ],
         "builtin",
         {k: np.r_[e1.measures[k], e2.measures[k]] for k in e1.measures},
+        enc.key,
     )
     save_embeddings(d / "embeddings.npz", emb)
     pp = Pairs(p1, np.asarray(deg_names), y, f - 4, np.arange(2, len(y) + 2), "pairs.csv")

@@ -92,6 +92,7 @@ def write(res, train, pairs, mode="consistent"):
     for enc_id in ("builtin-raw",):  # builtin (with its quality head): tools/train_builtin_utility.py --params
         p = tr.params(
             encoder=enc_id,
+            encoder_key=load_encoder(enc_id, device="cpu").key,
             trained_on={
                 "data": "glint24 (../shared/data/glint24), 24 identities, ArcFace crops re-warped to dlib-150",
                 "pairs": "make_pairs(n_genuine=6000, n_imposter=60000, n_folds=4, random_state=0)",

@@ -61,8 +61,11 @@ def split_paths() -> dict:
 
 def samples(enc, paths, family: str, n_deg: int, seed: int, cache: Path) -> dict:
     """Cached ``utility_samples`` of one family ('crop' or 'capture')."""
+    import qmag_core.degrade as D
+
+    recipe = hashlib.blake2b(Path(D.__file__).read_bytes(), digest_size=8).hexdigest()  # the degradations' code
     key = hashlib.blake2b(
-        ("\n".join(paths) + f"|{family}|{n_deg}|{seed}|{enc.key}").encode(), digest_size=8
+        ("\n".join(paths) + f"|{family}|{n_deg}|{seed}|{enc.key}|{recipe}").encode(), digest_size=8
     ).hexdigest()
     f = cache / f"{family}-{key}.npz"
     if f.is_file():
@@ -176,6 +179,7 @@ def train_params(mode: str, seed: int, write: bool, n_deg: int = 2):
     if write:
         p = tr.params(
             encoder="builtin",
+            encoder_key=load_encoder("builtin", device="cpu").key,  # the shipped head: q's scale
             trained_on={
                 "data": "original LFW photos of the dev pairs' folds 1-4 persons (../shared/data/lfw_photos); "
                 "never folds 5-7, the test of the benches",
@@ -198,7 +202,7 @@ def train_params(mode: str, seed: int, write: bool, n_deg: int = 2):
         print(f"wrote {out}")
 
 
-def calibrate(n: int = 120, seed: int = 0):
+def calibrate(n: int = 120, seed: int = 0, kinds=None):
     """Per capture kind and severity on ``n`` training-fold photos: the share of photos whose
     degraded version loses its face, and mean 1 − cos(clean, degraded) of the faces kept
     (the crop family's footing: 0.06–0.10 at s = 1)."""
@@ -227,7 +231,7 @@ def calibrate(n: int = 120, seed: int = 0):
     print(
         f"{len(base)} photos (folds 1-3); per severity 0.25 / 0.5 / 0.75 / 1: face lost %, mean 1 - cos of kept faces"
     )
-    for kind in CAPTURE_KINDS:
+    for kind in kinds or CAPTURE_KINDS:
         cells = []
         for sv in (0.25, 0.5, 0.75, 1.0):
             rng = np.random.default_rng(seed)
@@ -302,11 +306,13 @@ def main(argv=None) -> int:
         help="train QMagFace α/β for the shipped head instead of a head",
     )
     ap.add_argument("--calibrate", action="store_true", help="print the capture family's severity calibration")
+    ap.add_argument("--kinds", nargs="*", help="with --calibrate: only these capture kinds")
+    ap.add_argument("--n-photos", type=int, default=120, help="with --calibrate: photos of folds 1-3")
     ap.add_argument("--spearman", action="store_true", help="Spearman(q, -severity) on folds 5-7 crops, crop family")
     a = ap.parse_args(argv)
     t0 = time.time()
     if a.calibrate:
-        calibrate(seed=a.seed)
+        calibrate(a.n_photos, seed=a.seed, kinds=a.kinds)
         return 0
     if a.spearman:
         spearman(a.seed)

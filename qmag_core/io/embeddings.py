@@ -25,6 +25,8 @@ class Embeddings:
     ok : (N,) bool
     error : (N,) str, '' when ok
     encoder : str, encoder id ('' when unknown)
+    encoder_key : str, the encoder's weights + quality head fingerprint ('' when unknown):
+        q depends on it, so α/β trained on these qualities record it
     measures : {name: (N,) float64}, model-free quality measures per image
         (:mod:`qmag_core.quality`; NaN where unknown)
     """
@@ -36,6 +38,7 @@ class Embeddings:
     error: npt.NDArray[np.str_]
     encoder: str = ""
     measures: dict = field(default_factory=dict)
+    encoder_key: str = ""
 
     def __post_init__(self):
         e = np.asarray(self.embeddings)
@@ -88,6 +91,7 @@ def save_embeddings(path: str | os.PathLike, emb: Embeddings) -> str:
         ok=np.asarray(emb.ok, dtype=bool),
         error=np.asarray(emb.error, dtype=str),
         encoder=np.asarray(emb.encoder, dtype=str),
+        encoder_key=np.asarray(emb.encoder_key, dtype=str),
         **{f"measure_{k}": np.asarray(v, np.float64) for k, v in emb.measures.items()},
     )
     return path
@@ -107,7 +111,7 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
     return read_feat_list(p)
 
 
-_NPZ_KINDS = {"paths": "U", "error": "U", "encoder": "U", "ok": "b?", "quality": "fiu"}
+_NPZ_KINDS = {"paths": "U", "error": "U", "encoder": "U", "encoder_key": "U", "ok": "b?", "quality": "fiu"}
 
 
 def _npz_member(z, name: str, default, n: int, p: str):
@@ -117,9 +121,9 @@ def _npz_member(z, name: str, default, n: int, p: str):
     v = z[name]
     if v.dtype.kind not in _NPZ_KINDS[name] and not (_NPZ_KINDS[name] == "U" and v.dtype.kind == "S"):
         raise DataFormatError(f"'{name}' has dtype {v.dtype}; expected {_NPZ_KINDS[name]!r} kind", path=p)
-    if name == "encoder":
+    if name in ("encoder", "encoder_key"):
         if v.size != 1:
-            raise DataFormatError(f"'encoder' must be one string, got shape {v.shape}", path=p)
+            raise DataFormatError(f"'{name}' must be one string, got shape {v.shape}", path=p)
         return str(v.reshape(()).item())
     if v.shape != (n,):
         raise DataFormatError(f"'{name}' must have shape ({n},), got {v.shape}", path=p)
@@ -172,7 +176,8 @@ def _load_npz(p: str) -> Embeddings:
     emb[~ok] = np.nan
     q = np.where(ok, base.quality, np.nan).astype(np.float32)
     encoder = _npz_member(z, "encoder", "", n, p)
-    return Embeddings(emb, q, paths, ok, error.astype(str), encoder, _npz_measures(z, n, p))
+    key = _npz_member(z, "encoder_key", "", n, p)
+    return Embeddings(emb, q, paths, ok, error.astype(str), encoder, _npz_measures(z, n, p), key)
 
 
 def read_feat_list(path: str | os.PathLike) -> Embeddings:

@@ -84,6 +84,11 @@ class ScoreTable:
     def encoder(self) -> str | None:
         return self.meta.get("encoder") or None
 
+    @property
+    def encoder_key(self) -> str | None:
+        """Fingerprint of the encoder + quality head that made q (None when unknown)."""
+        return self.meta.get("encoder_key") or None
+
     def X(self) -> np.ndarray:
         return np.column_stack([self.s, self.q_min])
 
