@@ -16,6 +16,7 @@ from studio.datasets import (
     dataset_from_embeddings,
     dataset_from_folder,
     dataset_from_scores,
+    dataset_from_templates,
     public_message,
     resolve_under_roots,
     staged_uploads,
@@ -47,7 +48,9 @@ with st.expander("Bring your own data", expanded=False):
         "A failed upload leaves everything already loaded in place. Upload limit: see "
         ".streamlit/config.toml (server.maxUploadSize)."
     )
-    t1, t2, t3, t4 = st.tabs(["scores CSV", "embeddings + pairs", "image folder + pairs (server)", "insightface .bin"])
+    t1, t2, t3, t4, t5 = st.tabs(
+        ["scores CSV", "embeddings + pairs", "image folder + pairs (server)", "insightface .bin", "templates (IJB)"]
+    )
     with t1:
         up = st.file_uploader("s,q1,q2,label[,fold] (or q_min)", type=["csv", "txt"], key="up_scores")
         if up is not None and st.button("Load scores", key="load_scores"):
@@ -103,6 +106,33 @@ with st.expander("Bring your own data", expanded=False):
                     ds_new = dataset_from_bin(
                         resolve_under_roots(srv_bin, kind="file"), encoder(), name=srv_bin, progress=prog
                     )
+                bar.empty()
+                _add(ds_new.name, ds_new)
+            except (QMagError, OSError) as e:
+                st.error(f"Not loaded: {public_message(e)}")
+    with t5:
+        st.caption(
+            "IJB-B / IJB-C 1:1 layout (insightface): meta/<name>_face_tid_mid.txt, "
+            "<name>_template_pair_label.txt, optional <name>_name_5pts_score.txt, images in loose_crop/. "
+            "Features are pooled per media and per template; each row of the dataset is a template pair."
+        )
+        ijb = st.text_input("protocol folder (under the data root)", key="srv_ijb")
+        pooling = st.selectbox(
+            "pooling",
+            ["qmagface", "mean", "magface"],
+            key="ijb_pooling",
+            help="qmagface: quality-weighted (f = Σ qᵢuᵢ, q = Σqᵢ²/Σqᵢ per media and template); mean: unit "
+            "vectors averaged; magface: raw features averaged (longer weighs more)",
+        )
+        if ijb.strip() and st.button("Embed and load templates", key="load_ijb"):
+            try:
+                bar = st.progress(0.0, text="Embedding…")
+                ds_new = dataset_from_templates(
+                    ijb,
+                    encoder(),
+                    pooling=pooling,
+                    progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"),
+                )
                 bar.empty()
                 _add(ds_new.name, ds_new)
             except (QMagError, OSError) as e:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .cli_vision import (
     _add_encoder_options,
+    _evaluate_ijb,
     _scores_from_bin,
     _scores_from_images,
     cmd_compare,
@@ -26,6 +27,7 @@ from .cli_vision import (
 )
 from .errors import FMRClampWarning, QMagError
 from .evaluation import evaluate_table, format_report, jsonable
+from .templates import format_template_report
 
 EXIT_BAD_INPUT = 2
 
@@ -151,7 +153,10 @@ def cmd_train(a) -> int:
         "n_imposter": tr.n_imposter_,
     }
     params = tr.params(
-        encoder=encoder, trained_on=trained_on, quality=QUALITY_MEANING.get(encoder, QUALITY_MEANING[None])
+        encoder=encoder,
+        trained_on=trained_on,
+        quality=QUALITY_MEANING.get(encoder, QUALITY_MEANING[None]),
+        encoder_key=table.encoder_key,
     )
     d = jsonable(params.to_dict())
     if a.bootstrap:
@@ -170,14 +175,40 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _check_evaluate_sources(a) -> None:
+    """One data source per run: --ijb [--features], --bin, --images + --pairs, or --scores."""
+    if a.features and not a.ijb:
+        raise QMagError("--features goes with --ijb (precomputed features of the protocol's images)")
+    if a.ijb and (a.scores or a.images or a.pairs or a.bin):
+        raise QMagError("--ijb goes alone: not with --scores, --images, --pairs or --bin")
+    if a.bin and (a.scores or a.images or a.pairs):
+        raise QMagError("--bin goes alone: not with --scores, --images or --pairs")
+    if (a.images or a.pairs) and not (a.images and a.pairs):
+        raise QMagError("--images and --pairs go together")
+    if not (a.ijb or a.bin or a.images or a.scores):
+        raise QMagError("give --scores, --images with --pairs, --bin, or --ijb")
+
+
+def _warn_params_mismatch(params, table, a) -> None:
+    data_enc = table.encoder or (a.encoder if a.images else None)
+    if params.encoder and data_enc and params.encoder != data_enc:
+        print(
+            f"warning: params were trained for encoder '{params.encoder}' but the scores come "
+            f"from '{data_enc}'; α/β depend on the encoder's quality scale",
+            file=sys.stderr,
+        )
+    elif why := params.quality_mismatch(table.encoder_key):
+        print(f"warning: {why}", file=sys.stderr)
+
+
 def cmd_evaluate(a) -> int:
     from .params import QMagFaceParams
 
-    if a.bin and (a.scores or a.images or a.pairs):
-        raise QMagError("--bin goes alone: not with --scores, --images or --pairs")
-    if a.bin or a.images or a.pairs:
-        if not a.bin and not (a.images and a.pairs):
-            raise QMagError("--images and --pairs go together")
+    _check_evaluate_sources(a)
+    if a.ijb:
+        return _finish_evaluate(a, _evaluate_ijb(a), fmt=format_template_report)
+    rep_pairs = None
+    if a.bin or a.images:
         table, rep_pairs, enc = _scores_from_bin(a) if a.bin else _scores_from_images(a)
         if not a.params:
             from .compare import default_params
@@ -188,20 +219,11 @@ def cmd_evaluate(a) -> int:
                 rep, _ = evaluate_table(table, params=shipped, n_boot=a.n_boot, seed=a.seed)
                 rep["pairs_report"] = rep_pairs
                 return _finish_evaluate(a, rep)
-    elif not a.scores:
-        raise QMagError("give --scores, --images with --pairs, or --bin")
     else:
         table = _load_scores(a.scores)
-        rep_pairs = None
     if a.params:
         params = QMagFaceParams.load(a.params)
-        data_enc = table.encoder or (a.encoder if a.images else None)
-        if params.encoder and data_enc and params.encoder != data_enc:
-            print(
-                f"warning: params were trained for encoder '{params.encoder}' but the scores come "
-                f"from '{data_enc}'; α/β depend on the encoder's quality scale",
-                file=sys.stderr,
-            )
+        _warn_params_mismatch(params, table, a)
         rep, _ = evaluate_table(table, params=params, n_boot=a.n_boot, seed=a.seed)
     else:
         tr = _trainer_from_args(a)
@@ -219,8 +241,8 @@ def cmd_evaluate(a) -> int:
     return _finish_evaluate(a, rep)
 
 
-def _finish_evaluate(a, rep) -> int:
-    print(format_report(rep))
+def _finish_evaluate(a, rep, fmt=format_report) -> int:
+    print(fmt(rep))
     if a.json:
         _write_json(a.json, rep)
     return 0
@@ -293,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="insightface validation set (lfw.bin, agedb_30.bin, …): aligned "
         "112x112 crops, 10-fold accuracy; read without running its pickle",
     )
+    p.add_argument(
+        "--ijb",
+        default=None,
+        metavar="DIR",
+        help="template verification (IJB-B/C layout: DIR/meta/<name>_face_tid_mid.txt, "
+        "<name>_template_pair_label.txt, optional <name>_name_5pts_score.txt, DIR/loose_crop/)",
+    )
+    p.add_argument("--ijb-name", default=None, help="protocol name in DIR/meta (ijbb, ijbc; default: the only one)")
+    p.add_argument("--features", default=None, help="with --ijb: precomputed features (.npz/.npy/feat.list)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-cache", action="store_true")

@@ -132,6 +132,8 @@ def cmd_compare(a) -> int:
 
     enc = _encoder_from_args(a)
     params = QMagFaceParams.load(a.params) if a.params else default_params(enc.id)
+    if params is not None and (why := params.quality_mismatch(enc.key)):
+        print(f"warning: {why}", file=sys.stderr)
     res = compare_images(
         a.images,
         enc,
@@ -399,3 +401,33 @@ def _scores_from_bin(a):
     table, rep = bin_scores(bs, enc, batch_size=a.batch_size, progress=bar)
     rep["source"]["flip"] = bool(a.flip)
     return table, rep, enc
+
+
+def _evaluate_ijb(a) -> dict:
+    """Template verification: read the protocol, embed its images (or read --features),
+    pool and score (``qmag_core.templates``)."""
+    from .params import QMagFaceParams
+    from .templates import embed_protocol, evaluate_templates, protocol_features, read_protocol
+
+    prot = read_protocol(a.ijb, a.ijb_name)  # refused before any encoder is loaded
+    params = QMagFaceParams.load(a.params) if a.params else None
+    if a.features:
+        from .data import load_embeddings
+
+        feats, ok = protocol_features(load_embeddings(a.features), prot)
+        key = None
+    else:
+        enc = _encoder_from_args(a)
+        bar = _progress_bar(len(prot.images), f"embedding {prot.name} ({enc.id})")
+        cache = None if a.no_cache else (a.cache_dir or "default")
+        feats, ok, _ = embed_protocol(prot, enc, cache_dir=cache, batch_size=a.batch_size, progress=bar)
+        key = enc.key
+        if params is None:
+            from .compare import default_params
+
+            params = default_params(enc.id)
+            if params is not None:
+                print(f"note: using the parameters shipped for encoder '{enc.id}'", file=sys.stderr)
+    if params is not None and (why := params.quality_mismatch(key)):
+        print(f"warning: {why}", file=sys.stderr)
+    return evaluate_templates(prot, feats, ok, params=params)

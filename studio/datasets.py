@@ -32,6 +32,7 @@ __all__ = [
     "dataset_from_folder",
     "dataset_from_bin",
     "dataset_from_embeddings",
+    "dataset_from_templates",
     "fmr_bounds",
     "fmr_grid",
 ]
@@ -244,6 +245,25 @@ def dataset_from_bin(path: str | os.PathLike, encoder, *, name: str | None = Non
     t, rep = bin_scores(bs, encoder, progress=progress)
     notes = [f"{rep['source']['n_images']:,} aligned crops, {rep['source']['n_folds']} folds"]
     return Dataset(name or Path(path).name, t, encoder=encoder.id, notes=notes)
+
+
+def dataset_from_templates(folder: str, encoder, *, pooling: str = "qmagface", progress=None) -> Dataset:
+    """A template protocol in the IJB layout under the data roots, embedded with
+    ``encoder`` (aligned from its 5-point file when it has one): one row per template
+    pair, q = the templates' pooled quality."""
+    from qmag_core.templates import embed_protocol, read_protocol, template_table
+
+    root = resolve_under_roots(folder, kind="dir")
+    prot = read_protocol(root)
+    feats, ok, _ = embed_protocol(prot, encoder, progress=progress)
+    t = template_table(prot, feats, ok, pooling, meta={"encoder": encoder.id, "encoder_key": encoder.key})
+    notes = [
+        f"{prot.n_templates:,} templates from {len(prot.images):,} images ({int((~ok).sum())} failed), "
+        f"pooled by rule '{pooling}'"
+    ]
+    if t.n_failed:
+        notes.append(f"{t.n_failed} pairs have a template without a usable image; they count as failures")
+    return Dataset(f"{root.name} ({prot.name}, {pooling})", t, encoder=encoder.id, notes=notes)
 
 
 def dataset_from_scores(path: str | os.PathLike, name: str | None = None) -> Dataset:

@@ -1,0 +1,463 @@
+"""Template verification: the IJB-B / IJB-C 1:1 protocol as distributed with insightface.
+
+A *template* is a set of images of one subject, grouped into *media* (the frames of one
+video or one still).  Features are pooled per media, then per template, and templates
+are compared pair by pair.  Layout of a protocol folder ``DIR``::
+
+    DIR/meta/<name>_face_tid_mid.txt         image  template-id  media-id      (one per image)
+    DIR/meta/<name>_template_pair_label.txt  template-id  template-id  label (1 same subject)
+    DIR/meta/<name>_name_5pts_score.txt      image  x1 y1 … x5 y5  detector-score   (optional)
+    DIR/loose_crop/<image>
+
+Pooling rules (each named in every report):
+
+``mean``      unit vectors; mean per media, mean of the media per template; the
+              template's q is the mean of its media's mean q.
+``magface``   raw features (length = MagFace quality) averaged per media and per
+              template, so longer (better) features weigh more; q = the length of the
+              pooled feature.
+``qmagface``  quality-weighted: per media f = Σ qᵢ·uᵢ (uᵢ unit vectors) and
+              q = Σ qᵢ² / Σ qᵢ; the same rule again over the media of a template.
+
+Pairs are scored with the cosine of the pooled directions and with QMagFace on the
+templates' q.  TAR is reported at FAR 1e-6 … 1e-1 in both conventions in use: the
+highest TAR whose FAR ≤ the target (``tar_at_far``) and the TAR at the ROC point whose
+FAR is closest to the target (``tar_at_far_closest``, as the insightface and MagFace
+scripts compute it).  A pair with a template that has no usable image counts as a
+non-match.  Scoring runs in chunks of pairs, so IJB-C's 15.7 M pairs fit in bounded
+memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from . import metrics as M
+from .errors import DataFormatError, QMagError
+
+__all__ = [
+    "POOLINGS",
+    "TAR_FARS",
+    "TemplateProtocol",
+    "Templates",
+    "read_protocol",
+    "protocol_features",
+    "pool_templates",
+    "score_template_pairs",
+    "tar_at_far",
+    "evaluate_templates",
+    "format_template_report",
+    "embed_protocol",
+    "template_table",
+]
+
+POOLINGS = ("mean", "magface", "qmagface")
+TAR_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+#: largest meta file read (IJB-C's pair list is ≈ 0.3 GB); $QMAG_MAX_META_BYTES overrides
+MAX_META_BYTES = int(os.environ.get("QMAG_MAX_META_BYTES", 4 << 30))
+
+
+@dataclass(frozen=True)
+class TemplateProtocol:
+    """One template protocol: ``images`` (N,) names under the image folder, ``tid`` and
+    ``mid`` (N,) their template and media ids, ``pairs`` (P, 2) template ids with
+    ``label`` (P,) int8, optional ``landmarks`` (N, 5, 2) and ``det_score`` (N,)."""
+
+    name: str
+    images: np.ndarray
+    tid: np.ndarray
+    mid: np.ndarray
+    pairs: np.ndarray
+    label: np.ndarray
+    landmarks: np.ndarray | None = None
+    det_score: np.ndarray | None = None
+    source: str = ""
+
+    @property
+    def n_templates(self) -> int:
+        return int(np.unique(self.tid).size)
+
+
+def _read_table(path: Path, names: list[str], dtypes: dict, what: str):
+    """A space-separated text table, every row complete and typed, as a DataFrame."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataFormatError(f"missing {what} (expected {path.name})", path=str(path))
+    size = path.stat().st_size
+    if size > MAX_META_BYTES:
+        raise DataFormatError(
+            f"{size:,} bytes: larger than the {MAX_META_BYTES:,} allowed for a {what}", path=str(path)
+        )
+    try:
+        df = pd.read_csv(path, sep=" ", header=None, names=names, dtype=dtypes, engine="c", skipinitialspace=True)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataFormatError(f"not a {what}: {first}", path=str(path)) from None
+    bad = df.isna().any(axis=1).to_numpy()
+    if bad.any():
+        line = int(np.flatnonzero(bad)[0]) + 1
+        raise DataFormatError(
+            f"a {what} needs {len(names)} fields per line: {', '.join(names)}", path=str(path), line=line
+        )
+    return df
+
+
+def read_protocol(root: str | os.PathLike, name: str | None = None) -> TemplateProtocol:
+    """Read ``root/meta/<name>_*.txt``; ``name`` may be omitted when ``meta/`` holds one
+    protocol.  Every image named must lie under ``root/loose_crop`` (checked lexically
+    here; the embedding step resolves symlinks too), every paired template must exist."""
+    root = Path(root)
+    meta = root / "meta"
+    if not meta.is_dir():
+        raise QMagError(f"{root}: no meta/ folder (expected the IJB layout: meta/<name>_face_tid_mid.txt …)")
+    if name is None:
+        found = sorted(p.name[: -len("_face_tid_mid.txt")] for p in meta.glob("*_face_tid_mid.txt"))
+        if len(found) != 1:
+            raise QMagError(
+                f"{meta}: {len(found)} protocols ({', '.join(found) or 'none'}); choose one with --ijb-name"
+            )
+        name = found[0]
+    faces = _read_table(
+        meta / f"{name}_face_tid_mid.txt",
+        ["image", "tid", "mid"],
+        {"image": str, "tid": "Int64", "mid": "Int64"},
+        "face/template/media list",
+    )
+    pairs = _read_table(
+        meta / f"{name}_template_pair_label.txt",
+        ["t1", "t2", "label"],
+        {"t1": "Int64", "t2": "Int64", "label": "Int64"},
+        "template pair list",
+    )
+    images = faces["image"].to_numpy(str)
+    for k, im in enumerate(images.tolist()):
+        if os.path.isabs(im) or ".." in Path(im).parts or "\x00" in im:
+            raise DataFormatError(
+                f"image path {im!r} lies outside loose_crop/; the whole file is refused",
+                path=str(meta / f"{name}_face_tid_mid.txt"),
+                line=k + 1,
+            )
+    tid, mid = faces["tid"].to_numpy(np.int64), faces["mid"].to_numpy(np.int64)
+    pt = pairs[["t1", "t2"]].to_numpy(np.int64)
+    label = pairs["label"].to_numpy(np.int64)
+    if not np.isin(label, (0, 1)).all():
+        line = int(np.flatnonzero(~np.isin(label, (0, 1)))[0]) + 1
+        raise DataFormatError("labels must be 0 or 1", path=str(meta / f"{name}_template_pair_label.txt"), line=line)
+    known = np.unique(tid)
+    missing = ~np.isin(pt, known).all(axis=1)
+    if missing.any():
+        k = int(np.flatnonzero(missing)[0])
+        raise DataFormatError(
+            f"{int(missing.sum())} pairs name a template with no image (first: {pt[k].tolist()})",
+            path=str(meta / f"{name}_template_pair_label.txt"),
+            line=k + 1,
+        )
+    lm, score = _read_landmarks(meta / f"{name}_name_5pts_score.txt", images)
+    return TemplateProtocol(name, images, tid, mid, pt, label.astype(np.int8), lm, score, str(root))
+
+
+def _read_landmarks(path: Path, images: np.ndarray):
+    """(landmarks (N, 5, 2), score (N,)) from the optional 5-point file, in the order of
+    ``images``; (None, None) when the file is absent."""
+    if not path.exists():
+        return None, None
+    cols = ["image"] + [f"{a}{k}" for k in range(1, 6) for a in "xy"] + ["score"]
+    df = _read_table(path, cols, {c: (str if c == "image" else np.float64) for c in cols}, "5-point landmark list")
+    pos = {im: k for k, im in enumerate(df["image"].to_numpy(str))}
+    idx = np.array([pos.get(im, -1) for im in images.tolist()])
+    if (idx < 0).any():
+        raise DataFormatError(
+            f"no landmarks for {int((idx < 0).sum())} images (first: {images[idx < 0][0]!r})", path=str(path)
+        )
+    pts = df[cols[1:11]].to_numpy(np.float64)[idx].reshape(-1, 5, 2)
+    if not np.isfinite(pts).all():
+        raise DataFormatError("landmarks must be finite numbers", path=str(path))
+    return pts.astype(np.float32), df["score"].to_numpy(np.float64)[idx]
+
+
+def protocol_features(emb, protocol: TemplateProtocol) -> tuple[np.ndarray, np.ndarray]:
+    """Raw features (N, D) float32 and ok (N,) in protocol order from precomputed
+    :class:`~qmag_core.data.Embeddings`: matched by image name when it has paths, else
+    row by row (then it must have exactly one row per image)."""
+    from .pairing import pairs_to_indices
+
+    n = len(protocol.images)
+    named = emb.paths.size and not all(p == str(k) for k, p in enumerate(emb.paths.tolist()[:3]))
+    if named:
+        from .io.pairs import Pairs
+
+        fake = Pairs(protocol.images, protocol.images, np.zeros(n, np.int8), np.zeros(n, np.int64), np.arange(n), "")
+        idx, found = pairs_to_indices(fake, emb)
+        if not found.all():
+            miss = protocol.images[~found]
+            raise QMagError(f"{int((~found).sum())} protocol images have no features (first: {miss[0]!r})")
+        rows = idx[:, 0]
+    elif len(emb.ok) == n:
+        rows = np.arange(n)
+    else:
+        raise QMagError(f"the features have {len(emb.ok)} rows and no image names; the protocol has {n} images")
+    return np.asarray(emb.embeddings, np.float32)[rows], np.asarray(emb.ok, bool)[rows]
+
+
+# ------------------------------------------------------------------------ pooling
+@dataclass(frozen=True)
+class Templates:
+    """Pooled templates: ``ids`` (T,) sorted, ``features`` (T, D) unit directions,
+    ``quality`` (T,), ``ok`` (T,) False where no image of the template was usable."""
+
+    ids: np.ndarray
+    features: np.ndarray
+    quality: np.ndarray
+    ok: np.ndarray
+    pooling: str
+
+
+def _group_sum(group: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` (n,) or (n, D) per group (a sparse matrix product)."""
+    from scipy import sparse
+
+    dtype = np.float32 if values.dtype == np.float32 else np.float64
+    agg = sparse.csr_matrix((np.ones(group.size, dtype), (group, np.arange(group.size))), shape=(n_groups, group.size))
+    return np.asarray(agg @ values)
+
+
+def _pool_level(group: np.ndarray, n_groups: int, x: np.ndarray, q: np.ndarray, rule: str, unit: bool):
+    """One pooling level: items (n, D) with quality (n,) → groups (G, D), (G,).
+    ``unit`` turns the items into unit vectors first."""
+    v = x / np.linalg.norm(x, axis=1, keepdims=True).astype(x.dtype) if unit else x
+    if rule == "qmagface":
+        sq = _group_sum(group, n_groups, q)
+        return _group_sum(group, n_groups, v * q[:, None].astype(x.dtype)), _group_sum(group, n_groups, q * q) / sq
+    count = _group_sum(group, n_groups, np.ones(group.size))
+    return _group_sum(group, n_groups, v) / count[:, None], _group_sum(group, n_groups, q) / count
+
+
+def pool_templates(features, ok, tid, mid, pooling: str = "mean") -> Templates:
+    """Pool raw image ``features`` (N, D) (length = quality) into templates by media
+    ``mid`` and template ``tid`` (N,) under one of :data:`POOLINGS`; images with
+    ``ok`` False or a non-finite / zero feature are left out."""
+    if pooling not in POOLINGS:
+        raise QMagError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    x = np.asarray(features, np.float32)  # float32 throughout: IJB-C is 469k × 512 features
+    q = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    use = np.asarray(ok, bool) & np.isfinite(q) & (q > 0)
+    ids = np.unique(tid)
+    media, m_inv = np.unique(np.c_[tid, mid][use], axis=0, return_inverse=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a template without images: NaN, not ok
+        ft, qt, norm = _pool_both(ids, media, m_inv.ravel(), x[use], q[use], pooling)
+    good = np.isin(ids, media[:, 0]) & (norm > 0)
+    unit = np.where(good[:, None], ft / np.where(norm > 0, norm, 1)[:, None], np.nan)
+    return Templates(ids, unit.astype(np.float32), np.where(good, qt, np.nan), good, pooling)
+
+
+def _pool_both(ids, media, m_inv, x, q, pooling):
+    """Images → media → templates; returns the template features, q and feature norms."""
+    # image level: unit vectors for mean and qmagface, raw features for magface
+    fm, qm = _pool_level(m_inv, len(media), x, q, pooling, unit=pooling != "magface")
+    # media level: media means as they are for mean and magface, unit directions for qmagface
+    t_of_media = np.searchsorted(ids, media[:, 0])
+    ft, qt = _pool_level(t_of_media, ids.size, fm, qm, pooling, unit=pooling == "qmagface")
+    norm = np.linalg.norm(ft, axis=1)
+    if pooling == "magface":
+        qt = norm  # the MagFace magnitude of the pooled feature
+    return ft, qt, np.nan_to_num(norm)
+
+
+def score_template_pairs(t: Templates, pairs: npt.ArrayLike, *, chunk: int | None = None):
+    """Cosine ``s`` (P,), ``q_min`` (P,) and ``ok`` (P,) of template-id pairs (P, 2),
+    computed ``chunk`` pairs at a time (default: 16 M gathered floats per side)."""
+    pairs = np.asarray(pairs, np.int64)
+    pos = np.clip(np.searchsorted(t.ids, pairs), 0, t.ids.size - 1)
+    ok = (t.ids[pos] == pairs).all(axis=1) & t.ok[pos].all(axis=1)
+    d = t.features.shape[1]
+    chunk = chunk or max(1024, (16 << 20) // max(d, 1))
+    s = np.empty(len(pairs), np.float64)
+    f = np.nan_to_num(t.features)
+    for a in range(0, len(pairs), chunk):
+        p = pos[a : a + chunk]
+        s[a : a + chunk] = np.einsum("ij,ij->i", f[p[:, 0]], f[p[:, 1]])
+    q = np.nan_to_num(t.quality, nan=0.0)
+    return np.where(ok, np.clip(s, -1, 1), np.nan), np.where(ok, np.minimum(q[pos[:, 0]], q[pos[:, 1]]), np.nan), ok
+
+
+def template_table(protocol: TemplateProtocol, features, ok, pooling: str = "qmagface", *, meta=None):
+    """The template pairs as a :class:`~qmag_core.data.ScoreTable` (s, q1, q2 = the two
+    templates' q, label) under one pooling rule, so everything that reads score tables
+    (training α/β, curves, the dashboard) works on templates; pairs with an unusable
+    template become the table's failed pairs."""
+    from .io.scores import FailedPairs, ScoreTable
+
+    t = pool_templates(features, ok, protocol.tid, protocol.mid, pooling)
+    s, _, good = score_template_pairs(t, protocol.pairs)
+    pos = np.clip(np.searchsorted(t.ids, protocol.pairs), 0, t.ids.size - 1)
+    q = t.quality[pos]
+    n = len(protocol.label)
+    fold = np.full(n, -1, np.int64)
+    failed = FailedPairs(protocol.label[~good], fold[~good], np.flatnonzero(~good) + 1)
+    info = {"encoder": "", **(meta or {}), "pooling": pooling, "protocol": protocol.name}
+    return ScoreTable(
+        s[good], q[good, 0], q[good, 1], protocol.label[good], fold[good], info, {}, protocol.source, failed
+    )
+
+
+# ------------------------------------------------------------------------ metrics
+def tar_at_far(genuine, imposter, fars=TAR_FARS, *, roc_points: int = 200) -> dict:
+    """TAR at each FAR in both conventions, the EER and a decimated ROC (keys by
+    :func:`~qmag_core.metrics.fmr_key`; null with a reason where there are fewer than
+    1/FAR imposter pairs)."""
+    curve = M.roc(genuine, imposter)
+    tpr, fmr = curve.tpr, curve.fmr
+    le, closest, why = {}, {}, {}
+    for f in fars:
+        key = M.fmr_key(f)
+        if not M.supports_fmr(curve.n_imposter, f):
+            le[key] = closest[key] = None
+            why[key] = f"{curve.n_imposter:,} imposter pairs cannot measure FAR {f:g} (needs {int(np.ceil(1 / f)):,})"
+            continue
+        le[key] = float(tpr[np.searchsorted(fmr, f, side="right") - 1])
+        closest[key] = float(tpr[int(np.argmin(np.abs(fmr - f)))])
+    dec = curve.decimate(roc_points)
+    return {
+        "tar_at_far": le,
+        "tar_at_far_closest": closest,
+        "tar_at_far_null_reason": why,
+        "eer": curve.eer().value,
+        "roc": {"far": dec.fmr.tolist(), "tar": dec.tpr.tolist()},
+    }
+
+
+def evaluate_templates(
+    protocol: TemplateProtocol, features, ok, *, params=None, poolings=POOLINGS, fars=TAR_FARS, chunk=None
+) -> dict:
+    """The template-verification report: for each pooling, cosine and (with ``params``)
+    QMagFace scores; a pair with an unusable template counts as a non-match."""
+    from .scoring import qmagface_score
+
+    y = protocol.label.astype(bool)
+    rep = {
+        "protocol": protocol.name,
+        "n_images": int(len(protocol.images)),
+        "n_images_failed": int((~np.asarray(ok, bool)).sum()),
+        "n_templates": protocol.n_templates,
+        "n_pairs": int(len(y)),
+        "n_genuine": int(y.sum()),
+        "n_imposter": int((~y).sum()),
+        "params": None if params is None else {"alpha": params.alpha, "beta": params.beta, "mode": params.mode},
+        "pooling": {},
+    }
+    for rule in poolings:
+        t = pool_templates(features, ok, protocol.tid, protocol.mid, rule)
+        s, q_min, good = score_template_pairs(t, protocol.pairs, chunk=chunk)
+        scores = {"cosine": s}
+        if params is not None:
+            scores["qmagface"] = np.where(
+                good, qmagface_score(np.nan_to_num(s), np.nan_to_num(q_min), params.alpha, params.beta), np.nan
+            )
+        block = {"n_pairs_failed": int((~good).sum())}
+        for name, sc in scores.items():
+            sc = np.where(good, sc, M.FAILED_SCORE)  # failed pairs never match
+            block[name] = tar_at_far(sc[y], sc[~y], fars)
+        rep["pooling"][rule] = block
+    return rep
+
+
+def format_template_report(rep: dict) -> str:
+    """The report as a text table: one row per pooling and score."""
+    fars = list(next(iter(rep["pooling"].values()))["cosine"]["tar_at_far"])
+    head = f"{'pooling':9s} {'score':9s} " + " ".join(f"{'TAR@' + k:>12s}" for k in fars) + f" {'EER':>8s}"
+    lines = [
+        f"{rep['protocol']}: {rep['n_templates']:,} templates, {rep['n_pairs']:,} pairs "
+        f"({rep['n_genuine']:,} genuine), {rep['n_images']:,} images ({rep['n_images_failed']:,} failed)",
+        head,
+    ]
+    for rule, b in rep["pooling"].items():
+        for name in ("cosine", "qmagface"):
+            if name in b:
+                r = b[name]
+                cells = " ".join(f"{'n/a' if v is None else f'{100 * v:.2f}%':>12s}" for v in r["tar_at_far"].values())
+                lines.append(f"{rule:9s} {name:9s} {cells} {100 * r['eer']:7.3f}%")
+    lines.append("TAR@FAR: highest TAR with FAR <= target (JSON also has tar_at_far_closest, the nearest ROC point)")
+    return "\n".join(lines)
+
+
+def content_key(data: bytes, landmarks: np.ndarray) -> str:
+    """Cache key of an image aligned from given landmarks: its bytes and the points."""
+    return hashlib.sha1(data + np.asarray(landmarks, np.float32).tobytes()).hexdigest()
+
+
+def embed_protocol(
+    protocol: TemplateProtocol,
+    encoder,
+    *,
+    image_root: str | os.PathLike | None = None,
+    cache_dir="default",
+    batch_size: int = 32,
+    progress=None,
+):
+    """Raw features (N, D), ok (N,) and error (N,) of the protocol's images under
+    ``image_root`` (default ``DIR/loose_crop``): aligned from the protocol's 5-point
+    landmarks when it has them (no detection), else detected like ``qmag embed``.
+    Resumable: results are cached by image content (and landmarks) per encoder."""
+    root = Path(image_root) if image_root is not None else Path(protocol.source) / "loose_crop"
+    if not root.is_dir():
+        raise QMagError(f"{root}: image folder not found")
+    if protocol.landmarks is None:
+        from .embed import embed_files
+
+        e = embed_files(
+            protocol.images.tolist(), root, encoder, cache_dir=cache_dir, batch_size=batch_size, progress=progress
+        )
+        return e.embeddings, e.ok, e.error
+    return _embed_landmarks(protocol, root, encoder, cache_dir, batch_size, progress)
+
+
+def _embed_landmarks(protocol, root, encoder, cache_dir, batch_size, progress):
+    from .align import ImageError, align, load_image
+    from .embed import EmbeddingCache, _read, default_cache_dir
+    from .safeio import confine_paths
+
+    images = protocol.images.tolist()
+    files = confine_paths(images, root, source=f"{protocol.name}_face_tid_mid.txt", lines=range(1, len(images) + 1))
+    cache = None
+    if cache_dir is not None:
+        cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
+        cache = EmbeddingCache(cdir, f"{encoder.key}-landmarks", dim=encoder.dim)
+    n = len(files)
+    feats = np.full((n, encoder.dim), np.nan, np.float32)
+    ok = np.zeros(n, bool)
+    err = np.full(n, "", dtype=object)
+    for start in range(0, n, batch_size):
+        crops, rows, keys = [], [], []
+        for k in range(start, min(n, start + batch_size)):
+            data, e = _read(files[k], images[k])
+            if data is None:
+                err[k] = e
+                continue
+            h = content_key(data, protocol.landmarks[k])
+            if cache is not None and h in cache:
+                feats[k], ok[k], err[k], _ = cache.get(h)
+                continue
+            try:
+                crops.append(align(load_image(data, name=images[k]), protocol.landmarks[k], encoder.spec).crop)
+            except ImageError as ex:
+                err[k] = str(ex)
+                continue
+            rows.append(k)
+            keys.append(h)
+        if crops:
+            e = encoder.embed(np.stack(crops)).astype(np.float32)
+            good = np.isfinite(e).all(axis=1) & (np.linalg.norm(np.nan_to_num(e), axis=1) > 0)
+            feats[rows], ok[rows] = e, good
+            err[rows] = np.where(good, "", [f"{images[k]}: encoder returned an unusable embedding" for k in rows])
+            if cache is not None:
+                cache.add(keys, e, good.tolist(), err[rows].tolist())
+        if progress is not None:
+            progress(min(n, start + batch_size), n)
+    return feats, ok, err.astype(str)
