@@ -26,6 +26,7 @@ from .cli_vision import (
     cmd_compare,
     cmd_embed,
     cmd_explain,
+    cmd_export_onnx,
     cmd_train_magface,
     cmd_train_quality,
 )
@@ -184,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops (crop family only)")
     p.set_defaults(func=cmd_train_quality)
+
+    p = sub.add_parser(
+        "export-onnx", help="export an encoder (with its quality head) to one ONNX graph with a dynamic batch axis"
+    )
+    p.add_argument("--out", required=True, help="model.onnx")
+    p.add_argument("--opset", type=positive_int, default=17)
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("make-pairs", help="seeded genuine/imposter pairs for a folder-per-identity image set")
     p.add_argument("--images", required=True)

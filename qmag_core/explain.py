@@ -130,6 +130,8 @@ def gradient_map(
     encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: float = 4.0, sigma: float = 1.5, batch_size: int = 16
 ) -> QualityMap:
     """Integrated-gradients PLQ map from a blurred baseline (see module docstring)."""
+    if not callable(getattr(encoder, "torch_input", None)):
+        raise QMagError("gradient maps need the torch runtime (gradients of q); use the occlusion method here")
     import torch
     from scipy.ndimage import gaussian_filter
 

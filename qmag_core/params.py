@@ -78,9 +78,14 @@ class QMagFaceParams:
 
     def quality_mismatch(self, encoder_key: str | None) -> str | None:
         """Why these α/β may not fit q from the encoder ``encoder_key`` (None when they
-        fit or either side is unknown).  A mirrored-face (``-flip``) variant counts as
-        the same encoder."""
-        strip = lambda k: k[: -len("-flip")] if k.endswith("-flip") else k  # noqa: E731
+        fit or either side is unknown).  A mirrored-face (``-flip``) variant and the
+        ONNX runtime (``-onnx``) count as the same encoder."""
+
+        def strip(k: str) -> str:  # the ONNX runtime and mirrored faces give the same q scale
+            for suffix in ("-onnx", "-flip"):
+                k = k[: -len(suffix)] if k.endswith(suffix) else k
+            return k
+
         if not self.encoder_key or not encoder_key or strip(self.encoder_key) == strip(encoder_key):
             return None
         return (

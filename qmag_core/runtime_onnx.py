@@ -1,0 +1,176 @@
+"""ONNX export of an encoder and an onnxruntime encoder with the same interface.
+
+The exported graph takes aligned crops and returns the raw embedding (whose length is
+q) and q itself; for ``builtin`` the utility quality head is inside the graph::
+
+    input   pixels     float32 (B, 3, S, S): RGB, 0–255, the encoder's aligned crop
+                       (dlib-150 for builtin / builtin-raw, arcface-112 for magface),
+                       dynamic batch axis
+    output  embedding  float32 (B, D)
+            quality    float32 (B,)  = ‖embedding‖
+
+Metadata in the model (``qmag.*`` keys): encoder id and key, crop spec, dimension,
+what q means, input layout, opset.  ``OnnxEncoder`` reads them back, so a model file
+is self-describing; it needs onnxruntime (``pip install .[onnx]``) but not torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import QMagError
+
+__all__ = ["OPSET", "export_onnx", "OnnxEncoder", "load_onnx_encoder", "onnx_for"]
+
+OPSET = 17
+#: largest model file read (the built-in network is ≈ 25 MB, iResNet100 ≈ 250 MB)
+MAX_MODEL_BYTES = int(os.environ.get("QMAG_MAX_MODEL_BYTES", 2 << 30))
+_INPUT = "pixels float32 (B, 3, S, S), RGB, 0-255, aligned crop {spec} (S = {size})"
+
+
+def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET) -> dict:
+    """Write ``encoder`` (a torch :class:`~qmag_core.encoders.Encoder`) as one ONNX graph
+    to ``path`` (atomically); returns the metadata written into it."""
+    import torch
+
+    from .safeio import atomic_path
+
+    class _Graph(torch.nn.Module):
+        def __init__(self, enc):
+            super().__init__()
+            self.enc = enc
+            self.net = enc.net  # registered, so the weights are exported
+
+        def forward(self, px):
+            e = self.enc.embedding(self.enc._torch_pre(px)).float()
+            return e, torch.linalg.vector_norm(e, dim=1)
+
+    if getattr(encoder, "fp16", False):
+        raise QMagError("export a float32 encoder (without --fp16)")
+    s = encoder.spec.size
+    meta = {
+        "qmag.encoder_id": encoder.id,
+        "qmag.encoder_key": encoder.key,
+        "qmag.crop": encoder.spec.name,
+        "qmag.crop_size": str(s),
+        "qmag.dim": str(encoder.dim),
+        "qmag.quality": encoder.quality,
+        "qmag.input": _INPUT.format(spec=encoder.spec.name, size=s),
+        "qmag.outputs": "embedding float32 (B, D) raw, its L2 norm is q; quality float32 (B,)",
+        "qmag.opset": str(opset),
+    }
+    graph = _Graph(encoder).to("cpu").eval()
+    x = torch.rand(2, 3, s, s) * 255
+    axes = {"pixels": {0: "batch"}, "embedding": {0: "batch"}, "quality": {0: "batch"}}
+    with atomic_path(path) as tmp, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # shape checks inside the network become constants of the graph: right for its fixed crop size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            graph,
+            (x,),
+            tmp,
+            input_names=["pixels"],
+            output_names=["embedding", "quality"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+        import onnx
+
+        model = onnx.load(tmp)
+        for k, v in meta.items():
+            p = model.metadata_props.add()
+            p.key, p.value = k, v
+        onnx.save(model, tmp)
+    encoder.net.to(encoder.device)
+    return meta
+
+
+class OnnxEncoder:
+    """An exported encoder run by onnxruntime: ``id``, ``spec``, ``dim``, ``quality``,
+    ``key`` and ``embed`` like :class:`~qmag_core.encoders.Encoder` (no torch).  Its key
+    is the exported encoder's with ``-onnx`` appended (outputs agree to ~1e-6, but the
+    embedding cache keeps the runtimes apart)."""
+
+    runtime = "onnx"
+
+    def __init__(self, path: str | os.PathLike, *, device: str = "auto"):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise QMagError("the onnx runtime needs onnxruntime: pip install 'qmag-studio[onnx]'") from None
+        from .align import ARCFACE_112, DLIB_150
+
+        p = Path(path)
+        if not p.is_file():
+            raise QMagError(f"{p}: ONNX model not found")
+        if p.stat().st_size > MAX_MODEL_BYTES:
+            raise QMagError(f"{p}: larger than the {MAX_MODEL_BYTES:,} bytes allowed for a model")
+        providers = ["CPUExecutionProvider"]
+        if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        elif device == "cuda":
+            raise QMagError("device 'cuda' requested but onnxruntime has no CUDA provider here")
+        try:
+            self.session = ort.InferenceSession(str(p), providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise QMagError(f"{p.name}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        need = ("qmag.encoder_id", "qmag.encoder_key", "qmag.crop", "qmag.dim")
+        if any(k not in meta for k in need):
+            raise QMagError(f"{p.name}: not a QMagFace Studio export (no qmag.* metadata); use qmag export-onnx")
+        specs = {s.name: s for s in (ARCFACE_112, DLIB_150)}
+        if meta["qmag.crop"] not in specs:
+            raise QMagError(f"{p.name}: unknown crop spec {meta['qmag.crop']!r}")
+        self.id = meta["qmag.encoder_id"]
+        self.spec = specs[meta["qmag.crop"]]
+        self.dim = int(meta["qmag.dim"])
+        self.quality = meta.get("qmag.quality", "")
+        self.key = meta["qmag.encoder_key"] + "-onnx"
+        self.metadata = dict(meta)
+        self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
+        self.path = str(p)
+
+    def __repr__(self) -> str:
+        return f"OnnxEncoder(id={self.id!r}, crop={self.spec.name}, dim={self.dim}, device={self.device!r})"
+
+    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw embeddings (B, dim) float32 of aligned RGB uint8 crops (B, S, S, 3)."""
+        crops = np.asarray(crops)
+        s = self.spec.size
+        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+            raise QMagError(f"{self.id} expects crops of shape (B, {s}, {s}, 3), got {crops.shape}")
+        out = []
+        for k in range(0, crops.shape[0], batch_size):
+            px = np.ascontiguousarray(crops[k : k + batch_size].transpose(0, 3, 1, 2), dtype=np.float32)
+            out.append(self.session.run(["embedding"], {"pixels": px})[0])
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64):
+        e = self.embed(crops, batch_size)
+        return e, np.linalg.norm(e, axis=1)
+
+
+def onnx_for(encoder, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The ONNX file of a torch ``encoder``, exported once into the cache (keyed by
+    the encoder's key, which names its weights and head)."""
+    root = Path(cache_dir) if cache_dir else Path(os.environ.get("QMAG_CACHE", Path.home() / ".cache" / "qmag"))
+    f = root / "onnx" / f"{encoder.key}-opset{OPSET}.onnx"
+    if not f.is_file():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(encoder, f)
+    return f
+
+
+def load_onnx_encoder(path: str | os.PathLike, *, device: str = "auto") -> OnnxEncoder:
+    return OnnxEncoder(path, device=device)
+
+
+def describe(path: str | os.PathLike) -> str:
+    """The model's qmag metadata as JSON text (for ``qmag export-onnx`` output)."""
+    return json.dumps(OnnxEncoder(path, device="cpu").metadata, indent=2)

@@ -1,0 +1,121 @@
+"""ONNX export and the onnxruntime encoder: same embeddings and q as torch on real
+crops, self-describing model files, the CLI runtime switch, bad model files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import need_shared
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install .[onnx])")
+
+from qmag_core.align import ARCFACE_112, DLIB_150, load_image, realign_aligned  # noqa: E402
+from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.errors import QMagError  # noqa: E402
+from qmag_core.runtime_onnx import OnnxEncoder, export_onnx  # noqa: E402
+
+
+def _run(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(r.stderr)
+    return r
+
+
+@pytest.fixture(scope="module")
+def glint_crops():
+    """120 real aligned face crops (glint24 ArcFace-112, several identities)."""
+    root = need_shared("glint24")
+    files = sorted(root.rglob("*.jpg"))[::23][:120]
+    assert len(files) >= 100
+    return np.stack([load_image(f) for f in files])
+
+
+def _rel(a, b):
+    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("enc_id", ["builtin", "builtin-raw"])
+def test_onnx_matches_torch_on_real_crops(enc_id, glint_crops, tmp_path):
+    enc = load_encoder(enc_id, device="cpu")
+    crops = np.stack([realign_aligned(c, ARCFACE_112, DLIB_150).crop for c in glint_crops])
+    meta = export_onnx(enc, tmp_path / "m.onnx")
+    onx = OnnxEncoder(tmp_path / "m.onnx", device="cpu")
+    assert (onx.id, onx.spec, onx.dim) == (enc.id, enc.spec, enc.dim) and onx.key == enc.key + "-onnx"
+    assert meta["qmag.encoder_key"] == enc.key and "RGB, 0-255" in onx.metadata["qmag.input"]
+    ref, got = enc.embed(crops), onx.embed(crops, batch_size=37)  # batch axis is dynamic
+    assert _rel(got, ref).max() < 1e-4
+    q_ref, q_got = np.linalg.norm(ref, axis=1), np.linalg.norm(got, axis=1)
+    assert np.max(np.abs(q_got - q_ref) / q_ref) < 1e-4
+    out = onx.session.run(["quality"], {"pixels": crops[:3].transpose(0, 3, 1, 2).astype(np.float32)})[0]
+    np.testing.assert_allclose(out, q_ref[:3], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_magface_checkpoint(glint_crops, tmp_path):
+    """A MagFace checkpoint in the official layout exports and runs the same."""
+    import torch
+
+    from qmag_core.encoders.iresnet import build_iresnet
+
+    torch.manual_seed(0)
+    m = build_iresnet("iresnet18").eval()
+    sd = {"features.module." + k: v.clone() for k, v in m.state_dict().items()}
+    torch.save({"epoch": 1, "arch": "iresnet18", "state_dict": sd}, tmp_path / "mf.pth")
+    enc = load_encoder("magface", checkpoint=str(tmp_path / "mf.pth"), arch="iresnet18", device="cpu")
+    export_onnx(enc, tmp_path / "mf.onnx")
+    onx = OnnxEncoder(tmp_path / "mf.onnx", device="cpu")
+    assert onx.spec == ARCFACE_112 and onx.dim == 512
+    assert _rel(onx.embed(glint_crops[:24]), enc.embed(glint_crops[:24])).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_cli_runtime_onnx_embeds_like_torch(tmp_path):
+    from qmag_core.data import load_embeddings
+
+    faces = need_shared("deepface")
+    model = tmp_path / "b.onnx"
+    r = _run("export-onnx", "--encoder", "builtin", "--out", model)
+    assert "max relative difference" in r.stdout
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    _run("embed", "--images", faces, "--out", a, "--no-cache")
+    _run("embed", "--images", faces, "--out", b, "--no-cache", "--runtime", "onnx", "--onnx", model)
+    ea, eb = load_embeddings(a), load_embeddings(b)
+    assert ea.paths.tolist() == eb.paths.tolist() and np.array_equal(ea.ok, eb.ok) and ea.ok.sum() >= 10
+    assert _rel(eb.embeddings[eb.ok], ea.embeddings[ea.ok]).max() < 1e-4
+    assert eb.encoder == "builtin" and eb.encoder_key.endswith("-onnx")
+    # compare with the shipped α/β: no mismatch warning (same weights and head)
+    imgs = sorted(faces.glob("*.jpg"))[:2]
+    c = _run("compare", *imgs, "--runtime", "onnx", "--onnx", model, "--json")
+    assert "trained on q" not in c.stderr and len(json.loads(c.stdout)["pairs"]) == 1
+
+
+def test_bad_model_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07not a model at all")
+    with pytest.raises(QMagError, match="not a loadable ONNX model"):
+        OnnxEncoder(junk, device="cpu")
+    with pytest.raises(QMagError, match="ONNX model not found"):
+        OnnxEncoder(tmp_path / "missing.onnx", device="cpu")
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(g), tmp_path / "plain.onnx")
+    with pytest.raises(QMagError, match="not a QMagFace Studio export"):
+        OnnxEncoder(tmp_path / "plain.onnx", device="cpu")
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    r = _run("compare", tmp_path / "a.png", tmp_path / "a.png", "--runtime", "onnx", "--onnx", junk, check=False)
+    assert r.returncode == 2 and "not a loadable ONNX model" in r.stderr and "Traceback" not in r.stderr
+    r = _run("explain", junk, "--out", tmp_path / "m.png", "--onnx", junk, check=False)
+    assert r.returncode == 2 and "--onnx FILE goes with --runtime onnx" in r.stderr
