@@ -47,8 +47,11 @@ def main():
     centre = rng.standard_normal((3_500, a.dim), dtype=np.float32)
     tid = np.sort(rng.integers(0, a.templates, a.images))
     mid = tid * 64 + rng.integers(0, 8, a.images)
-    feats = centre[subject[tid]] + 8.0 * rng.standard_normal((a.images, a.dim), dtype=np.float32)  # hard: EER ~%
-    feats *= rng.uniform(10, 35, (a.images, 1)).astype(np.float32)  # lengths = MagFace-like quality
+    feats = np.empty((a.images, a.dim), np.float32)  # filled in chunks: the bench's own arrays stay small
+    for k in range(0, a.images, 50_000):
+        n = min(50_000, a.images - k)
+        f = centre[subject[tid[k : k + n]]] + 8.0 * rng.standard_normal((n, a.dim), dtype=np.float32)
+        feats[k : k + n] = f * rng.uniform(10, 35, (n, 1)).astype(np.float32)  # lengths = MagFace-like quality
     ok = rng.random(a.images) > 0.001
     same = np.flatnonzero(np.bincount(subject) >= 2)
     g = []

@@ -219,24 +219,34 @@ class Templates:
     pooling: str
 
 
-def _group_sum(group: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
-    """Sums of ``values`` (n,) or (n, D) per group (a sparse matrix product)."""
+def _row_norms(x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """L2 norms (n,) float64 of the rows of ``x``, a chunk at a time (no full-size copy)."""
+    out = np.empty(len(x), np.float64)
+    for a in range(0, len(x), chunk):
+        c = np.asarray(x[a : a + chunk], np.float64)
+        out[a : a + chunk] = np.sqrt(np.einsum("ij,ij->i", c, c))
+    return out
+
+
+def _weighted_sum(group: np.ndarray, n_groups: int, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Σ wᵢ·xᵢ per group (G, D) as one sparse product: no scaled copy of ``x`` is made."""
     from scipy import sparse
 
-    dtype = np.float32 if values.dtype == np.float32 else np.float64
-    agg = sparse.csr_matrix((np.ones(group.size, dtype), (group, np.arange(group.size))), shape=(n_groups, group.size))
-    return np.asarray(agg @ values)
+    agg = sparse.csr_matrix((w.astype(x.dtype), (group, np.arange(group.size))), shape=(n_groups, group.size))
+    return np.asarray(agg @ x)
 
 
-def _pool_level(group: np.ndarray, n_groups: int, x: np.ndarray, q: np.ndarray, rule: str, unit: bool):
-    """One pooling level: items (n, D) with quality (n,) → groups (G, D), (G,).
-    ``unit`` turns the items into unit vectors first."""
-    v = x / np.linalg.norm(x, axis=1, keepdims=True).astype(x.dtype) if unit else x
+def _pool_level(group, n_groups: int, x: np.ndarray, q: np.ndarray, use: np.ndarray, rule: str, unit: bool):
+    """One pooling level: items (n, D) with quality (n,) → groups (G, D), (G,).  Items
+    with ``use`` False weigh 0; ``unit`` turns the items into unit vectors first."""
+    norms = _row_norms(x) if unit else None
+    w = np.where(use, 1.0 / np.where(norms > 0, norms, 1.0), 0.0) if unit else use.astype(np.float64)
+    qu = np.where(use, q, 0.0)
     if rule == "qmagface":
-        sq = _group_sum(group, n_groups, q)
-        return _group_sum(group, n_groups, v * q[:, None].astype(x.dtype)), _group_sum(group, n_groups, q * q) / sq
-    count = _group_sum(group, n_groups, np.ones(group.size))
-    return _group_sum(group, n_groups, v) / count[:, None], _group_sum(group, n_groups, q) / count
+        sq = np.bincount(group, qu, n_groups)
+        return _weighted_sum(group, n_groups, w * qu, x), np.bincount(group, qu * qu, n_groups) / sq
+    count = np.bincount(group, use.astype(np.float64), n_groups)
+    return _weighted_sum(group, n_groups, w / count[group], x), np.bincount(group, qu, n_groups) / count
 
 
 def pool_templates(features, ok, tid, mid, pooling: str = "mean") -> Templates:
@@ -245,29 +255,28 @@ def pool_templates(features, ok, tid, mid, pooling: str = "mean") -> Templates:
     ``ok`` False or a non-finite / zero feature are left out."""
     if pooling not in POOLINGS:
         raise QMagError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-    x = np.asarray(features, np.float32)  # float32 throughout: IJB-C is 469k × 512 features
-    q = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    x = np.asarray(features, np.float32)  # float32 throughout, no full-size copies: IJB-C is 469k × 512
+    q = _row_norms(x)
     use = np.asarray(ok, bool) & np.isfinite(q) & (q > 0)
-    ids = np.unique(tid)
-    media, m_inv = np.unique(np.c_[tid, mid][use], axis=0, return_inverse=True)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a template without images: NaN, not ok
-        ft, qt, norm = _pool_both(ids, media, m_inv.ravel(), x[use], q[use], pooling)
-    good = np.isin(ids, media[:, 0]) & (norm > 0)
-    unit = np.where(good[:, None], ft / np.where(norm > 0, norm, 1)[:, None], np.nan)
-    return Templates(ids, unit.astype(np.float32), np.where(good, qt, np.nan), good, pooling)
-
-
-def _pool_both(ids, media, m_inv, x, q, pooling):
-    """Images → media → templates; returns the template features, q and feature norms."""
-    # image level: unit vectors for mean and qmagface, raw features for magface
-    fm, qm = _pool_level(m_inv, len(media), x, q, pooling, unit=pooling != "magface")
-    # media level: media means as they are for mean and magface, unit directions for qmagface
-    t_of_media = np.searchsorted(ids, media[:, 0])
-    ft, qt = _pool_level(t_of_media, ids.size, fm, qm, pooling, unit=pooling == "qmagface")
-    norm = np.linalg.norm(ft, axis=1)
+    if not use.all():
+        x = np.where(use[:, None], x, np.float32(0)) if not np.isfinite(q).all() else x  # NaN rows would poison sums
+    ids = np.unique(np.asarray(tid, np.int64))
+    media, m_of_img = np.unique(np.c_[tid, mid], axis=0, return_inverse=True)
+    m_of_img = m_of_img.ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):  # media / templates without a usable image: NaN
+        # image level: unit vectors for mean and qmagface, raw features for magface
+        fm, qm = _pool_level(m_of_img, len(media), x, q, use, pooling, unit=pooling != "magface")
+        m_use = np.bincount(m_of_img, use, len(media)) > 0
+        fm[~m_use], qm[~m_use] = 0, 0
+        # media level: media means as they are for mean and magface, unit directions for qmagface
+        t_of_media = np.searchsorted(ids, media[:, 0])
+        ft, qt = _pool_level(t_of_media, ids.size, fm, qm, m_use, pooling, unit=pooling == "qmagface")
+    norm = np.nan_to_num(_row_norms(ft))
     if pooling == "magface":
         qt = norm  # the MagFace magnitude of the pooled feature
-    return ft, qt, np.nan_to_num(norm)
+    good = (np.bincount(t_of_media, m_use, ids.size) > 0) & (norm > 0)
+    unit = np.where(good[:, None], ft / np.where(norm > 0, norm, 1)[:, None], np.nan)
+    return Templates(ids, unit.astype(np.float32), np.where(good, qt, np.nan), good, pooling)
 
 
 def score_template_pairs(t: Templates, pairs: npt.ArrayLike, *, chunk: int | None = None):

@@ -70,8 +70,10 @@ def _literal_pool(x, ok, tid, mid, rule):
 def test_pooling_matches_literal_loops(rule):
     tid, mid, x, ok = _toy()
     ok[tid == 103] = False  # a template with no usable image
+    x[5] = np.nan  # an unusable feature marked ok: left out too
+    ok_lit = ok & np.isfinite(x).all(axis=1)
     t = pool_templates(x, ok, tid, mid, rule)
-    lit = _literal_pool(x, ok, tid, mid, rule)
+    lit = _literal_pool(x, ok_lit, tid, mid, rule)
     assert t.ids.tolist() == sorted(lit)
     for k, tt in enumerate(t.ids):
         if lit[tt] is None:
