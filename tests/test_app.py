@@ -61,6 +61,7 @@ def test_compare_page_sample_photos(enc):
     assert any(i.value == explain_pairs(ref.pairs, default_params("builtin")) for i in at.info)
 
 
+@pytest.mark.slow
 def test_compare_fmr_slider_does_not_re_embed(monkeypatch):
     """The decision moves with the FMR slider; detection and embedding do not re-run."""
     import qmag_core.compare as C

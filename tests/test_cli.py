@@ -132,6 +132,7 @@ def test_evaluate_with_params_warns_on_encoder_mismatch(scores_csv, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_params_record_which_quality_head_made_q(tmp_path):
     """train records the scores' encoder_key (weights + quality head); evaluating other
     qualities with those α/β warns, the same encoder (or its -flip variant) does not."""

@@ -93,6 +93,7 @@ def test_cli_runtime_onnx_embeds_like_torch(tmp_path):
     assert "trained on q" not in c.stderr and len(json.loads(c.stdout)["pairs"]) == 1
 
 
+@pytest.mark.slow
 def test_bad_model_files_are_refused(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x07not a model at all")
