@@ -171,17 +171,17 @@ def _occlude(x: np.ndarray, s: float, lm: np.ndarray, ied: float, rng: np.random
     which = ("sunglasses", "mask", "hand", "patch")[int(rng.integers(4))]
     eyes, nose, mouth = lm[:2].mean(0), lm[2], lm[3:].mean(0)
     if which == "sunglasses":
-        half_h = ied * (0.15 + 0.3 * s)
-        half_w = ied * (0.9 + 0.3 * s)
+        half_h = ied * (0.12 + 0.13 * s)
+        half_w = ied * (0.85 + 0.15 * s)
         draw.rounded_rectangle(
             [eyes[0] - half_w, eyes[1] - half_h, eyes[0] + half_w, eyes[1] + half_h],
             radius=half_h,
             fill=tuple(int(v) for v in rng.integers(5, 45, 3)),
         )
     elif which == "mask":
-        top = nose[1] - ied * (0.6 * s - 0.1)  # from below the nose (s→0) to over the nose bridge (s=1)
-        bottom = mouth[1] + ied * (0.5 + 0.4 * s)
-        half_w = ied * (0.9 + 0.3 * s)
+        top = nose[1] - ied * (0.25 * s - 0.15)  # from below the nose tip (s→0) to over the nose (s=1)
+        bottom = mouth[1] + ied * (0.5 + 0.2 * s)
+        half_w = ied * (0.85 + 0.15 * s)
         colour = tuple(int(v) for v in (rng.choice([[170, 200, 230], [235, 235, 235], [40, 40, 50]])))
         draw.polygon(
             [
@@ -194,7 +194,7 @@ def _occlude(x: np.ndarray, s: float, lm: np.ndarray, ied: float, rng: np.random
             fill=colour,
         )
     elif which == "hand":
-        r = ied * (0.35 + 0.75 * s)
+        r = ied * (0.3 + 0.3 * s)
         c = lm[int(rng.integers(5))] + rng.normal(0, 0.25 * ied, 2)
         skin = tuple(int(v) for v in np.array([224, 172, 140]) * rng.uniform(0.55, 1.05))
         draw.ellipse([c[0] - r, c[1] - 1.3 * r, c[0] + r, c[1] + 1.3 * r], fill=skin)
@@ -202,7 +202,7 @@ def _occlude(x: np.ndarray, s: float, lm: np.ndarray, ied: float, rng: np.random
             fx = c[0] - r + (f + 0.5) * r / 2
             draw.ellipse([fx - 0.22 * r, c[1] - 2.1 * r, fx + 0.22 * r, c[1] - 0.9 * r], fill=skin)
     else:
-        side = ied * np.sqrt(0.4 + 2.6 * s)
+        side = ied * np.sqrt(0.3 + 0.8 * s)
         c = lm.mean(0) + rng.normal(0, 0.35 * ied, 2)
         draw.rectangle(
             [c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2],
@@ -225,11 +225,11 @@ def degrade_photo(
                             s = 1), random kernel; half the time upsampled back
     ``defocus``             disk blur, radius 0.3·IED·s
     ``motion``              line blur, length 0.6·IED·s, random direction
-    ``lowlight``            light × (1 − 0.93·s), shot + read noise, gain back, gamma
+    ``lowlight``            light × 0.015^s, shot + read noise, gain back, gamma
     ``compression``         JPEG or WebP at quality 95·(2/95)^s
-    ``exposure``            gain 2^(±2.5·s), contrast × (1 − 0.7·s), clipped
+    ``exposure``            gain 2^(±s), contrast × (1 − 0.4·s), clipped
     ``occluder``            sunglasses, mask, hand or random patch, growing with s
-    ``chain``               2–3 other kinds, each at s·U(0.6, 1), in capture order
+    ``chain``               2–3 other kinds, each at s·U(0.4, 0.75), in capture order
     ======================  ========================================================
     """
     s = float(np.clip(severity, 0.0, MAX_SEVERITY))
@@ -278,9 +278,9 @@ def _motion(x, s, lm, ied, rng):
 
 
 def _lowlight(x, s, lm, ied, rng):
-    light = 1 - 0.93 * min(s, 1.0)
+    light = 0.015 ** min(s, 1.0)  # geometric: the loss only starts below ~10% light
     e = (x.astype(np.float64) / 255.0) ** 2.2 * light * 4000  # photo-electrons at full well 4000
-    e = rng.poisson(e) + rng.normal(0, 3 + 12 * s, x.shape)
+    e = rng.poisson(e) + rng.normal(0, 2 + 10 * s, x.shape)
     y = np.clip(e / (4000 * light), 0, 1) ** (1 / 2.2)
     return np.clip(np.round(255 * y), 0, 255).astype(np.uint8)
 
@@ -297,9 +297,9 @@ def _compression(x, s, lm, ied, rng):
 
 
 def _exposure(x, s, lm, ied, rng):
-    gain = 2.0 ** (2.5 * s * rng.choice([-1.0, 1.0]))
+    gain = 2.0 ** (1.0 * s * rng.choice([-1.0, 1.0]))
     y = x.astype(np.float64) * gain
-    y = (y - y.mean()) * max(1 - 0.7 * s, 0.05) + y.mean()
+    y = (y - y.mean()) * max(1 - 0.4 * s, 0.05) + y.mean()
     return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
 
@@ -308,7 +308,7 @@ def _chain(x, s, lm, ied, rng):
     parts = rng.choice(len(_CHAIN_ORDER), int(rng.integers(2, 4)), replace=False)
     y = x
     for j in sorted(parts):  # landmarks follow a shrunk photo
-        y = degrade_photo(y, _CHAIN_ORDER[j], s * rng.uniform(0.6, 1.0), rng, landmarks=lm * (y.shape[1] / w))
+        y = degrade_photo(y, _CHAIN_ORDER[j], s * rng.uniform(0.4, 0.75), rng, landmarks=lm * (y.shape[1] / w))
     return y
 
 

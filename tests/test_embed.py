@@ -98,6 +98,7 @@ def test_cli_embed_and_npz(mixed_folder, tmp_path):
     assert "3 failed" in r.stderr and "no face detected" in r.stderr
     e = load_embeddings(out)
     assert e.encoder == "builtin-raw" and e.ok.sum() == 3 and e.embeddings.shape == (6, 128)
+    assert e.encoder_key == load_encoder("builtin-raw").key  # which weights + head made q travels on
     with np.load(out, allow_pickle=False) as z:
         assert z["paths"].dtype.kind == "U"
 
@@ -156,6 +157,10 @@ def test_shipped_params_for_builtin():
     # trained on persons of LFW dev folds 1-4 only: folds 5-7 are the benches' test
     assert "folds 1-4" in p.trained_on["data"] and "never folds 5-7" in p.trained_on["data"]
     assert threshold_at_fmr(p, 1e-7) == (None, None, None)
+    # the q these α/β were trained on is the shipped head's, and the shipped encoder gives it
+    assert p.encoder_key == load_encoder("builtin", device="cpu").key and p.quality_mismatch(p.encoder_key) is None
+    raw = default_params("builtin-raw")
+    assert raw.encoder_key == load_encoder("builtin-raw", device="cpu").key
 
 
 @pytest.mark.slow
