@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/qmag or $QMAG_CACHE)")
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default) or ray: the same pipeline as Ray Data actor stages (pip install .[ray])",
+    )
+    p.add_argument(
+        "--address", default=None, help="with --engine ray: a cluster (auto, ray://host:10001); default local"
+    )
     _add_encoder_options(p)
     p.set_defaults(func=cmd_embed)
 

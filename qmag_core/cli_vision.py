@@ -112,17 +112,22 @@ def _embed_paths(a, paths, root):
 
     enc = _encoder_from_args(a)
     st = EmbedStats()
-    emb = embed_files(
-        paths,
-        root,
-        enc,
-        aligned=a.aligned,
-        batch_size=a.batch_size,
-        face=a.face,
-        cache_dir=None if a.no_cache else (a.cache_dir or "default"),
-        progress=_progress_bar(len(paths), f"embedding ({enc.id})"),
-        stats=st,
-    )
+    common = {
+        "batch_size": a.batch_size,
+        "face": a.face,
+        "cache_dir": None if a.no_cache else (a.cache_dir or "default"),
+        "progress": _progress_bar(len(paths), f"embedding ({enc.id})"),
+        "stats": st,
+    }
+    if getattr(a, "engine", "local") == "ray":
+        from .engine_ray import embed_files_ray
+
+        if a.aligned:
+            raise QMagError("--engine ray detects faces; embed aligned crops with the local engine")
+        opts = {"checkpoint": a.checkpoint, "arch": a.arch, "fp16": a.fp16, "flip": a.flip, "head": a.head}
+        emb = embed_files_ray(paths, root, enc, encoder_options=opts, address=a.address, **common)
+    else:
+        emb = embed_files(paths, root, enc, aligned=a.aligned, **common)
     print(
         f"{st.n_images} images: {st.n_embedded} embedded, {st.n_cached} from cache, {st.n_failed} failed "
         f"({st.seconds:.1f} s)",
