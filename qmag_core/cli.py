@@ -21,14 +21,13 @@ from .cli_scores import (
     positive_int,
     probability,
 )
+from .cli_train import cmd_train_magface, cmd_train_quality
 from .cli_vision import (
     _add_encoder_options,
     cmd_compare,
     cmd_embed,
     cmd_explain,
     cmd_export_onnx,
-    cmd_train_magface,
-    cmd_train_quality,
 )
 from .errors import QMagError
 
