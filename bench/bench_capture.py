@@ -35,6 +35,7 @@ from qmag_core.align import FaceDetector, align, choose_face, load_image  # noqa
 from qmag_core.data import read_lfw_pairs  # noqa: E402
 from qmag_core.degrade import CAPTURE_KINDS, degrade_photo  # noqa: E402
 from qmag_core.encoders import MAGFACE_HEAD, load_encoder  # noqa: E402
+from qmag_core.evaluation import edc_ratio as edc_ratio_of  # noqa: E402
 from qmag_core.magface import head_quality  # noqa: E402
 from qmag_core.quality import inter_eye_distance, sharpness  # noqa: E402
 
@@ -118,9 +119,11 @@ def head_q(head, feats: np.ndarray) -> np.ndarray:
 
 
 def edc_ratio(s, y, qual, failed_y, thr, seed=0, at=0.2):
+    """(EDC ratio at ``at`` per :func:`qmag_core.evaluation.edc_ratio`, FNMR at 0%, FNMR at ``at``);
+    failed pairs count as non-matches and go first."""
     s_all, y_all, q_all = M.with_failures(s, y, failed_y, qual)
     e = M.edc(s_all, y_all, q_all, threshold=thr, discard=(0.0, at), n_random=200, random_state=seed)
-    return float(e.fnmr[1] / e.fnmr_random_median[1]), float(e.fnmr[0]), float(e.fnmr[1])
+    return edc_ratio_of(e, at), float(e.fnmr[0]), float(e.fnmr[1])
 
 
 def main(argv=None) -> int:

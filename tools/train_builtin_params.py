@@ -27,16 +27,18 @@ from qmag_core.compare import operating_points  # noqa: E402
 from qmag_core.data import make_pairs, read_lfw_pairs, scores_from_embeddings  # noqa: E402
 from qmag_core.embed import embed_files, list_images  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.evaluation import summary_metrics  # noqa: E402
 from qmag_core.scoring import QMagFaceTrainer, qmagface_score  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
 
 def summary(name, t):
+    m = summary_metrics(t.s, t.label)  # the evaluation module's summary (EER, FNMR@1e-3, …)
     g, i = M.split_scores(t.s, t.label)
     acc = M.kfold_accuracy(t.s, t.label, t.fold) if t.has_folds else None
     print(
-        f"  {name}: EER {100 * M.eer(g, i).value:.3f}%  FNMR@1e-3 {100 * M.fnmr_at_fmr(g, i, (1e-3,))[0].fnmr:.2f}%"
+        f"  {name}: EER {100 * m['eer']:.3f}%  FNMR@1e-3 {100 * m['fnmr@0.001']:.2f}%"
         f"  genuine s {g.mean():.3f}±{g.std():.3f}  imposter s {i.mean():.3f}±{i.std():.3f}"
         + (f"  acc {100 * acc.mean:.2f}%" if acc else "")
     )
