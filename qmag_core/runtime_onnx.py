@@ -47,8 +47,14 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET) -> dict
             self.net = enc.net  # registered, so the weights are exported
 
         def forward(self, px):
-            e = self.enc.embedding(self.enc._torch_pre(px)).float()
-            return e, torch.linalg.vector_norm(e, dim=1)
+            x = self.enc._torch_pre(px)
+            e = self.enc.embedding(x).float()
+            dq = getattr(self.net, "descriptor_and_quality", None)
+            if callable(dq) and not self.enc.flip:  # a quality head: the backbone's own length too
+                raw = torch.linalg.vector_norm(dq(x)[0].float(), dim=1)
+            else:
+                raw = torch.linalg.vector_norm(e, dim=1)
+            return e, torch.linalg.vector_norm(e, dim=1), raw
 
     if getattr(encoder, "fp16", False):
         raise QMagError("export a float32 encoder (without --fp16)")
@@ -61,12 +67,13 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET) -> dict
         "qmag.dim": str(encoder.dim),
         "qmag.quality": encoder.quality,
         "qmag.input": _INPUT.format(spec=encoder.spec.name, size=s),
-        "qmag.outputs": "embedding float32 (B, D) raw, its L2 norm is q; quality float32 (B,)",
+        "qmag.outputs": "embedding float32 (B, D) raw, its L2 norm is q; quality float32 (B,); raw_length "
+        "float32 (B,): the backbone descriptor's own length (= quality without a separate head)",
         "qmag.opset": str(opset),
     }
     graph = _Graph(encoder).to("cpu").eval()
     x = torch.rand(2, 3, s, s) * 255
-    axes = {"pixels": {0: "batch"}, "embedding": {0: "batch"}, "quality": {0: "batch"}}
+    axes = {"pixels": {0: "batch"}, "embedding": {0: "batch"}, "quality": {0: "batch"}, "raw_length": {0: "batch"}}
     with atomic_path(path) as tmp, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # shape checks inside the network become constants of the graph: right for its fixed crop size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -75,7 +82,7 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET) -> dict
             (x,),
             tmp,
             input_names=["pixels"],
-            output_names=["embedding", "quality"],
+            output_names=["embedding", "quality", "raw_length"],
             dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,
@@ -152,15 +159,30 @@ class OnnxEncoder:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
     def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64):
-        e = self.embed(crops, batch_size)
-        return e, np.linalg.norm(e, axis=1)
+        """``(embeddings (B, dim), the backbone descriptor's own length (B,))`` as the torch
+        encoder gives them (models exported without ``raw_length``: the embedding length)."""
+        names = {o.name for o in self.session.get_outputs()}
+        if "raw_length" not in names:
+            e = self.embed(crops, batch_size)
+            return e, np.linalg.norm(e, axis=1)
+        crops = np.asarray(crops)
+        self.embed(crops[:0])  # shape check
+        es, rs = [], []
+        for k in range(0, crops.shape[0], batch_size):
+            px = np.ascontiguousarray(crops[k : k + batch_size].transpose(0, 3, 1, 2), dtype=np.float32)
+            e, r = self.session.run(["embedding", "raw_length"], {"pixels": px})
+            es.append(e)
+            rs.append(r)
+        if not es:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(es).astype(np.float32), np.concatenate(rs).astype(np.float32)
 
 
 def onnx_for(encoder, cache_dir: str | os.PathLike | None = None) -> Path:
     """The ONNX file of a torch ``encoder``, exported once into the cache (keyed by
     the encoder's key, which names its weights and head)."""
     root = Path(cache_dir) if cache_dir else Path(os.environ.get("QMAG_CACHE", Path.home() / ".cache" / "qmag"))
-    f = root / "onnx" / f"{encoder.key}-opset{OPSET}.onnx"
+    f = root / "onnx" / f"{encoder.key}-opset{OPSET}-v2.onnx"  # v2: with raw_length
     if not f.is_file():
         f.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(encoder, f)

@@ -52,6 +52,12 @@ def test_onnx_matches_torch_on_real_crops(enc_id, glint_crops, tmp_path):
     assert np.max(np.abs(q_got - q_ref) / q_ref) < 1e-4
     out = onx.session.run(["quality"], {"pixels": crops[:3].transpose(0, 3, 1, 2).astype(np.float32)})[0]
     np.testing.assert_allclose(out, q_ref[:3], rtol=1e-4)
+    # the model-free baseline "raw length" is the backbone's own, as with torch
+    _, raw_ref = enc.embed_with_raw(crops[:40])
+    _, raw_got = onx.embed_with_raw(crops[:40], batch_size=16)
+    np.testing.assert_allclose(raw_got, raw_ref, rtol=1e-4)
+    if enc_id == "builtin":
+        assert np.abs(raw_ref - q_ref[:40]).max() > 1  # the head's q is not the descriptor length
 
 
 @pytest.mark.slow
