@@ -135,21 +135,52 @@ def pool_templates(features, ok, tid, mid, pooling: str = "mean") -> Templates:
     return Templates(ids, unit.astype(np.float32), np.where(good, qt, np.nan), good, pooling)
 
 
-def score_template_pairs(t: Templates, pairs: npt.ArrayLike, *, chunk: int | None = None):
-    """Cosine ``s`` (P,), ``q_min`` (P,) and ``ok`` (P,) of template-id pairs (P, 2),
-    computed ``chunk`` pairs at a time (default: 16 M gathered floats per side)."""
+def score_template_pairs(t: Templates, pairs: npt.ArrayLike, *, chunk: int | None = None, method: str = "auto"):
+    """Cosine ``s`` (P,), ``q_min`` (P,) and ``ok`` (P,) of template-id pairs (P, 2).
+
+    ``method``: ``gather`` fetches both templates of ``chunk`` pairs at a time (default
+    16 M floats per side; memory-bound); ``blocks`` multiplies a block of templates by
+    all of them (≤ 64 M similarities per block) and reads each pair's entry — faster when
+    the pairs are dense, as in IJB-C (15.7 M of 267 M possible); ``auto`` picks
+    ``blocks`` when there are more than T²/64 pairs."""
     pairs = np.asarray(pairs, np.int64)
     pos = np.clip(np.searchsorted(t.ids, pairs), 0, t.ids.size - 1)
     ok = (t.ids[pos] == pairs).all(axis=1) & t.ok[pos].all(axis=1)
-    d = t.features.shape[1]
-    chunk = chunk or max(1024, (16 << 20) // max(d, 1))
-    s = np.empty(len(pairs), np.float64)
     f = np.nan_to_num(t.features)
-    for a in range(0, len(pairs), chunk):
-        p = pos[a : a + chunk]
-        s[a : a + chunk] = np.einsum("ij,ij->i", f[p[:, 0]], f[p[:, 1]])
+    n_t = len(f)
+    if method == "auto":
+        method = "blocks" if len(pairs) > n_t * n_t / 64 else "gather"
+    s = _scores_blocks(f, pos) if method == "blocks" else _scores_gather(f, pos, chunk)
     q = np.nan_to_num(t.quality, nan=0.0)
     return np.where(ok, np.clip(s, -1, 1), np.nan), np.where(ok, np.minimum(q[pos[:, 0]], q[pos[:, 1]]), np.nan), ok
+
+
+def _scores_gather(f: np.ndarray, pos: np.ndarray, chunk: int | None) -> np.ndarray:
+    chunk = chunk or max(1024, (16 << 20) // max(f.shape[1], 1))
+    s = np.empty(len(pos), np.float64)
+    for a in range(0, len(pos), chunk):
+        p = pos[a : a + chunk]
+        s[a : a + chunk] = np.einsum("ij,ij->i", f[p[:, 0]], f[p[:, 1]])
+    return s
+
+
+#: similarities computed per block by the ``blocks`` scorer (float32: 256 MB)
+_BLOCK_FLOATS = 64 << 20
+
+
+def _scores_blocks(f: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    s = np.empty(len(pos), np.float64)
+    order = np.argsort(pos[:, 0], kind="stable")
+    first = pos[order, 0]
+    rows = max(1, _BLOCK_FLOATS // max(len(f), 1))
+    for a in range(0, len(f), rows):
+        lo, hi = np.searchsorted(first, [a, a + rows])
+        if lo == hi:
+            continue
+        sim = f[a : a + rows] @ f.T
+        sel = order[lo:hi]
+        s[sel] = sim[pos[sel, 0] - a, pos[sel, 1]]
+    return s
 
 
 def template_table(protocol: TemplateProtocol, features, ok, pooling: str = "qmagface", *, meta=None):

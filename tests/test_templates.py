@@ -83,15 +83,18 @@ def test_pooling_matches_literal_loops(rule):
         assert t.quality[k] == pytest.approx(lit[tt][1], rel=1e-6)  # float32 features
 
 
-def test_chunked_scores_equal_per_pair_and_failures_do_not_match():
+def test_chunked_scores_equal_per_pair_and_failures_do_not_match(monkeypatch):
+    import qmag_core.templates as T
+
+    monkeypatch.setattr(T, "_BLOCK_FLOATS", 7 * 40)  # blocks of 7 templates: several blocks
     tid, mid, x, ok = _toy(1)
     ok[tid == 105] = False
     t = pool_templates(x, ok, tid, mid, "qmagface")
     rng = np.random.default_rng(2)
     pairs = rng.choice(t.ids, (500, 2))
     ref = np.array([t.features[np.searchsorted(t.ids, a)] @ t.features[np.searchsorted(t.ids, b)] for a, b in pairs])
-    for chunk in (1, 7, 500, 10_000):
-        s, q_min, good = score_template_pairs(t, pairs, chunk=chunk)
+    for chunk, method in ((1, "gather"), (7, "gather"), (500, "gather"), (None, "blocks"), (None, "auto")):
+        s, q_min, good = score_template_pairs(t, pairs, chunk=chunk, method=method)
         pos = np.searchsorted(t.ids, pairs)
         assert np.array_equal(good, t.ok[pos].all(axis=1)) and not good[np.isin(pairs, 105).any(axis=1)].any()
         np.testing.assert_allclose(s[good], ref[good], atol=1e-6)
