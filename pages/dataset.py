@@ -25,6 +25,7 @@ from studio.ui import (
     active_params,
     dataset,
     download_table,
+    embedding_progress,
     encoder,
     fmt_pct,
     set_active,
@@ -76,11 +77,8 @@ with st.expander("Bring your own data", expanded=False):
         pairs_path = st.text_input("pairs file (under the data root)", key="srv_pairs")
         if st.button("Embed and load", key="load_srv"):
             try:
-                bar = st.progress(0.0, text="Embedding…")
-                ds_new = dataset_from_folder(
-                    folder, pairs_path, encoder(), progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}")
-                )
-                bar.empty()
+                with embedding_progress() as progress:
+                    ds_new = dataset_from_folder(folder, pairs_path, encoder(), progress=progress)
                 _add(ds_new.name, ds_new)
             except (QMagError, OSError) as e:
                 st.error(f"Not loaded: {public_message(e)}")
@@ -94,19 +92,14 @@ with st.expander("Bring your own data", expanded=False):
         srv_bin = st.text_input("…or a .bin under the data root (server)", key="srv_bin")
         if (ub is not None or srv_bin.strip()) and st.button("Embed and load .bin", key="load_bin"):
             try:
-                bar = st.progress(0.0, text="Embedding…")
-
-                def prog(d, n, bar=bar):
-                    bar.progress(d / n, text=f"Embedding… {d}/{n}")
-
-                if ub is not None:
-                    with staged_uploads(ub) as (pb,):
-                        ds_new = dataset_from_bin(pb, encoder(), name=ub.name, progress=prog)
-                else:
-                    ds_new = dataset_from_bin(
-                        resolve_under_roots(srv_bin, kind="file"), encoder(), name=srv_bin, progress=prog
-                    )
-                bar.empty()
+                with embedding_progress() as prog:
+                    if ub is not None:
+                        with staged_uploads(ub) as (pb,):
+                            ds_new = dataset_from_bin(pb, encoder(), name=ub.name, progress=prog)
+                    else:
+                        ds_new = dataset_from_bin(
+                            resolve_under_roots(srv_bin, kind="file"), encoder(), name=srv_bin, progress=prog
+                        )
                 _add(ds_new.name, ds_new)
             except (QMagError, OSError) as e:
                 st.error(f"Not loaded: {public_message(e)}")
@@ -126,14 +119,8 @@ with st.expander("Bring your own data", expanded=False):
         )
         if ijb.strip() and st.button("Embed and load templates", key="load_ijb"):
             try:
-                bar = st.progress(0.0, text="Embedding…")
-                ds_new = dataset_from_templates(
-                    ijb,
-                    encoder(),
-                    pooling=pooling,
-                    progress=lambda d, n: bar.progress(d / n, text=f"Embedding… {d}/{n}"),
-                )
-                bar.empty()
+                with embedding_progress() as progress:
+                    ds_new = dataset_from_templates(ijb, encoder(), pooling=pooling, progress=progress)
                 _add(ds_new.name, ds_new)
             except (QMagError, OSError) as e:
                 st.error(f"Not loaded: {public_message(e)}")

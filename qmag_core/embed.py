@@ -198,6 +198,29 @@ def _read(path: Path, label: str) -> tuple[bytes | None, str]:
         return None, str(e)
 
 
+def cache_key(encoder, aligned: bool = False, aligned_spec=ARCFACE_112, detect_pad: float = 0.0, face: str = "best"):
+    """The embedding-cache folder name of one encoder configuration (shared by the local
+    and the Ray engine, so either reads the other's results)."""
+    mode = f"aligned-{aligned_spec.name}" if aligned else f"mtcnn{f'-pad{detect_pad:g}' if detect_pad else ''}"
+    if not aligned and face != "largest":  # 'largest' keeps the key of caches made before face rules
+        mode += f"-{face}"
+    return f"{encoder.key}-{mode}"
+
+
+def detect_align(detector, images: list, labels: list, spec, face: str) -> list:
+    """Detect (one MTCNN batch), choose the subject by ``face`` and align each image:
+    ``(crop or None, error, detector probability, inter-eye px)`` per image.  MTCNN's
+    results depend on the batch, so callers that must agree pass the same batches."""
+    out = []
+    for label, img, fs in zip(labels, images, detector.detect_batch(images) if images else [], strict=True):
+        if not fs:
+            out.append((None, f"{label}: {detector.why_no_face(img)}", np.nan, np.nan))
+            continue
+        f = fs[choose_face(fs, (img.shape[1], img.shape[0]), face)]
+        out.append((align(img, f.landmarks, spec).crop, "", f.score, float(inter_eye_distance(f.landmarks)[0])))
+    return out
+
+
 def embed_files(
     paths: Sequence[str],
     root: str | os.PathLike | None,
@@ -230,10 +253,7 @@ def embed_files(
     cache = None
     if cache_dir is not None:
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
-        mode = f"aligned-{aligned_spec.name}" if aligned else f"mtcnn{f'-pad{detect_pad:g}' if detect_pad else ''}"
-        if not aligned and face != "largest":  # 'largest' keeps the key of caches made before face rules
-            mode += f"-{face}"
-        cache = EmbeddingCache(cdir, f"{encoder.key}-{mode}", dim=encoder.dim)
+        cache = EmbeddingCache(cdir, cache_key(encoder, aligned, aligned_spec, detect_pad, face), dim=encoder.dim)
     if detector is None and not aligned:
         detector = FaceDetector(device=encoder.device)
     st = stats if stats is not None else EmbedStats()
@@ -368,15 +388,7 @@ class _EmbedRun:
             return out
         if self.detect_pad:
             images = [_pad_edges(im, self.detect_pad) for im in images]
-        out = []
-        for k, img, fs in zip(rows, images, self.detector.detect_batch(images) if images else [], strict=True):
-            if not fs:
-                out.append((None, f"{self.paths[k]}: {self.detector.why_no_face(img)}", np.nan, np.nan))
-                continue
-            f = fs[choose_face(fs, (img.shape[1], img.shape[0]), self.face)]
-            crop = align(img, f.landmarks, self.encoder.spec).crop
-            out.append((crop, "", f.score, float(inter_eye_distance(f.landmarks)[0])))
-        return out
+        return detect_align(self.detector, images, [self.paths[k] for k in rows], self.encoder.spec, self.face)
 
     def _encode(self, crops: list, rows: _CacheRows) -> None:
         ks = [c[0] for c in crops]

@@ -54,9 +54,8 @@ class _DetectAlign:
         return {k: np.concatenate([o[k] for o in out]) for k in ("row", "crop", "error", "det")}
 
     def _chunk(self, rows, paths, labels) -> dict:
-        from .align import ImageError, align, choose_face, load_image
-        from .embed import _read
-        from .quality import inter_eye_distance
+        from .align import ImageError, load_image
+        from .embed import _read, detect_align
 
         n, s = len(rows), self.spec.size
         crops = np.zeros((n, s, s, 3), np.uint8)
@@ -73,13 +72,12 @@ class _DetectAlign:
                 idx.append(k)
             except ImageError as ex:
                 err[k] = str(ex)
-        for k, img, fs in zip(idx, images, self.det.detect_batch(images) if images else [], strict=True):
-            if not fs:
-                err[k] = f"{labels[k]}: {self.det.why_no_face(img)}"
-                continue
-            f = fs[choose_face(fs, (img.shape[1], img.shape[0]), self.face)]
-            crops[k] = align(img, f.landmarks, self.spec).crop
-            det[k] = f.score, float(inter_eye_distance(f.landmarks)[0])
+        found = detect_align(self.det, images, [str(labels[k]) for k in idx], self.spec, self.face)
+        for k, (crop, e, prob, ied) in zip(idx, found, strict=True):
+            if crop is None:
+                err[k] = e
+            else:
+                crops[k], det[k] = crop, (prob, ied)
         return {"row": np.asarray(rows, np.int64), "crop": crops, "error": err.astype(str), "det": det}
 
 
@@ -156,7 +154,7 @@ def embed_files_ray(
     dimension); each actor loads its own copy from ``encoder_options`` (the keyword
     options of :func:`~qmag_core.encoders.load_encoder`), or opens the same model file
     when ``encoder`` is an :class:`~qmag_core.runtime_onnx.OnnxEncoder`."""
-    from .embed import EmbeddingCache, EmbedStats, _read, default_cache_dir, finish_embeddings
+    from .embed import EmbeddingCache, EmbedStats, _read, cache_key, default_cache_dir, finish_embeddings
     from .quality import MEASURES
     from .safeio import confine_paths
 
@@ -172,8 +170,7 @@ def embed_files_ray(
     cache = None
     if cache_dir is not None:
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
-        mode = "mtcnn" + ("" if face == "largest" else f"-{face}")  # the local engine's cache key
-        cache = EmbeddingCache(cdir, f"{encoder.key}-{mode}", dim=encoder.dim)
+        cache = EmbeddingCache(cdir, cache_key(encoder, face=face), dim=encoder.dim)
         st.cache_damaged.extend(cache.damaged)
     hashes: dict[int, str] = {}
     todo = []

@@ -146,36 +146,33 @@ class OnnxEncoder:
     def __repr__(self) -> str:
         return f"OnnxEncoder(id={self.id!r}, crop={self.spec.name}, dim={self.dim}, device={self.device!r})"
 
-    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Raw embeddings (B, dim) float32 of aligned RGB uint8 crops (B, S, S, 3)."""
+    def _run(self, crops: np.ndarray, names: list[str], batch_size: int) -> list[np.ndarray]:
+        """The model's outputs ``names`` over aligned RGB uint8 crops (B, S, S, 3), batched."""
         crops = np.asarray(crops)
         s = self.spec.size
         if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
             raise QMagError(f"{self.id} expects crops of shape (B, {s}, {s}, 3), got {crops.shape}")
-        out = []
+        parts = []
         for k in range(0, crops.shape[0], batch_size):
             px = np.ascontiguousarray(crops[k : k + batch_size].transpose(0, 3, 1, 2), dtype=np.float32)
-            out.append(self.session.run(["embedding"], {"pixels": px})[0])
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+            parts.append(self.session.run(names, {"pixels": px}))
+        return [np.concatenate([p[j] for p in parts]) if parts else None for j in range(len(names))]
+
+    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw embeddings (B, dim) float32 of aligned RGB uint8 crops (B, S, S, 3)."""
+        (e,) = self._run(crops, ["embedding"], batch_size)
+        return np.zeros((0, self.dim), np.float32) if e is None else e.astype(np.float32)
 
     def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64):
         """``(embeddings (B, dim), the backbone descriptor's own length (B,))`` as the torch
         encoder gives them (models exported without ``raw_length``: the embedding length)."""
-        names = {o.name for o in self.session.get_outputs()}
-        if "raw_length" not in names:
+        if "raw_length" not in {o.name for o in self.session.get_outputs()}:
             e = self.embed(crops, batch_size)
             return e, np.linalg.norm(e, axis=1)
-        crops = np.asarray(crops)
-        self.embed(crops[:0])  # shape check
-        es, rs = [], []
-        for k in range(0, crops.shape[0], batch_size):
-            px = np.ascontiguousarray(crops[k : k + batch_size].transpose(0, 3, 1, 2), dtype=np.float32)
-            e, r = self.session.run(["embedding", "raw_length"], {"pixels": px})
-            es.append(e)
-            rs.append(r)
-        if not es:
+        e, r = self._run(crops, ["embedding", "raw_length"], batch_size)
+        if e is None:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
-        return np.concatenate(es).astype(np.float32), np.concatenate(rs).astype(np.float32)
+        return e.astype(np.float32), r.astype(np.float32)
 
 
 def onnx_for(encoder, cache_dir: str | os.PathLike | None = None) -> Path:

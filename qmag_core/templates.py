@@ -114,8 +114,8 @@ def pool_templates(features, ok, tid, mid, pooling: str = "mean") -> Templates:
     x = np.asarray(features, np.float32)  # float32 throughout, no full-size copies: IJB-C is 469k × 512
     q = _row_norms(x)
     use = np.asarray(ok, bool) & np.isfinite(q) & (q > 0)
-    if not use.all():
-        x = np.where(use[:, None], x, np.float32(0)) if not np.isfinite(q).all() else x  # NaN rows would poison sums
+    if not np.isfinite(q).all():  # weight 0 does not cancel NaN in a sum: zero those rows
+        x = np.where(use[:, None], x, np.float32(0))
     ids = np.unique(np.asarray(tid, np.int64))
     media, m_of_img = np.unique(np.c_[tid, mid], axis=0, return_inverse=True)
     m_of_img = m_of_img.ravel()
@@ -316,7 +316,8 @@ def embed_protocol(
 
 def _embed_landmarks(protocol, root, encoder, cache_dir, batch_size, progress):
     from .align import ImageError, align, load_image
-    from .embed import EmbeddingCache, _read, default_cache_dir
+    from .embed import EmbeddingCache, _read, default_cache_dir, encode_into
+    from .quality import MEASURES
     from .safeio import confine_paths
 
     images = protocol.images.tolist()
@@ -329,6 +330,7 @@ def _embed_landmarks(protocol, root, encoder, cache_dir, batch_size, progress):
     feats = np.full((n, encoder.dim), np.nan, np.float32)
     ok = np.zeros(n, bool)
     err = np.full(n, "", dtype=object)
+    meas = np.full((n, len(MEASURES)), np.nan)
     for start in range(0, n, batch_size):
         crops, rows, keys = [], [], []
         for k in range(start, min(n, start + batch_size)):
@@ -347,13 +349,10 @@ def _embed_landmarks(protocol, root, encoder, cache_dir, batch_size, progress):
                 continue
             rows.append(k)
             keys.append(h)
-        if crops:
-            e = encoder.embed(np.stack(crops)).astype(np.float32)
-            good = np.isfinite(e).all(axis=1) & (np.linalg.norm(np.nan_to_num(e), axis=1) > 0)
-            feats[rows], ok[rows] = e, good
-            err[rows] = np.where(good, "", [f"{images[k]}: encoder returned an unusable embedding" for k in rows])
+        if crops:  # the local engine's encoder step: embedding, ok, error, measures
+            encode_into(encoder, crops, rows, feats, ok, err, meas, batch_size=batch_size)
             if cache is not None:
-                cache.add(keys, e, good.tolist(), err[rows].tolist())
+                cache.add(keys, feats[rows], ok[rows].tolist(), err[rows].tolist(), meas[rows])
         if progress is not None:
             progress(min(n, start + batch_size), n)
     return feats, ok, err.astype(str)

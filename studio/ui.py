@@ -42,14 +42,21 @@ def get_detector(device: str):
     return FaceDetector(device=device)
 
 
+@contextmanager
+def embedding_progress(text: str = "Embedding…"):
+    """A progress bar for long embedding work: yields the ``progress(done, total)``
+    callback the loaders take, and removes the bar afterwards (also on errors)."""
+    bar = st.progress(0.0, text=text)
+    try:
+        yield lambda d, n: bar.progress(d / n, text=f"{text} {d}/{n}")
+    finally:
+        bar.empty()
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def _sample_dataset(ds_id: str, encoder_key: str, _encoder) -> Dataset:
-    bar = st.progress(0.0, text="Embedding images…")
-    ds = load_sample_dataset(
-        ds_id, encoder=_encoder, progress=lambda d, n: bar.progress(d / n, text=f"Embedding images… {d}/{n}")
-    )
-    bar.empty()
-    return ds
+    with embedding_progress("Embedding images…") as progress:
+        return load_sample_dataset(ds_id, encoder=_encoder, progress=progress)
 
 
 def state():

@@ -48,3 +48,15 @@ def pytest_collection_modifyitems(config, items):
             fns += [d.func for d in defs]
         if any(fn is not None and _calls_need_shared(fn) for fn in fns):
             item.add_marker(pytest.mark.shared_data)
+
+
+def run_cli(*args, check: bool = True):
+    """``python -m qmag_core ARGS`` in a subprocess; with ``check`` a non-zero exit fails
+    the test, showing the exit status and stderr."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}: {r.stderr}")
+    return r

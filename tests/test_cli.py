@@ -5,18 +5,12 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from qmag_core import evaluation
 from qmag_core.data import ScoreTable, read_scores_csv, write_scores_csv
 from qmag_core.scoring import QMagFaceTrainer, qmagface_score
 from qmag_core.synthetic import synthetic_pairs
-
-
-def run(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"exit {r.returncode}: {r.stderr}")
-    return r
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +24,7 @@ def scores_csv(tmp_path_factory):
 @pytest.mark.slow
 def test_train_writes_params(scores_csv, tmp_path):
     out = tmp_path / "p.json"
-    r = run("train", "--scores", scores_csv, "--out", out, "--mode", "consistent", "--n-omega", "30", "--seed", "3")
+    r = run_cli("train", "--scores", scores_csv, "--out", out, "--mode", "consistent", "--n-omega", "30", "--seed", "3")
     assert "alpha=" in r.stdout and "clamped" in r.stderr  # 30,000 imposters < 1e5
     d = json.loads(out.read_text())
     assert set(d) >= {
@@ -74,7 +68,7 @@ def test_train_writes_params(scores_csv, tmp_path):
 @pytest.mark.slow
 def test_evaluate_json_structure_and_cross_fit(scores_csv, tmp_path):
     out = tmp_path / "ev.json"
-    r = run("evaluate", "--scores", scores_csv, "--json", out, "--n-boot", "30")
+    r = run_cli("evaluate", "--scores", scores_csv, "--json", out, "--n-boot", "30")
     assert "cross-fitted" in r.stderr and "EER" in r.stdout
     d = json.loads(out.read_text())
     assert set(d) == {"baseline", "qmagface", "n_genuine", "n_imposter", "params", "edc", "edc_iso"}
@@ -121,7 +115,7 @@ def test_evaluate_with_params_warns_on_encoder_mismatch(scores_csv, tmp_path):
     p = tmp_path / "p.json"
     p.write_text(json.dumps({"alpha": 0.07, "beta": 0.12, "encoder": "builtin"}))
     out = tmp_path / "ev.json"
-    r = run("evaluate", "--scores", scores_csv, "--params", p, "--json", out, "--n-boot", "10")
+    r = run_cli("evaluate", "--scores", scores_csv, "--params", p, "--json", out, "--n-boot", "10")
     assert "trained for encoder 'builtin'" in r.stderr and "'magface'" in r.stderr
     d = json.loads(out.read_text())
     t = read_scores_csv(scores_csv)
@@ -142,19 +136,19 @@ def test_params_record_which_quality_head_made_q(tmp_path):
     write_scores_csv(a, ScoreTable(s, q1, q2, y, np.arange(s.size) % 3, meta))
     write_scores_csv(b, ScoreTable(s, q1, q2, y, np.arange(s.size) % 3, {**meta, "encoder_key": "builtin-w1-headB"}))
     assert read_scores_csv(a).encoder_key == "builtin-w1-headA"
-    run("train", "--scores", a, "--out", tmp_path / "p.json")
+    run_cli("train", "--scores", a, "--out", tmp_path / "p.json")
     from qmag_core.params import QMagFaceParams
 
     p = QMagFaceParams.load(tmp_path / "p.json")
     assert p.encoder_key == "builtin-w1-headA"
     assert p.quality_mismatch("builtin-w1-headA-flip") is None and p.quality_mismatch(None) is None
-    r = run("evaluate", "--scores", b, "--params", tmp_path / "p.json", "--n-boot", "5")
+    r = run_cli("evaluate", "--scores", b, "--params", tmp_path / "p.json", "--n-boot", "5")
     assert "trained on q from encoder 'builtin-w1-headA'" in r.stderr and "'builtin-w1-headB'" in r.stderr
-    r = run("evaluate", "--scores", a, "--params", tmp_path / "p.json", "--n-boot", "5")
+    r = run_cli("evaluate", "--scores", a, "--params", tmp_path / "p.json", "--n-boot", "5")
     assert "trained on q" not in r.stderr
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"alpha": 0.1, "beta": 0.1, "encoder_key": 7}))
-    r = run("evaluate", "--scores", a, "--params", bad, check=False)
+    r = run_cli("evaluate", "--scores", a, "--params", bad, check=False)
     assert r.returncode == 2 and "'encoder_key' must be a string" in r.stderr
 
 
@@ -162,7 +156,7 @@ def test_score_adds_s_hat(scores_csv, tmp_path):
     p = tmp_path / "p.json"
     p.write_text(json.dumps({"alpha": 0.07, "beta": 0.12}))
     out = tmp_path / "scored.csv"
-    run("score", "--scores", scores_csv, "--params", p, "--out", out)
+    run_cli("score", "--scores", scores_csv, "--params", p, "--out", out)
     t = read_scores_csv(out)
     np.testing.assert_allclose(t.extra["s_hat"].astype(float), qmagface_score(t.s, t.q_min, 0.07, 0.12), rtol=1e-8)
     assert t.encoder == "magface"
@@ -175,7 +169,7 @@ def test_make_pairs_cli(tmp_path):
         for j in range(3):
             (d / f"{j}.png").write_bytes(b"x")
     out = tmp_path / "pairs.csv"
-    run(
+    run_cli(
         "make-pairs",
         "--images",
         tmp_path / "imgs",
@@ -218,7 +212,7 @@ def test_bad_input_one_line_no_traceback(tmp_path, args, msg):
         else a
         for a in args
     ]
-    r = run(*args, check=False)
+    r = run_cli(*args, check=False)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and msg in r.stderr
@@ -238,7 +232,7 @@ def test_degenerate_training_message(tmp_path):
             np.full(s.size, -1),
         ),
     )
-    r = run("train", "--scores", f, "--out", tmp_path / "p.json", check=False)
+    r = run_cli("train", "--scores", f, "--out", tmp_path / "p.json", check=False)
     assert r.returncode == 2 and "zero variance in t" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -259,13 +253,13 @@ def test_head_option_is_checked(tmp_path):
     from pathlib import Path
 
     img = Path(__file__).resolve().parents[1] / "sample_data" / "faces" / "deepface" / "img1.jpg"
-    r = run(
+    r = run_cli(
         "compare", img, img, "--encoder", "builtin-raw", "--head", tmp_path / "h.pt", "--device", "cpu", check=False
     )
     assert r.returncode == 2 and "--head is for --encoder builtin" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "h.pt"
     bad.write_bytes(b"junk")
-    r = run("compare", img, img, "--encoder", "builtin", "--head", bad, "--device", "cpu", check=False)
+    r = run_cli("compare", img, img, "--encoder", "builtin", "--head", bad, "--device", "cpu", check=False)
     assert r.returncode == 2 and "not a quality-head file" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -2,12 +2,10 @@
 crops, self-describing model files, the CLI runtime switch, bad model files."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import need_shared
+from conftest import need_shared, run_cli
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install .[onnx])")
 
@@ -15,13 +13,6 @@ from qmag_core.align import ARCFACE_112, DLIB_150, load_image, realign_aligned  
 from qmag_core.encoders import load_encoder  # noqa: E402
 from qmag_core.errors import QMagError  # noqa: E402
 from qmag_core.runtime_onnx import OnnxEncoder, export_onnx  # noqa: E402
-
-
-def _run(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(r.stderr)
-    return r
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +75,18 @@ def test_cli_runtime_onnx_embeds_like_torch(tmp_path):
 
     faces = need_shared("deepface")
     model = tmp_path / "b.onnx"
-    r = _run("export-onnx", "--encoder", "builtin", "--out", model)
+    r = run_cli("export-onnx", "--encoder", "builtin", "--out", model)
     assert "max relative difference" in r.stdout
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    _run("embed", "--images", faces, "--out", a, "--no-cache")
-    _run("embed", "--images", faces, "--out", b, "--no-cache", "--runtime", "onnx", "--onnx", model)
+    run_cli("embed", "--images", faces, "--out", a, "--no-cache")
+    run_cli("embed", "--images", faces, "--out", b, "--no-cache", "--runtime", "onnx", "--onnx", model)
     ea, eb = load_embeddings(a), load_embeddings(b)
     assert ea.paths.tolist() == eb.paths.tolist() and np.array_equal(ea.ok, eb.ok) and ea.ok.sum() >= 10
     assert _rel(eb.embeddings[eb.ok], ea.embeddings[ea.ok]).max() < 1e-4
     assert eb.encoder == "builtin" and eb.encoder_key.endswith("-onnx")
     # compare with the shipped α/β: no mismatch warning (same weights and head)
     imgs = sorted(faces.glob("*.jpg"))[:2]
-    c = _run("compare", *imgs, "--runtime", "onnx", "--onnx", model, "--json")
+    c = run_cli("compare", *imgs, "--runtime", "onnx", "--onnx", model, "--json")
     assert "trained on q" not in c.stderr and len(json.loads(c.stdout)["pairs"]) == 1
 
 
@@ -122,7 +113,7 @@ def test_bad_model_files_are_refused(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
-    r = _run("compare", tmp_path / "a.png", tmp_path / "a.png", "--runtime", "onnx", "--onnx", junk, check=False)
+    r = run_cli("compare", tmp_path / "a.png", tmp_path / "a.png", "--runtime", "onnx", "--onnx", junk, check=False)
     assert r.returncode == 2 and "not a loadable ONNX model" in r.stderr and "Traceback" not in r.stderr
-    r = _run("explain", junk, "--out", tmp_path / "m.png", "--onnx", junk, check=False)
+    r = run_cli("explain", junk, "--out", tmp_path / "m.png", "--onnx", junk, check=False)
     assert r.returncode == 2 and "--onnx FILE goes with --runtime onnx" in r.stderr

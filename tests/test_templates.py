@@ -3,13 +3,11 @@ literal per-template / per-pair computations; protocol files checked; an end-to-
 on real photos in the IJB layout."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need_shared
+from conftest import need_shared, run_cli
 
 from qmag_core import metrics as M
 from qmag_core.errors import DataFormatError, QMagError
@@ -186,13 +184,6 @@ def test_protocol_files_are_checked(tmp_path):
         read_protocol(tmp_path)
 
 
-def _run(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(r.stderr)
-    return r
-
-
 @pytest.fixture(scope="module")
 def real_ijb(tmp_path_factory):
     """An IJB-layout protocol from original LFW photos (several faces in some): 6 persons,
@@ -231,7 +222,7 @@ def test_ijb_end_to_end_on_real_photos_matches_brute_force(real_ijb, tmp_path):
     from qmag_core.encoders import load_encoder
 
     out = tmp_path / "rep.json"
-    r = _run("evaluate", "--ijb", real_ijb, "--json", out, "--cache-dir", tmp_path / "cache")
+    r = run_cli("evaluate", "--ijb", real_ijb, "--json", out, "--cache-dir", tmp_path / "cache")
     assert "TAR@0.1" in r.stdout and "qmagface" in r.stdout
     rep = json.loads(out.read_text())
     assert rep["n_templates"] == 12 and rep["n_pairs"] == 66 and rep["n_genuine"] == 6 and rep["n_images_failed"] == 0
@@ -260,7 +251,7 @@ def test_ijb_end_to_end_on_real_photos_matches_brute_force(real_ijb, tmp_path):
         assert got["cosine"]["tar_at_far"] == pytest.approx(ref["tar_at_far"])
     # resumable: a second run reads every image from the cache and gives the same report
     out2 = tmp_path / "rep2.json"
-    _run("evaluate", "--ijb", real_ijb, "--json", out2, "--cache-dir", tmp_path / "cache")
+    run_cli("evaluate", "--ijb", real_ijb, "--json", out2, "--cache-dir", tmp_path / "cache")
     assert json.loads(out2.read_text())["pooling"] == rep["pooling"]
 
 
@@ -272,13 +263,13 @@ def test_ijb_with_precomputed_features_and_without_landmarks(real_ijb, tmp_path)
     shutil.copytree(real_ijb, d)
     (d / "meta" / "ijbc_name_5pts_score.txt").unlink()  # no landmarks: faces are detected
     emb = tmp_path / "emb.npz"
-    _run("embed", "--images", d / "loose_crop", "--out", emb, "--cache-dir", tmp_path / "cache")
+    run_cli("embed", "--images", d / "loose_crop", "--out", emb, "--cache-dir", tmp_path / "cache")
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    _run("evaluate", "--ijb", d, "--json", a, "--cache-dir", tmp_path / "cache")
-    r = _run("evaluate", "--ijb", d, "--features", emb, "--json", b, "--params", _shipped())
+    run_cli("evaluate", "--ijb", d, "--json", a, "--cache-dir", tmp_path / "cache")
+    r = run_cli("evaluate", "--ijb", d, "--features", emb, "--json", b, "--params", _shipped())
     assert json.loads(a.read_text())["pooling"] == json.loads(b.read_text())["pooling"]
     assert "trained on q" not in r.stderr
-    bad = _run("evaluate", "--ijb", d, "--scores", emb, check=False)
+    bad = run_cli("evaluate", "--ijb", d, "--scores", emb, check=False)
     assert bad.returncode == 2 and "--ijb goes alone" in bad.stderr
 
 
