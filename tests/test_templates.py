@@ -177,6 +177,18 @@ def test_protocol_files_are_checked(tmp_path):
     _write_protocol(d, [("1.jpg", 1, 1), ("2.jpg", 2, 2)], [(1, 2, 0)], pts="1.jpg " + "1 " * 10 + "0.9\n")
     with pytest.raises(DataFormatError, match="no landmarks for 1 images"):
         read_protocol(d)
+    # a symlink inside loose_crop/ leading out: refused before anything is read (no encoder needed)
+    from qmag_core.templates import embed_protocol
+
+    (d / "loose_crop").mkdir()
+    (d / "loose_crop" / "2.jpg").symlink_to("/etc/passwd")
+    pts = "".join(f"{n} " + "1 " * 10 + "0.9\n" for n in ("1.jpg", "2.jpg"))
+    _write_protocol(d, [("1.jpg", 1, 1), ("2.jpg", 2, 2)], [(1, 2, 0)], pts=pts)
+    with pytest.raises(DataFormatError, match="'2.jpg' lies outside the image folder"):
+        embed_protocol(read_protocol(d), None, cache_dir=None)
+    (d / "meta" / "ijbc_name_5pts_score.txt").unlink()
+    with pytest.raises(DataFormatError, match="'2.jpg' lies outside the image folder"):
+        embed_protocol(read_protocol(d), None, cache_dir=None)
     _write_protocol(d, [("1.jpg", 1, 1)], [(1, 1, 1)], name="ijbb")
     with pytest.raises(QMagError, match="2 protocols"):
         read_protocol(d)
