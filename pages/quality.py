@@ -115,7 +115,11 @@ def plq(data: bytes, name: str, method: str, encoder_key: str, _enc, _det):
 
 c1, c2 = st.columns([2, 1])
 up = c1.file_uploader("Upload a face", type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"], key="plq_upload")
-method = c2.radio("Method", list(PLQ_METHODS), key="plq_method", horizontal=True)
+has_grad = callable(getattr(enc, "torch_input", None))  # gradients of q need the torch runtime
+methods = [m for m in PLQ_METHODS if has_grad or PLQ_METHODS[m][0] != "gradient"]
+method = c2.radio("Method", methods, key="plq_method", horizontal=True)
+if not has_grad:
+    c2.caption("gradient maps need the torch runtime (pip install 'qmag-studio[vision]'); occlusion works here.")
 source = None
 if up is not None:
     source = (up.getvalue(), up.name)

@@ -32,10 +32,10 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fp16", action="store_true", help="half precision on GPU")
     g.add_argument(
         "--runtime",
-        choices=("torch", "onnx"),
-        default="torch",
-        help="torch (default) or onnx: onnxruntime runs the encoder exported to ONNX (--onnx FILE, or "
-        "exported once into the cache)",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="auto (default: torch when installed, else onnx), torch, or onnx: onnxruntime runs MTCNN and the "
+        "encoder (builtin/builtin-raw ship as ONNX; others: --onnx FILE, or exported once into the cache)",
     )
     g.add_argument("--onnx", default=None, help="with --runtime onnx: a model from qmag export-onnx")
     g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
@@ -54,33 +54,37 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _encoder_from_args(a):
-    runtime = getattr(a, "runtime", "torch")
+    runtime = getattr(a, "runtime", "auto")
     if getattr(a, "onnx", None):
-        if runtime != "onnx":
-            raise QMagError("--onnx FILE goes with --runtime onnx")
+        if runtime == "torch":
+            raise QMagError("--onnx FILE runs with onnxruntime: leave out --runtime torch")
         from .runtime_onnx import OnnxEncoder
 
-        return OnnxEncoder(a.onnx, device=a.device)  # the file names its encoder; no torch needed
+        return OnnxEncoder(a.onnx, device=a.device, flip=a.flip)  # the file names its encoder; no torch needed
     from .encoders import load_encoder
 
     if a.head and a.encoder != "builtin":
         raise QMagError("--head is for --encoder builtin")
-    enc = load_encoder(
-        a.encoder, checkpoint=a.checkpoint, arch=a.arch, device=a.device, fp16=a.fp16, flip=a.flip, head=a.head
+    return load_encoder(
+        a.encoder,
+        runtime=runtime,
+        checkpoint=a.checkpoint,
+        arch=a.arch,
+        device=a.device,
+        fp16=a.fp16,
+        flip=a.flip,
+        head=a.head,
+        cache_dir=getattr(a, "cache_dir", None),
     )
-    if runtime == "onnx":
-        from .runtime_onnx import OnnxEncoder, onnx_for
-
-        return OnnxEncoder(onnx_for(enc, getattr(a, "cache_dir", None)), device=a.device)
-    return enc
 
 
 def cmd_export_onnx(a) -> int:
     """Export the chosen encoder to one ONNX graph; check it against torch on a batch."""
     from .runtime_onnx import OnnxEncoder, export_onnx
 
-    if a.runtime != "torch" or a.onnx:
-        raise QMagError("export-onnx exports a torch encoder: leave out --runtime/--onnx")
+    if a.runtime == "onnx" or a.onnx:
+        raise QMagError("export-onnx exports a torch encoder: leave out --runtime onnx/--onnx")
+    a.runtime = "torch"
     enc = _encoder_from_args(a)
     meta = export_onnx(enc, a.out, opset=a.opset)
     crops = np.random.default_rng(0).integers(0, 256, (4, enc.spec.size, enc.spec.size, 3), dtype=np.uint8)

@@ -169,7 +169,7 @@ def embed_images(
         else [getattr(x, "name", None) or (x if isinstance(x, str) else f"image {k + 1}") for k, x in enumerate(images)]
     )
     if detector is None and not aligned:
-        detector = FaceDetector(device=encoder.device)
+        detector = FaceDetector.for_encoder(encoder)
     results: list[ImageResult] = []
     crops, idx = [], []
     for k, (src, name) in enumerate(zip(images, names, strict=True)):

@@ -255,7 +255,7 @@ def embed_files(
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
         cache = EmbeddingCache(cdir, cache_key(encoder, aligned, aligned_spec, detect_pad, face), dim=encoder.dim)
     if detector is None and not aligned:
-        detector = FaceDetector(device=encoder.device)
+        detector = FaceDetector.for_encoder(encoder)
     st = stats if stats is not None else EmbedStats()
     st.n_images = n = len(files)
     if cache is not None:

@@ -30,22 +30,25 @@ __all__ = ["embed_files_ray"]
 def _threads(n: int) -> None:
     """Use the driver's intra-op thread count: float reductions (and so MTCNN's boxes)
     depend on it, and Ray starts workers with one thread."""
-    import torch
+    from .encoders import torch_available
 
-    torch.set_num_threads(max(1, int(n)))
+    if torch_available():
+        import torch
+
+        torch.set_num_threads(max(1, int(n)))
 
 
 class _DetectAlign:
     """Ray actor: paths → aligned crops (zeros where failed), error, detector
     probability and inter-eye distance, exactly as the local engine computes them."""
 
-    def __init__(self, spec_name: str, face: str, threads: int, device: str = "cpu"):
+    def __init__(self, spec_name: str, face: str, threads: int, device: str = "cpu", runtime: str = "torch"):
         from .align import ARCFACE_112, DLIB_150, FaceDetector
 
         _threads(threads)
         self.spec = {s.name: s for s in (ARCFACE_112, DLIB_150)}[spec_name]
         self.face = face
-        self.det = FaceDetector(device=device)
+        self.det = FaceDetector(device=device, runtime=runtime)
 
     def __call__(self, batch: dict) -> dict:
         """``batch``: chunks (one item each: ``rows``, ``paths``, ``labels`` lists), each
@@ -89,7 +92,8 @@ class _Encode:
         if options.get("onnx"):  # the ONNX runtime: each actor opens the model file
             from .runtime_onnx import OnnxEncoder
 
-            self.enc = OnnxEncoder(options["onnx"], device=options.get("device", "cpu"))
+            o = options
+            self.enc = OnnxEncoder(o["onnx"], device=o.get("device", "cpu"), descriptor=o["descriptor"], flip=o["flip"])
         else:
             from .encoders import load_encoder
 
@@ -233,14 +237,19 @@ def _run_ray(
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * cpus)))
     ds = ds.map_batches(
         _DetectAlign,
-        fn_constructor_kwargs={"spec_name": encoder.spec.name, "face": face, "threads": threads},
+        fn_constructor_kwargs={
+            "spec_name": encoder.spec.name,
+            "face": face,
+            "threads": threads,
+            "runtime": getattr(encoder, "runtime", "torch"),
+        },
         batch_size=1,
         concurrency=max(1, cpus - (0 if gpus else 1)),
         batch_format="numpy",
     )
     opts = {**options, "device": "cuda" if gpus else "cpu"}
     if getattr(encoder, "runtime", "torch") == "onnx":
-        opts = {"onnx": encoder.path, "device": opts["device"]}
+        opts = {"onnx": encoder.path, "device": opts["device"], "descriptor": encoder.descriptor, "flip": encoder.flip}
     ds = ds.map_batches(
         _Encode,
         fn_constructor_kwargs={"encoder_id": encoder.id, "options": opts, "batch_size": batch_size, "threads": threads},

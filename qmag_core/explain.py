@@ -93,10 +93,13 @@ def _torch_q(encoder, px):
 
 
 def quality_of(encoder, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """q (B,) of aligned RGB crops (B, S, S, 3) — the same q the map explains."""
+    """q (B,) of aligned RGB crops (B, S, S, 3) — the same q the map explains (torch or
+    ONNX encoder; float pixels allowed)."""
+    crops = np.asarray(crops, dtype=np.float32)
+    if not callable(getattr(encoder, "torch_input", None)):  # the ONNX runtime
+        return np.linalg.norm(encoder.embed(crops, batch_size), axis=1)
     import torch
 
-    crops = np.asarray(crops, dtype=np.float32)
     out = []
     with torch.inference_mode():
         for k in range(0, crops.shape[0], batch_size):
@@ -131,7 +134,12 @@ def gradient_map(
 ) -> QualityMap:
     """Integrated-gradients PLQ map from a blurred baseline (see module docstring)."""
     if not callable(getattr(encoder, "torch_input", None)):
-        raise QMagError("gradient maps need the torch runtime (gradients of q); use the occlusion method here")
+        from .encoders import torch_available
+
+        why = "the torch runtime"
+        if not torch_available():
+            why = "torch, which is not installed (pip install 'qmag-studio[vision]')"
+        raise QMagError(f"gradient maps need {why}: they differentiate q; use the occlusion method here")
     import torch
     from scipy.ndimage import gaussian_filter
 
@@ -259,7 +267,7 @@ def explain(
     if method not in ("gradient", "occlusion"):
         raise QMagError(f"method must be 'gradient' or 'occlusion', got {method!r}")
     if detector is None and not aligned:
-        detector = FaceDetector(device=encoder.device)
+        detector = FaceDetector.for_encoder(encoder)
     a = detect_and_align(image, detector, encoder.spec, aligned=aligned, aligned_spec=ARCFACE_112, name=name, face=face)
     m = (gradient_map if method == "gradient" else occlusion_map)(encoder, a.crop, **kw)
     return QualityMap(m.crop, m.quality, m.map, m.raw, m.method, m.encoder, m.options, m.seconds, a)

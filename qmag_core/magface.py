@@ -422,7 +422,7 @@ def build_training_set(
     if not paths:
         raise QMagError(f"{root}: no images in identity sub-folders")
     if detector is None and not aligned:
-        detector = FaceDetector(device=encoder.device)
+        detector = FaceDetector.for_encoder(encoder)
     rng = np.random.default_rng(seed)
     ids = sorted({p.split("/")[0] for p in paths})
     id_index = {n: k for k, n in enumerate(ids)}

@@ -8,10 +8,17 @@ q) and q itself; for ``builtin`` the utility quality head is inside the graph::
                        dynamic batch axis
     output  embedding  float32 (B, D)
             quality    float32 (B,)  = ‖embedding‖
+            raw_length float32 (B,)  the backbone descriptor's own length
+            descriptor float32 (B, D) optional: the backbone descriptor alone, so one
+                       file serves ``builtin`` and ``builtin-raw`` (``qmag.descriptor.*``)
 
 Metadata in the model (``qmag.*`` keys): encoder id and key, crop spec, dimension,
 what q means, input layout, opset.  ``OnnxEncoder`` reads them back, so a model file
 is self-describing; it needs onnxruntime (``pip install .[onnx]``) but not torch.
+
+The package ships ``builtin`` (with the ``builtin-raw`` descriptor output) in
+``qmag_core/assets/onnx`` (``tools/export_light_models.py``): :func:`shipped_encoder`
+opens it, so the built-in encoders run without torch.
 """
 
 from __future__ import annotations
@@ -25,17 +32,23 @@ import numpy as np
 
 from .errors import QMagError
 
-__all__ = ["OPSET", "export_onnx", "OnnxEncoder", "load_onnx_encoder", "onnx_for"]
+__all__ = ["OPSET", "export_onnx", "OnnxEncoder", "load_onnx_encoder", "onnx_for", "shipped_encoder", "SHIPPED_MODEL"]
 
 OPSET = 17
 #: largest model file read (the built-in network is ≈ 25 MB, iResNet100 ≈ 250 MB)
 MAX_MODEL_BYTES = int(os.environ.get("QMAG_MAX_MODEL_BYTES", 2 << 30))
+#: the shipped graph of ``builtin`` (also serves ``builtin-raw`` through its descriptor output)
+SHIPPED_MODEL = Path(__file__).resolve().parent / "assets" / "onnx" / "builtin.onnx"
 _INPUT = "pixels float32 (B, 3, S, S), RGB, 0-255, aligned crop {spec} (S = {size})"
 
 
-def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET) -> dict:
+def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET, descriptor_encoder=None) -> dict:
     """Write ``encoder`` (a torch :class:`~qmag_core.encoders.Encoder`) as one ONNX graph
-    to ``path`` (atomically); returns the metadata written into it."""
+    to ``path`` (atomically); returns the metadata written into it.
+
+    ``descriptor_encoder``: the encoder whose embedding is ``encoder``'s backbone
+    descriptor (``builtin-raw`` for ``builtin``); the graph then also outputs
+    ``descriptor`` and names that encoder in ``qmag.descriptor.*``."""
     import torch
 
     from .safeio import atomic_path
@@ -51,13 +64,16 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET) -> dict
             e = self.enc.embedding(x).float()
             dq = getattr(self.net, "descriptor_and_quality", None)
             if callable(dq) and not self.enc.flip:  # a quality head: the backbone's own length too
-                raw = torch.linalg.vector_norm(dq(x)[0].float(), dim=1)
+                d = dq(x)[0].float()
             else:
-                raw = torch.linalg.vector_norm(e, dim=1)
-            return e, torch.linalg.vector_norm(e, dim=1), raw
+                d = e
+            out = (e, torch.linalg.vector_norm(e, dim=1), torch.linalg.vector_norm(d, dim=1))
+            return out + (d,) if descriptor_encoder is not None else out
 
     if getattr(encoder, "fp16", False):
         raise QMagError("export a float32 encoder (without --fp16)")
+    if descriptor_encoder is not None and not callable(getattr(encoder.net, "descriptor_and_quality", None)):
+        raise QMagError(f"{encoder.id} has no separate backbone descriptor to export")
     s = encoder.spec.size
     meta = {
         "qmag.encoder_id": encoder.id,
@@ -71,9 +87,15 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET) -> dict
         "float32 (B,): the backbone descriptor's own length (= quality without a separate head)",
         "qmag.opset": str(opset),
     }
+    names = ["embedding", "quality", "raw_length"]
+    if descriptor_encoder is not None:
+        names.append("descriptor")
+        meta["qmag.descriptor.encoder_id"] = descriptor_encoder.id
+        meta["qmag.descriptor.encoder_key"] = descriptor_encoder.key
+        meta["qmag.descriptor.quality"] = descriptor_encoder.quality
     graph = _Graph(encoder).to("cpu").eval()
     x = torch.rand(2, 3, s, s) * 255
-    axes = {"pixels": {0: "batch"}, "embedding": {0: "batch"}, "quality": {0: "batch"}, "raw_length": {0: "batch"}}
+    axes = {n: {0: "batch"} for n in ["pixels", *names]}
     with atomic_path(path) as tmp, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # shape checks inside the network become constants of the graph: right for its fixed crop size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -82,7 +104,7 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET) -> dict
             (x,),
             tmp,
             input_names=["pixels"],
-            output_names=["embedding", "quality", "raw_length"],
+            output_names=names,
             dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,
@@ -102,11 +124,15 @@ class OnnxEncoder:
     """An exported encoder run by onnxruntime: ``id``, ``spec``, ``dim``, ``quality``,
     ``key`` and ``embed`` like :class:`~qmag_core.encoders.Encoder` (no torch).  Its key
     is the exported encoder's with ``-onnx`` appended (outputs agree to ~1e-6, but the
-    embedding cache keeps the runtimes apart)."""
+    embedding cache keeps the runtimes apart).
+
+    ``descriptor=True`` runs the encoder named in the file's ``qmag.descriptor.*``
+    (``builtin-raw`` inside the shipped ``builtin`` graph); ``flip=True`` averages each
+    crop's embedding with its mirror's, as the torch encoder's ``flip``."""
 
     runtime = "onnx"
 
-    def __init__(self, path: str | os.PathLike, *, device: str = "auto"):
+    def __init__(self, path: str | os.PathLike, *, device: str = "auto", descriptor: bool = False, flip: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -134,11 +160,23 @@ class OnnxEncoder:
         specs = {s.name: s for s in (ARCFACE_112, DLIB_150)}
         if meta["qmag.crop"] not in specs:
             raise QMagError(f"{p.name}: unknown crop spec {meta['qmag.crop']!r}")
-        self.id = meta["qmag.encoder_id"]
+        outputs = {o.name for o in self.session.get_outputs()}
+        self.descriptor = bool(descriptor)
+        if self.descriptor:
+            if "descriptor" not in outputs or "qmag.descriptor.encoder_key" not in meta:
+                raise QMagError(f"{p.name}: has no descriptor output (export with a descriptor encoder)")
+            self.id = meta["qmag.descriptor.encoder_id"]
+            self.quality = meta.get("qmag.descriptor.quality", "")
+            base_key = meta["qmag.descriptor.encoder_key"]
+        else:
+            self.id = meta["qmag.encoder_id"]
+            self.quality = meta.get("qmag.quality", "")
+            base_key = meta["qmag.encoder_key"]
         self.spec = specs[meta["qmag.crop"]]
         self.dim = int(meta["qmag.dim"])
-        self.quality = meta.get("qmag.quality", "")
-        self.key = meta["qmag.encoder_key"] + "-onnx"
+        self.flip = bool(flip)
+        self.key = base_key + ("-flip" if self.flip and not base_key.endswith("-flip") else "") + "-onnx"
+        self._has_raw = "raw_length" in outputs
         self.metadata = dict(meta)
         self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
         self.path = str(p)
@@ -158,21 +196,53 @@ class OnnxEncoder:
             parts.append(self.session.run(names, {"pixels": px}))
         return [np.concatenate([p[j] for p in parts]) if parts else None for j in range(len(names))]
 
+    def _embedding(self, crops: np.ndarray, batch_size: int) -> np.ndarray | None:
+        name = "descriptor" if self.descriptor else "embedding"
+        (e,) = self._run(crops, [name], batch_size)
+        if e is not None and self.flip:  # mean with the mirrored crop's embedding
+            (m,) = self._run(np.asarray(crops)[:, :, ::-1], [name], batch_size)
+            e = 0.5 * (e + m)
+        return e
+
     def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Raw embeddings (B, dim) float32 of aligned RGB uint8 crops (B, S, S, 3)."""
-        (e,) = self._run(crops, ["embedding"], batch_size)
+        e = self._embedding(crops, batch_size)
         return np.zeros((0, self.dim), np.float32) if e is None else e.astype(np.float32)
 
     def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64):
         """``(embeddings (B, dim), the backbone descriptor's own length (B,))`` as the torch
-        encoder gives them (models exported without ``raw_length``: the embedding length)."""
-        if "raw_length" not in {o.name for o in self.session.get_outputs()}:
+        encoder gives them (models exported without ``raw_length``, the descriptor, or
+        with ``flip``: the embedding length)."""
+        if not self._has_raw or self.descriptor or self.flip:
             e = self.embed(crops, batch_size)
             return e, np.linalg.norm(e, axis=1)
         e, r = self._run(crops, ["embedding", "raw_length"], batch_size)
         if e is None:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
         return e.astype(np.float32), r.astype(np.float32)
+
+
+def shipped_encoder(encoder_id: str, *, device: str = "auto", flip: bool = False) -> OnnxEncoder:
+    """``builtin`` or ``builtin-raw`` from the graph shipped in the package (no torch).
+
+    Refuses a stale file: its key must name the quality head the package ships."""
+    if encoder_id not in ("builtin", "builtin-raw"):
+        raise QMagError(
+            f"only builtin and builtin-raw ship as ONNX; export {encoder_id!r} with qmag export-onnx "
+            "(needs torch) and pass --onnx FILE"
+        )
+    if not SHIPPED_MODEL.is_file():
+        raise QMagError(f"{SHIPPED_MODEL} is missing; reinstall the package or run tools/export_light_models.py")
+    enc = OnnxEncoder(SHIPPED_MODEL, device=device, descriptor=encoder_id == "builtin-raw", flip=flip)
+    from .encoders import builtin_key
+
+    want = builtin_key(encoder_id, flip=flip) + "-onnx"
+    if enc.key != want:
+        raise QMagError(
+            f"{SHIPPED_MODEL.name} was exported for {enc.key!r}, but the package's {encoder_id} is {want!r}: "
+            "run tools/export_light_models.py"
+        )
+    return enc
 
 
 def onnx_for(encoder, cache_dir: str | os.PathLike | None = None) -> Path:

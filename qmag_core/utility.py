@@ -213,7 +213,7 @@ def utility_samples(
         raise QMagError("aligned crops can only be degraded at crop level (family 'crop')")
     fams = ("crop", "capture") if family == "both" else (family,)
     if detector is None and not aligned:
-        detector = FaceDetector(device=encoder.device)
+        detector = FaceDetector.for_encoder(encoder)
     subject = _Subject(detector, face)
     rng = np.random.default_rng(seed)
     rows, failed, lost = [], [], 0  # rows: (photo index, crop, family, kind, severity)

@@ -11,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("QMAG_SHARED_DATA", ROOT.parent / "shared" / "data"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: fixture files are data, not test modules (no_torch/sitecustomize.py would block torch if imported)
+collect_ignore_glob = ["fixtures/*"]
 
 
 def need_shared(*parts: str) -> Path:
@@ -50,13 +52,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.shared_data)
 
 
-def run_cli(*args, check: bool = True):
+#: PYTHONPATH entry that makes Python behave as if torch were not installed (light install)
+NO_TORCH = ROOT / "tests" / "fixtures" / "no_torch"
+
+
+def run_cli(*args, check: bool = True, no_torch: bool = False):
     """``python -m qmag_core ARGS`` in a subprocess; with ``check`` a non-zero exit fails
-    the test, showing the exit status and stderr."""
+    the test, showing the exit status and stderr.  ``no_torch``: torch, torchvision and
+    facenet-pytorch cannot be imported (as in ``pip install .[onnx,app]``)."""
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True)
+    env = None
+    if no_torch:
+        path = os.pathsep.join([str(NO_TORCH), str(ROOT), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path}
+    cmd = [sys.executable, "-m", "qmag_core", *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}: {r.stderr}")
     return r

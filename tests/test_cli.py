@@ -264,15 +264,18 @@ def test_head_option_is_checked(tmp_path):
 
 
 def test_missing_extra_is_named_not_a_traceback(tmp_path):
-    """Without torch (the core install), a network command says which extra to install."""
+    """Without torch and onnxruntime (the core install), a network command says which
+    extras to install."""
     img = tmp_path / "a.jpg"
     img.write_bytes(b"x")
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['facenet_pytorch'] = None; "
+        "sys.modules['onnxruntime'] = None; "
         "from qmag_core.cli import main; "
         f"sys.exit(main(['compare', {str(img)!r}, {str(img)!r}]))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
-    assert "qmag compare needs torch" in r.stderr and "qmag-studio[vision]" in r.stderr
+    assert "neither torch nor onnxruntime is installed" in r.stderr
+    assert "qmag-studio[onnx]" in r.stderr and "qmag-studio[vision]" in r.stderr
     assert "Traceback" not in r.stderr

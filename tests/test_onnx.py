@@ -115,5 +115,5 @@ def test_bad_model_files_are_refused(tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
     r = run_cli("compare", tmp_path / "a.png", tmp_path / "a.png", "--runtime", "onnx", "--onnx", junk, check=False)
     assert r.returncode == 2 and "not a loadable ONNX model" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("explain", junk, "--out", tmp_path / "m.png", "--onnx", junk, check=False)
-    assert r.returncode == 2 and "--onnx FILE goes with --runtime onnx" in r.stderr
+    r = run_cli("explain", junk, "--out", tmp_path / "m.png", "--runtime", "torch", "--onnx", junk, check=False)
+    assert r.returncode == 2 and "--onnx FILE runs with onnxruntime: leave out --runtime torch" in r.stderr

@@ -16,6 +16,7 @@ Every encoder maps aligned RGB uint8 crops (B, S, S, 3) to raw float32 embedding
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,40 @@ import numpy as np
 from ..align import ARCFACE_112, DLIB_150, CropSpec
 from ..errors import QMagError
 
-__all__ = ["Encoder", "ENCODERS", "load_encoder", "resolve_device", "encoder_ids"]
+__all__ = ["Encoder", "ENCODERS", "load_encoder", "resolve_device", "resolve_runtime", "encoder_ids", "builtin_key"]
+
+#: SHA-256 of the shipped faceRecognitionNet weights (checked when they are read)
+WEIGHTS_SHA256 = "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589"
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def torch_available() -> bool:
+    """True when torch and facenet-pytorch can be imported (the full install)."""
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("torch", "facenet_pytorch"))
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_runtime(runtime: str = "auto") -> str:
+    """ "auto" → "torch" in the full install, "onnx" without torch (``pip install .[onnx]``)."""
+    if runtime not in RUNTIMES:
+        raise QMagError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "auto":
+        if torch_available():
+            return "torch"
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise QMagError(
+                "this needs a network runtime, and neither torch nor onnxruntime is installed: "
+                "pip install 'qmag-studio[onnx]' (light, CPU) or 'qmag-studio[vision]' (torch, training, GPU)"
+            )
+        return "onnx"
+    if runtime == "torch" and not torch_available():
+        raise QMagError(
+            "the torch runtime needs torch and facenet-pytorch: pip install 'qmag-studio[vision]' "
+            "(or use --runtime onnx)"
+        )
+    return runtime
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -174,8 +208,19 @@ def _file_key(*paths) -> str:
     return h.hexdigest()[:16]
 
 
+def builtin_key(encoder_id: str, *, flip: bool = False, head=None) -> str:
+    """The cache/provenance key of ``builtin`` / ``builtin-raw`` (weights and quality
+    head hashes), computed without loading a network."""
+    tail = "-flip" if flip else ""
+    if encoder_id == "builtin-raw":
+        return f"builtin-raw-{WEIGHTS_SHA256[:16]}{tail}"
+    if encoder_id == "builtin":
+        return f"builtin-{WEIGHTS_SHA256[:16]}-{_file_key(Path(head) if head else BUILTIN_HEAD)}{tail}"
+    raise QMagError(f"{encoder_id!r} is not a built-in encoder")
+
+
 def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
-    from .faceapi import WEIGHTS_SHA256, load_faceapi_net
+    from .faceapi import load_faceapi_net
 
     return Encoder(
         load_faceapi_net(),
@@ -183,7 +228,7 @@ def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
         spec=DLIB_150,
         dim=128,
         quality="length of the raw faceRecognitionNet descriptor (weak quality proxy)",
-        key=f"builtin-raw-{WEIGHTS_SHA256[:16]}{'-flip' if flip else ''}",
+        key=builtin_key("builtin-raw", flip=flip),
         preprocess=_faceapi_pre,
         torch_pre=_faceapi_torch,
         device=device,
@@ -205,7 +250,7 @@ _HEAD_WORDS = {
 
 def _builtin(*, device="auto", fp16=False, flip=False, head=None, **_):
     from ..magface import QualityModel, load_quality_head
-    from .faceapi import WEIGHTS_SHA256, load_faceapi_net
+    from .faceapi import load_faceapi_net
 
     head_path = Path(head) if head else BUILTIN_HEAD
     if not head_path.is_file():
@@ -220,7 +265,7 @@ def _builtin(*, device="auto", fp16=False, flip=False, head=None, **_):
         spec=DLIB_150,
         dim=128,
         quality=f"{_HEAD_WORDS[getattr(qhead, 'kind', 'magface')]} on the faceRecognitionNet port",
-        key=f"builtin-{WEIGHTS_SHA256[:16]}-{_file_key(head_path)}{'-flip' if flip else ''}",
+        key=builtin_key("builtin", flip=flip, head=head_path),
         preprocess=_faceapi_pre,
         torch_pre=_faceapi_torch,
         device=device,
@@ -261,8 +306,30 @@ def encoder_ids() -> list[str]:
     return list(ENCODERS)
 
 
-def load_encoder(encoder_id: str = "builtin", **kw) -> Encoder:
-    """Build an encoder by registry id (keyword options: checkpoint, arch, device, fp16, flip)."""
+def load_encoder(encoder_id: str = "builtin", *, runtime: str = "auto", **kw):
+    """Build an encoder by registry id (keyword options: checkpoint, arch, device, fp16,
+    flip, head).
+
+    ``runtime``: ``auto`` (default: torch when installed, else onnx), ``torch``, or
+    ``onnx`` (onnxruntime: the graphs shipped for ``builtin``/``builtin-raw``; any other
+    encoder is exported once into the cache, which needs torch)."""
     if encoder_id not in ENCODERS:
         raise QMagError(f"unknown encoder {encoder_id!r}; choose one of {encoder_ids()}")
-    return ENCODERS[encoder_id](**kw)
+    runtime = resolve_runtime(runtime)
+    if runtime == "torch":
+        return ENCODERS[encoder_id](**kw)
+    from ..runtime_onnx import OnnxEncoder, onnx_for, shipped_encoder
+
+    device, flip = kw.get("device", "auto"), bool(kw.get("flip", False))
+    if kw.get("fp16"):
+        raise QMagError("--fp16 is for the torch runtime")
+    if encoder_id in ("builtin", "builtin-raw") and not kw.get("head"):
+        return shipped_encoder(encoder_id, device=device, flip=flip)
+    if not torch_available():
+        raise QMagError(
+            f"encoder {encoder_id!r}{' with --head' if kw.get('head') else ''} is built with torch, which this "
+            "install lacks: export it with qmag export-onnx where torch is installed and pass --onnx FILE, or "
+            "pip install 'qmag-studio[vision]'"
+        )
+    cache_dir = kw.pop("cache_dir", None)
+    return OnnxEncoder(onnx_for(ENCODERS[encoder_id](**{**kw, "device": "cpu"}), cache_dir), device=device)

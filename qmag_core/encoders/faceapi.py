@@ -29,10 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import WEIGHTS_SHA256  # noqa: F401  (re-exported; defined torch-free for the keys)
+
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "faceapi"
 WEIGHTS_BIN = ASSET_DIR / "face_recognition_model.bin"
 MANIFEST = ASSET_DIR / "face_recognition_model-weights_manifest.json"
-WEIGHTS_SHA256 = "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589"
 MANIFEST_SHA256 = "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b"
 MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SIZE = 150
