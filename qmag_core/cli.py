@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="cosine vs QMagFace metrics on a scores CSV, or on images + pairs")
     p.add_argument("--scores", default=None)
     p.add_argument("--images", default=None, help="image folder the pairs refer to (embeds what the pairs need)")
-    p.add_argument("--pairs", default=None, help="LFW pairs.txt or pairs CSV (with --images)")
+    p.add_argument("--pairs", default=None, help="LFW pairs.txt or pairs CSV (with --images or --features)")
     p.add_argument(
         "--bin",
         default=None,
@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "<name>_template_pair_label.txt, optional <name>_name_5pts_score.txt, DIR/loose_crop/)",
     )
     p.add_argument("--ijb-name", default=None, help="protocol name in DIR/meta (ijbb, ijbc; default: the only one)")
-    p.add_argument("--features", default=None, help="with --ijb: precomputed features (.npz/.npy/feat.list)")
+    p.add_argument(
+        "--features",
+        default=None,
+        help="precomputed embeddings (.npz, a shard folder, .npy, feat.list): with --pairs (paths as in the "
+        "embeddings) or --ijb",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-cache", action="store_true")
@@ -114,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--address", default=None, help="with --engine ray: a cluster (auto, ray://host:10001); default local"
+    )
+    p.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=None,
+        help="very large sets: --out is a folder of .npz shards of this many images each (+ manifest.json), "
+        "each written when done; rerunning resumes; every command reads the folder like one .npz",
     )
     _add_encoder_options(p)
     p.set_defaults(func=cmd_embed)

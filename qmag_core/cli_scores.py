@@ -163,17 +163,41 @@ def cmd_train(a) -> int:
 
 
 def _check_evaluate_sources(a) -> None:
-    """One data source per run: --ijb [--features], --bin, --images + --pairs, or --scores."""
-    if a.features and not a.ijb:
-        raise QMagError("--features goes with --ijb (precomputed features of the protocol's images)")
+    """One data source per run: --ijb [--features], --bin, --images + --pairs,
+    --features + --pairs, or --scores."""
+    if a.features and not (a.ijb or a.pairs):
+        raise QMagError("--features goes with --pairs (precomputed embeddings) or --ijb (the protocol's features)")
+    if a.features and a.images:
+        raise QMagError("give --images (embedded now) or --features (precomputed), not both")
     if a.ijb and (a.scores or a.images or a.pairs or a.bin):
         raise QMagError("--ijb goes alone: not with --scores, --images, --pairs or --bin")
     if a.bin and (a.scores or a.images or a.pairs):
         raise QMagError("--bin goes alone: not with --scores, --images or --pairs")
-    if (a.images or a.pairs) and not (a.images and a.pairs):
+    if a.images and not a.pairs:
         raise QMagError("--images and --pairs go together")
-    if not (a.ijb or a.bin or a.images or a.scores):
-        raise QMagError("give --scores, --images with --pairs, --bin, or --ijb")
+    if a.pairs and not (a.images or a.features):
+        raise QMagError("--pairs needs --images (embedded now) or --features (precomputed embeddings)")
+    if not (a.ijb or a.bin or a.images or a.scores or a.features):
+        raise QMagError("give --scores, --images or --features with --pairs, --bin, or --ijb")
+
+
+def _scores_from_features(a):
+    """Precomputed embeddings (.npz, shard folder, .npy, feat.list) + a pairs file; pairs
+    whose image is missing or failed there count as failures."""
+    from .data import load_embeddings, read_pairs, scores_from_embeddings
+
+    emb = load_embeddings(a.features)
+    table, rep = scores_from_embeddings(emb, read_pairs(a.pairs), encoder=emb.encoder or None)
+    left = rep["n_pairs"] - rep["n_scored"]
+    if rep["n_scored"] == 0:
+        raise QMagError(f"no pair of {a.pairs} could be matched to the paths in {a.features}")
+    if left:
+        print(
+            f"warning: {left} of {rep['n_pairs']} pairs not scored ({rep['n_missing_image']} image not in the "
+            f"embeddings, {rep['n_failed_embedding']} failed embedding); they count as failures",
+            file=sys.stderr,
+        )
+    return table, rep, emb.encoder
 
 
 def _warn_params_mismatch(params, table, a) -> None:
@@ -195,14 +219,18 @@ def cmd_evaluate(a) -> int:
     if a.ijb:
         return _finish_evaluate(a, _evaluate_ijb(a), fmt=format_template_report)
     rep_pairs = None
-    if a.bin or a.images:
-        table, rep_pairs, enc = _scores_from_bin(a) if a.bin else _scores_from_images(a)
+    if a.bin or a.images or a.features:
+        if a.features:
+            table, rep_pairs, enc_id = _scores_from_features(a)
+        else:
+            table, rep_pairs, enc = _scores_from_bin(a) if a.bin else _scores_from_images(a)
+            enc_id = enc.id
         if not a.params:
             from .compare import default_params
 
-            shipped = default_params(enc.id)
+            shipped = default_params(enc_id) if enc_id else None
             if shipped is not None:
-                print(f"note: using the parameters shipped for encoder '{enc.id}'", file=sys.stderr)
+                print(f"note: using the parameters shipped for encoder '{enc_id}'", file=sys.stderr)
                 rep, _ = evaluate_table(table, params=shipped, n_boot=a.n_boot, seed=a.seed)
                 rep["pairs_report"] = rep_pairs
                 return _finish_evaluate(a, rep)

@@ -152,12 +152,14 @@ def embed_files_ray(
     face: str = "best",
     progress=None,
     stats=None,
+    keep_alive: bool = False,
 ):
     """:func:`~qmag_core.embed.embed_files` (not ``aligned``) on Ray Data; same rows,
     ``ok``, errors and measures.  ``encoder`` is the local encoder (its id, key and
     dimension); each actor loads its own copy from ``encoder_options`` (the keyword
     options of :func:`~qmag_core.encoders.load_encoder`), or opens the same model file
-    when ``encoder`` is an :class:`~qmag_core.runtime_onnx.OnnxEncoder`."""
+    when ``encoder`` is an :class:`~qmag_core.runtime_onnx.OnnxEncoder`.  ``keep_alive``
+    leaves Ray running for the next call (shards of one run)."""
     from .embed import EmbeddingCache, EmbedStats, _read, cache_key, default_cache_dir, finish_embeddings
     from .quality import MEASURES
     from .safeio import confine_paths
@@ -205,6 +207,7 @@ def embed_files_ray(
             hashes,
             progress,
             n - len(todo),
+            keep_alive,
         )
         st.n_embedded = len(todo)
     elif progress is not None:
@@ -215,12 +218,31 @@ def embed_files_ray(
 
 
 def _run_ray(
-    todo, files, paths, encoder, options, address, num_cpus, batch_size, face, out, cache, hashes, progress, done0
+    todo,
+    files,
+    paths,
+    encoder,
+    options,
+    address,
+    num_cpus,
+    batch_size,
+    face,
+    out,
+    cache,
+    hashes,
+    progress,
+    done0,
+    keep_alive=False,
 ):
     """Send the rows ``todo`` through the two actor stages; fill ``out`` and the cache."""
-    import torch
+    from .encoders import torch_available
 
-    threads = torch.get_num_threads()
+    if torch_available():
+        import torch
+
+        threads = torch.get_num_threads()
+    else:
+        threads = os.cpu_count() or 1
     ray = _start(address, num_cpus)
     emb, ok, err, meas = out
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -269,5 +291,5 @@ def _run_ray(
         done += len(rows)
         if progress is not None:
             progress(done, len(files))
-    if not os.environ.get("QMAG_RAY_KEEP"):  # tests keep one local instance for several calls
+    if not (keep_alive or os.environ.get("QMAG_RAY_KEEP")):  # tests keep one local instance for several calls
         ray.shutdown()

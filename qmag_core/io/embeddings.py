@@ -1,4 +1,5 @@
-"""Embeddings files: .npz (ours), .npy (N, D) and MagFace feat.list."""
+"""Embeddings files: .npz (ours), a folder of .npz shards with a manifest (very large
+sets), .npy (N, D) and MagFace feat.list."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy.typing as npt
 
 from ..errors import DataFormatError, QMagError
 from ..safeio import atomic_write, load_npy, load_npz, read_text, save_npz
-from .common import _norm_path
+from .common import _norm_path, sha256_file
 
 
 @dataclass
@@ -97,9 +98,112 @@ def save_embeddings(path: str | os.PathLike, emb: Embeddings) -> str:
     return path
 
 
+#: the manifest of a sharded embeddings folder
+MANIFEST = "manifest.json"
+SHARDS_FORMAT = "qmag-embedding-shards/1"
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.npz"
+
+
+def write_shard_manifest(folder: str | os.PathLike, parts: list[dict], *, total: int, complete: bool) -> None:
+    """(Re)write ``folder/manifest.json`` atomically: the shards written so far (``file``,
+    ``rows``, ``ok``, ``sha256``), in row order; ``complete`` once every row is there."""
+    import json
+
+    doc = {"format": SHARDS_FORMAT, "rows": int(total), "complete": bool(complete), "parts": parts}
+    with atomic_write(os.path.join(folder, MANIFEST)) as fh:
+        json.dump(doc, fh, indent=1)
+
+
+def save_shard(folder: str | os.PathLike, index: int, emb: Embeddings) -> dict:
+    """Write one shard (the .npz layout) atomically; returns its manifest entry."""
+    f = os.path.join(folder, shard_name(index))
+    save_embeddings(f, emb)
+    digest = sha256_file(f)
+    return {"file": shard_name(index), "rows": len(emb.paths), "ok": int(emb.ok.sum()), "sha256": digest}
+
+
+def read_shard_manifest(folder: str | os.PathLike) -> dict:
+    """The manifest of a shard folder, checked: known format, shard names of the form
+    ``part-NNNNN.npz`` (nothing outside the folder is ever read), row counts adding up."""
+    import json
+    import re
+
+    label = os.path.join(str(folder), MANIFEST)
+    try:
+        doc = json.loads(read_text(label, expected="a shard manifest (JSON)"))
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"not valid JSON ({e.msg}, line {e.lineno})", path=label) from None
+    if not isinstance(doc, dict) or doc.get("format") != SHARDS_FORMAT:
+        raise DataFormatError(f"not a {SHARDS_FORMAT} manifest", path=label)
+    parts = doc.get("parts")
+    if not isinstance(parts, list) or not all(isinstance(x, dict) for x in parts):
+        raise DataFormatError("'parts' must be a list of shard entries", path=label)
+    for k, x in enumerate(parts):
+        if not re.fullmatch(r"part-\d{5,}\.npz", str(x.get("file", ""))) or not isinstance(x.get("rows"), int):
+            raise DataFormatError(f"part {k}: needs 'file' (part-NNNNN.npz) and 'rows'", path=label)
+    return doc
+
+
+def _load_shards(folder: str) -> Embeddings:
+    """All shards of a folder written by ``qmag embed --shard-size``, in row order."""
+    doc = read_shard_manifest(folder)
+    if not doc.get("complete"):
+        done = sum(x["rows"] for x in doc["parts"])
+        raise DataFormatError(
+            f"incomplete: {done:,} of {doc.get('rows', '?'):,} rows written; run the same qmag embed command "
+            "again to finish it (finished shards are kept)",
+            path=folder,
+        )
+    parts = []
+    real = os.path.realpath(folder)
+    for x in doc["parts"]:
+        f = os.path.join(folder, x["file"])
+        if os.path.dirname(os.path.realpath(f)) != real:
+            raise DataFormatError("is a link leading out of the shard folder; refused", path=f)
+        if "sha256" in x:
+            try:
+                digest = sha256_file(f)
+            except OSError as e:
+                raise DataFormatError(f"cannot read the shard ({e.strerror})", path=f) from None
+            if digest != x["sha256"]:
+                raise DataFormatError("changed since it was written (checksum differs from the manifest)", path=f)
+        e = _load_npz(f)
+        if len(e.paths) != x["rows"]:
+            raise DataFormatError(f"{len(e.paths)} rows, the manifest says {x['rows']}", path=f)
+        parts.append(e)
+    if not parts:
+        raise DataFormatError("no shards", path=folder)
+    first = parts[0]
+    for e, x in zip(parts, doc["parts"], strict=True):
+        if e.embeddings.shape[1] != first.embeddings.shape[1] or (e.encoder_key, e.encoder) != (
+            first.encoder_key,
+            first.encoder,
+        ):
+            raise DataFormatError("shards from different encoders or dimensions", path=os.path.join(folder, x["file"]))
+    names = set.intersection(*(set(e.measures) for e in parts))
+    return Embeddings(
+        np.concatenate([e.embeddings for e in parts]),
+        np.concatenate([e.quality for e in parts]),
+        np.concatenate([e.paths for e in parts]),
+        np.concatenate([e.ok for e in parts]),
+        np.concatenate([e.error for e in parts]),
+        first.encoder,
+        {k: np.concatenate([e.measures[k] for e in parts]) for k in sorted(names)},
+        first.encoder_key,
+    )
+
+
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
-    """Read embeddings from .npz (our layout), .npy (N, D) or a MagFace feat.list."""
+    """Read embeddings from .npz (our layout), a shard folder (``qmag embed
+    --shard-size``), .npy (N, D) or a MagFace feat.list."""
     p = str(path)
+    if os.path.isdir(p):
+        if not os.path.isfile(os.path.join(p, MANIFEST)):
+            raise DataFormatError(f"a folder of embeddings needs {MANIFEST} (qmag embed --shard-size)", path=p)
+        return _load_shards(p)
     low = p.lower()
     if low.endswith(".npz"):
         return _load_npz(p)
@@ -152,6 +256,11 @@ def _npz_measures(z, n: int, p: str) -> dict:
                 raise DataFormatError(f"'{key}' must be numbers of shape ({n},), got {v.dtype} {v.shape}", path=p)
             measures[key[len("measure_") :]] = v.astype(np.float64)
     return measures
+
+
+def load_embeddings_npz(path: str | os.PathLike) -> Embeddings:
+    """One .npz of our layout (a single file or one shard)."""
+    return _load_npz(str(path))
 
 
 def _load_npz(p: str) -> Embeddings:
