@@ -244,17 +244,20 @@ class FaceDetector:
         return "no face detected"
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Faces per image (largest first).  Same-size images run as one MTCNN batch;
-        images below the minimum face size get no faces (see :meth:`why_no_face`)."""
+        """Faces per image (largest first).  Same-size images run as one MTCNN batch (torch;
+        the ONNX runtime runs the images in parallel threads); images below the minimum
+        face size get no faces (see :meth:`why_no_face`)."""
         prepared = [self._prepare(im) for im in images]
         out: list[list[Face]] = [[] for _ in images]
         groups: dict[tuple, list[int]] = {}
         for k, (im, _) in enumerate(prepared):
             if self.too_small(im) or self.too_small(images[k]):
                 continue
-            groups.setdefault(im.shape, []).append(k)
+            # facenet-pytorch batches equal sizes only; the ONNX twin takes any list
+            groups.setdefault(im.shape if self.runtime == "torch" else (), []).append(k)
         for idxs in groups.values():
-            batch = np.stack([prepared[k][0] for k in idxs])
+            batch = [prepared[k][0] for k in idxs]
+            batch = np.stack(batch) if self.runtime == "torch" else batch
             try:
                 with self._no_grad():
                     boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
