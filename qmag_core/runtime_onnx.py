@@ -42,6 +42,26 @@ SHIPPED_MODEL = Path(__file__).resolve().parent / "assets" / "onnx" / "builtin.o
 _INPUT = "pixels float32 (B, 3, S, S), RGB, 0-255, aligned crop {spec} (S = {size})"
 
 
+def trace_to_onnx(module, example, path, *, inputs: list[str], outputs: list[str], axes: dict, opset: int = OPSET):
+    """``torch.onnx.export`` by the TorchScript tracer (no dynamo) of ``module`` on
+    ``example`` to ``path``; tracer warnings are silenced (shape checks inside a network
+    become constants of the graph, right for the layout it is traced with)."""
+    import torch
+
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            path,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
 def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET, descriptor_encoder=None) -> dict:
     """Write ``encoder`` (a torch :class:`~qmag_core.encoders.Encoder`) as one ONNX graph
     to ``path`` (atomically); returns the metadata written into it.
@@ -96,19 +116,8 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET, descrip
     graph = _Graph(encoder).to("cpu").eval()
     x = torch.rand(2, 3, s, s) * 255
     axes = {n: {0: "batch"} for n in ["pixels", *names]}
-    with atomic_path(path) as tmp, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        # shape checks inside the network become constants of the graph: right for its fixed crop size
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            graph,
-            (x,),
-            tmp,
-            input_names=["pixels"],
-            output_names=names,
-            dynamic_axes=axes,
-            opset_version=opset,
-            dynamo=False,
-        )
+    with atomic_path(path) as tmp:
+        trace_to_onnx(graph, x, tmp, inputs=["pixels"], outputs=names, axes=axes, opset=opset)
         import onnx
 
         model = onnx.load(tmp)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +28,7 @@ import torch
 
 from qmag_core.encoders import load_encoder
 from qmag_core.mtcnn_onnx import MODEL_DIR
-from qmag_core.runtime_onnx import OPSET, SHIPPED_MODEL, OnnxEncoder, export_onnx
+from qmag_core.runtime_onnx import SHIPPED_MODEL, OnnxEncoder, export_onnx, trace_to_onnx
 from qmag_core.safeio import atomic_path
 
 MTCNN_OUTPUTS = {"pnet": ["reg", "prob"], "rnet": ["reg", "prob"], "onet": ["reg", "landmarks", "prob"]}
@@ -47,18 +46,8 @@ def export_mtcnn(out_dir: Path) -> None:
         axes = {"input": {0: "batch", 2: "height", 3: "width"} if name == "pnet" else {0: "batch"}}
         axes.update({o: {0: "batch"} for o in outs})
         f = out_dir / f"mtcnn_{name}.onnx"
-        with atomic_path(f) as tmp, torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net,
-                (x,),
-                tmp,
-                input_names=["input"],
-                output_names=outs,
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        with atomic_path(f) as tmp:
+            trace_to_onnx(net, x, tmp, inputs=["input"], outputs=outs, axes=axes)
         # check on another size than the one traced
         y = torch.rand(2, 3, 61, 47) * 2 - 1 if name == "pnet" else torch.rand(5, *shape[1:]) * 2 - 1
         with torch.no_grad():
