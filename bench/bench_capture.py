@@ -15,7 +15,7 @@ probability, inter-eye distance) and utility heads per training family (crop-lev
 only, capture-level only, both = the shipped recipe), each fitted on folds 1–3 persons
 with the ridge strength chosen on fold 4 persons (tools/train_builtin_utility.py).
 
-    python bench/bench_capture.py [--seed 0] [--max-train N] [--limit-test N]
+    python bench/bench_capture.py [--seed 0] [--max-train N] [--limit-test N] [--draws 1]
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def edc_ratio(s, y, qual, failed_y, thr, seed=0, at=0.2):
     return edc_ratio_of(e, at), float(e.fnmr[0]), float(e.fnmr[1])
 
 
-def margins(s_ok, y_ok, pair_qs: dict, failed_y, thr, seed=0, n_boot=1000, at=0.2) -> None:
+def margins(s_ok, y_ok, pair_qs: dict, failed_y, thr, seed=0, n_boot=1000, at=0.2, clusters=None) -> None:
     """How far the crop-trained head lies below each model-free baseline (failures first),
     with a paired bootstrap 95% CI over the pairs (failed ones included).  Per resample the
     ratio's denominator is the resample's FNMR at 0% discarded, which the median of random
@@ -146,7 +146,10 @@ def margins(s_ok, y_ok, pair_qs: dict, failed_y, thr, seed=0, n_boot=1000, at=0.
         return f20 / f0 if f0 else np.nan
 
     rng = np.random.default_rng(seed + 11)
-    boots = [rng.integers(0, n, n) for _ in range(n_boot)]
+    # rows of each pair (all its degradation draws) in the with_failures order
+    cid = np.arange(n) if clusters is None else np.asarray(clusters)
+    members = np.argsort(cid, kind="stable").reshape(np.unique(cid).size, -1)
+    boots = [members[rng.integers(0, len(members), len(members))].ravel() for _ in range(n_boot)]
     full = np.arange(n)
     print(f"\nmargin below each baseline of '{head.split(' (')[0]}', failures first (paired bootstrap, {n_boot}):")
     for b in bases:
@@ -162,6 +165,13 @@ def main(argv=None) -> int:
     ap.add_argument("--n-deg", type=int, default=2, help="degraded versions per training photo and family")
     ap.add_argument("--max-train", type=int, default=None, help="training photos (folds 1-3), seeded subset")
     ap.add_argument("--limit-test", type=int, default=None, help="only the first N test pairs (smoke run)")
+    ap.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="independent degradation draws per test pair, pooled (draw 0 is the default run's); the bootstrap "
+        "resamples pairs with all their draws",
+    )
     a = ap.parse_args(argv)
     pairs = read_lfw_pairs(SHARED / "lfw_photos" / "pairs_dev.txt")
     pipe = Pipeline()
@@ -177,22 +187,28 @@ def main(argv=None) -> int:
     tix = {p: k for k, p in enumerate(tpaths)}
     clean = pipe.run([load_image(PHOTOS / p) for p in tpaths])
     lms = _scatter(clean, "landmarks")
-    drng = np.random.default_rng(a.seed + 1000)
-    kinds, sevs, deg_photos = [], [], []
-    for b in p2:
-        kind = CAPTURE_KINDS[int(drng.integers(len(CAPTURE_KINDS)))]
-        sev = float(drng.uniform(0.5, 1.0))
-        lm = lms[tix[b]] if np.isfinite(lms[tix[b]]).all() else None
-        deg_photos.append(degrade_photo(load_image(PHOTOS / b), kind, sev, drng, landmarks=lm))
-        kinds.append(kind)
-        sevs.append(sev)  # noqa: E702
-    deg = pipe.run(deg_photos)
+    kinds, sevs, runs = [], [], []
+    for d in range(a.draws):  # draw 0 is the protocol's; more draws pool more degraded versions of the pairs
+        drng = np.random.default_rng(a.seed + 1000 + d)
+        deg_photos = []
+        for b in p2:
+            kind = CAPTURE_KINDS[int(drng.integers(len(CAPTURE_KINDS)))]
+            sev = float(drng.uniform(0.5, 1.0))
+            lm = lms[tix[b]] if np.isfinite(lms[tix[b]]).all() else None
+            deg_photos.append(degrade_photo(load_image(PHOTOS / b), kind, sev, drng, landmarks=lm))
+            kinds.append(kind)
+            sevs.append(sev)  # noqa: E702
+        runs.append(pipe.run(deg_photos))
+    deg = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
     kinds, sevs = np.array(kinds), np.array(sevs)
+    n_test = len(p1)
+    pair_id = np.tile(np.arange(n_test), a.draws)  # the bootstrap resamples a pair with all its draws
+    p1, y, fold_t = np.tile(p1, a.draws), np.tile(y, a.draws), np.tile(pairs.fold[test], a.draws)
     i1 = np.array([tix[p] for p in p1])
     ok = clean["ok"][i1] & deg["ok"]
     print(
-        f"test: {len(tpaths)} photos, {test.sum()} pairs; degraded photo without a face: {(~deg['ok']).sum()} "
-        f"({100 * (~deg['ok']).mean():.1f}%); {time.perf_counter() - t0:.0f} s"
+        f"test: {len(tpaths)} photos, {n_test} pairs x {a.draws} degradation draw(s); degraded photo without a "
+        f"face: {(~deg['ok']).sum()} ({100 * (~deg['ok']).mean():.1f}%); {time.perf_counter() - t0:.0f} s"
     )
     cu1 = _scatter(clean, "unit")[i1]
     du = _scatter(deg, "unit")
@@ -270,7 +286,7 @@ def main(argv=None) -> int:
         sev = np.r_[np.zeros(int(clean["ok"].sum())), sevs[deg["ok"]]]
         rho = spearmanr(vals, -sev)[0]
         print(f"{name:<58}{100 * f20:>9.2f}%{r:>8.2f}{r_wo:>11.2f}{rho:>24.2f}")
-    margins(s_ok, y_ok, pair_qs, failed_y, thr, seed=a.seed)
+    margins(s_ok, y_ok, pair_qs, failed_y, thr, seed=a.seed, clusters=np.r_[pair_id[ok], pair_id[~ok]])
     # ---- QMagFace vs cosine on these pairs: shipped α/β (and q), failures counted
     from qmag_core.compare import default_params
 
@@ -279,7 +295,7 @@ def main(argv=None) -> int:
     s_hat = p.score(s_ok, q_pair[ok])
     sa, ya, _ = M.with_failures(s_ok, y_ok, failed_y)
     sb, _, _ = M.with_failures(s_hat, y_ok, failed_y)
-    folds = np.r_[pairs.fold[test][ok], pairs.fold[test][~ok]]
+    folds = np.r_[fold_t[ok], fold_t[~ok]]
     print(
         f"\nQMagFace (shipped α={p.alpha:.4g}, β={p.beta:.4g}, {p.mode}) − cosine, failures counted, paired "
         "bootstrap 1,000 resamples, 95% CI:"
