@@ -4,7 +4,8 @@ LFW-dev original photos (../shared/data/lfw_photos), identity-disjoint by fold:
 folds 1–3 train, fold 4 validation (selects every recipe), folds 5–7 test (reported).
 Test pairs: the dev pairs of folds 5–7 with the second photo of each pair degraded as
 a whole photograph *before* detection (qmag_core.degrade.degrade_photo: a capture kind
-drawn per pair, severity U(0.5, 1)), seeded.  Pairs whose degraded photo yields no face
+drawn per pair, severity U(0.5, 1)), seeded; ``--draws`` independent draws per pair
+(default 3), pooled.  Pairs whose degraded photo yields no face
 count as non-matches and are discarded first.  EDC ratio = FNMR at the full set's EER
 threshold after discarding the 20% lowest-quality pairs, over the median FNMR of 200
 random discards of the same size.
@@ -15,7 +16,7 @@ probability, inter-eye distance) and utility heads per training family (crop-lev
 only, capture-level only, both = the shipped recipe), each fitted on folds 1–3 persons
 with the ridge strength chosen on fold 4 persons (tools/train_builtin_utility.py).
 
-    python bench/bench_capture.py [--seed 0] [--max-train N] [--limit-test N] [--draws 1]
+    python bench/bench_capture.py [--seed 0] [--max-train N] [--limit-test N] [--draws 3]
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--draws",
         type=int,
-        default=1,
+        default=3,
         help="independent degradation draws per test pair, pooled (draw 0 is the default run's); the bootstrap "
         "resamples pairs with all their draws",
     )
