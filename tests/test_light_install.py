@@ -81,6 +81,7 @@ def _compare_detectors(files):
     return worst, faces
 
 
+@pytest.mark.slow
 def test_onnx_mtcnn_matches_facenet_on_sample_photos():
     files = sorted(FACES.glob("*.jpg"))  # includes couple.jpg (two faces)
     worst, faces = _compare_detectors(files)

@@ -13,6 +13,7 @@ from qmag_core.data import load_embeddings
 from qmag_core.errors import DataFormatError
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install .[onnx])")
+pytestmark = pytest.mark.slow  # every test shares a module fixture that embeds 66 photos twice (~9 s)
 
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
@@ -127,7 +128,6 @@ def test_evaluate_reads_the_shard_folder(embedded, tmp_path):
     assert r.returncode == 2 and "--features goes with --pairs" in r.stderr
 
 
-@pytest.mark.slow
 def test_ray_engine_writes_the_same_shards(tmp_path):
     """--engine ray with the ONNX runtime and shards gives the local engine's rows."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install .[ray])")
