@@ -44,6 +44,38 @@ def _add(name: str, ds: Dataset):
     st.rerun()
 
 
+def _load(make, name: str | None = None, *, progress: bool = False):
+    """Open a dataset with ``make()`` (``make(progress)`` with an embedding progress bar)
+    and make it the active one; bad input is shown and what is loaded stays in place."""
+    try:
+        if progress:
+            with embedding_progress() as prog:
+                ds_new = make(prog)
+        else:
+            ds_new = make()
+    except (QMagError, OSError) as e:
+        st.error(f"Not loaded: {public_message(e)}")
+        return
+    _add(name or ds_new.name, ds_new)
+
+
+def _scores_upload(up):
+    with staged_uploads(up) as (path,):
+        return dataset_from_scores(path, up.name)
+
+
+def _embeddings_upload(ue, upr, name: str):
+    with staged_uploads(ue, upr) as (pe, pp):
+        return dataset_from_embeddings(pe, pp, name)
+
+
+def _bin(ub, srv_bin: str, prog):
+    if ub is not None:
+        with staged_uploads(ub) as (pb,):
+            return dataset_from_bin(pb, encoder(), name=ub.name, progress=prog)
+    return dataset_from_bin(resolve_under_roots(srv_bin, kind="file"), encoder(), name=srv_bin, progress=prog)
+
+
 with st.expander("Bring your own data", expanded=False):
     st.caption(
         "A failed upload leaves everything already loaded in place. Upload limit: see "
@@ -55,33 +87,18 @@ with st.expander("Bring your own data", expanded=False):
     with t1:
         up = st.file_uploader("s,q1,q2,label[,fold] (or q_min)", type=["csv", "txt"], key="up_scores")
         if up is not None and st.button("Load scores", key="load_scores"):
-            try:
-                with staged_uploads(up) as (path,):
-                    ds_new = dataset_from_scores(path, up.name)
-                _add(up.name, ds_new)
-            except (QMagError, OSError) as e:
-                st.error(f"Not loaded: {public_message(e)}")
+            _load(lambda: _scores_upload(up), up.name)
     with t2:
         ue = st.file_uploader("embeddings (.npz, .npy, MagFace feat.list)", key="up_emb")
         upr = st.file_uploader("pairs (LFW pairs.txt or CSV path1,path2,label[,fold])", key="up_pairs")
         if ue is not None and upr is not None and st.button("Load embeddings + pairs", key="load_emb"):
-            try:
-                name = f"{ue.name} + {upr.name}"
-                with staged_uploads(ue, upr) as (pe, pp):
-                    ds_new = dataset_from_embeddings(pe, pp, name)
-                _add(name, ds_new)
-            except (QMagError, OSError) as e:
-                st.error(f"Not loaded: {public_message(e)}")
+            name = f"{ue.name} + {upr.name}"
+            _load(lambda: _embeddings_upload(ue, upr, name), name)
     with t3:
         folder = st.text_input("image folder (under the data root)", key="srv_folder")
         pairs_path = st.text_input("pairs file (under the data root)", key="srv_pairs")
         if st.button("Embed and load", key="load_srv"):
-            try:
-                with embedding_progress() as progress:
-                    ds_new = dataset_from_folder(folder, pairs_path, encoder(), progress=progress)
-                _add(ds_new.name, ds_new)
-            except (QMagError, OSError) as e:
-                st.error(f"Not loaded: {public_message(e)}")
+            _load(lambda prog: dataset_from_folder(folder, pairs_path, encoder(), progress=prog), progress=True)
 
     with t4:
         st.caption(
@@ -91,18 +108,7 @@ with st.expander("Bring your own data", expanded=False):
         ub = st.file_uploader("a .bin file", type=["bin"], key="up_bin")
         srv_bin = st.text_input("…or a .bin under the data root (server)", key="srv_bin")
         if (ub is not None or srv_bin.strip()) and st.button("Embed and load .bin", key="load_bin"):
-            try:
-                with embedding_progress() as prog:
-                    if ub is not None:
-                        with staged_uploads(ub) as (pb,):
-                            ds_new = dataset_from_bin(pb, encoder(), name=ub.name, progress=prog)
-                    else:
-                        ds_new = dataset_from_bin(
-                            resolve_under_roots(srv_bin, kind="file"), encoder(), name=srv_bin, progress=prog
-                        )
-                _add(ds_new.name, ds_new)
-            except (QMagError, OSError) as e:
-                st.error(f"Not loaded: {public_message(e)}")
+            _load(lambda prog: _bin(ub, srv_bin, prog), progress=True)
     with t5:
         st.caption(
             "IJB-B / IJB-C 1:1 layout (insightface): meta/<name>_face_tid_mid.txt, "
@@ -118,12 +124,7 @@ with st.expander("Bring your own data", expanded=False):
             "vectors averaged; magface: raw features averaged (longer weighs more)",
         )
         if ijb.strip() and st.button("Embed and load templates", key="load_ijb"):
-            try:
-                with embedding_progress() as progress:
-                    ds_new = dataset_from_templates(ijb, encoder(), pooling=pooling, progress=progress)
-                _add(ds_new.name, ds_new)
-            except (QMagError, OSError) as e:
-                st.error(f"Not loaded: {public_message(e)}")
+            _load(lambda prog: dataset_from_templates(ijb, encoder(), pooling=pooling, progress=prog), progress=True)
 
 ds = dataset()
 if ds is None:
