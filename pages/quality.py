@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from qmag_core.explain import has_gradients
 from qmag_core.figures import edc_figure, plq_figure, quality_histogram
 from qmag_core.quality import iso_edcs, measure_columns, measure_edcs
 from studio.ui import dataset, encoder, fmt_pct, sidebar
@@ -115,7 +116,7 @@ def plq(data: bytes, name: str, method: str, encoder_key: str, _enc, _det):
 
 c1, c2 = st.columns([2, 1])
 up = c1.file_uploader("Upload a face", type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"], key="plq_upload")
-has_grad = callable(getattr(enc, "torch_input", None))  # gradients of q need the torch runtime
+has_grad = has_gradients(enc)  # gradients of q need the torch runtime
 methods = [m for m in PLQ_METHODS if has_grad or PLQ_METHODS[m][0] != "gradient"]
 method = c2.radio("Method", methods, key="plq_method", horizontal=True)
 if not has_grad:

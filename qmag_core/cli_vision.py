@@ -37,7 +37,9 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
         help="auto (default: torch when installed, else onnx), torch, or onnx: onnxruntime runs MTCNN and the "
         "encoder (builtin/builtin-raw ship as ONNX; others: --onnx FILE, or exported once into the cache)",
     )
-    g.add_argument("--onnx", default=None, help="with --runtime onnx: a model from qmag export-onnx")
+    g.add_argument(
+        "--onnx", default=None, help="a model from qmag export-onnx, run by onnxruntime (not with --runtime torch)"
+    )
     g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
     g.add_argument(
         "--aligned",

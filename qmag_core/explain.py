@@ -40,6 +40,7 @@ __all__ = [
     "quality_of",
     "quality_gradient",
     "gradient_map",
+    "has_gradients",
     "occlusion_map",
     "explain",
     "local_variance_map",
@@ -92,11 +93,17 @@ def _torch_q(encoder, px):
     return encoder.embedding(encoder.torch_input(px)).norm(dim=1)
 
 
+def has_gradients(encoder) -> bool:
+    """True when q can be differentiated with respect to the pixels (a torch encoder;
+    the ONNX runtime gives values only, so only occlusion maps)."""
+    return callable(getattr(encoder, "torch_input", None))
+
+
 def quality_of(encoder, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """q (B,) of aligned RGB crops (B, S, S, 3) — the same q the map explains (torch or
     ONNX encoder; float pixels allowed)."""
     crops = np.asarray(crops, dtype=np.float32)
-    if not callable(getattr(encoder, "torch_input", None)):  # the ONNX runtime
+    if not has_gradients(encoder):  # the ONNX runtime: q from its embedding
         return np.linalg.norm(encoder.embed(crops, batch_size), axis=1)
     import torch
 
@@ -133,7 +140,7 @@ def gradient_map(
     encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: float = 4.0, sigma: float = 1.5, batch_size: int = 16
 ) -> QualityMap:
     """Integrated-gradients PLQ map from a blurred baseline (see module docstring)."""
-    if not callable(getattr(encoder, "torch_input", None)):
+    if not has_gradients(encoder):
         from .encoders import torch_available
 
         why = "the torch runtime"

@@ -279,3 +279,17 @@ def test_missing_extra_is_named_not_a_traceback(tmp_path):
     assert "neither torch nor onnxruntime is installed" in r.stderr
     assert "qmag-studio[onnx]" in r.stderr and "qmag-studio[vision]" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_network_option_choices_are_the_cores():
+    """The parser spells --runtime and --face out (importing align/encoders at start-up
+    would slow every command); they must stay the core's own lists."""
+    from qmag_core.align import FACE_RULES
+    from qmag_core.cli import build_parser
+    from qmag_core.encoders import RUNTIMES
+
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices
+    for cmd in ("embed", "compare", "evaluate", "explain"):
+        opts = {a.dest: a for a in sub[cmd]._actions}
+        assert tuple(opts["runtime"].choices) == RUNTIMES and opts["runtime"].default == "auto"
+        assert tuple(opts["face"].choices) == FACE_RULES
