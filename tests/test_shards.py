@@ -106,6 +106,10 @@ def test_damaged_or_foreign_shard_folders_are_refused(embedded, tmp_path):
         load_embeddings(sh)
     with pytest.raises(DataFormatError, match="needs manifest.json"):
         load_embeddings(tmp_path)
+    for rows in (None, "50", -1):  # a missing or wrong row count is named, not a crash while reporting
+        (sh / "manifest.json").write_text(json.dumps({**man, "complete": False, "rows": rows}))
+        with pytest.raises(DataFormatError, match="'rows' must be the number of images"):
+            load_embeddings(sh)
     (sh / "manifest.json").write_text("{not json")
     with pytest.raises(DataFormatError, match="not valid JSON"):
         load_embeddings(sh)

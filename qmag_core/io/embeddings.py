@@ -138,6 +138,8 @@ def read_shard_manifest(folder: str | os.PathLike) -> dict:
         raise DataFormatError(f"not valid JSON ({e.msg}, line {e.lineno})", path=label) from None
     if not isinstance(doc, dict) or doc.get("format") != SHARDS_FORMAT:
         raise DataFormatError(f"not a {SHARDS_FORMAT} manifest", path=label)
+    if not isinstance(doc.get("rows"), int) or doc["rows"] < 0:
+        raise DataFormatError("'rows' must be the number of images (a whole number)", path=label)
     parts = doc.get("parts")
     if not isinstance(parts, list) or not all(isinstance(x, dict) for x in parts):
         raise DataFormatError("'parts' must be a list of shard entries", path=label)
@@ -153,7 +155,7 @@ def _load_shards(folder: str) -> Embeddings:
     if not doc.get("complete"):
         done = sum(x["rows"] for x in doc["parts"])
         raise DataFormatError(
-            f"incomplete: {done:,} of {doc.get('rows', '?'):,} rows written; run the same qmag embed command "
+            f"incomplete: {done:,} of {doc['rows']:,} rows written; run the same qmag embed command "
             "again to finish it (finished shards are kept)",
             path=folder,
         )
