@@ -15,7 +15,6 @@ from .io.common import (
     MAX_FOLD,
     MAX_QUALITY,
     parse_labels,
-    sha256_file,
 )
 from .io.embeddings import (
     Embeddings,
@@ -40,6 +39,7 @@ from .io.scores import (
     write_scores_csv,
 )
 from .pairing import make_pairs, pairs_to_indices, scores_from_embeddings
+from .safeio import sha256_file
 
 __all__ = [
     "Embeddings",

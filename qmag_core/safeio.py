@@ -39,6 +39,7 @@ __all__ = [
     "confine_paths",
     "read_bytes",
     "read_head",
+    "sha256_file",
     "read_text",
     "atomic_write",
     "atomic_path",
@@ -144,6 +145,19 @@ def _open_regular(path: str | os.PathLike, label: str, what: str = "file") -> tu
         fh.close()
         raise PathError(f"{label}: not a regular file")
     return fh, st
+
+
+def sha256_file(path: str | os.PathLike, *, name: str | None = None) -> str:
+    """SHA-256 (hex) of a regular file, read in chunks; FIFOs and devices are refused
+    like every other read here (a plain ``open`` of a FIFO would wait forever)."""
+    import hashlib
+
+    fh, _ = _open_regular(path, name or os.path.basename(str(path)) or str(path))
+    h = hashlib.sha256()
+    with fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str = "file", name: str | None = None) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, need_shared, run_cli
 
 from qmag_core.data import load_embeddings
-from qmag_core.errors import DataFormatError
+from qmag_core.errors import DataFormatError, QMagError
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install .[onnx])")
 pytestmark = pytest.mark.slow  # every test shares a module fixture that embeds 66 photos twice (~9 s)
@@ -110,6 +110,14 @@ def test_damaged_or_foreign_shard_folders_are_refused(embedded, tmp_path):
         (sh / "manifest.json").write_text(json.dumps({**man, "complete": False, "rows": rows}))
         with pytest.raises(DataFormatError, match="'rows' must be the number of images"):
             load_embeddings(sh)
+    (sh / "manifest.json").write_text(json.dumps({**man, "rows": man["rows"] + 1}))  # complete, but a row short
+    with pytest.raises(DataFormatError, match="the parts hold .* rows, the manifest says"):
+        load_embeddings(sh)
+    (sh / "manifest.json").write_text(json.dumps(man))
+    p0.unlink()
+    os.mkfifo(p0)  # a FIFO named like a shard: refused, not waited on
+    with pytest.raises(QMagError, match="not a regular file"):
+        load_embeddings(sh)
     (sh / "manifest.json").write_text("{not json")
     with pytest.raises(DataFormatError, match="not valid JSON"):
         load_embeddings(sh)

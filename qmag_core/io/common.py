@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
-import os
 import re
 
 import numpy as np
@@ -39,14 +37,6 @@ _NEG = {
     "nonmated",
     "non-mated",
 }
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _norm_path(p: str) -> str:

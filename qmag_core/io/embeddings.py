@@ -10,8 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import DataFormatError, QMagError
-from ..safeio import atomic_write, load_npy, load_npz, read_text, save_npz
-from .common import _norm_path, sha256_file
+from ..safeio import atomic_write, load_npy, load_npz, read_text, save_npz, sha256_file
+from .common import _norm_path
 
 
 @dataclass
@@ -146,6 +146,9 @@ def read_shard_manifest(folder: str | os.PathLike) -> dict:
     for k, x in enumerate(parts):
         if not re.fullmatch(r"part-\d{5,}\.npz", str(x.get("file", ""))) or not isinstance(x.get("rows"), int):
             raise DataFormatError(f"part {k}: needs 'file' (part-NNNNN.npz) and 'rows'", path=label)
+    written = sum(x["rows"] for x in parts)
+    if written > doc["rows"] or (doc.get("complete") and written != doc["rows"]):
+        raise DataFormatError(f"the parts hold {written:,} rows, the manifest says {doc['rows']:,}", path=label)
     return doc
 
 
@@ -166,11 +169,7 @@ def _load_shards(folder: str) -> Embeddings:
         if os.path.dirname(os.path.realpath(f)) != real:
             raise DataFormatError("is a link leading out of the shard folder; refused", path=f)
         if "sha256" in x:
-            try:
-                digest = sha256_file(f)
-            except OSError as e:
-                raise DataFormatError(f"cannot read the shard ({e.strerror})", path=f) from None
-            if digest != x["sha256"]:
+            if sha256_file(f, name=f) != x["sha256"]:
                 raise DataFormatError("changed since it was written (checksum differs from the manifest)", path=f)
         e = _load_npz(f)
         if len(e.paths) != x["rows"]:
