@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from qmag_core.reference import seed_fit_line, seed_thresholds_omegas
+from qmag_core.scores.reference import seed_fit_line, seed_thresholds_omegas
 
 df = pd.read_csv(sys.argv[1], comment="#")
 s = df["s"].to_numpy(np.float64)

@@ -3,7 +3,7 @@
 LFW-dev original photos (../shared/data/lfw_photos), identity-disjoint by fold:
 folds 1–3 train, fold 4 validation (selects every recipe), folds 5–7 test (reported).
 Test pairs: the dev pairs of folds 5–7 with the second photo of each pair degraded as
-a whole photograph *before* detection (qmag_core.degrade.degrade_photo: a capture kind
+a whole photograph *before* detection (qmag_core.quality.degrade.degrade_photo: a capture kind
 drawn per pair, severity U(0.5, 1)), seeded; ``--draws`` independent draws per pair
 (default 3), pooled.  Pairs whose degraded photo yields no face
 count as non-matches and are discarded first.  EDC ratio = FNMR at the full set's EER
@@ -31,14 +31,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core import metrics as M  # noqa: E402
-from qmag_core.align import FaceDetector, align, choose_face, load_image  # noqa: E402
-from qmag_core.data import read_lfw_pairs  # noqa: E402
-from qmag_core.degrade import CAPTURE_KINDS, degrade_photo  # noqa: E402
 from qmag_core.encoders import MAGFACE_HEAD, load_encoder  # noqa: E402
-from qmag_core.evaluation import edc_ratio as edc_ratio_of  # noqa: E402
-from qmag_core.magface import head_quality  # noqa: E402
-from qmag_core.quality import inter_eye_distance, sharpness  # noqa: E402
+from qmag_core.evaluation import metrics as M  # noqa: E402
+from qmag_core.evaluation.protocol import edc_ratio as edc_ratio_of  # noqa: E402
+from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
+from qmag_core.quality.baselines import inter_eye_distance, sharpness  # noqa: E402
+from qmag_core.quality.degrade import CAPTURE_KINDS, degrade_photo  # noqa: E402
+from qmag_core.quality.head import head_quality  # noqa: E402
+from qmag_core.vision.align import FaceDetector, align, choose_face  # noqa: E402
+from qmag_core.vision.images import load_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 PHOTOS = SHARED / "lfw_photos" / "images"
@@ -120,7 +121,7 @@ def head_q(head, feats: np.ndarray) -> np.ndarray:
 
 
 def edc_ratio(s, y, qual, failed_y, thr, seed=0, at=0.2):
-    """(EDC ratio at ``at`` per :func:`qmag_core.evaluation.edc_ratio`, FNMR at 0%, FNMR at ``at``);
+    """(EDC ratio at ``at`` per :func:`qmag_core.evaluation.protocol.edc_ratio`, FNMR at 0%, FNMR at ``at``);
     failed pairs count as non-matches and go first."""
     s_all, y_all, q_all = M.with_failures(s, y, failed_y, qual)
     e = M.edc(s_all, y_all, q_all, threshold=thr, discard=(0.0, at), n_random=200, random_state=seed)
@@ -232,7 +233,7 @@ def main(argv=None) -> int:
 
     # ---- heads: the previous MagFace-loss head and utility heads per training family (folds 1-3 fit,
     # fold 4 chooses the ridge strength: tools/train_builtin_utility.py; "both" is the shipped recipe)
-    from qmag_core.magface import load_quality_head
+    from qmag_core.quality.head import load_quality_head
 
     sys.path.insert(0, str(ROOT / "tools"))
     from train_builtin_utility import train  # noqa: E402
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
         print(f"{name:<58}{100 * f20:>9.2f}%{r:>8.2f}{r_wo:>11.2f}{rho:>24.2f}")
     margins(s_ok, y_ok, pair_qs, failed_y, thr, seed=a.seed, clusters=np.r_[pair_id[ok], pair_id[~ok]])
     # ---- QMagFace vs cosine on these pairs: shipped α/β (and q), failures counted
-    from qmag_core.compare import default_params
+    from qmag_core.pipeline.compare import default_params
 
     p = default_params("builtin")
     q_pair = np.minimum(_scatter(clean, "q")[i1], _scatter(deg, "q"))

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from qmag_core.data import ScoreTable, write_scores_csv
-from qmag_core.synthetic import synthetic_pairs
+from qmag_core.io.scores import ScoreTable, write_scores_csv
+from qmag_core.scores.synthetic import synthetic_pairs
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmag_core.align import FaceDetector, align, load_image
-from qmag_core.embed import embed_files, list_images
 from qmag_core.encoders import load_encoder
+from qmag_core.pipeline.embed import embed_files
+from qmag_core.vision.align import FaceDetector, align
+from qmag_core.vision.images import list_images, load_image
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "images"
 

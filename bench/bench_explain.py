@@ -24,17 +24,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qmag_core.align import FaceDetector, detect_and_align  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.explain import (
+from qmag_core.quality.explain import (
     deletion_drops,
     gradient_map,
     local_variance_map,
-    occlusion_map,  # noqa: E402
+    occlusion_map,
     patch_region,
     quality_gradient,
     quality_of,
 )
+from qmag_core.vision.align import FaceDetector, detect_and_align  # noqa: E402
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "images"
 

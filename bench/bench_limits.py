@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PEAK = "int([ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0].split()[1])"
 DECODERS = {
-    "load_image (downscaled while decoding)": "from qmag_core.align import load_image\na = load_image(P)\n",
+    "load_image (downscaled while decoding)": "from qmag_core.vision.align import load_image\na = load_image(P)\n",
     "full decode (PIL + numpy copy)": (
         "from PIL import Image\nimport numpy as np\nim = Image.open(P); im.load()\n"
         "a = np.asarray(im.convert('RGB')).copy()\n"
@@ -46,7 +46,7 @@ def main() -> int:
             print(f"  {name:<40} {mib:7.0f} MiB   array {shape}")
     import numpy as np
 
-    from qmag_core.figures import face_overlay
+    from studio.figures import face_overlay
 
     photo = np.random.default_rng(0).integers(0, 256, (3264, 4352, 3), dtype=np.uint8)  # 14 MP
     fig = face_overlay(photo, [1000, 800, 2000, 2200], np.full((5, 2), 1500.0))

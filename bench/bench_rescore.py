@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from qmag_core import metrics as M
-from qmag_core.scoring import qmagface_score
-from qmag_core.synthetic import synthetic_pairs
+from qmag_core.evaluation import metrics as M
+from qmag_core.scores.scoring import qmagface_score
+from qmag_core.scores.synthetic import synthetic_pairs
 
 
 def rescore_and_curves(s, qm, y, alpha, beta):

@@ -20,14 +20,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core import metrics as M  # noqa: E402
-from qmag_core.align import FaceDetector, align, choose_face, load_image  # noqa: E402
-from qmag_core.data import (  # noqa: E402
-    Embeddings,  # noqa: E402
-    read_lfw_pairs,
-    scores_from_embeddings,
-)
 from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.evaluation import metrics as M  # noqa: E402
+from qmag_core.evaluation.pairing import scores_from_embeddings
+from qmag_core.io.embeddings import Embeddings
+from qmag_core.io.pairs import read_lfw_pairs
+from qmag_core.vision.align import FaceDetector, align, choose_face  # noqa: E402
+from qmag_core.vision.images import load_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
     )
 
     # the same pairs on the centre crops, from the shipped sample embeddings
-    crops = __import__("qmag_core.data", fromlist=["load_embeddings"]).load_embeddings(
+    crops = __import__("qmag_core.io", fromlist=["load_embeddings"]).load_embeddings(
         ROOT / "sample_data" / "lfw_dev_builtin" / "embeddings.npz"
     )
     t_crop, _ = scores_from_embeddings(crops, pairs)

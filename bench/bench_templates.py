@@ -20,13 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.params import QMagFaceParams  # noqa: E402
-from qmag_core.templates import (  # noqa: E402
-    TemplateProtocol,
-    evaluate_templates,
-    pool_templates,
-    score_template_pairs,
-)
+from qmag_core.evaluation.templates import TemplateProtocol, evaluate_templates, pool_templates, score_template_pairs
+from qmag_core.scores.params import QMagFaceParams  # noqa: E402
 
 
 def rss_gib() -> float:

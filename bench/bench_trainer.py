@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 
-from qmag_core.data import ScoreTable, write_scores_csv
-from qmag_core.reference import seed_fit_line, seed_thresholds_omegas
-from qmag_core.scoring import QMagFaceTrainer
-from qmag_core.synthetic import synthetic_pairs
+from qmag_core.io.scores import ScoreTable, write_scores_csv
+from qmag_core.scores import QMagFaceTrainer
+from qmag_core.scores.reference import seed_fit_line, seed_thresholds_omegas
+from qmag_core.scores.synthetic import synthetic_pairs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from qmag_core import metrics as M
-from qmag_core.scoring import QMagFaceTrainer, qmagface_score
-from qmag_core.synthetic import synthetic_pairs
+from qmag_core.evaluation import metrics as M
+from qmag_core.scores import QMagFaceTrainer, qmagface_score
+from qmag_core.scores.synthetic import synthetic_pairs
 
 SETS = {
     "synthetic, imposters independent of q": dict(imposter_sd_slope=0.0),

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from qmag_core.compare import compare_embedded, embed_images, explain_pairs
-from qmag_core.figures import face_overlay, similarity_matrix
+from qmag_core.pipeline.compare import compare_embedded, embed_images, explain_pairs
 from studio.datasets import SAMPLE_DIR
+from studio.figures import face_overlay, similarity_matrix
 from studio.ui import (
     active_params,
     dataset,

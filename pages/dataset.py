@@ -5,11 +5,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from qmag_core import metrics as M
 from qmag_core.errors import QMagError
-from qmag_core.evaluation import REPORT_FMRS, qmagface_effect
-from qmag_core.figures import roc_det, s_vs_q, score_histograms
-from qmag_core.scoring import qmagface_score
+from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.protocol import REPORT_FMRS, qmagface_effect
+from qmag_core.scores.scoring import qmagface_score
 from studio.datasets import (
     Dataset,
     dataset_from_bin,
@@ -21,6 +20,7 @@ from studio.datasets import (
     resolve_under_roots,
     staged_uploads,
 )
+from studio.figures import roc_det, s_vs_q, score_histograms
 from studio.ui import (
     active_params,
     dataset,

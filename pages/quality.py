@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from qmag_core.explain import has_gradients
-from qmag_core.figures import edc_figure, plq_figure, quality_histogram
-from qmag_core.quality import iso_edcs, measure_columns, measure_edcs
+from qmag_core.evaluation.measures import iso_edcs, measure_columns, measure_edcs
+from qmag_core.quality.explain import has_gradients
+from studio.figures import edc_figure, plq_figure, quality_histogram
 from studio.ui import dataset, encoder, fmt_pct, sidebar
 
 sidebar()
@@ -32,7 +32,7 @@ st.caption(
 st.plotly_chart(quality_histogram(q), key="qhist", width="stretch")
 
 if per_image and ds.image_root is not None:
-    from qmag_core.align import load_image
+    from qmag_core.vision.images import load_image
 
     items = sorted(ds.image_quality.items(), key=lambda kv: kv[1])
     n = min(5, len(items) // 2)
@@ -108,7 +108,7 @@ PLQ_METHODS = {
 
 @st.cache_data(show_spinner="Computing the quality map…", max_entries=32)
 def plq(data: bytes, name: str, method: str, encoder_key: str, _enc, _det):
-    from qmag_core.explain import explain
+    from qmag_core.quality.explain import explain
 
     name_, kw = PLQ_METHODS[method]
     return explain(data, _enc, method=name_, detector=_det, name=name, **kw)

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from qmag_core.compare import operating_points
 from qmag_core.errors import FMRClampWarning, QMagError
-from qmag_core.evaluation import heldout_effect
-from qmag_core.figures import omega_fit
-from qmag_core.params import OFFICIAL_PARAMS
-from qmag_core.scoring import qmagface_score
-from qmag_core.trainer import QMagFaceTrainer
+from qmag_core.evaluation.protocol import heldout_effect
+from qmag_core.pipeline.compare import operating_points
+from qmag_core.scores.params import OFFICIAL_PARAMS
+from qmag_core.scores.scoring import qmagface_score
+from qmag_core.scores.trainer import QMagFaceTrainer
 from studio.datasets import fmr_grid
+from studio.figures import omega_fit
 from studio.ui import active_params, dataset, download_table, fmt_pct, sidebar, state
 
 sidebar()

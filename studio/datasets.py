@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qmag_core.data import ScoreTable, read_pairs, read_scores_csv
 from qmag_core.errors import QMagError
+from qmag_core.io.pairs import read_pairs
+from qmag_core.io.scores import ScoreTable, read_scores_csv
 
 __all__ = [
     "fingerprint",
@@ -216,8 +217,9 @@ def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None)
     """Embed a server-side image folder for a pairs file.  Both paths must lie under
     the data roots, and every image path inside the pairs file under the folder (else
     the whole file is refused, naming the line)."""
-    from qmag_core.data import confine_pairs, scores_from_embeddings
-    from qmag_core.embed import embed_files
+    from qmag_core.evaluation.pairing import scores_from_embeddings
+    from qmag_core.io.pairs import confine_pairs
+    from qmag_core.pipeline.embed import embed_files
 
     root = resolve_under_roots(folder, kind="dir")
     pairs = read_pairs(resolve_under_roots(pairs_file, kind="file"))
@@ -237,7 +239,8 @@ def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None)
 def dataset_from_bin(path: str | os.PathLike, encoder, *, name: str | None = None, progress=None) -> Dataset:
     """Open an insightface ``.bin`` validation set (read without running its pickle),
     embedded with ``encoder``; folds are the protocol's 10 consecutive blocks."""
-    from qmag_core.binsets import bin_scores, read_bin
+    from qmag_core.io.binsets import read_bin
+    from qmag_core.pipeline.datasets import bin_scores
 
     bs = read_bin(path)
     if name:
@@ -251,7 +254,8 @@ def dataset_from_templates(folder: str, encoder, *, pooling: str = "qmagface", p
     """A template protocol in the IJB layout under the data roots, embedded with
     ``encoder`` (aligned from its 5-point file when it has one): one row per template
     pair, q = the templates' pooled quality."""
-    from qmag_core.templates import embed_protocol, read_protocol, template_table
+    from qmag_core.evaluation.templates import read_protocol, template_table
+    from qmag_core.pipeline.datasets import embed_protocol
 
     root = resolve_under_roots(folder, kind="dir")
     prot = read_protocol(root)
@@ -274,7 +278,8 @@ def dataset_from_scores(path: str | os.PathLike, name: str | None = None) -> Dat
 def dataset_from_embeddings(emb_path, pairs_path, name: str) -> Dataset:
     """Precomputed embeddings + a pairs file.  Pairs with an image that is missing from
     the embeddings or failed there count as failures (noted); none matched is an error."""
-    from qmag_core.data import load_embeddings, scores_from_embeddings
+    from qmag_core.evaluation.pairing import scores_from_embeddings
+    from qmag_core.io.embeddings import load_embeddings
 
     emb = load_embeddings(emb_path)
     t, rep = scores_from_embeddings(emb, read_pairs(pairs_path), encoder=emb.encoder or None)
@@ -294,8 +299,8 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
         return dataset_from_scores(SAMPLE_DIR / d.scores, d.name)
     if d.embeddings:
         return dataset_from_embeddings(SAMPLE_DIR / d.embeddings, SAMPLE_DIR / d.pairs, d.name)
-    from qmag_core.data import scores_from_embeddings
-    from qmag_core.embed import embed_files
+    from qmag_core.evaluation.pairing import scores_from_embeddings
+    from qmag_core.pipeline.embed import embed_files
 
     if encoder is None:
         raise QMagError(f"{d.name} needs an encoder to embed its images")

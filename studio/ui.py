@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from qmag_core.compare import default_params
-from qmag_core.encoders import RUNTIMES, torch_available
 from qmag_core.errors import QMagError
-from qmag_core.params import QMagFaceParams
+from qmag_core.pipeline.compare import default_params
+from qmag_core.scores.params import QMagFaceParams
+from qmag_core.vision.runtime import RUNTIMES, torch_available
 from studio.datasets import (
     SAMPLE_DATASETS,
     Dataset,
@@ -38,7 +38,7 @@ def get_encoder(encoder_id: str, checkpoint: str | None, arch: str, device: str,
 
 @st.cache_resource(show_spinner="Loading the face detector…")
 def get_detector(device: str, runtime: str = "auto"):
-    from qmag_core.align import FaceDetector
+    from qmag_core.vision.align import FaceDetector
 
     return FaceDetector(device=device, runtime=runtime)
 

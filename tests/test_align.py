@@ -5,19 +5,18 @@ import pytest
 from conftest import need_shared
 from PIL import Image
 
-from qmag_core.align import (
+from qmag_core.vision.align import (
     ARCFACE_112,
     DLIB_150,
     FaceDetector,
-    ImageError,
     NoFaceError,
     align,
     detect_and_align,
-    load_image,
     realign_aligned,
     similarity_transform,
     warp_affine,
 )
+from qmag_core.vision.images import ImageError, load_image
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from conftest import ROOT
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from qmag_core import metrics as M
-from qmag_core.compare import compare_images, default_params
-from qmag_core.data import read_scores_csv
 from qmag_core.encoders import load_encoder
-from qmag_core.scoring import QMagFaceTrainer, qmagface_score
+from qmag_core.evaluation import metrics as M
+from qmag_core.io.scores import read_scores_csv
+from qmag_core.pipeline.compare import compare_images, default_params
+from qmag_core.scores import QMagFaceTrainer, qmagface_score
 
 APP = str(ROOT / "app.py")
 LFW = ROOT / "sample_data" / "lfw_dev_builtin" / "scores.csv"
@@ -56,7 +56,7 @@ def test_compare_page_sample_photos(enc):
     assert df["ŝ"].iloc[0] == pytest.approx(ref.pairs[0].s_hat, abs=1e-5)
     assert df["decision (ŝ)"].iloc[0] == ("accept" if ref.pairs[0].accept_s_hat else "reject")
     # one sentence says what QMagFace did to the pair and why
-    from qmag_core.compare import explain_pairs
+    from qmag_core.pipeline.compare import explain_pairs
 
     assert any(i.value == explain_pairs(ref.pairs, default_params("builtin")) for i in at.info)
 
@@ -64,7 +64,7 @@ def test_compare_page_sample_photos(enc):
 @pytest.mark.slow
 def test_compare_fmr_slider_does_not_re_embed(monkeypatch):
     """The decision moves with the FMR slider; detection and embedding do not re-run."""
-    import qmag_core.compare as C
+    import qmag_core.pipeline.compare as C
 
     calls = []
     real = C.embed_images
@@ -243,7 +243,7 @@ def test_quality_page_edc():
 
 @pytest.mark.slow
 def test_quality_page_plq_map(enc):
-    from qmag_core.explain import explain
+    from qmag_core.quality.explain import explain
 
     at = app("quality")
     data = _jpeg(FACES / "img5.jpg")
@@ -258,7 +258,7 @@ def test_quality_page_plq_map(enc):
 
 
 def test_dataset_page_says_when_qmagface_changes_nothing():
-    from qmag_core.evaluation import qmagface_effect
+    from qmag_core.evaluation.protocol import qmagface_effect
 
     at = app("dataset")  # LFW-dev with the shipped parameters: the EER does not move
     t = read_scores_csv(LFW)
@@ -286,7 +286,7 @@ def test_bundled_cross_quality_set_shows_quality_at_work():
     """The bundled cross-quality set (persons no shipped part saw): failed photos are
     counted, and on the Quality page discarding the lowest-q pairs visibly lowers FNMR
     — well below random discards and below the sharpness baseline."""
-    from qmag_core.quality import measure_columns, measure_edcs
+    from qmag_core.evaluation.measures import measure_columns, measure_edcs
     from studio.datasets import load_sample_dataset
 
     ds = load_sample_dataset("lfw-cross-quality")
@@ -325,7 +325,8 @@ def test_dataset_page_loads_embeddings_and_pairs_with_failures():
     at.button(key="load_emb").click().run()
     assert not at.exception and at.selectbox(key="w_dataset_id").value == "e.npz + p.csv"
     # the expected failures from the files themselves: pairs with an image the embeddings mark failed
-    from qmag_core.data import load_embeddings, read_pairs
+    from qmag_core.io.embeddings import load_embeddings
+    from qmag_core.io.pairs import read_pairs
 
     e_, p_ = load_embeddings(d / "embeddings.npz"), read_pairs(d / "pairs.csv")
     bad = set(e_.paths[~e_.ok].tolist())

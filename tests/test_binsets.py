@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, need_shared
 
-from qmag_core.binsets import bin_folds, read_bin, write_bin
 from qmag_core.errors import DataFormatError
+from qmag_core.io.binsets import bin_folds, read_bin, write_bin
 
 
 def qmag(*args, cwd=None):

@@ -21,10 +21,10 @@ from urllib.parse import urlparse
 import pytest
 from conftest import IN_CI, ROOT
 
-from qmag_core.compare import compare_images, default_params
-from qmag_core.data import read_scores_csv
 from qmag_core.encoders import load_encoder
-from qmag_core.scoring import QMagFaceTrainer
+from qmag_core.io.scores import read_scores_csv
+from qmag_core.pipeline.compare import compare_images, default_params
+from qmag_core.scores import QMagFaceTrainer
 from studio.datasets import fmr_grid
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from qmag_core import evaluation
-from qmag_core.data import ScoreTable, read_scores_csv, write_scores_csv
-from qmag_core.scoring import QMagFaceTrainer, qmagface_score
-from qmag_core.synthetic import synthetic_pairs
+from qmag_core.evaluation import protocol as evaluation
+from qmag_core.io.scores import ScoreTable, read_scores_csv, write_scores_csv
+from qmag_core.scores import QMagFaceTrainer, qmagface_score
+from qmag_core.scores.synthetic import synthetic_pairs
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_evaluate_with_params_warns_on_encoder_mismatch(scores_csv, tmp_path):
     assert "trained for encoder 'builtin'" in r.stderr and "'magface'" in r.stderr
     d = json.loads(out.read_text())
     t = read_scores_csv(scores_csv)
-    from qmag_core.metrics import eer, split_scores
+    from qmag_core.evaluation.metrics import eer, split_scores
 
     assert d["qmagface"]["eer"] == pytest.approx(
         eer(*split_scores(qmagface_score(t.s, t.q_min, 0.07, 0.12), t.label)).value
@@ -137,7 +137,7 @@ def test_params_record_which_quality_head_made_q(tmp_path):
     write_scores_csv(b, ScoreTable(s, q1, q2, y, np.arange(s.size) % 3, {**meta, "encoder_key": "builtin-w1-headB"}))
     assert read_scores_csv(a).encoder_key == "builtin-w1-headA"
     run_cli("train", "--scores", a, "--out", tmp_path / "p.json")
-    from qmag_core.params import QMagFaceParams
+    from qmag_core.scores.params import QMagFaceParams
 
     p = QMagFaceParams.load(tmp_path / "p.json")
     assert p.encoder_key == "builtin-w1-headA"
@@ -239,7 +239,7 @@ def test_degenerate_training_message(tmp_path):
 @pytest.mark.slow
 def test_fast_paths_do_not_import_torch_or_sklearn(scores_csv, tmp_path):
     code = (
-        "import sys; from qmag_core.cli import main; "
+        "import sys; from qmag_core.cli.main import main; "
         f"main(['train','--scores',{str(scores_csv)!r},'--out',{str(tmp_path / 'p.json')!r}]); "
         f"main(['evaluate','--scores',{str(scores_csv)!r},'--n-boot','5']); "
         "bad=[m for m in ('torch','sklearn','streamlit') if m in sys.modules]; print('HEAVY', bad)"
@@ -271,7 +271,7 @@ def test_missing_extra_is_named_not_a_traceback(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['facenet_pytorch'] = None; "
         "sys.modules['onnxruntime'] = None; "
-        "from qmag_core.cli import main; "
+        "from qmag_core.cli.main import main; "
         f"sys.exit(main(['compare', {str(img)!r}, {str(img)!r}]))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -284,9 +284,9 @@ def test_missing_extra_is_named_not_a_traceback(tmp_path):
 def test_network_option_choices_are_the_cores():
     """The parser spells --runtime and --face out (importing align/encoders at start-up
     would slow every command); they must stay the core's own lists."""
-    from qmag_core.align import FACE_RULES
-    from qmag_core.cli import build_parser
-    from qmag_core.encoders import RUNTIMES
+    from qmag_core.cli.main import build_parser
+    from qmag_core.vision.align import FACE_RULES
+    from qmag_core.vision.runtime import RUNTIMES
 
     sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices
     for cmd in ("embed", "compare", "evaluate", "explain"):

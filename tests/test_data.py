@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from conftest import need_shared
 
-from qmag_core import data as D
+from qmag_core import io as D
 from qmag_core.errors import DataFormatError, QMagError
+from qmag_core.evaluation.pairing import make_pairs, scores_from_embeddings
 
 
 # ------------------------------------------------------------------ embeddings
@@ -256,9 +257,9 @@ def _fake_identity_tree(root, n_ids=12, per=4):
 
 def test_make_pairs_seeded_and_identity_disjoint(tmp_path):
     root = _fake_identity_tree(tmp_path / "ids")
-    a = D.make_pairs(root, n_genuine=20, n_imposter=30, n_folds=3, random_state=1)
-    b = D.make_pairs(root, n_genuine=20, n_imposter=30, n_folds=3, random_state=1)
-    c = D.make_pairs(root, n_genuine=20, n_imposter=30, n_folds=3, random_state=2)
+    a = make_pairs(root, n_genuine=20, n_imposter=30, n_folds=3, random_state=1)
+    b = make_pairs(root, n_genuine=20, n_imposter=30, n_folds=3, random_state=1)
+    c = make_pairs(root, n_genuine=20, n_imposter=30, n_folds=3, random_state=2)
     assert a.path1.tolist() == b.path1.tolist() and a.path2.tolist() == b.path2.tolist()
     assert a.path1.tolist() != c.path1.tolist() or a.path2.tolist() != c.path2.tolist()
     assert int(a.label.sum()) == 20 and int((a.label == 0).sum()) == 30
@@ -272,13 +273,13 @@ def test_make_pairs_seeded_and_identity_disjoint(tmp_path):
         for p in (x, y):
             assert fold_of.setdefault(ident(p), f) == f  # each identity in one fold
     with pytest.raises(QMagError, match="genuine pairs requested"):
-        D.make_pairs(root, n_genuine=400, n_imposter=3, n_folds=3)
+        make_pairs(root, n_genuine=400, n_imposter=3, n_folds=3)
     with pytest.raises(QMagError, match="need at least"):
-        D.make_pairs(root, n_genuine=4, n_imposter=3, n_folds=7)
+        make_pairs(root, n_genuine=4, n_imposter=3, n_folds=7)
 
 
 def test_sample_pairs_every_genuine_pair_distinct_imposters_within_groups():
-    from qmag_core.pairing import sample_pairs
+    from qmag_core.evaluation.pairing import sample_pairs
 
     ident = np.array(["b", "a", "b", "c", "a", "b", "d"])
     ij, gen = sample_pairs(ident, n_genuine=100, n_imposter=17, rng=np.random.default_rng(0))
@@ -309,7 +310,7 @@ def test_sample_pairs_imposters_are_uniform():
     """Every imposter pair is equally likely (chi-square over many seeded draws)."""
     from scipy.stats import chisquare
 
-    from qmag_core.pairing import sample_pairs
+    from qmag_core.evaluation.pairing import sample_pairs
 
     ident = np.array([0, 0, 0, 1, 2, 2])  # 11 imposter pairs; identity sizes differ
     counts = {}
@@ -333,7 +334,7 @@ def test_scores_from_embeddings_reports_failures(tmp_path):
         np.full(4, -1),
         np.arange(2, 6),
     )
-    t, rep = D.scores_from_embeddings(emb, pairs)
+    t, rep = scores_from_embeddings(emb, pairs)
     assert rep == {
         "n_pairs": 4,
         "n_scored": 2,

@@ -1,4 +1,4 @@
-"""The cross-quality protocol helpers in qmag_core.degrade (bank of degraded versions,
+"""The cross-quality protocol helpers in qmag_core.quality.degrade (bank of degraded versions,
 pairs, one-side-degraded versions)."""
 
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from qmag_core.degrade import CAPTURE_KINDS, DegradedBank, cross_versions, degrade_photo, degraded_bank
 from qmag_core.errors import QMagError
+from qmag_core.quality.degrade import CAPTURE_KINDS, DegradedBank, cross_versions, degrade_photo, degraded_bank
 
 CROPS = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"][:3]
 
@@ -73,7 +73,8 @@ def test_cross_versions_degrade_exactly_one_side():
 
 # ------------------------------------------------------------- capture-level family
 def _photo_and_landmarks():
-    from qmag_core.align import FaceDetector, choose_face, load_image
+    from qmag_core.vision.align import FaceDetector, choose_face
+    from qmag_core.vision.images import load_image
 
     img = load_image(ROOT / "sample_data" / "faces" / "deepface" / "img2.jpg")
     faces = FaceDetector().detect(img)

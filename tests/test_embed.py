@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 from conftest import need_shared
 
-from qmag_core import metrics as M
-from qmag_core.compare import compare_images, default_params, threshold_at_fmr
-from qmag_core.data import load_embeddings, read_lfw_pairs, scores_from_embeddings
-from qmag_core.embed import EmbeddingCache, EmbedStats, embed_files, list_images
 from qmag_core.encoders import load_encoder
+from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.pairing import scores_from_embeddings
+from qmag_core.io.embeddings import load_embeddings
+from qmag_core.io.pairs import read_lfw_pairs
+from qmag_core.pipeline.compare import compare_images, default_params, threshold_at_fmr
+from qmag_core.pipeline.embed import EmbeddingCache, EmbedStats, embed_files
+from qmag_core.vision.images import list_images
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +172,7 @@ def test_lfw_slice_end_to_end_accuracy(enc):
     root = need_shared("lfw")
     pairs = read_lfw_pairs(root / "pairs_dev.txt")
     m = pairs.fold == 0
-    from qmag_core.data import Pairs
+    from qmag_core.io.pairs import Pairs
 
     sub = Pairs(pairs.path1[m], pairs.path2[m], pairs.label[m], pairs.fold[m], pairs.line[m], pairs.source)
     paths = sorted(set(sub.path1.tolist()) | set(sub.path2.tolist()))

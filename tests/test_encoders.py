@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from qmag_core.align import ARCFACE_112, DLIB_150
-from qmag_core.encoders import load_encoder, resolve_device
+from qmag_core.encoders import load_encoder
 from qmag_core.encoders.faceapi import (
     MANIFEST,
     MANIFEST_SHA256,
@@ -17,6 +16,8 @@ from qmag_core.encoders.faceapi import (
 )
 from qmag_core.encoders.iresnet import ARCHS, CheckpointError, build_iresnet, guess_arch, load_magface_checkpoint
 from qmag_core.errors import QMagError
+from qmag_core.vision.align import ARCFACE_112, DLIB_150
+from qmag_core.vision.runtime import resolve_device
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

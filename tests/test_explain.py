@@ -6,11 +6,9 @@ import pytest
 import torch
 from conftest import need_shared
 
-from qmag_core.align import FaceDetector, ImageError, NoFaceError, detect_and_align
 from qmag_core.encoders import load_encoder
 from qmag_core.errors import QMagError
-from qmag_core.explain import (
-    blur,
+from qmag_core.quality.explain import (
     deletion_drops,
     explain,
     gradient_map,
@@ -21,6 +19,8 @@ from qmag_core.explain import (
     quality_of,
     render_overlay,
 )
+from qmag_core.vision.align import FaceDetector, NoFaceError, detect_and_align
+from qmag_core.vision.images import ImageError, blur
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from qmag_core import metrics as M
-from qmag_core.data import FailedPairs, ScoreTable
-from qmag_core.evaluation import evaluate_table
+from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.protocol import evaluate_table
+from qmag_core.io.scores import FailedPairs, ScoreTable
 
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
@@ -47,7 +47,7 @@ def test_generalized_rates_follow_the_definition():
 
 
 def test_evaluate_report_has_generalized_blocks_and_edc_discards_failures_first():
-    from qmag_core.scoring import QMagFaceParams
+    from qmag_core.scores import QMagFaceParams
 
     t = _table()
     rep, _ = evaluate_table(t, params=QMagFaceParams(alpha=0.05, beta=0.08), n_boot=20)

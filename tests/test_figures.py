@@ -3,8 +3,8 @@ listed only when drawn, one colour scale for compared matrices."""
 
 import numpy as np
 
-from qmag_core import metrics as M
-from qmag_core.figures import edc_figure, roc_det, s_vs_q, similarity_matrix
+from qmag_core.evaluation import metrics as M
+from studio.figures import edc_figure, roc_det, s_vs_q, similarity_matrix
 
 
 def _scores(seed=0, n=3000):
@@ -52,8 +52,8 @@ def test_edc_axis_starts_at_zero_and_matrices_share_a_scale():
 
 
 def test_compare_sentence_says_what_qmagface_did():
-    from qmag_core.compare import PairResult, explain_pairs
-    from qmag_core.params import QMagFaceParams
+    from qmag_core.pipeline.compare import PairResult, explain_pairs
+    from qmag_core.scores.params import QMagFaceParams
 
     p = QMagFaceParams(alpha=0.5, beta=0.6)  # s0 = 0.833
     hi = PairResult(0, 1, 0.95, 0.95, 30.0, True, True)
@@ -71,8 +71,8 @@ def test_compare_sentence_says_what_qmagface_did():
 def test_compare_sentence_follows_omega_not_the_sign_of_beta():
     """Whether a pair is moved comes from ω(s) itself: with β ≤ 0 (s0 meaningless) the
     sentence neither calls a moved pair 'below s0' nor counts an unmoved one."""
-    from qmag_core.compare import PairResult, explain_pairs
-    from qmag_core.params import QMagFaceParams
+    from qmag_core.pipeline.compare import PairResult, explain_pairs
+    from qmag_core.scores.params import QMagFaceParams
 
     p = QMagFaceParams(alpha=-0.5, beta=-1.0)  # ω(s) = min(0, 0.5 − s) < 0 for s > 0.5
     hi = PairResult(0, 1, 0.9, 0.9 - 0.4 * 10, 10.0, None, None)

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmag_core import data as D
+from qmag_core import io as D
 from qmag_core.errors import QMagError
-from qmag_core.scoring import QMagFaceParams
+from qmag_core.scores import QMagFaceParams
 
 FUZZ = settings(
     max_examples=int(os.environ.get("QMAG_FUZZ_EXAMPLES", 150)),
@@ -201,7 +201,7 @@ def params_json(draw):
 @given(params_json())
 @FUZZ
 def test_params_json(payload):
-    from qmag_core.compare import threshold_at_fmr
+    from qmag_core.pipeline.compare import threshold_at_fmr
 
     r = parse(QMagFaceParams.load, payload, ".json")
     if not isinstance(r, QMagError):
@@ -307,7 +307,7 @@ def bin_like(draw):
 @given(bin_like())
 @FUZZ
 def test_bin(payload):
-    from qmag_core.binsets import read_bin
+    from qmag_core.io.binsets import read_bin
 
     r = parse(read_bin, payload, ".bin")
     if not isinstance(r, QMagError):

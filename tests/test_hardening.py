@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from qmag_core import data as D
+from qmag_core import io as D
 from qmag_core.errors import DataFormatError, QMagError
 from qmag_core.safeio import atomic_write, confine_paths, load_npz
 
@@ -182,8 +182,8 @@ def test_truncated_scores_file_is_refused(tmp_path):
 def test_two_sessions_same_name_same_rows_see_their_own_results():
     from streamlit.testing.v1 import AppTest
 
-    from qmag_core.evaluation import heldout_effect
-    from qmag_core.scoring import QMagFaceTrainer
+    from qmag_core.evaluation.protocol import heldout_effect
+    from qmag_core.scores import QMagFaceTrainer
 
     shown = []
     for seed in (1, 2):
@@ -230,8 +230,8 @@ def test_tiny_image_in_folder_fails_alone(tmp_path, image_dir):
 
 
 def test_tiny_image_next_to_good_ones_in_compare():
-    from qmag_core.compare import compare_images
     from qmag_core.encoders import load_encoder
+    from qmag_core.pipeline.compare import compare_images
 
     b = io.BytesIO()
     Image.open(FACES / "img1.jpg").convert("RGB").resize((12, 16)).save(b, "PNG")
@@ -387,7 +387,7 @@ def test_79_megapixel_jpeg_decodes_downscaled_in_bounded_memory(tmp_path):
     big = tmp_path / "big.jpg"
     Image.new("RGB", (8900, 8900), (120, 100, 90)).save(big, "JPEG", quality=50)  # 79 MP, ~1.2 MB
     code = (
-        "from qmag_core.align import load_image\n"  # VmHWM: this process's peak (ru_maxrss survives exec)
+        "from qmag_core.vision.align import load_image\n"  # VmHWM: this process's peak (ru_maxrss survives exec)
         f"a = load_image({str(big)!r})\n"
         "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0].split()[1]\n"
         "print(a.shape[0], a.shape[1], hwm)"
@@ -399,8 +399,8 @@ def test_79_megapixel_jpeg_decodes_downscaled_in_bounded_memory(tmp_path):
 
 
 def test_figure_sends_photos_at_display_size():
-    from qmag_core.align import load_image
-    from qmag_core.figures import face_overlay
+    from qmag_core.vision.images import load_image
+    from studio.figures import face_overlay
 
     img = load_image(FACES / "img2.jpg", max_side=None)
     big = np.asarray(Image.fromarray(img).resize((4352, 3264)))  # a 14 MP phone photo
@@ -485,7 +485,7 @@ def test_duplicate_columns_refused(tmp_path):
     ],
 )
 def test_params_types_refused(tmp_path, doc, needle):
-    from qmag_core.scoring import QMagFaceParams
+    from qmag_core.scores import QMagFaceParams
 
     f = tmp_path / "p.json"
     f.write_text(doc)
@@ -494,7 +494,7 @@ def test_params_types_refused(tmp_path, doc, needle):
 
 
 def test_absurd_quality_refused(tmp_path):
-    from qmag_core.scoring import QMagFaceTrainer
+    from qmag_core.scores import QMagFaceTrainer
 
     f = tmp_path / "s.csv"
     f.write_text("s,q1,q2,label\n0.5,1e300,20,1\n0.1,20,20,0\n")
@@ -517,7 +517,7 @@ def test_complex_embeddings_refused(tmp_path):
 
 def test_gradient_map_steps_must_be_positive():
     from qmag_core.encoders import load_encoder
-    from qmag_core.explain import gradient_map
+    from qmag_core.quality.explain import gradient_map
 
     with pytest.raises(QMagError, match="steps must be a positive integer"):
         gradient_map(load_encoder("builtin-raw"), np.zeros((112, 112, 3), np.uint8), steps=0)

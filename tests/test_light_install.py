@@ -12,11 +12,12 @@ from conftest import IN_CI, ROOT, need_shared, run_cli
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install .[onnx])")
 
-from qmag_core.align import FaceDetector, load_image  # noqa: E402
 from qmag_core.encoders import builtin_key, load_encoder  # noqa: E402
+from qmag_core.encoders.onnx import SHIPPED_MODEL, OnnxEncoder, shipped_encoder  # noqa: E402
 from qmag_core.errors import QMagError  # noqa: E402
-from qmag_core.mtcnn_onnx import OnnxMTCNN, area_resize, nms  # noqa: E402
-from qmag_core.runtime_onnx import SHIPPED_MODEL, OnnxEncoder, shipped_encoder  # noqa: E402
+from qmag_core.vision.align import FaceDetector  # noqa: E402
+from qmag_core.vision.images import load_image  # noqa: E402
+from qmag_core.vision.mtcnn_onnx import OnnxMTCNN, area_resize, nms  # noqa: E402
 
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
@@ -125,7 +126,7 @@ def test_stale_shipped_model_is_refused(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("enc_id", ["builtin", "builtin-raw"])
 def test_shipped_onnx_matches_torch_on_real_crops(enc_id):
-    from qmag_core.align import ARCFACE_112, DLIB_150, realign_aligned
+    from qmag_core.vision.align import ARCFACE_112, DLIB_150, realign_aligned
 
     files = sorted(need_shared("glint24").rglob("*.jpg"))[::23][:120]
     crops = np.stack([realign_aligned(load_image(f), ARCFACE_112, DLIB_150).crop for f in files])
@@ -173,8 +174,8 @@ def _same_as_torch(npz, images):
     ~5e-5 (median < 1e-4) and the worst few ~3e-4 (cosine > 1 − 1e-7).  The reference
     detects one image at a time: facenet-pytorch's boxes move with the batch an image is
     in (float reductions; 3.7 px on one of these photos), the ONNX detector's do not."""
-    from qmag_core.data import load_embeddings
-    from qmag_core.embed import embed_files
+    from qmag_core.io.embeddings import load_embeddings
+    from qmag_core.pipeline.embed import embed_files
 
     got = load_embeddings(npz)
     enc = load_encoder("builtin", runtime="torch", device="cpu")

@@ -4,13 +4,12 @@ import torch
 from scipy.stats import spearmanr
 
 from qmag_core.errors import QMagError
-from qmag_core.magface import (
+from qmag_core.quality.head import load_quality_head, save_quality_head
+from qmag_core.quality.magface import (
     MagFaceConfig,
     MagFaceLoss,
-    load_quality_head,
     magnitude_margin,
     magnitude_regulariser,
-    save_quality_head,
     train_quality_head,
 )
 
@@ -110,7 +109,7 @@ def test_degradations_seeded_and_monotone():
     from conftest import need_shared
     from PIL import Image
 
-    from qmag_core.degrade import KINDS, degrade, random_degradations
+    from qmag_core.quality.degrade import KINDS, degrade, random_degradations
 
     x = np.asarray(Image.open(need_shared("magface_toy", "toy_imgs", "5.jpg")).convert("RGB").resize((150, 150)))
     for k in KINDS:
@@ -197,7 +196,7 @@ def test_backbone_feature_kinds():
     from pathlib import Path
 
     from qmag_core.encoders import load_encoder
-    from qmag_core.magface import backbone_features
+    from qmag_core.quality.head import backbone_features
 
     enc = load_encoder("builtin-raw", device="cpu")
     crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
@@ -260,7 +259,7 @@ def test_backbone_directions_are_the_encoder_descriptors():
     from pathlib import Path
 
     from qmag_core.encoders import load_encoder
-    from qmag_core.magface import backbone_directions, backbone_features
+    from qmag_core.quality.head import backbone_directions, backbone_features
 
     enc = load_encoder("builtin-raw", device="cpu")
     crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
@@ -276,7 +275,7 @@ def test_quality_model_keeps_backbone_direction_and_uses_head_length():
     from pathlib import Path
 
     from qmag_core.encoders import load_encoder
-    from qmag_core.magface import QualityHead, QualityModel
+    from qmag_core.quality.head import QualityHead, QualityModel
 
     raw = load_encoder("builtin-raw", device="cpu")
     head = QualityHead(768, 16).reset(torch.Generator().manual_seed(0)).eval()
@@ -316,11 +315,11 @@ def test_shipped_head_quality_tracks_degradation_on_unseen_faces():
     from conftest import need_shared
     from scipy.stats import spearmanr
 
-    from qmag_core.align import FaceDetector, detect_and_align
-    from qmag_core.data import read_lfw_pairs
-    from qmag_core.degrade import degrade
     from qmag_core.encoders import BUILTIN_HEAD, load_encoder
-    from qmag_core.magface import load_quality_head
+    from qmag_core.io.pairs import read_lfw_pairs
+    from qmag_core.quality.degrade import degrade
+    from qmag_core.quality.head import load_quality_head
+    from qmag_core.vision.align import FaceDetector, detect_and_align
 
     lfw = need_shared("lfw")
     _, meta = load_quality_head(BUILTIN_HEAD)

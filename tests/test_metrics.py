@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import det_curve, roc_auc_score, roc_curve
 
-from qmag_core import metrics as M
 from qmag_core.errors import QMagError
-from qmag_core.synthetic import synthetic_pairs
+from qmag_core.evaluation import metrics as M
+from qmag_core.scores.synthetic import synthetic_pairs
 
 
 @pytest.fixture(scope="module")

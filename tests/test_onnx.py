@@ -9,10 +9,11 @@ from conftest import need_shared, run_cli
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install .[onnx])")
 
-from qmag_core.align import ARCFACE_112, DLIB_150, load_image, realign_aligned  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.encoders.onnx import OnnxEncoder, export_onnx  # noqa: E402
 from qmag_core.errors import QMagError  # noqa: E402
-from qmag_core.runtime_onnx import OnnxEncoder, export_onnx  # noqa: E402
+from qmag_core.vision.align import ARCFACE_112, DLIB_150, realign_aligned  # noqa: E402
+from qmag_core.vision.images import load_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_onnx_magface_checkpoint(glint_crops, tmp_path):
 
 @pytest.mark.slow
 def test_cli_runtime_onnx_embeds_like_torch(tmp_path):
-    from qmag_core.data import load_embeddings
+    from qmag_core.io.embeddings import load_embeddings
 
     faces = need_shared("deepface")
     model = tmp_path / "b.onnx"

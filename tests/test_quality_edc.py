@@ -4,8 +4,8 @@ against a literal, loop-by-loop implementation of the published definition."""
 import numpy as np
 import pytest
 
-from qmag_core import metrics as M
 from qmag_core.errors import QMagError
+from qmag_core.evaluation import metrics as M
 
 
 def literal_edc(scores, labels, quality, error, starting_error):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from qmag_core import data as D
-from qmag_core.evaluation import evaluate_table
-from qmag_core.quality import MEASURES, inter_eye_distance, measure_columns, sharpness
-from qmag_core.scoring import QMagFaceParams
+from qmag_core import io as D
+from qmag_core.evaluation.measures import measure_columns
+from qmag_core.evaluation.protocol import evaluate_table
+from qmag_core.quality.baselines import MEASURES, inter_eye_distance, sharpness
+from qmag_core.scores import QMagFaceParams
 
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
@@ -27,9 +28,9 @@ def test_sharpness_and_ied():
 
 
 def test_embed_records_measures_and_cache_keeps_them(tmp_path):
-    from qmag_core.compare import compare_images
-    from qmag_core.embed import embed_files
     from qmag_core.encoders import load_encoder
+    from qmag_core.pipeline.compare import compare_images
+    from qmag_core.pipeline.embed import embed_files
 
     enc = load_encoder("builtin")
     paths = ["img1.jpg", "img2.jpg", "img3.jpg"]

@@ -15,9 +15,9 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install .[ray])")
 def test_ray_engine_equals_local_engine_on_real_photos(tmp_path):
     from PIL import Image
 
-    from qmag_core.embed import EmbedStats, embed_files
     from qmag_core.encoders import load_encoder
-    from qmag_core.engine_ray import embed_files_ray
+    from qmag_core.pipeline.embed import EmbedStats, embed_files
+    from qmag_core.pipeline.ray import embed_files_ray
 
     photos = need_shared("lfw_photos", "images")
     root = tmp_path / "imgs"

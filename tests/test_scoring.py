@@ -13,9 +13,9 @@ from qmag_core.errors import (
     NotFittedError,
     QMagError,
 )
-from qmag_core.reference import seed_compute_s_q, seed_thresholds_omegas, seed_train
-from qmag_core.scoring import QMagFaceParams, QMagFaceTrainer, omega_of_s, pair_similarity, qmagface_score
-from qmag_core.synthetic import synthetic_pairs
+from qmag_core.scores import QMagFaceParams, QMagFaceTrainer, omega_of_s, pair_similarity, qmagface_score
+from qmag_core.scores.reference import seed_compute_s_q, seed_thresholds_omegas, seed_train
+from qmag_core.scores.synthetic import synthetic_pairs
 
 
 # ----------------------------------------------------------------------- scorer

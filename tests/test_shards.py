@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, need_shared, run_cli
 
-from qmag_core.data import load_embeddings
 from qmag_core.errors import DataFormatError, QMagError
+from qmag_core.io.embeddings import load_embeddings
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install .[onnx])")
 pytestmark = pytest.mark.slow  # every test shares a module fixture that embeds 66 photos twice (~9 s)

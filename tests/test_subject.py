@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, need_shared
 
-from qmag_core.align import Face, FaceDetector, align, choose_face, load_image
 from qmag_core.errors import QMagError
+from qmag_core.vision.align import Face, FaceDetector, align, choose_face
+from qmag_core.vision.images import load_image
 
 
 def _face(x1, y1, x2, y2):
@@ -43,7 +44,7 @@ def enc():
 
 @pytest.mark.slow
 def test_best_rule_finds_the_subject_on_real_group_photos(enc):
-    from qmag_core.data import load_embeddings
+    from qmag_core.io.embeddings import load_embeddings
 
     photos = need_shared("lfw_photos", "images")
     crops = load_embeddings(ROOT / "sample_data" / "lfw_dev_builtin" / "embeddings.npz")
@@ -94,7 +95,7 @@ def test_cli_face_option(tmp_path):
 def test_compare_page_lets_the_user_pick_the_face(enc):
     from streamlit.testing.v1 import AppTest
 
-    from qmag_core.compare import compare_images
+    from qmag_core.pipeline.compare import compare_images
 
     photo, other = _group_photo(), need_shared("lfw_photos", "images", "Andre_Agassi", "Andre_Agassi_0002.jpg")
     data = [photo.read_bytes(), other.read_bytes()]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import need_shared, run_cli
 
-from qmag_core import metrics as M
 from qmag_core.errors import DataFormatError, QMagError
-from qmag_core.templates import (
+from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.templates import (
     TemplateProtocol,
     evaluate_templates,
     pool_templates,
@@ -82,7 +82,7 @@ def test_pooling_matches_literal_loops(rule):
 
 
 def test_chunked_scores_equal_per_pair_and_failures_do_not_match(monkeypatch):
-    import qmag_core.templates as T
+    import qmag_core.evaluation.templates as T
 
     monkeypatch.setattr(T, "_BLOCK_FLOATS", 7 * 40)  # blocks of 7 templates: several blocks
     tid, mid, x, ok = _toy(1)
@@ -117,8 +117,8 @@ def test_tar_at_far_both_conventions_match_their_definitions():
 
 
 def test_evaluate_templates_report_and_qmagface_scores():
-    from qmag_core.params import QMagFaceParams
-    from qmag_core.scoring import qmagface_score
+    from qmag_core.scores.params import QMagFaceParams
+    from qmag_core.scores.scoring import qmagface_score
 
     tid, mid, x, ok = _toy(4, n_t=60)
     ids = np.unique(tid)
@@ -178,7 +178,7 @@ def test_protocol_files_are_checked(tmp_path):
     with pytest.raises(DataFormatError, match="no landmarks for 1 images"):
         read_protocol(d)
     # a symlink inside loose_crop/ leading out: refused before anything is read (no encoder needed)
-    from qmag_core.templates import embed_protocol
+    from qmag_core.pipeline.datasets import embed_protocol
 
     (d / "loose_crop").mkdir()
     (d / "loose_crop" / "2.jpg").symlink_to("/etc/passwd")
@@ -202,7 +202,8 @@ def real_ijb(tmp_path_factory):
     2 templates each of 3 photos in 2 media; landmarks from MTCNN (the subject rule)."""
     from PIL import Image
 
-    from qmag_core.align import FaceDetector, choose_face, load_image
+    from qmag_core.vision.align import FaceDetector, choose_face
+    from qmag_core.vision.images import load_image
 
     photos = need_shared("lfw_photos", "images")
     persons = ["Abdullah_Gul", "Adrien_Brody", "Alejandro_Toledo", "Andre_Agassi", "Angelina_Jolie", "Bill_Gates"]
@@ -230,8 +231,9 @@ def real_ijb(tmp_path_factory):
 
 @pytest.mark.slow
 def test_ijb_end_to_end_on_real_photos_matches_brute_force(real_ijb, tmp_path):
-    from qmag_core.align import align, load_image
     from qmag_core.encoders import load_encoder
+    from qmag_core.vision.align import align
+    from qmag_core.vision.images import load_image
 
     out = tmp_path / "rep.json"
     r = run_cli("evaluate", "--ijb", real_ijb, "--json", out, "--cache-dir", tmp_path / "cache")
@@ -246,8 +248,8 @@ def test_ijb_end_to_end_on_real_photos_matches_brute_force(real_ijb, tmp_path):
         for im, lm in zip(prot.images, prot.landmarks, strict=True)
     ]
     x = enc.embed(np.stack(crops)).astype(np.float64)
-    from qmag_core.compare import default_params
-    from qmag_core.scoring import qmagface_score
+    from qmag_core.pipeline.compare import default_params
+    from qmag_core.scores.scoring import qmagface_score
 
     p = default_params("builtin")
     y = prot.label.astype(bool)
@@ -286,7 +288,7 @@ def test_ijb_with_precomputed_features_and_without_landmarks(real_ijb, tmp_path)
 
 
 def _shipped():
-    from qmag_core.compare import _shipped_params  # noqa: F401  (the file itself)
+    from qmag_core.pipeline.compare import _shipped_params  # noqa: F401  (the file itself)
 
     return Path(__file__).resolve().parents[1] / "qmag_core" / "assets" / "params" / "builtin.json"
 
@@ -298,7 +300,8 @@ def test_dataset_page_opens_a_template_protocol(real_ijb, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from qmag_core.encoders import load_encoder
-    from qmag_core.templates import embed_protocol, template_table
+    from qmag_core.evaluation.templates import template_table
+    from qmag_core.pipeline.datasets import embed_protocol
 
     monkeypatch.setenv("QMAG_DATA_ROOT", str(real_ijb.parent))
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=300).run()

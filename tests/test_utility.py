@@ -1,4 +1,4 @@
-"""Utility quality heads (qmag_core.utility): ridge fit, head file, encoder, samples, CLI."""
+"""Utility quality heads (qmag_core.quality.utility): ridge fit, head file, encoder, samples, CLI."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from qmag_core.errors import QMagError
-from qmag_core.magface import load_quality_head, save_quality_head
-from qmag_core.utility import Q_SCALE, UtilityHead, fit_utility_head, q_from_utility, split_by_identity, utility_samples
+from qmag_core.quality.head import Q_SCALE, UtilityHead, load_quality_head, q_from_utility, save_quality_head
+from qmag_core.quality.utility import fit_utility_head, split_by_identity, utility_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ def test_head_file_round_trip_and_encoder_keeps_directions(tmp_path):
     with torch.inference_mode():
         feats = raw.net.quality_features(raw.tensor(crops)).float()
         np.testing.assert_allclose(np.linalg.norm(e, axis=1), head(feats).numpy().ravel(), rtol=1e-4)
-    from qmag_core.magface import head_quality  # the numpy path the tools and benches use
+    from qmag_core.quality.head import head_quality
 
     np.testing.assert_allclose(head_quality(head, feats.numpy()), np.linalg.norm(e, axis=1), rtol=1e-4)
     # an unknown head kind is a bad file, named

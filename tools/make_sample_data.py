@@ -21,17 +21,16 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from qmag_core.data import (
-    ScoreTable,
-    read_lfw_pairs,
-    save_embeddings,  # noqa: E402
-    scores_from_embeddings,
-    write_scores_csv,
-)
-from qmag_core.embed import embed_files  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.pairing import sample_pairs  # noqa: E402
-from qmag_core.scoring import pair_similarity  # noqa: E402
+from qmag_core.evaluation.pairing import (
+    sample_pairs,  # noqa: E402
+    scores_from_embeddings,
+)
+from qmag_core.io.embeddings import save_embeddings
+from qmag_core.io.pairs import read_lfw_pairs
+from qmag_core.io.scores import ScoreTable, write_scores_csv
+from qmag_core.pipeline.embed import embed_files  # noqa: E402
+from qmag_core.scores.scoring import pair_similarity  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "sample_data"
@@ -103,9 +102,10 @@ def lfw_cross_quality(seed=0):
     degraded version loses its face stay as failed rows (ok=False)."""
     import tempfile
 
-    from qmag_core.align import load_image
-    from qmag_core.data import Embeddings, Pairs, write_pairs_csv
-    from qmag_core.degrade import CAPTURE_KINDS, degrade_photo
+    from qmag_core.io.embeddings import Embeddings
+    from qmag_core.io.pairs import Pairs, write_pairs_csv
+    from qmag_core.quality.degrade import CAPTURE_KINDS, degrade_photo
+    from qmag_core.vision.images import load_image
 
     d = OUT / "lfw_cross_quality"
     d.mkdir(parents=True, exist_ok=True)

@@ -36,21 +36,18 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.align import ARCFACE_112, FaceDetector, ImageError, NoFaceError, detect_and_align  # noqa: E402
-from qmag_core.data import read_lfw_pairs  # noqa: E402
-from qmag_core.degrade import KINDS, degrade, with_degraded_copies  # noqa: E402
-from qmag_core.embed import list_images  # noqa: E402
 from qmag_core.encoders import MAGFACE_HEAD as BUILTIN_HEAD  # noqa: E402
 from qmag_core.encoders import load_encoder
-from qmag_core.magface import (
-    MagFaceConfig,
-    backbone_directions,
-    backbone_features,  # noqa: E402
-    head_quality,
-    save_quality_head,
-    train_quality_head,
-)
+from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
+from qmag_core.quality.degrade import KINDS, degrade, with_degraded_copies  # noqa: E402
+from qmag_core.quality.head import backbone_directions, backbone_features, head_quality, save_quality_head
+from qmag_core.quality.magface import MagFaceConfig, train_quality_head
 from qmag_core.safeio import save_npz  # noqa: E402
+from qmag_core.vision.align import ARCFACE_112, FaceDetector, NoFaceError, detect_and_align  # noqa: E402
+from qmag_core.vision.images import (
+    ImageError,  # noqa: E402
+    list_images,  # noqa: E402
+)
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -217,7 +214,7 @@ def fmt(name, t, held_out):
 
 def calibrate(c, enc, n: int = 160, seed: int = 0):
     """Mean 1 − cos(clean, degraded) of the built-in descriptor per kind and severity on
-    ``n`` LFW training faces: the common footing of the severity scales (qmag_core.degrade)."""
+    ``n`` LFW training faces: the common footing of the severity scales (qmag_core.quality.degrade)."""
     lfw = np.flatnonzero(np.asarray([str(x).startswith("images/") for x in c["ids"]])[c["labels"]])
     crops = c["train"][lfw[:n]]
     unit = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731

@@ -22,13 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core import metrics as M  # noqa: E402
-from qmag_core.compare import operating_points  # noqa: E402
-from qmag_core.data import make_pairs, read_lfw_pairs, scores_from_embeddings  # noqa: E402
-from qmag_core.embed import embed_files, list_images  # noqa: E402
 from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.evaluation import summary_metrics  # noqa: E402
-from qmag_core.scoring import QMagFaceTrainer, qmagface_score  # noqa: E402
+from qmag_core.evaluation import metrics as M  # noqa: E402
+from qmag_core.evaluation.pairing import make_pairs, scores_from_embeddings  # noqa: E402
+from qmag_core.evaluation.protocol import summary_metrics  # noqa: E402
+from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
+from qmag_core.pipeline.compare import operating_points  # noqa: E402
+from qmag_core.pipeline.embed import embed_files  # noqa: E402
+from qmag_core.scores import QMagFaceTrainer, qmagface_score  # noqa: E402
+from qmag_core.vision.images import list_images  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

@@ -5,7 +5,7 @@ the pairs' folds, which are identity-disjoint: folds 1–3 persons fit the ridge
 persons choose its strength, folds 5–7 are never read here (they are the test of
 bench/bench_capture.py and bench/bench_quality.py).  Each photo: clean (target 1) and
 ``--degraded`` seeded degraded versions per family (target = cosine to the clean
-descriptor): crop level (``qmag_core.degrade.degrade``) and capture level
+descriptor): crop level (``qmag_core.quality.degrade.degrade``) and capture level
 (``degrade_photo``, before detection).  Samples are cached per family and split.
 
     python tools/train_builtin_utility.py [--family both|crop|capture] [--degraded 2] [--write]
@@ -32,11 +32,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.data import read_lfw_pairs  # noqa: E402
 from qmag_core.encoders import BUILTIN_HEAD, load_encoder  # noqa: E402
-from qmag_core.magface import save_quality_head  # noqa: E402
+from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
+from qmag_core.quality.head import save_quality_head  # noqa: E402
+from qmag_core.quality.utility import fit_utility_head, utility_samples  # noqa: E402
 from qmag_core.safeio import save_npz  # noqa: E402
-from qmag_core.utility import fit_utility_head, utility_samples  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 PHOTOS = SHARED / "lfw_photos" / "images"
@@ -77,7 +77,7 @@ def code_key(path) -> str:
 
 def samples(enc, paths, family: str, n_deg: int, seed: int, cache: Path) -> dict:
     """Cached ``utility_samples`` of one family ('crop' or 'capture')."""
-    import qmag_core.degrade as D
+    import qmag_core.quality.degrade as D
 
     recipe = "ast-" + code_key(D.__file__)  # the degradations' code
     key = hashlib.blake2b(
@@ -138,7 +138,7 @@ def train(family: str = "both", n_deg: int = 2, seed: int = 0, cache: Path | Non
 
 def cross_quality_pairs(n_deg: int = 2, seed: int = 0, n_imposter: int = 100_000):
     """(s, q_min, labels) of cross-quality pairs of the folds 1–4 persons (see module doc)."""
-    from qmag_core.magface import backbone_directions, head_quality, load_quality_head
+    from qmag_core.quality.head import backbone_directions, head_quality, load_quality_head
 
     enc = load_encoder("builtin-raw", device="cpu")
     head = load_quality_head(BUILTIN_HEAD)[0]
@@ -182,8 +182,8 @@ def cross_quality_pairs(n_deg: int = 2, seed: int = 0, n_imposter: int = 100_000
 
 
 def train_params(mode: str, seed: int, write: bool, n_deg: int = 2):
-    from qmag_core.compare import operating_points
-    from qmag_core.scoring import QMagFaceTrainer, qmagface_score
+    from qmag_core.pipeline.compare import operating_points
+    from qmag_core.scores import QMagFaceTrainer, qmagface_score
 
     s, q, y, n_photos = cross_quality_pairs(n_deg, seed)
     tr = QMagFaceTrainer(mode=mode, random_state=seed).fit(np.c_[s, q, q], y)
@@ -222,8 +222,9 @@ def calibrate(n: int = 120, seed: int = 0, kinds=None):
     """Per capture kind and severity on ``n`` training-fold photos: the share of photos whose
     degraded version loses its face, and mean 1 − cos(clean, degraded) of the faces kept
     (the crop family's footing: 0.06–0.10 at s = 1)."""
-    from qmag_core.align import FaceDetector, align, choose_face, load_image
-    from qmag_core.degrade import CAPTURE_KINDS, degrade_photo
+    from qmag_core.quality.degrade import CAPTURE_KINDS, degrade_photo
+    from qmag_core.vision.align import FaceDetector, align, choose_face
+    from qmag_core.vision.images import load_image
 
     enc = load_encoder("builtin-raw", device="cpu")
     det = FaceDetector()
@@ -268,10 +269,10 @@ def spearman(seed: int = 0):
     the shipped head, the MagFace-loss head and the raw descriptor length."""
     from scipy.stats import spearmanr
 
-    from qmag_core.align import FaceDetector, NoFaceError, detect_and_align
-    from qmag_core.degrade import KINDS, degrade
     from qmag_core.encoders import MAGFACE_HEAD
-    from qmag_core.magface import backbone_directions, backbone_features, head_quality, load_quality_head
+    from qmag_core.quality.degrade import KINDS, degrade
+    from qmag_core.quality.head import backbone_directions, backbone_features, head_quality, load_quality_head
+    from qmag_core.vision.align import FaceDetector, NoFaceError, detect_and_align
 
     enc = load_encoder("builtin-raw", device="cpu")
     pairs = read_lfw_pairs(SHARED / "lfw" / "pairs_dev.txt")

@@ -15,63 +15,17 @@ Every encoder maps aligned RGB uint8 crops (B, S, S, 3) to raw float32 embedding
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ..align import ARCFACE_112, DLIB_150, CropSpec
 from ..errors import QMagError
+from ..vision.align import ARCFACE_112, DLIB_150, CropSpec
+from ..vision.runtime import resolve_device, resolve_runtime, torch_available
+from .keys import BUILTIN_HEAD, MAGFACE_HEAD, WEIGHTS_SHA256, builtin_key, file_key  # noqa: F401
 
 __all__ = ["Encoder", "ENCODERS", "load_encoder", "resolve_device", "resolve_runtime", "encoder_ids", "builtin_key"]
-
-#: SHA-256 of the shipped faceRecognitionNet weights (checked when they are read)
-WEIGHTS_SHA256 = "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589"
-RUNTIMES = ("auto", "torch", "onnx")
-
-
-def torch_available() -> bool:
-    """True when torch and facenet-pytorch can be imported (the full install)."""
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in ("torch", "facenet_pytorch"))
-    except (ImportError, ValueError):
-        return False
-
-
-def resolve_runtime(runtime: str = "auto") -> str:
-    """ "auto" → "torch" in the full install, "onnx" without torch (``pip install .[onnx]``)."""
-    if runtime not in RUNTIMES:
-        raise QMagError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if runtime == "auto":
-        if torch_available():
-            return "torch"
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise QMagError(
-                "this needs a network runtime, and neither torch nor onnxruntime is installed: "
-                "pip install 'qmag-studio[onnx]' (light, CPU) or 'qmag-studio[vision]' (torch, training, GPU)"
-            )
-        return "onnx"
-    if runtime == "torch" and not torch_available():
-        raise QMagError(
-            "the torch runtime needs torch and facenet-pytorch: pip install 'qmag-studio[vision]' "
-            "(or use --runtime onnx)"
-        )
-    return runtime
-
-
-def resolve_device(device: str = "auto") -> str:
-    """ "auto" → "cuda" when a GPU is available, else "cpu"."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise QMagError(f"device {device!r} requested but no CUDA GPU is available; use 'cpu' or 'auto'")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise QMagError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    return device
 
 
 class Encoder:
@@ -199,26 +153,6 @@ def _magface_torch(px):
 
 
 # ------------------------------------------------------------------------- factories
-def _file_key(*paths) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def builtin_key(encoder_id: str, *, flip: bool = False, head=None) -> str:
-    """The cache/provenance key of ``builtin`` / ``builtin-raw`` (weights and quality
-    head hashes), computed without loading a network."""
-    tail = "-flip" if flip else ""
-    if encoder_id == "builtin-raw":
-        return f"builtin-raw-{WEIGHTS_SHA256[:16]}{tail}"
-    if encoder_id == "builtin":
-        return f"builtin-{WEIGHTS_SHA256[:16]}-{_file_key(Path(head) if head else BUILTIN_HEAD)}{tail}"
-    raise QMagError(f"{encoder_id!r} is not a built-in encoder")
-
-
 def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
     from .faceapi import load_faceapi_net
 
@@ -237,11 +171,6 @@ def _builtin_raw(*, device="auto", fp16=False, flip=False, **_):
     )
 
 
-#: the shipped quality head of the built-in encoder: a utility head (q ≈ 100 × predicted
-#: cosine to the clean capture; ``tools/train_builtin_utility.py``)
-BUILTIN_HEAD = Path(__file__).resolve().parents[1] / "assets" / "quality_head" / "builtin_head.pt"
-#: the MagFace-loss head shipped before it, kept for comparison (``--head``; ``tools/train_builtin_head.py``)
-MAGFACE_HEAD = BUILTIN_HEAD.with_name("builtin_magface_head.pt")
 _HEAD_WORDS = {
     "utility": "utility quality head (q ≈ 100 × predicted cosine to the clean capture)",
     "magface": "MagFace quality head (q = head output length)",
@@ -249,7 +178,7 @@ _HEAD_WORDS = {
 
 
 def _builtin(*, device="auto", fp16=False, flip=False, head=None, **_):
-    from ..magface import QualityModel, load_quality_head
+    from ..quality.head import QualityModel, load_quality_head
     from .faceapi import load_faceapi_net
 
     head_path = Path(head) if head else BUILTIN_HEAD
@@ -286,7 +215,7 @@ def _magface(*, checkpoint=None, arch="iresnet100", device="auto", fp16=False, f
         spec=ARCFACE_112,
         dim=512,
         quality="MagFace embedding length ||e||",
-        key=f"magface-{arch}-{_file_key(checkpoint)}{'-flip' if flip else ''}",
+        key=f"magface-{arch}-{file_key(checkpoint)}{'-flip' if flip else ''}",
         preprocess=_magface_pre,
         torch_pre=_magface_torch,
         device=device,
@@ -318,7 +247,7 @@ def load_encoder(encoder_id: str = "builtin", *, runtime: str = "auto", **kw):
     runtime = resolve_runtime(runtime)
     if runtime == "torch":
         return ENCODERS[encoder_id](**kw)
-    from ..runtime_onnx import OnnxEncoder, onnx_for, shipped_encoder
+    from .onnx import OnnxEncoder, onnx_for, shipped_encoder
 
     device, flip = kw.get("device", "auto"), bool(kw.get("flip", False))
     if kw.get("fp16"):

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import WEIGHTS_SHA256  # noqa: F401  (re-exported; defined torch-free for the keys)
+from .keys import WEIGHTS_SHA256  # noqa: F401  (re-exported)
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "faceapi"
 WEIGHTS_BIN = ASSET_DIR / "face_recognition_model.bin"

@@ -29,7 +29,7 @@ class Embeddings:
     encoder_key : str, the encoder's weights + quality head fingerprint ('' when unknown):
         q depends on it, so α/β trained on these qualities record it
     measures : {name: (N,) float64}, model-free quality measures per image
-        (:mod:`qmag_core.quality`; NaN where unknown)
+        (:mod:`qmag_core.quality.baselines`; NaN where unknown)
     """
 
     embeddings: npt.NDArray[np.float32]

@@ -1,6 +1,6 @@
 """Template protocol files (IJB-B / IJB-C 1:1 layout as distributed with insightface):
 the face/template/media list, the template pair list and the optional 5-point landmark
-list, read and checked (see :mod:`qmag_core.templates` for the layout)."""
+list, read and checked (see :mod:`qmag_core.evaluation.templates` for the layout)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import DataFormatError, QMagError
 
-__all__ = ["TemplateProtocol", "read_protocol", "protocol_features", "MAX_META_BYTES"]
+__all__ = ["TemplateProtocol", "read_protocol", "MAX_META_BYTES"]
 
 #: largest meta file read (IJB-C's pair list is ≈ 0.3 GB); $QMAG_MAX_META_BYTES overrides
 MAX_META_BYTES = int(os.environ.get("QMAG_MAX_META_BYTES", 4 << 30))
@@ -135,27 +135,3 @@ def _read_landmarks(path: Path, images: np.ndarray):
     if not np.isfinite(pts).all():
         raise DataFormatError("landmarks must be finite numbers", path=str(path))
     return pts.astype(np.float32), df["score"].to_numpy(np.float64)[idx]
-
-
-def protocol_features(emb, protocol: TemplateProtocol) -> tuple[np.ndarray, np.ndarray]:
-    """Raw features (N, D) float32 and ok (N,) in protocol order from precomputed
-    :class:`~qmag_core.data.Embeddings`: matched by image name when it has paths, else
-    row by row (then it must have exactly one row per image)."""
-    from ..pairing import pairs_to_indices
-
-    n = len(protocol.images)
-    named = emb.paths.size and not all(p == str(k) for k, p in enumerate(emb.paths.tolist()[:3]))
-    if named:
-        from .pairs import Pairs
-
-        fake = Pairs(protocol.images, protocol.images, np.zeros(n, np.int8), np.zeros(n, np.int64), np.arange(n), "")
-        idx, found = pairs_to_indices(fake, emb)
-        if not found.all():
-            miss = protocol.images[~found]
-            raise QMagError(f"{int((~found).sum())} protocol images have no features (first: {miss[0]!r})")
-        rows = idx[:, 0]
-    elif len(emb.ok) == n:
-        rows = np.arange(n)
-    else:
-        raise QMagError(f"the features have {len(emb.ok)} rows and no image names; the protocol has {n} images")
-    return np.asarray(emb.embeddings, np.float32)[rows], np.asarray(emb.ok, bool)[rows]

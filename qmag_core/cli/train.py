@@ -1,0 +1,147 @@
+"""The training commands: ``train-magface`` (a MagFace quality head on the built-in
+backbone) and ``train-quality`` (a utility quality head).  Torch is imported inside."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def cmd_train_magface(a) -> int:
+    from tqdm import tqdm
+
+    from ..encoders import load_encoder
+    from ..quality.head import backbone_directions, save_quality_head
+    from ..quality.magface import MagFaceConfig, build_training_set, train_quality_head
+
+    enc = load_encoder("builtin-raw", device=a.device)
+    bar = tqdm(desc="aligning + degrading", unit="img", file=sys.stderr, disable=None)
+
+    def prog(done, n):
+        bar.total = n
+        bar.n = done
+        bar.refresh()
+
+    data = build_training_set(
+        a.data,
+        enc,
+        n_degraded=a.degraded,
+        seed=a.seed,
+        aligned=a.aligned,
+        progress=prog,
+        feature_kind=a.features,
+        max_severity=a.max_severity,
+    )
+    bar.close()
+    if data["failed"]:
+        print(f"{len(data['failed'])} images skipped, e.g. {data['failed'][0]}", file=sys.stderr)
+    ebar = tqdm(total=a.epochs, desc="training quality head", unit="epoch", file=sys.stderr, disable=None)
+
+    def eprog(ep, n, rec):
+        ebar.n = ep
+        ebar.set_postfix(loss=f"{rec['loss']:.3f}", mean_q=f"{rec['mean_a']:.1f}")
+        ebar.refresh()
+
+    dirs = backbone_directions(enc, data["features"]) if a.direction == "fixed" else None
+    cfg = MagFaceConfig(u_a=a.u_a)
+    head, hist = train_quality_head(
+        data["features"],
+        data["labels"],
+        directions=dirs,
+        epochs=a.epochs,
+        lr=a.lr,
+        dim=a.dim,
+        seed=a.seed,
+        cfg=cfg,
+        device=a.device if a.device != "auto" else "cpu",
+        checkpoint=a.checkpoint or a.out + ".ckpt",
+        log=a.log or a.out + ".log.json",
+        progress=eprog,
+    )
+    ebar.close()
+    save_quality_head(
+        head,
+        a.out,
+        {
+            "features": a.features,
+            "data": os.path.abspath(a.data),
+            "direction": a.direction,
+            "magface": {k: float(v) for k, v in vars(cfg).items()},
+            "n_identities": len(data["identities"]),
+            "max_severity": a.max_severity,
+            "n_samples": int(len(data["labels"])),
+            "degraded_per_image": a.degraded,
+            "seed": a.seed,
+            "epochs": a.epochs,
+            "final_loss": hist[-1]["loss"],
+        },
+    )
+    print(
+        f"{len(data['identities'])} identities, {len(data['labels'])} samples (clean + {a.degraded} degraded each); "
+        f"final loss {hist[-1]['loss']:.4f}, mean q {hist[-1]['mean_a']:.2f} -> {a.out}"
+    )
+    return 0
+
+
+def cmd_train_quality(a) -> int:
+    from tqdm import tqdm
+
+    from ..encoders import load_encoder
+    from ..quality.head import save_quality_head
+    from ..quality.utility import fit_utility_head, split_by_identity, utility_samples
+    from ..safeio import confine_paths
+    from ..vision.images import list_images
+
+    fit_paths, val_paths = split_by_identity(list_images(a.data), a.val_fraction, a.seed)
+    confine_paths(fit_paths + val_paths, a.data)  # a folder scan: only a symlink can lead out
+    enc = load_encoder("builtin-raw", device=a.device)
+    parts = []
+    for name, paths, seed in (("fit", fit_paths, a.seed), ("validation", val_paths, a.seed + 1)):
+        bar = tqdm(
+            total=len(paths),
+            desc=f"degrading + encoding ({name} identities)",
+            unit="img",
+            file=sys.stderr,
+            disable=None,
+        )
+
+        def prog(done, n, bar=bar):
+            bar.n = done
+            bar.refresh()
+
+        d = utility_samples(
+            enc,
+            [os.path.join(a.data, p) for p in paths],
+            family=a.family,
+            n_degraded=a.degraded,
+            seed=seed,
+            aligned=a.aligned,
+            progress=prog,
+        )
+        bar.close()
+        if d["failed"]:
+            print(f"{name}: {len(d['failed'])} images skipped, e.g. {d['failed'][0]}", file=sys.stderr)
+        parts.append(d)
+    fit = fit_utility_head(parts[0]["features"], parts[0]["target"], parts[1]["features"], parts[1]["target"])
+    n_ids = len({p.split("/")[0] for p in fit_paths}), len({p.split("/")[0] for p in val_paths})
+    save_quality_head(
+        fit.head,
+        a.out,
+        {
+            "kind": "utility",
+            "features": "multi",
+            "family": a.family,
+            "data": os.path.abspath(a.data),
+            "degraded_per_photo": a.degraded,
+            "seed": a.seed,
+            "identities": {"fit": n_ids[0], "validation": n_ids[1]},
+            "lost_faces": int(parts[0]["lost"] + parts[1]["lost"]),
+            **fit.meta(),
+        },
+    )
+    print(
+        f"{n_ids[0]} + {n_ids[1]} identities (fit + validation), {fit.n_train} + {fit.n_val} samples "
+        f"({a.family} family, {a.degraded} degraded per image and family); ridge λ {fit.lam:g}, validation "
+        f"Spearman {fit.val_spearman[fit.lam]:.3f} -> {a.out}"
+    )
+    return 0

@@ -1,0 +1,200 @@
+"""QMagFace parameter records: what a params JSON holds, validated on the way in."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import DataFormatError
+from .scoring import qmagface_score
+
+__all__ = ["QMagFaceParams", "ParamsCI", "OFFICIAL_IRESNET100", "OFFICIAL_PARAMS", "QUALITY_MEANING", "scale_free"]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: α/β published with the official code for MagFace iResNet100 (trained on Adience).
+OFFICIAL_IRESNET100 = {"alpha": 0.077428, "beta": 0.125926}
+
+#: What the quality q means for each encoder id (written into params JSON).
+QUALITY_MEANING = {
+    "builtin": "length of the built-in encoder's embedding (its utility quality head: ≈ 100 × predicted "
+    "cosine to a clean capture)",
+    "builtin-raw": "length of the raw faceRecognitionNet descriptor (weak quality proxy)",
+    "magface": "MagFace embedding length ||e||",
+    None: "q1, q2 as given in the scores file (embedding lengths, MagFace quality)",
+}
+
+
+@dataclass(frozen=True)
+class ParamsCI:
+    """Seeded bootstrap confidence interval of α and β (percentile method)."""
+
+    alpha: tuple[float, float]
+    beta: tuple[float, float]
+    level: float
+    n_boot: int
+    n_failed: int
+    alphas: FloatArray = field(repr=False)
+    betas: FloatArray = field(repr=False)
+
+
+@dataclass
+class QMagFaceParams:
+    """A trained QMagFace parameter set, as stored in params JSON files."""
+
+    alpha: float
+    beta: float
+    mode: str = "official"
+    fmrs: list = field(default_factory=list)
+    thresholds: list = field(default_factory=list)
+    omega_opt: list = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+    encoder: str | None = None
+    quality: str = QUALITY_MEANING[None]
+    trained_on: dict = field(default_factory=dict)
+    n_ties: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    #: thresholds on s and ŝ per FMR measured on labelled pairs (for decisions)
+    operating_points: list = field(default_factory=list)
+    #: fingerprint of the encoder + quality head whose q these α/β were trained on
+    #: (``Encoder.key``; None when unknown): ω(s)·q only means something on that q scale
+    encoder_key: str | None = None
+
+    def score(self, s: npt.ArrayLike, q_min: npt.ArrayLike) -> FloatArray:
+        return qmagface_score(s, q_min, self.alpha, self.beta)
+
+    @property
+    def s0(self) -> float:
+        """Zero crossing α/β: pairs with s ≥ s0 are left unchanged (scale-free)."""
+        return self.alpha / self.beta if self.beta != 0 else math.inf
+
+    def max_correction(self, s_low: float, q: float) -> float:
+        """Correction ω(s_low)·q at a low cosine s_low and quality q (≤ 0)."""
+        return float(min(0.0, self.beta * s_low - self.alpha) * q)
+
+    def quality_mismatch(self, encoder_key: str | None) -> str | None:
+        """Why these α/β may not fit q from the encoder ``encoder_key`` (None when they
+        fit or either side is unknown).  A mirrored-face (``-flip``) variant and the
+        ONNX runtime (``-onnx``) count as the same encoder."""
+
+        def strip(k: str) -> str:  # the ONNX runtime and mirrored faces give the same q scale
+            for suffix in ("-onnx", "-flip"):
+                k = k[: -len(suffix)] if k.endswith(suffix) else k
+            return k
+
+        if not self.encoder_key or not encoder_key or strip(self.encoder_key) == strip(encoder_key):
+            return None
+        return (
+            f"these α/β were trained on q from encoder {self.encoder_key!r}, but q here comes from "
+            f"{encoder_key!r} (other weights or quality head): q may be on another scale, retrain α/β on this encoder"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path) -> None:
+        """Write the JSON atomically."""
+        from ..safeio import atomic_write
+
+        with atomic_write(path) as fh:
+            json.dump(self.to_dict(), fh, indent=2)
+            fh.write("\n")
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "params") -> QMagFaceParams:
+        """Validate a params mapping: α/β real numbers (not booleans), known fields of
+        the right type; anything else is a :class:`DataFormatError` naming the key."""
+        if not isinstance(d, dict):
+            raise DataFormatError("expected a JSON object with 'alpha' and 'beta'", path=source)
+        missing = [k for k in ("alpha", "beta") if k not in d]
+        if missing:
+            raise DataFormatError(f"missing key(s) {missing}; expected 'alpha' and 'beta'", path=source)
+        for k in ("alpha", "beta"):
+            if not _is_real(d[k]):
+                raise DataFormatError(f"'{k}' must be a finite number, got {d[k]!r}", path=source)
+        alpha, beta = float(d["alpha"]), float(d["beta"])
+        known = {f for f in cls.__dataclass_fields__}
+        rest = {k: v for k, v in d.items() if k in known and k not in ("alpha", "beta")}
+        _check_param_fields(rest, source)
+        return cls(alpha=alpha, beta=beta, **rest)
+
+    @classmethod
+    def load(cls, path) -> QMagFaceParams:
+        """Read a params JSON (at most 16 MiB of UTF-8)."""
+        from ..safeio import read_text
+
+        text = read_text(path, expected="a params JSON", max_bytes=16 << 20)
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"not valid JSON ({e.msg})", path=str(path), line=e.lineno) from None
+        except RecursionError:
+            raise DataFormatError("JSON nested too deeply", path=str(path)) from None
+        return cls.from_dict(d, source=str(path))
+
+
+#: The published parameter set as a record (what the Train page compares against).
+OFFICIAL_PARAMS = QMagFaceParams(
+    **OFFICIAL_IRESNET100,
+    mode="official",
+    encoder="magface",
+    quality="MagFace iResNet100 embedding length (published, trained on Adience)",
+)
+
+
+def scale_free(p: QMagFaceParams, *, s_low: float = 0.0, q: float | None = None) -> dict:
+    """Encoder-independent view of α/β: zero crossing s0 = α/β (no correction above it)
+    and the correction ω(s_low)·q at a low cosine, relative to the cosine range."""
+    return {
+        "s0": p.s0,
+        "omega_at_s_low": min(0.0, p.beta * s_low - p.alpha),
+        "correction_at_s_low": None if q is None else p.max_correction(s_low, q),
+    }
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_param_fields(d: dict, source: str) -> None:
+    """Types of the optional fields of a params JSON (those code reads back)."""
+
+    def bad(key, what):
+        raise DataFormatError(f"'{key}' must be {what}", path=source)
+
+    if "mode" in d and d["mode"] not in ("official", "consistent"):
+        bad("mode", "'official' or 'consistent'")
+    for key in ("fmrs", "thresholds", "omega_opt", "n_ties"):
+        if key in d and not (isinstance(d[key], list) and all(v is None or _is_real(v) for v in d[key])):
+            bad(key, "a list of numbers")
+    for key, kind, what in (
+        ("options", dict, "an object"),
+        ("trained_on", dict, "an object"),
+        ("notes", list, "a list"),
+    ):
+        if key in d and not isinstance(d[key], kind):
+            bad(key, what)
+    for key in ("encoder", "quality", "encoder_key"):
+        if key in d and d[key] is not None and not isinstance(d[key], str):
+            bad(key, "a string")
+    if "operating_points" in d:
+        _check_operating_points(d["operating_points"], source)
+
+
+def _check_operating_points(ops, source: str) -> None:
+    if not isinstance(ops, list):
+        raise DataFormatError(
+            "'operating_points' must be a list of {fmr, threshold_s, threshold_s_hat} objects", path=source
+        )
+    for k, op in enumerate(ops):
+        ok = isinstance(op, dict) and all(_is_real(op.get(f)) for f in ("fmr", "threshold_s", "threshold_s_hat"))
+        if not (ok and 0 < op["fmr"] <= 1):
+            raise DataFormatError(
+                f"operating_points[{k}] must be an object with numbers fmr in (0, 1], "
+                f"threshold_s and threshold_s_hat; got {op!r}"[:300],
+                path=source,
+            )
