@@ -38,7 +38,7 @@ from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
 from qmag_core.quality.baselines import inter_eye_distance, sharpness  # noqa: E402
 from qmag_core.quality.degrade import CAPTURE_KINDS, degrade_photo  # noqa: E402
 from qmag_core.quality.head import head_quality  # noqa: E402
-from qmag_core.vision.align import FaceDetector, align, choose_face  # noqa: E402
+from qmag_core.vision.align import FaceDetector, detect_and_align_batch  # noqa: E402
 from qmag_core.vision.images import load_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -55,19 +55,15 @@ class Pipeline:
         self.net = self.enc.net
 
     def run(self, photos: list[np.ndarray]) -> dict:
-        faces = []
-        for k in range(0, len(photos), 64):
-            faces += self.det.detect_batch(photos[k : k + 64])
-        ok = np.array([bool(f) for f in faces])
-        crops, prob, ied, lms = [], [], [], []
-        for im, fs in zip(photos, faces, strict=True):
-            if not fs:
-                continue
-            f = fs[choose_face(fs, (im.shape[1], im.shape[0]))]
-            crops.append(align(im, f.landmarks, self.enc.spec).crop)
-            prob.append(f.score)
-            ied.append(float(inter_eye_distance(f.landmarks)[0]))
-            lms.append(f.landmarks)
+        aligned = []
+        for k in range(0, len(photos), 64):  # the pipeline's detect -> choose (best) -> align, in batches
+            aligned += detect_and_align_batch(photos[k : k + 64], self.det, self.enc.spec)
+        ok = np.array([a is not None for a in aligned])
+        faces = [a for a in aligned if a is not None]
+        crops = [a.crop for a in faces]
+        prob = [a.face.score for a in faces]
+        lms = [a.face.landmarks for a in faces]
+        ied = [float(x) for x in inter_eye_distance(np.array(lms))] if lms else []
         return {
             "ok": ok,
             **self.encode(np.stack(crops) if crops else np.zeros((0, 150, 150, 3), np.uint8)),

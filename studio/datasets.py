@@ -217,19 +217,13 @@ def dataset_from_folder(folder: str, pairs_file: str, encoder, *, progress=None)
     """Embed a server-side image folder for a pairs file.  Both paths must lie under
     the data roots, and every image path inside the pairs file under the folder (else
     the whole file is refused, naming the line)."""
-    from qmag_core.evaluation.pairing import scores_from_embeddings
-    from qmag_core.io.pairs import confine_pairs
+    from qmag_core.pipeline.datasets import score_image_pairs
     from qmag_core.pipeline.embed import embed_files
 
     root = resolve_under_roots(folder, kind="dir")
     pairs = read_pairs(resolve_under_roots(pairs_file, kind="file"))
     pairs.source = str(pairs_file)
-    confine_pairs(pairs, root)
-    paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
-    emb = embed_files(paths, root, encoder, progress=progress)
-    t, rep = scores_from_embeddings(emb, pairs, encoder=encoder.id)
-    if rep["n_scored"] == 0:
-        raise QMagError(f"no pair of {pairs_file} could be scored (missing or failed images)")
+    t, rep, emb = score_image_pairs(pairs, root, lambda paths: embed_files(paths, root, encoder, progress=progress))
     q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist(), strict=True) if ok}
     return Dataset(
         root.name, t, root, q, encoder.id, [f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing/failed images)"]

@@ -12,6 +12,7 @@ from qmag_core.vision.align import (
     NoFaceError,
     align,
     detect_and_align,
+    detect_and_align_batch,
     realign_aligned,
     similarity_transform,
     warp_affine,
@@ -181,6 +182,22 @@ def test_several_faces_largest_used(det):
     assert a.n_faces == 2
     faces = det.detect(load_image(need_shared("deepface", "couple.jpg")))
     assert a.face.area == max(f.area for f in faces)
+
+
+def test_batch_detection_aligns_each_photo_as_one_at_a_time(det):
+    """The batch step (used by the local engine, the benches and the tools) picks the
+    same subject and gives the same crop as detect_and_align; a photo without a face
+    is None, not a failure of the batch."""
+    photos = [load_image(need_shared("deepface", n)) for n in ("couple.jpg", "img1.jpg", "selfie-many-people.jpg")]
+    photos.insert(1, np.full((200, 200, 3), 120, np.uint8))
+    out = detect_and_align_batch(photos, det, DLIB_150, face="best")
+    assert out[1] is None
+    for img, a in zip(photos, out, strict=True):
+        if a is not None:
+            one = detect_and_align(img, det, DLIB_150, face="best")
+            assert a.n_faces == one.n_faces and a.face_index == one.face_index
+            assert np.abs(a.crop.astype(int) - one.crop).max() <= 1  # MTCNN batches may differ by a pixel level
+    assert out[0].n_faces == 2 and out[3].n_faces >= 4
 
 
 def test_background_faces(det):

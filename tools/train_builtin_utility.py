@@ -223,7 +223,7 @@ def calibrate(n: int = 120, seed: int = 0, kinds=None):
     degraded version loses its face, and mean 1 − cos(clean, degraded) of the faces kept
     (the crop family's footing: 0.06–0.10 at s = 1)."""
     from qmag_core.quality.degrade import CAPTURE_KINDS, degrade_photo
-    from qmag_core.vision.align import FaceDetector, align, choose_face
+    from qmag_core.vision.align import FaceDetector, NoFaceError, detect_and_align
     from qmag_core.vision.images import load_image
 
     enc = load_encoder("builtin-raw", device="cpu")
@@ -231,13 +231,13 @@ def calibrate(n: int = 120, seed: int = 0, kinds=None):
     train_paths = split_paths()["train"]
     paths = train_paths[:: max(1, len(train_paths) // n)][:n]
 
-    def unit_of(img):
-        fs = det.detect(img)
-        if not fs:
+    def unit_of(img):  # the pipeline's detect -> choose (best) -> align, then encode
+        try:
+            a = detect_and_align(img, det, enc.spec, face="best")
+        except NoFaceError:
             return None, None
-        f = fs[choose_face(fs, (img.shape[1], img.shape[0]))]
-        e = enc.embed(align(img, f.landmarks, enc.spec).crop[None])[0]
-        return e / np.linalg.norm(e), f.landmarks
+        e = enc.embed(a.crop[None])[0]
+        return e / np.linalg.norm(e), a.face.landmarks
 
     base = []
     for p in paths:

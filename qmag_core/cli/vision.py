@@ -354,16 +354,19 @@ def cmd_explain(a) -> int:
 
 
 def _scores_from_images(a):
-    from ..evaluation.pairing import scores_from_embeddings
-    from ..io.pairs import confine_pairs, read_pairs
+    from ..io.pairs import read_pairs
+    from ..pipeline.datasets import score_image_pairs
 
     if not Path(a.images).is_dir():
         raise QMagError(f"--images {a.images}: not a folder")
-    pairs = read_pairs(a.pairs)
-    confine_pairs(pairs, a.images)
-    paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
-    emb, enc = _embed_paths(a, paths, a.images)
-    table, rep = scores_from_embeddings(emb, pairs, encoder=enc.id)
+    encoders = []
+
+    def embed(paths):
+        emb, enc = _embed_paths(a, paths, a.images)
+        encoders.append(enc)
+        return emb
+
+    table, rep, _ = score_image_pairs(read_pairs(a.pairs), a.images, embed)
     left = rep["n_pairs"] - rep["n_scored"]
     if left:
         print(
@@ -371,9 +374,7 @@ def _scores_from_images(a):
             f"{rep['n_failed_embedding']} failed embedding); first lines {rep['failed_lines'][:5]}",
             file=sys.stderr,
         )
-    if rep["n_scored"] == 0:
-        raise QMagError("no pair could be scored")
-    return table, rep, enc
+    return table, rep, encoders[0]
 
 
 def _scores_from_bin(a):

@@ -16,7 +16,25 @@ from ..errors import DataFormatError, QMagError
 from ..io.binsets import BinSet, bin_pairs
 from ..io.templates import TemplateProtocol
 
-__all__ = ["embed_bin", "bin_scores", "embed_protocol", "content_key"]
+__all__ = ["score_image_pairs", "embed_bin", "bin_scores", "embed_protocol", "content_key"]
+
+
+def score_image_pairs(pairs, root: str | os.PathLike, embed):
+    """Score the pairs of an image folder: every path of ``pairs`` must lie under ``root``
+    (one that escapes refuses the whole file, naming its line), each image is embedded
+    once by ``embed(paths) -> Embeddings`` (the caller picks the engine and the progress
+    display) and the pairs are scored from the embeddings.  Returns ``(ScoreTable,
+    report, Embeddings)``; :class:`DataFormatError` naming the pairs file when no pair
+    can be scored (every image missing or failed)."""
+    from ..evaluation.pairing import scores_from_embeddings
+    from ..io.pairs import confine_pairs
+
+    confine_pairs(pairs, root)
+    emb = embed(sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist())))
+    table, rep = scores_from_embeddings(emb, pairs, encoder=emb.encoder)
+    if rep["n_scored"] == 0:
+        raise DataFormatError("no pair could be scored (missing or failed images)", path=pairs.source)
+    return table, rep, emb
 
 
 def embed_bin(binset: BinSet, encoder, *, batch_size: int = 64, progress=None):

@@ -24,7 +24,7 @@ from ..errors import DataFormatError, QMagError
 from ..io.embeddings import Embeddings
 from ..quality.baselines import MEASURES, inter_eye_distance, sharpness
 from ..safeio import MAX_IMAGE_BYTES, confine_paths, load_npz, read_bytes, save_npz
-from ..vision.align import ARCFACE_112, DEFAULT_FACE_RULE, FaceDetector, align, choose_face, realign_aligned
+from ..vision.align import ARCFACE_112, DEFAULT_FACE_RULE, FaceDetector, detect_and_align_batch, realign_aligned
 from ..vision.images import ImageError, load_image
 
 _NO_MEASURES = np.full(len(MEASURES), np.nan)
@@ -187,16 +187,15 @@ def cache_key(encoder, aligned: bool = False, aligned_spec=ARCFACE_112, detect_p
 
 
 def detect_align(detector, images: list, labels: list, spec, face: str) -> list:
-    """Detect (one MTCNN batch), choose the subject by ``face`` and align each image:
-    ``(crop or None, error, detector probability, inter-eye px)`` per image.  MTCNN's
-    results depend on the batch, so callers that must agree pass the same batches."""
+    """Detect (one MTCNN batch), choose the subject by ``face`` and align each image
+    (:func:`~qmag_core.vision.align.detect_and_align_batch`): ``(crop or None, error,
+    detector probability, inter-eye px)`` per image."""
     out = []
-    for label, img, fs in zip(labels, images, detector.detect_batch(images) if images else [], strict=True):
-        if not fs:
+    for label, img, a in zip(labels, images, detect_and_align_batch(images, detector, spec, face=face), strict=True):
+        if a is None:
             out.append((None, f"{label}: {detector.why_no_face(img)}", np.nan, np.nan))
-            continue
-        f = fs[choose_face(fs, (img.shape[1], img.shape[0]), face)]
-        out.append((align(img, f.landmarks, spec).crop, "", f.score, float(inter_eye_distance(f.landmarks)[0])))
+        else:
+            out.append((a.crop, "", a.face.score, float(inter_eye_distance(a.face.landmarks)[0])))
     return out
 
 

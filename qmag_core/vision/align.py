@@ -39,6 +39,7 @@ __all__ = [
     "align",
     "FaceDetector",
     "detect_and_align",
+    "detect_and_align_batch",
     "realign_aligned",
     "MAX_PIXELS",
     "WORK_SIDE",
@@ -368,3 +369,17 @@ def detect_and_align(
     f = faces[k]
     a = align(img, f.landmarks, spec)
     return AlignedFace(a.crop, spec, a.matrix, f, len(faces), (img.shape[1], img.shape[0]), tuple(faces), k)
+
+
+def detect_and_align_batch(
+    images: Sequence[np.ndarray], detector: FaceDetector, spec: CropSpec = ARCFACE_112, *, face: str = DEFAULT_FACE_RULE
+) -> list[AlignedFace | None]:
+    """:func:`detect_and_align` for decoded RGB photos, detected as one MTCNN batch:
+    per photo its subject (``face`` rule) aligned onto ``spec``, or None where no face
+    was found (:meth:`FaceDetector.why_no_face` says why).  MTCNN's results depend on the
+    batch, so callers that must agree pass the same batches."""
+    faces = detector.detect_batch(images) if len(images) else []
+    return [
+        detect_and_align(img, None, spec, faces=fs, name=f"photo {k}", face=face) if fs else None
+        for k, (img, fs) in enumerate(zip(images, faces, strict=True))
+    ]
