@@ -7,6 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from qmag_core.errors import QMagError
+from qmag_core.limits import check_environment
 from studio.ui import app_frame
 
 # the favicon ships with the app: no request leaves this machine for it
@@ -20,6 +22,11 @@ pages = [
     st.Page("pages/train.py", title="Train α/β", icon=":material/tune:"),
     st.Page("pages/quality.py", title="Quality", icon=":material/auto_awesome:"),
 ]
+try:  # a bad QMAG_* limit is said once, by name, instead of failing inside a page
+    check_environment()
+except QMagError as e:
+    st.error(str(e))
+    st.stop()
 nav = st.navigation(pages)
 with app_frame():  # the shared sidebar, drawn once, then the page
     nav.run()

@@ -33,9 +33,9 @@ from qmag_core.encoders import load_encoder  # noqa: E402
 from qmag_core.evaluation import metrics as M  # noqa: E402
 from qmag_core.evaluation.pairing import sample_pairs  # noqa: E402
 from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
+from qmag_core.outputs import save_npz  # noqa: E402
 from qmag_core.pipeline.compare import default_params  # noqa: E402
 from qmag_core.quality.degrade import KINDS, DegradedBank, cross_versions, degraded_bank  # noqa: E402
-from qmag_core.safeio import save_npz  # noqa: E402
 from qmag_core.scores import QMagFaceTrainer, qmagface_score  # noqa: E402
 from qmag_core.vision.align import FaceDetector, detect_and_align  # noqa: E402
 

@@ -14,7 +14,31 @@ __all__ = [
     "NotFittedError",
     "InvalidEmbeddingError",
     "FMRClampWarning",
+    "one_line",
+    "shown",
+    "MAX_MESSAGE_CHARS",
 ]
+
+#: the longest message a user is shown (a whole line of a hostile file never is)
+MAX_MESSAGE_CHARS = 500
+#: the longest piece of a user's value quoted inside a message
+MAX_QUOTED_CHARS = 60
+
+
+def shown(value, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr`` of a user's value for a message, cut to ``limit`` characters with the
+    length said (``'aaaa…' (10,000,000 chars)``), so a huge cell never floods a line."""
+    s = str(value)
+    if len(s) <= limit:
+        return repr(s)
+    return f"{s[:limit]!r}… ({len(s):,} chars)"
+
+
+def one_line(msg, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A message folded onto one line (white space runs become one space) and cut to
+    ``limit`` characters."""
+    text = " ".join(str(msg).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class QMagError(ValueError):
@@ -37,7 +61,7 @@ class DataFormatError(QMagError):
             if line is not None:
                 where += f", line {line}"
             where += ": "
-        super().__init__(where + message)
+        super().__init__(one_line(where + message))
 
 
 class DegenerateFitError(QMagError):

@@ -2,15 +2,15 @@
 
 * **Confinement**: every path read for a user is resolved (symlinks included) and must
   lie under an allowed root; only regular files are read, each up to a byte cap.
-* **Atomic writes**: results are written to a temporary file in the destination's
-  folder and renamed over it, so an interrupted write never leaves a truncated file.
+* Writing (atomically, outputs checked before the work) is :mod:`qmag_core.outputs`.
 * **Bounded arrays**: ``.npy`` / ``.npz`` members are checked against their declared
   shape × dtype *before* anything is allocated, against a byte cap, and against the
   size the archive declares (zip bombs, lying headers and pickles are refused).
 
-Caps come from the environment (bytes): ``QMAG_MAX_TEXT_BYTES`` (text inputs, default
-2 GiB), ``QMAG_MAX_ARRAY_BYTES`` (one .npy/.npz, default 4 GiB), ``QMAG_MAX_IMAGE_BYTES``
-(one image file, default 64 MiB).
+Caps come from the environment, read and checked when used (:mod:`qmag_core.limits`):
+``QMAG_MAX_TEXT_BYTES`` (text inputs, default 2 GiB), ``QMAG_MAX_LINE_BYTES`` (one line
+of a table or list, 1 MiB), ``QMAG_MAX_ARRAY_BYTES`` (one .npy/.npz, 4 GiB),
+``QMAG_MAX_IMAGE_BYTES`` (one image file, 64 MiB).
 """
 
 from __future__ import annotations
@@ -19,47 +19,30 @@ import math
 import os
 import stat
 import struct
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from .errors import DataFormatError, QMagError
+from .errors import DataFormatError, QMagError, shown
+from .limits import limit
 
 __all__ = [
     "PathError",
-    "MAX_TEXT_BYTES",
-    "MAX_ARRAY_BYTES",
-    "MAX_IMAGE_BYTES",
     "confine_paths",
     "read_bytes",
     "read_head",
     "sha256_file",
+    "kind_of",
     "read_text",
-    "atomic_write",
-    "atomic_path",
     "load_npy",
     "load_npz",
-    "save_npz",
 ]
 
 
-def _env_bytes(name: str, default: int) -> int:
-    try:
-        v = int(os.environ.get(name, default))
-    except ValueError:
-        return default
-    return v if v > 0 else default
-
-
-MAX_TEXT_BYTES = _env_bytes("QMAG_MAX_TEXT_BYTES", 2 << 30)
-MAX_ARRAY_BYTES = _env_bytes("QMAG_MAX_ARRAY_BYTES", 4 << 30)
-MAX_IMAGE_BYTES = _env_bytes("QMAG_MAX_IMAGE_BYTES", 64 << 20)
 #: a compressed .npz member that inflates more than this many times (and past 64 MiB)
 #: is refused: float embeddings compress about 1.1×, a zip bomb about 1000×
 MAX_INFLATION = 200
@@ -122,7 +105,7 @@ def confine_paths(
         if bad:
             ln = None if lines is None or k >= len(lines) else int(lines[k])
             raise DataFormatError(
-                f"image path {s!r} lies outside the image folder ({r.name or r}/); "
+                f"image path {shown(s)} lies outside the image folder ({r.name or r}/); "
                 + ("the whole file is refused" if source else "nothing is read"),
                 path=source,
                 line=ln,
@@ -139,12 +122,24 @@ def _open_regular(path: str | os.PathLike, label: str, what: str = "file") -> tu
         fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
         raise PathError(f"{label}: cannot read {what} ({e.strerror})") from None
-    fh = os.fdopen(fd, "rb")
-    st = os.fstat(fh.fileno())
+    st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        fh.close()
-        raise PathError(f"{label}: not a regular file")
-    return fh, st
+        os.close(fd)
+        raise PathError(f"{label}: {kind_of(st.st_mode)}, not a regular file")
+    return os.fdopen(fd, "rb"), st
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, in words (``stat.st_mode``)."""
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device"
+    if stat.S_ISSOCK(mode):
+        return "is a socket"
+    return "is a special file"
 
 
 def sha256_file(path: str | os.PathLike, *, name: str | None = None) -> str:
@@ -191,10 +186,13 @@ def read_head(path: str | os.PathLike, n: int = 64 << 10) -> bytes:
         return fh.read(n)
 
 
-def read_text(path: str | os.PathLike, *, expected: str, max_bytes: int | None = None) -> str:
+def read_text(path: str | os.PathLike, *, expected: str, max_bytes: int | None = None, lines: bool = False) -> str:
     """UTF-8 text of a regular file (BOM dropped), or a :class:`DataFormatError` saying
-    what was expected."""
-    data = read_bytes(path, max_bytes=MAX_TEXT_BYTES if max_bytes is None else max_bytes, name=str(path))
+    what was expected.  ``lines``: a table or list, whose lines must each fit
+    ``QMAG_MAX_LINE_BYTES`` (checked on the bytes, before anything parses them)."""
+    data = read_bytes(path, max_bytes=limit("QMAG_MAX_TEXT_BYTES") if max_bytes is None else max_bytes, name=str(path))
+    if lines:
+        _check_lines(data, str(path), limit("QMAG_MAX_LINE_BYTES"))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -203,57 +201,35 @@ def read_text(path: str | os.PathLike, *, expected: str, max_bytes: int | None =
         ) from None
 
 
-# ------------------------------------------------------------------------ writing
-def _mode_for(dest: Path) -> int:
-    """The permission bits a replaced file keeps, or what a plain ``open(..., "w")``
-    would give a new one (0666 minus the umask)."""
-    try:
-        return os.stat(dest).st_mode & 0o7777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path in the folder of ``path`` (same suffix); when the block
-    succeeds it replaces ``path`` in one rename, otherwise it is removed."""
-    dest = Path(path)
-    folder = dest.parent if str(dest.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + dest.suffix, dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:  # data on disk before the rename
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _mode_for(dest))  # mkstemp makes 0600; a written file gets the usual mode
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-@contextmanager
-def atomic_write(
-    path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None
-) -> Iterator[IO]:
-    """``open(path, mode)`` that writes a temporary file and renames it over ``path``
-    only when the block finishes without an exception."""
-    if "b" in mode:
-        encoding = None
-    with atomic_path(path) as tmp:
-        with open(tmp, mode, encoding=encoding, newline=newline) as fh:
-            yield fh
-
-
-def save_npz(path: str | os.PathLike, **arrays) -> None:
-    """``np.savez`` written atomically to exactly ``path``."""
-    with atomic_write(path, "wb") as fh:
-        np.savez(fh, **arrays)
+def _check_lines(data: bytes, label: str, cap: int, chunk: int = 64 << 20) -> None:
+    """Refuse ``data`` when a line is longer than ``cap`` bytes, naming the line: newline
+    positions found with numpy, a chunk at a time (no copy of the text is made)."""
+    if len(data) <= cap:
+        return
+    buf = np.frombuffer(data, np.uint8)
+    prev, n_lines = -1, 0  # offset of the last newline seen, newlines before the chunk
+    for start in range(0, len(buf), chunk):
+        nl = np.flatnonzero(buf[start : start + chunk] == 10) + start
+        ends = np.append(nl, len(buf)) if start + chunk >= len(buf) else nl
+        lengths = np.diff(ends, prepend=prev) - 1
+        long = np.flatnonzero(lengths > cap)
+        if long.size:
+            k = int(long[0])
+            raise DataFormatError(
+                f"line is {_fmt_bytes(int(lengths[k]))} long, above the limit of {_fmt_bytes(cap)} "
+                "(QMAG_MAX_LINE_BYTES); expected one record per line",
+                path=label,
+                line=n_lines + k + 1,
+            )
+        if nl.size:
+            prev = int(nl[-1])
+        elif start + chunk < len(buf) and start + chunk - prev - 1 > cap:  # one line spans the chunk
+            raise DataFormatError(
+                f"line is longer than the limit of {_fmt_bytes(cap)} (QMAG_MAX_LINE_BYTES)",
+                path=label,
+                line=n_lines + 1,
+            )
+        n_lines += nl.size
 
 
 # ------------------------------------------------------------------------ arrays
@@ -288,7 +264,7 @@ def _nbytes(shape, dtype) -> int:
 def load_npy(path: str | os.PathLike, *, max_bytes: int | None = None, name: str | None = None) -> np.ndarray:
     """A plain .npy array; its header is checked against the file size and the cap
     before the data is read."""
-    cap = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
+    cap = limit("QMAG_MAX_ARRAY_BYTES") if max_bytes is None else max_bytes
     label = name or str(path)
     fh, st = _open_regular(path, label)
     with fh:
@@ -321,7 +297,7 @@ def load_npz(
     whose declared shape × dtype matches the size the archive declares for it; the
     total is capped and highly compressed large members (zip bombs) are refused, all
     before anything is inflated."""
-    cap = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
+    cap = limit("QMAG_MAX_ARRAY_BYTES") if max_bytes is None else max_bytes
     label = name or str(path)
     fh, _ = _open_regular(path, label)
     try:

@@ -17,6 +17,7 @@ import numpy as np
 from qmag_core.errors import QMagError
 from qmag_core.io.pairs import read_pairs
 from qmag_core.io.scores import ScoreTable, read_scores_csv
+from qmag_core.safeio import kind_of
 
 __all__ = [
     "fingerprint",
@@ -65,7 +66,7 @@ def resolve_under_roots(path: str | os.PathLike, *, kind: str | None = None) -> 
     for c in inside:
         if c.exists():
             if kind == "file" and not c.is_file():
-                raise QMagError(f"{path}: not a regular file")
+                raise QMagError(f"{path}: {kind_of(c.stat().st_mode)}, not a regular file")
             if kind == "dir" and not c.is_dir():
                 raise QMagError(f"{path}: not a folder")
             return c

@@ -16,7 +16,8 @@ from PIL import Image
 
 from qmag_core import io as D
 from qmag_core.errors import DataFormatError, QMagError
-from qmag_core.safeio import atomic_write, confine_paths, load_npz
+from qmag_core.outputs import atomic_write
+from qmag_core.safeio import confine_paths, load_npz
 
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 
@@ -565,7 +566,7 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from qmag_core.safeio import atomic_write
+    from qmag_core.outputs import atomic_write
 
     mask = os.umask(0o022)
     try:

@@ -116,9 +116,9 @@ def test_shipped_onnx_names_the_current_encoders():
 
 
 def test_stale_shipped_model_is_refused(monkeypatch):
-    import qmag_core.encoders as E
+    import qmag_core.encoders.keys as K
 
-    monkeypatch.setattr(E, "builtin_key", lambda *a, **k: "builtin-0000-1111")
+    monkeypatch.setattr(K, "builtin_key", lambda *a, **k: "builtin-0000-1111")
     with pytest.raises(QMagError, match="run tools/export_light_models.py"):
         shipped_encoder("builtin", device="cpu")
 

@@ -28,7 +28,7 @@ import torch
 
 from qmag_core.encoders import load_encoder
 from qmag_core.encoders.onnx import SHIPPED_MODEL, OnnxEncoder, export_onnx, trace_to_onnx
-from qmag_core.safeio import atomic_path
+from qmag_core.outputs import atomic_path
 from qmag_core.vision.mtcnn_onnx import MODEL_DIR
 
 MTCNN_OUTPUTS = {"pnet": ["reg", "prob"], "rnet": ["reg", "prob"], "onet": ["reg", "landmarks", "prob"]}

@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 from qmag_core.encoders import MAGFACE_HEAD as BUILTIN_HEAD  # noqa: E402
 from qmag_core.encoders import load_encoder
 from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
+from qmag_core.outputs import save_npz  # noqa: E402
 from qmag_core.quality.degrade import KINDS, degrade, with_degraded_copies  # noqa: E402
 from qmag_core.quality.head import backbone_directions, backbone_features, head_quality, save_quality_head
 from qmag_core.quality.magface import MagFaceConfig, train_quality_head
-from qmag_core.safeio import save_npz  # noqa: E402
 from qmag_core.vision.align import ARCFACE_112, FaceDetector, NoFaceError, detect_and_align  # noqa: E402
 from qmag_core.vision.images import (
     ImageError,  # noqa: E402

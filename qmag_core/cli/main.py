@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from ..errors import QMagError
+from ..errors import QMagError, one_line
 from .scores import (
     _add_trainer_options,
     cmd_evaluate,
@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2), like every other bad-input message."""
 
     def error(self, message):  # noqa: D401
-        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {_one_line(message)} (see '{self.prog} --help')\n")
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,10 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _one_line(msg: str) -> str:
-    return " ".join(str(msg).split())
-
-
 #: optional dependency → the extra that installs it
 _EXTRA_OF = {
     "torch": "vision",
@@ -243,7 +239,7 @@ def main(argv=None) -> int:
         return int(a.func(a) or 0)
     except (QMagError, OSError) as e:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
-        print(f"error: {_one_line(msg)}", file=sys.stderr)
+        print(f"error: {one_line(msg)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError:
         print("error: not enough memory for this input (see the size limits in docs/formats.md)", file=sys.stderr)
@@ -269,7 +265,7 @@ def _internal_error(e: BaseException) -> int:
     if os.environ.get("QMAG_DEBUG"):
         raise e
     print(
-        f"error: internal error ({type(e).__name__}: {_one_line(e)[:300]}); "
+        f"error: internal error ({type(e).__name__}: {one_line(e)[:300]}); "
         "rerun with QMAG_DEBUG=1 for the traceback and please report it",
         file=sys.stderr,
     )

@@ -61,7 +61,7 @@ def positive_float(v: str) -> float:
 
 
 def _write_json(path: str, d: dict) -> None:
-    from ..safeio import atomic_write
+    from ..outputs import atomic_write
 
     with atomic_write(path) as fh:
         json.dump(jsonable(d), fh, indent=2)

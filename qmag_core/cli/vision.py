@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import QMagError
+from ..errors import QMagError, one_line
 from ..evaluation.protocol import jsonable
 
 
@@ -227,7 +227,7 @@ def cmd_embed(a) -> int:
     if a.images:
         root, paths = a.images, list_images(a.images)
     else:
-        text = read_text(a.list, expected="one image path per line")
+        text = read_text(a.list, expected="one image path per line", lines=True)
         rows = [
             (k + 1, ln.strip())
             for k, ln in enumerate(text.splitlines())
@@ -300,7 +300,7 @@ def cmd_compare(a) -> int:
     }
     if a.json:
         print(json.dumps(jsonable(out), indent=2))
-        return 0 if all(r.ok for r in res.images) else 1
+        return _image_failures(res.images)
     for r in res.images:
         extra = (
             f"  ({r.n_faces} faces; face {r.aligned.face_index + 1} by size chosen by rule '{a.face}')"
@@ -320,14 +320,26 @@ def cmd_compare(a) -> int:
     for p in res.pairs:
         dec = "" if p.accept_s_hat is None else ("  ACCEPT" if p.accept_s_hat else "  reject")
         print(f"{res.images[p.i].name} ~ {res.images[p.j].name}: s={p.s:.4f} s_hat={p.s_hat:.4f}{dec}")
-    return 0 if all(r.ok for r in res.images) else 1
+    return _image_failures(res.images)
+
+
+def _image_failures(images) -> int:
+    """Exit status of ``compare``: 0 when every image was used, else 2 with one line on
+    stderr naming the first image that could not be (the results, with the error of
+    each image, are printed all the same)."""
+    failed = [r for r in images if not r.ok]
+    if not failed:
+        return 0
+    more = f" (and {len(failed) - 1} more of the {len(images)} images)" if len(failed) > 1 else ""
+    print(f"error: {one_line(failed[0].error)}{more}", file=sys.stderr)
+    return 2
 
 
 def cmd_explain(a) -> int:
     from PIL import Image
 
+    from ..outputs import atomic_path, atomic_write
     from ..quality.explain import explain, render_overlay
-    from ..safeio import atomic_path, atomic_write
 
     ext = os.path.splitext(a.out)[1].lower()
     if ext not in Image.registered_extensions():

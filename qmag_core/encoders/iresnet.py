@@ -15,7 +15,6 @@ and Quality Assessment", CVPR 2021.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -158,8 +157,12 @@ def _load_tensors(p: Path, map_location):
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint file not found")
     if not p.is_file():
-        raise CheckpointError(f"{p.name}: not a regular file")
-    cap = int(os.environ.get("QMAG_MAX_CHECKPOINT_BYTES", 4 << 30))
+        from ..safeio import kind_of
+
+        raise CheckpointError(f"{p.name}: {kind_of(p.stat().st_mode)}, not a regular file")
+    from ..limits import limit
+
+    cap = limit("QMAG_MAX_CHECKPOINT_BYTES")
     if p.stat().st_size > cap:
         raise CheckpointError(
             f"{p.name}: {p.stat().st_size / 2**30:.1f} GiB, above the checkpoint limit of "

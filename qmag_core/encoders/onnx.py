@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QMagError
+from ..limits import limit
 
 __all__ = ["OPSET", "export_onnx", "OnnxEncoder", "load_onnx_encoder", "onnx_for", "shipped_encoder", "SHIPPED_MODEL"]
 
 OPSET = 17
 #: largest model file read (the built-in network is ≈ 25 MB, iResNet100 ≈ 250 MB)
-MAX_MODEL_BYTES = int(os.environ.get("QMAG_MAX_MODEL_BYTES", 2 << 30))
 #: the shipped graph of ``builtin`` (also serves ``builtin-raw`` through its descriptor output)
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "onnx" / "builtin.onnx"
 _INPUT = "pixels float32 (B, 3, S, S), RGB, 0-255, aligned crop {spec} (S = {size})"
@@ -71,7 +71,7 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET, descrip
     ``descriptor`` and names that encoder in ``qmag.descriptor.*``."""
     import torch
 
-    from ..safeio import atomic_path
+    from ..outputs import atomic_path
 
     class _Graph(torch.nn.Module):
         def __init__(self, enc):
@@ -151,8 +151,9 @@ class OnnxEncoder:
         p = Path(path)
         if not p.is_file():
             raise QMagError(f"{p}: ONNX model not found")
-        if p.stat().st_size > MAX_MODEL_BYTES:
-            raise QMagError(f"{p}: larger than the {MAX_MODEL_BYTES:,} bytes allowed for a model")
+        cap = limit("QMAG_MAX_MODEL_BYTES")
+        if p.stat().st_size > cap:
+            raise QMagError(f"{p}: larger than the {cap:,} bytes allowed for a model (QMAG_MAX_MODEL_BYTES)")
         providers = ["CPUExecutionProvider"]
         if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

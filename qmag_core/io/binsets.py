@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataFormatError
-from ..safeio import MAX_ARRAY_BYTES, read_bytes
+from ..limits import limit
+from ..safeio import read_bytes
 
 __all__ = ["BinSet", "read_bin", "write_bin", "bin_folds", "bin_pairs", "MAX_BIN_IMAGES"]
 
@@ -102,7 +103,9 @@ def read_bin(path: str | os.PathLike, *, max_bytes: int | None = None) -> BinSet
     """Read an insightface ``.bin`` safely (see the module docstring); raises
     :class:`DataFormatError` naming the file and the problem."""
     p = str(path)
-    data = read_bytes(p, max_bytes=MAX_ARRAY_BYTES if max_bytes is None else max_bytes, what=".bin file", name=p)
+    data = read_bytes(
+        p, max_bytes=limit("QMAG_MAX_ARRAY_BYTES") if max_bytes is None else max_bytes, what=".bin file", name=p
+    )
     try:
         obj = _BinUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as e:
@@ -164,7 +167,7 @@ def _bin_issame(issame, p: str) -> np.ndarray:
 
 def write_bin(path: str | os.PathLike, images: list[bytes], issame) -> None:
     """Write ``(images, issame)`` in the insightface layout (atomically)."""
-    from ..safeio import atomic_write
+    from ..outputs import atomic_write
 
     with atomic_write(path, "wb") as fh:
         pickle.dump((list(images), [bool(x) for x in issame]), fh, protocol=2)

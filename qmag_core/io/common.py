@@ -8,7 +8,8 @@ import re
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import DataFormatError
+from ..errors import DataFormatError, shown
+from ..limits import limit
 from ..safeio import read_text
 
 #: a quality (embedding length) above this is refused as implausible
@@ -56,7 +57,7 @@ def _parse_folds(fv, *, path, lines) -> np.ndarray:
     if not okf.all():
         k = int(np.flatnonzero(~okf)[0])
         raise DataFormatError(
-            f"fold must be an integer from -1 to {MAX_FOLD:,}, got {str(fv[k])[:40]!r}",
+            f"fold must be an integer from -1 to {MAX_FOLD:,}, got {shown(fv[k])}",
             path=path,
             line=None if lines is None else int(lines[k]),
         )
@@ -72,7 +73,7 @@ def parse_labels(values, *, path: str | None = None, lines=None) -> npt.NDArray[
     if bad.size:
         ln = None if lines is None else int(lines[bad[0]])
         raise DataFormatError(
-            f"label {str(values[bad[0]])!r} not understood; expected 1/0, 1/-1, true/false, yes/no or same/different",
+            f"label {shown(values[bad[0]])} not understood; expected 1/0, 1/-1, true/false, yes/no or same/different",
             path=path,
             line=ln,
         )
@@ -98,7 +99,7 @@ def _read_csv_table(p: str, *, comment: bool = True):
     """(header, rows as list of lists, line numbers, metadata) via the csv module;
     accepts CRLF and a missing final newline.  Lines starting with '#' before the
     header are metadata (``# key=value``)."""
-    text = read_text(p, expected="a CSV file")
+    text = read_text(p, expected="a CSV file", lines=True)
     meta = {}
     lines = text.splitlines()
     start = 0
@@ -125,13 +126,33 @@ def _read_csv_table(p: str, *, comment: bool = True):
 
 
 def _check_header(header, p, line) -> None:
-    """Refuse duplicate (case-insensitive) column names: one of them would be ignored."""
+    """Refuse a header wider than ``QMAG_MAX_COLUMNS``, a column name longer than
+    ``QMAG_MAX_FIELD_CHARS`` and duplicate (case-insensitive) names: one of them would be
+    ignored."""
+    cap, field = limit("QMAG_MAX_COLUMNS"), limit("QMAG_MAX_FIELD_CHARS")
+    if len(header) > cap:
+        raise DataFormatError(
+            f"header has {len(header):,} columns, above the limit of {cap:,} (QMAG_MAX_COLUMNS)", path=p, line=line
+        )
     seen = {}
     for h in header:
+        if len(str(h)) > field:
+            raise DataFormatError(
+                f"column name {shown(h)} is above the limit of {field:,} characters (QMAG_MAX_FIELD_CHARS)",
+                path=p,
+                line=line,
+            )
         k = str(h).strip().lower()
         if k in seen and k:
-            raise DataFormatError(f"column {h!r} appears twice in the header", path=p, line=line)
+            raise DataFormatError(f"column {shown(h)} appears twice in the header", path=p, line=line)
         seen[k] = True
+
+
+def header_words(header) -> str:
+    """A header for a message: its first 8 names (each cut to 60 characters) and how many more."""
+    names = [shown(h) for h in list(header)[:8]]
+    more = f" … ({len(header):,} columns)" if len(header) > 8 else ""
+    return "[" + ", ".join(names) + more + "]"
 
 
 def _map_columns(header, required, optional, columns, p):
@@ -141,7 +162,9 @@ def _map_columns(header, required, optional, columns, p):
         if columns and key in columns:
             name = columns[key]
             if name not in header:
-                raise DataFormatError(f"column {name!r} (mapped to {key}) not in header {header}", path=p, line=1)
+                raise DataFormatError(
+                    f"column {shown(name)} (mapped to {key}) not in header {header_words(header)}", path=p, line=1
+                )
             out[key] = header.index(name)
             continue
         for alias in _ALIASES.get(key, (key,)):
@@ -151,7 +174,7 @@ def _map_columns(header, required, optional, columns, p):
         else:
             if key in required:
                 raise DataFormatError(
-                    f"no column for {key!r}; header is {header}. Expected one of "
+                    f"no column for {key!r}; header is {header_words(header)}. Expected one of "
                     f"{list(_ALIASES.get(key, (key,)))} or a column mapping",
                     path=p,
                     line=1,

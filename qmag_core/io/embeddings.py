@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import DataFormatError, QMagError
-from ..safeio import atomic_write, load_npy, load_npz, read_text, save_npz, sha256_file
+from ..errors import DataFormatError, QMagError, shown
+from ..outputs import atomic_write, save_npz
+from ..safeio import load_npy, load_npz, read_text, sha256_file
 from .common import _norm_path
 
 
@@ -293,7 +294,7 @@ def _load_npz(p: str) -> Embeddings:
 def read_feat_list(path: str | os.PathLike) -> Embeddings:
     """MagFace ``feat.list``: each line ``path v1 v2 … vD`` (space separated)."""
     p = str(path)
-    lines = read_text(p, expected="'path v1 … vD' lines").splitlines()
+    lines = read_text(p, expected="'path v1 … vD' lines", lines=True).splitlines()
     rows = [(k + 1, ln) for k, ln in enumerate(lines) if ln.strip()]
     if not rows:
         raise DataFormatError("empty file (expected 'path v1 … vD' lines)", path=p)
@@ -322,7 +323,7 @@ def read_feat_list(path: str | os.PathLike) -> Embeddings:
                 np.array(r.split(), dtype=np.float64)
             except ValueError:
                 tok = next(t for t in r.split() if not _is_float(t))
-                raise DataFormatError(f"feature value {tok!r} is not a number", path=p, line=ln) from None
+                raise DataFormatError(f"feature value {shown(tok)} is not a number", path=p, line=ln) from None
         raise
     return Embeddings.from_array(vals.reshape(len(rows), dim), paths=heads)
 

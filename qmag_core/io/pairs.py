@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import DataFormatError
-from ..safeio import atomic_write, read_head, read_text
+from ..errors import DataFormatError, shown
+from ..outputs import atomic_write
+from ..safeio import read_head, read_text
 from .common import _map_columns, _parse_folds, _read_csv_table, parse_labels
 
 
@@ -57,7 +58,7 @@ def _check_pairs(pairs: Pairs) -> Pairs:
         ln = pairs.line[k] if pairs.line.size else None
         ln0 = int(pairs.line[j]) if pairs.line.size else j + 1
         raise DataFormatError(
-            f"the pair {str(pairs.path1[k])!r} ~ {str(pairs.path2[k])!r} is listed again "
+            f"the pair {shown(pairs.path1[k])} ~ {shown(pairs.path2[k])} is listed again "
             f"(first on line {ln0}); each pair may appear once",
             path=pairs.source,
             line=None if ln is None else int(ln),
@@ -74,7 +75,7 @@ def read_lfw_pairs(path: str | os.PathLike, *, template: str = "{name}/{name}_{n
     XQLFW-style lists); ``fold`` is -1 when no fold structure can be seen.
     """
     p = str(path)
-    lines = read_text(p, expected="an LFW pairs.txt").splitlines()
+    lines = read_text(p, expected="an LFW pairs.txt", lines=True).splitlines()
     recs = [(k + 1, ln.split()) for k, ln in enumerate(lines) if ln.strip()]
     if not recs:
         raise DataFormatError("empty pairs file", path=p)
@@ -116,7 +117,7 @@ def _lfw_line(t: list[str], template: str, p: str, ln: int) -> tuple[str, str, i
             raise ValueError
         n1, n2 = int(nums[0]), int(nums[1])
     except ValueError:
-        raise DataFormatError(f"image numbers must be integers, got {' '.join(t)!r}", path=p, line=ln) from None
+        raise DataFormatError(f"image numbers must be integers, got {shown(' '.join(t))}", path=p, line=ln) from None
     if len(t) == 3:
         return template.format(name=t[0], num=n1), template.format(name=t[0], num=n2), 1
     return template.format(name=t[0], num=n1), template.format(name=t[2], num=n2), 0

@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import DataFormatError
-from ..safeio import atomic_write, read_text
+from ..errors import DataFormatError, shown
+from ..outputs import atomic_write
+from ..safeio import read_text
 from .common import (
     _META_RE,
     MAX_FOLD,
     MAX_QUALITY,
     _check_header,
     _parse_folds,
+    header_words,
     parse_labels,
 )
 
@@ -95,7 +97,7 @@ class ScoreTable:
 
 def _split_metadata(p: str) -> tuple[dict, str, int]:
     """``(meta, body, n_lines_before_header)``: leading ``# key=value`` and blank lines."""
-    text = read_text(p, expected="a CSV with s,q1,q2,label")
+    text = read_text(p, expected="a CSV with s,q1,q2,label", lines=True)
     meta, pos, line_no = {}, 0, 0
     while pos < len(text):
         nl = text.find("\n", pos)
@@ -121,12 +123,15 @@ def _score_columns(columns, p, header_line):
     cols = {str(c).strip().lower(): c for c in columns}
     if "s" not in cols or "label" not in cols:
         raise DataFormatError(
-            f"header must have columns s, q1, q2, label[, fold] (or q_min instead of q1, q2); got {list(columns)}",
+            "header must have columns s, q1, q2, label[, fold] (or q_min instead of q1, q2); "
+            f"got {header_words(columns)}",
             path=p,
             line=header_line,
         )
     if not (("q1" in cols and "q2" in cols) or "q_min" in cols):
-        raise DataFormatError(f"need columns q1 and q2, or q_min; got {list(columns)}", path=p, line=header_line)
+        raise DataFormatError(
+            f"need columns q1 and q2, or q_min; got {header_words(columns)}", path=p, line=header_line
+        )
     return cols
 
 
@@ -266,7 +271,9 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
         bad = np.flatnonzero(~np.isfinite(x))
         if bad.size:
             raise DataFormatError(
-                f"column '{name}' expected a finite number, got {v.iloc[bad[0]]!r}", path=p, line=int(lines[bad[0]])
+                f"column '{name}' expected a finite number, got {shown(v.iloc[bad[0]])}",
+                path=p,
+                line=int(lines[bad[0]]),
             )
         return x
 
@@ -324,7 +331,7 @@ def add_scores_column(
     ``meta`` adds or updates ``# key=value`` lines.  ``values`` must have one entry
     per data row of :func:`read_scores_csv`; returns the number of rows written."""
     p = str(src)
-    text = read_text(p, expected="a CSV with s,q1,q2,label")
+    text = read_text(p, expected="a CSV with s,q1,q2,label", lines=True)
     values = np.asarray(values, dtype=np.float64)
     lines = text.splitlines(keepends=True)
     eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"

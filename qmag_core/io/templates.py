@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataFormatError, QMagError
+from ..errors import DataFormatError, QMagError, shown
+from ..limits import limit
 
-__all__ = ["TemplateProtocol", "read_protocol", "MAX_META_BYTES"]
-
-#: largest meta file read (IJB-C's pair list is ≈ 0.3 GB); $QMAG_MAX_META_BYTES overrides
-MAX_META_BYTES = int(os.environ.get("QMAG_MAX_META_BYTES", 4 << 30))
+__all__ = ["TemplateProtocol", "read_protocol"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,10 @@ def _read_table(path: Path, names: list[str], dtypes: dict, what: str):
 
     if not path.is_file():
         raise DataFormatError(f"missing {what} (expected {path.name})", path=str(path))
-    size = path.stat().st_size
-    if size > MAX_META_BYTES:
+    size, cap = path.stat().st_size, limit("QMAG_MAX_META_BYTES")  # IJB-C's pair list is ≈ 0.3 GB
+    if size > cap:
         raise DataFormatError(
-            f"{size:,} bytes: larger than the {MAX_META_BYTES:,} allowed for a {what}", path=str(path)
+            f"{size:,} bytes: larger than the {cap:,} allowed for a {what} (QMAG_MAX_META_BYTES)", path=str(path)
         )
     try:
         df = pd.read_csv(path, sep=" ", header=None, names=names, dtype=dtypes, engine="c", skipinitialspace=True)
@@ -95,7 +93,7 @@ def read_protocol(root: str | os.PathLike, name: str | None = None) -> TemplateP
     for k, im in enumerate(images.tolist()):
         if os.path.isabs(im) or ".." in Path(im).parts or "\x00" in im:
             raise DataFormatError(
-                f"image path {im!r} lies outside loose_crop/; the whole file is refused",
+                f"image path {shown(im)} lies outside loose_crop/; the whole file is refused",
                 path=str(meta / f"{name}_face_tid_mid.txt"),
                 line=k + 1,
             )
@@ -129,7 +127,7 @@ def _read_landmarks(path: Path, images: np.ndarray):
     idx = np.array([pos.get(im, -1) for im in images.tolist()])
     if (idx < 0).any():
         raise DataFormatError(
-            f"no landmarks for {int((idx < 0).sum())} images (first: {images[idx < 0][0]!r})", path=str(path)
+            f"no landmarks for {int((idx < 0).sum())} images (first: {shown(images[idx < 0][0])})", path=str(path)
         )
     pts = df[cols[1:11]].to_numpy(np.float64)[idx].reshape(-1, 5, 2)
     if not np.isfinite(pts).all():

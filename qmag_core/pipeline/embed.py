@@ -22,8 +22,10 @@ import numpy as np
 
 from ..errors import DataFormatError, QMagError
 from ..io.embeddings import Embeddings
+from ..limits import limit
+from ..outputs import save_npz
 from ..quality.baselines import MEASURES, inter_eye_distance, sharpness
-from ..safeio import MAX_IMAGE_BYTES, confine_paths, load_npz, read_bytes, save_npz
+from ..safeio import confine_paths, load_npz, read_bytes
 from ..vision.align import ARCFACE_112, DEFAULT_FACE_RULE, FaceDetector, detect_and_align_batch, realign_aligned
 from ..vision.images import ImageError, load_image
 
@@ -168,11 +170,11 @@ def _pad_edges(img: np.ndarray, frac: float) -> np.ndarray:
 
 
 def _read(path: Path, label: str) -> tuple[bytes | None, str]:
-    """Bytes of one image file (regular files only, at most MAX_IMAGE_BYTES)."""
+    """Bytes of one image file (regular files only, at most ``QMAG_MAX_IMAGE_BYTES``)."""
     if not path.exists():
         return None, f"{label}: file not found"
     try:
-        return read_bytes(path, max_bytes=MAX_IMAGE_BYTES, what="image file", name=label), ""
+        return read_bytes(path, max_bytes=limit("QMAG_MAX_IMAGE_BYTES"), what="image file", name=label), ""
     except QMagError as e:
         return None, str(e)
 

@@ -383,7 +383,7 @@ class DegradedBank:
 
     def save(self, path: str | Path) -> None:
         """Write the bank as .npz, atomically."""
-        from ..safeio import save_npz
+        from ..outputs import save_npz
 
         save_npz(path, **{f.name: getattr(self, f.name) for f in fields(self)})
 

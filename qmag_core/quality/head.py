@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import QMagError
-from ..safeio import atomic_write
+from ..outputs import atomic_write
 
 __all__ = [
     "Q_SCALE",

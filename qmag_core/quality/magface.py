@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import QMagError
-from ..safeio import atomic_write
+from ..outputs import atomic_write
 from .head import QualityHead, backbone_features
 
 __all__ = [

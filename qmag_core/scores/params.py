@@ -98,7 +98,7 @@ class QMagFaceParams:
 
     def save(self, path) -> None:
         """Write the JSON atomically."""
-        from ..safeio import atomic_write
+        from ..outputs import atomic_write
 
         with atomic_write(path) as fh:
             json.dump(self.to_dict(), fh, indent=2)

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import QMagError
-from .images import MAX_FULL_DECODE_PIXELS, MAX_PIXELS, WORK_SIDE, ImageError, _array_to_rgb, _name, load_image  # noqa: F401
+from .images import ImageError, _array_to_rgb, _name, load_image  # noqa: F401
 
 __all__ = [
     "CropSpec",
@@ -41,8 +41,6 @@ __all__ = [
     "detect_and_align",
     "detect_and_align_batch",
     "realign_aligned",
-    "MAX_PIXELS",
-    "WORK_SIDE",
     "FACE_RULES",
     "choose_face",
     "DEFAULT_FACE_RULE",

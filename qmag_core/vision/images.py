@@ -13,16 +13,15 @@ import numpy as np
 
 from ..errors import QMagError
 from ..io.common import IMAGE_EXTENSIONS
+from ..limits import limit
 
-__all__ = ["ImageError", "load_image", "MAX_PIXELS", "WORK_SIDE", "MAX_FULL_DECODE_PIXELS"]
+__all__ = ["ImageError", "load_image"]
 
-#: refuse images above this many pixels (decompression bombs, absurd sizes)
-MAX_PIXELS = int(os.environ.get("QMAG_MAX_PIXELS", 80_000_000))
-#: images whose longer side exceeds this are downscaled once, while decoding (JPEG
-#: decodes at 1/2, 1/4 or 1/8 scale directly), for detection, alignment and display
-WORK_SIDE = int(os.environ.get("QMAG_WORK_SIDE", 2048))
-#: formats that cannot decode at reduced scale are refused above this many pixels
-MAX_FULL_DECODE_PIXELS = int(os.environ.get("QMAG_MAX_FULL_DECODE_PIXELS", 40_000_000))
+# Bounds (qmag_core.limits, read when used): images above QMAG_MAX_PIXELS are refused
+# (decompression bombs, absurd sizes); a longer side above QMAG_WORK_SIDE is downscaled
+# once while decoding (JPEG decodes at 1/2, 1/4 or 1/8 scale directly) for detection,
+# alignment and display; formats that cannot decode at reduced scale are refused above
+# QMAG_MAX_FULL_DECODE_PIXELS.
 
 
 class ImageError(QMagError):
@@ -36,7 +35,7 @@ def _name(src) -> str:
 
 
 def load_image(
-    src, *, max_pixels: int = MAX_PIXELS, name: str | None = None, max_side: int | None = WORK_SIDE
+    src, *, max_pixels: int | None = None, name: str | None = None, max_side: int | str | None = "auto"
 ) -> np.ndarray:
     """Decode an image into RGB uint8 (H, W, 3).
 
@@ -45,51 +44,58 @@ def load_image(
     RGBA (composited on white), CMYK and 16-bit images are converted; EXIF orientation
     is applied.  The pixel count is checked from the header before decoding; a photo
     whose longer side exceeds ``max_side`` is downscaled once (JPEGs while decoding),
-    so memory stays bounded.  Raises :class:`ImageError` naming the problem.
+    so memory stays bounded.  Defaults: ``max_pixels`` = ``QMAG_MAX_PIXELS``,
+    ``max_side="auto"`` = ``QMAG_WORK_SIDE`` (None: full size).  Raises
+    :class:`ImageError` naming the problem.
     """
     from PIL import Image
 
     label = name or _name(src)
+    max_pixels = limit("QMAG_MAX_PIXELS") if max_pixels is None else max_pixels
+    max_side = limit("QMAG_WORK_SIDE") if max_side == "auto" else max_side
     if isinstance(src, np.ndarray):
         return _array_to_rgb(src, label)
     img = src if isinstance(src, Image.Image) else _open_image(_read_image_bytes(src, label), label)
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(
-            f"{label}: image is {w}×{h} = {w * h / 1e6:.0f} megapixels, above the limit of "
-            f"{max_pixels / 1e6:.0f} (set QMAG_MAX_PIXELS to change it)"
+            f"{label}: image is {w}×{h} = {w * h / 1e6:.1f} megapixels, above the limit of "
+            f"{max_pixels:,} pixels (set QMAG_MAX_PIXELS to change it)"
         )
     if w == 0 or h == 0:
         raise ImageError(f"{label}: image has zero size")
     big = max_side is not None and max(w, h) > max_side
     draft = big and getattr(img, "format", None) == "JPEG"
-    if not draft and w * h > MAX_FULL_DECODE_PIXELS and not isinstance(src, Image.Image):
+    full_cap = limit("QMAG_MAX_FULL_DECODE_PIXELS")
+    if not draft and w * h > full_cap and not isinstance(src, Image.Image):
         raise ImageError(
             f"{label}: decoding this {getattr(img, 'format', None) or ''} image of {w}×{h} = "
             f"{w * h / 1e6:.0f} megapixels at full size is refused (limit "
-            f"{MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels; large JPEGs are decoded at reduced size)"
+            f"{full_cap / 1e6:.0f} megapixels; large JPEGs are decoded at reduced size)"
         )
     return _pil_to_rgb(_decode(img, label, max_side if big else None, draft), label)
 
 
 def _read_image_bytes(src, label: str) -> bytes:
     """The encoded bytes of a path, bytes-like or binary file object (size-capped)."""
-    from ..safeio import MAX_IMAGE_BYTES, read_bytes
+    from ..safeio import read_bytes
+
+    cap = limit("QMAG_MAX_IMAGE_BYTES")
 
     if isinstance(src, (str, os.PathLike)):
         p = Path(src)
         if not p.exists():
             raise ImageError(f"{label}: file not found")
         try:
-            data = read_bytes(p, max_bytes=MAX_IMAGE_BYTES, what="image file", name=label)
+            data = read_bytes(p, max_bytes=cap, what="image file", name=label)
         except QMagError as e:
             raise ImageError(str(e)) from None
     elif isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     elif hasattr(src, "read"):
-        data = src.read(MAX_IMAGE_BYTES + 1)
-        if len(data) > MAX_IMAGE_BYTES:
-            raise ImageError(f"{label}: image file above the limit of {MAX_IMAGE_BYTES >> 20} MiB")
+        data = src.read(cap + 1)
+        if len(data) > cap:
+            raise ImageError(f"{label}: image file above the limit of {cap:,} bytes (QMAG_MAX_IMAGE_BYTES)")
     else:
         raise ImageError(f"{label}: unsupported input type {type(src).__name__}")
     if len(data) == 0:
