@@ -38,11 +38,13 @@ def check_output(
     inputs: Sequence[str | os.PathLike] = (),
     folder: bool = False,
     overwrite_inputs: bool = False,
+    overwrite_flag: str | None = None,
 ) -> Path:
     """``path`` as a Path once it is known that the work's result can be written there:
     its folder exists and is writable, it is not a folder (``folder=True``: it is one,
     or will be made), and it is none of ``inputs`` (by resolved path or by inode) unless
-    ``overwrite_inputs``.  :class:`OutputError` naming ``arg`` otherwise."""
+    ``overwrite_inputs`` (``overwrite_flag``: the option that asks for it, named in the
+    message).  :class:`OutputError` naming ``arg`` otherwise."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not str(path).strip():
@@ -59,7 +61,8 @@ def check_output(
     if not overwrite_inputs:
         for src in inputs:
             if _same_file(p, Path(src)):
-                raise OutputError(f"{arg} {path}: is also an input ({src}); it would be overwritten — write elsewhere")
+                how = f", or give {overwrite_flag} to overwrite it" if overwrite_flag else ""
+                raise OutputError(f"{arg} {path}: is also an input ({src}); write elsewhere{how}")
     return p
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from qmag_core.errors import QMagError
+from qmag_core.io.common import spreadsheet_safe
 from qmag_core.pipeline.compare import default_params
 from qmag_core.scores.params import QMagFaceParams
 from qmag_core.vision.runtime import RUNTIMES, torch_available
@@ -218,7 +219,12 @@ def _draw_sidebar():
 
 
 def download_table(df: pd.DataFrame, name: str, label: str = "Download CSV"):
-    st.download_button(label, df.to_csv(index=False).encode(), file_name=name, mime="text/csv", key=f"dl-{name}")
+    """A CSV download whose text cells cannot run as spreadsheet formulas (numbers as they are)."""
+    safe = df.copy()
+    for c in safe.columns:
+        if safe[c].dtype.kind in "OUS":
+            safe[c] = spreadsheet_safe(safe[c].astype(str).to_numpy())
+    st.download_button(label, safe.to_csv(index=False).encode(), file_name=name, mime="text/csv", key=f"dl-{name}")
 
 
 def fmt_pct(x) -> str:

@@ -219,6 +219,42 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: per command: the arguments that name a file it writes, and those that name its inputs
+_WRITES = {
+    "train": (("out",), ("scores",)),
+    "evaluate": (("json",), ("scores", "pairs", "bin", "features", "params")),
+    "score": (("out",), ("scores", "params")),
+    "embed": (("out",), ("list",)),
+    "explain": (("out", "npy"), ("image", "onnx", "checkpoint", "head")),
+    "train-magface": (("out", "checkpoint", "log"), ()),
+    "train-quality": (("out",), ()),
+    "export-onnx": (("out",), ("onnx", "checkpoint", "head")),
+    "make-pairs": (("out",), ()),
+}
+
+
+def check_outputs(a) -> None:
+    """Before any work: every output of the command can be written (folder exists and is
+    writable, not a folder, not one of its inputs unless ``score --in-place`` asked)."""
+    from ..outputs import check_output
+
+    outs, ins = _WRITES.get(a.cmd, ((), ()))
+    inputs = [v for k in ins if isinstance(v := getattr(a, k, None), str)]
+    if a.cmd == "embed" and not a.shard_size and not str(a.out).lower().endswith(".npz"):
+        raise QMagError(f"--out {a.out}: expected a file name ending in .npz (or a folder, with --shard-size)")
+    for k in outs:
+        path = getattr(a, k, None)
+        if isinstance(path, str):
+            check_output(
+                path,
+                arg="--" + k.replace("_", "-"),
+                inputs=inputs,
+                folder=a.cmd == "embed" and bool(a.shard_size),
+                overwrite_inputs=bool(getattr(a, "in_place", False)),
+                overwrite_flag="--in-place" if a.cmd == "score" else None,
+            )
+
+
 #: optional dependency → the extra that installs it
 _EXTRA_OF = {
     "torch": "vision",
@@ -236,6 +272,7 @@ def main(argv=None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     try:
+        check_outputs(a)
         return int(a.func(a) or 0)
     except (QMagError, OSError) as e:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"

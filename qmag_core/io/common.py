@@ -40,6 +40,46 @@ _NEG = {
 }
 
 
+#: a cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV
+#: injection"), also after leading quotes
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula_like(a: np.ndarray) -> np.ndarray:
+    body = np.char.lstrip(a, "'")
+    hit = np.zeros(a.shape, bool)
+    for t in FORMULA_TRIGGERS:
+        hit |= np.char.startswith(body, t)
+    return hit
+
+
+def spreadsheet_safe(values) -> np.ndarray:
+    """Text cells made safe to open in a spreadsheet: a cell that would run as a formula
+    (its first character after any leading ``'`` is ``= + - @`` TAB or CR) gets one more
+    leading ``'``; numbers such as ``-0.5`` are left as they are.
+    :func:`spreadsheet_unescape` undoes it exactly, so our readers get the value back."""
+    import pandas as pd
+
+    a = np.asarray(values, dtype=str)
+    hit = _formula_like(a)
+    if hit.any():
+        hit &= pd.to_numeric(pd.Series(a.ravel()), errors="coerce").isna().to_numpy().reshape(a.shape)
+    return np.where(hit, np.char.add("'", a), a)
+
+
+def spreadsheet_unescape(values) -> np.ndarray:
+    """The inverse of :func:`spreadsheet_safe` (cells written by other tools are left as
+    they are unless they carry exactly that escape); the array's dtype is kept."""
+    v = np.asarray(values)
+    a = v.astype(str)
+    hit = np.char.startswith(a, "'") & _formula_like(a)
+    if not hit.any():
+        return v
+    out = v.astype(object)
+    out[hit] = [x[1:] for x in a[hit].tolist()]  # only the escaped cells, rare
+    return out if v.dtype.kind == "O" else out.astype(str)
+
+
 def _norm_path(p: str) -> str:
     p = p.replace("\\", "/")
     while p.startswith("./"):

@@ -10,9 +10,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import DataFormatError, shown
+from ..limits import limit
 from ..outputs import atomic_write
 from ..safeio import read_head, read_text
-from .common import _map_columns, _parse_folds, _read_csv_table, parse_labels
+from .common import _map_columns, _parse_folds, _read_csv_table, parse_labels, spreadsheet_safe, spreadsheet_unescape
 
 
 @dataclass
@@ -167,11 +168,21 @@ def read_pairs_csv(path: str | os.PathLike, *, columns: dict[str, str] | None = 
         fold = _parse_folds(table[:, col["fold"]], path=p, lines=lnos)
     else:
         fold = np.full(len(rows), -1, np.int64)
-    p1 = np.char.strip(table[:, col["path1"]])
-    p2 = np.char.strip(table[:, col["path2"]])
-    empty = np.flatnonzero((np.char.str_len(p1) == 0) | (np.char.str_len(p2) == 0))
+    p1 = spreadsheet_unescape(np.char.strip(table[:, col["path1"]]))
+    p2 = spreadsheet_unescape(np.char.strip(table[:, col["path2"]]))
+    n1, n2 = np.char.str_len(p1), np.char.str_len(p2)
+    empty = np.flatnonzero((n1 == 0) | (n2 == 0))
     if empty.size:
         raise DataFormatError("empty image path", path=p, line=lnos[empty[0]])
+    cap = limit("QMAG_MAX_FIELD_CHARS")
+    long = np.flatnonzero(np.maximum(n1, n2) > cap)
+    if long.size:
+        k = int(long[0])
+        raise DataFormatError(
+            f"image path of {max(n1[k], n2[k]):,} characters, above the limit of {cap:,} (QMAG_MAX_FIELD_CHARS)",
+            path=p,
+            line=lnos[k],
+        )
     return _check_pairs(Pairs(p1, p2, label, fold, np.asarray(lnos, np.int64), p))
 
 
@@ -186,13 +197,13 @@ def confine_pairs(pairs: Pairs, root: str | os.PathLike) -> None:
 
 
 def write_pairs_csv(path: str | os.PathLike, pairs: Pairs) -> None:
-    """Write ``path1,path2,label,fold`` (atomically)."""
+    """Write ``path1,path2,label,fold`` (atomically; paths spreadsheet-safe, see
+    :func:`~qmag_core.io.common.spreadsheet_safe`, and read back unchanged)."""
+    p1, p2 = spreadsheet_safe(pairs.path1), spreadsheet_safe(pairs.path2)
     with atomic_write(path, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path1", "path2", "label", "fold"])
-        for a, b, lab, f in zip(
-            pairs.path1.tolist(), pairs.path2.tolist(), pairs.label.tolist(), pairs.fold.tolist(), strict=True
-        ):
+        for a, b, lab, f in zip(p1.tolist(), p2.tolist(), pairs.label.tolist(), pairs.fold.tolist(), strict=True):
             w.writerow([a, b, int(lab), int(f)])
 
 

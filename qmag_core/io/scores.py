@@ -23,6 +23,8 @@ from .common import (
     _parse_folds,
     header_words,
     parse_labels,
+    spreadsheet_safe,
+    spreadsheet_unescape,
 )
 
 
@@ -195,7 +197,7 @@ def _read_scores_body(p: str, meta: dict, body: str, header_line: int) -> ScoreT
         label = _fast_labels(df[cols["label"]], p)
         fold = _fast_folds(num.get("fold"), len(df))
         known = {"s", "q1", "q2", "q_min", "label", "fold"}
-        extra = {orig: df[orig].to_numpy() for low, orig in cols.items() if low not in known}
+        extra = {orig: _text_back(df[orig].to_numpy()) for low, orig in cols.items() if low not in known}
         return ScoreTable(num["s"], q1, q2, label, fold, meta, extra, p)
     except (_NeedSlowPath, pd.errors.ParserError, DataFormatError, ValueError):
         pass
@@ -296,8 +298,13 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
     else:
         fold = np.full(len(df), -1, np.int64)
     known = {"s", "q1", "q2", "q_min", "label", "fold"}
-    extra = {orig: df[orig].to_numpy(dtype=str) for low, orig in cols.items() if low not in known}
+    extra = {orig: _text_back(df[orig].to_numpy(dtype=str)) for low, orig in cols.items() if low not in known}
     return ScoreTable(s, q1, q2, label, fold, meta, extra, p)
+
+
+def _text_back(v: np.ndarray) -> np.ndarray:
+    """A text column as written (the spreadsheet escape of our writers undone)."""
+    return spreadsheet_unescape(v) if v.dtype.kind in "OUS" else v
 
 
 def write_scores_csv(path: str | os.PathLike, table: ScoreTable, *, s_hat=None, meta: dict | None = None) -> None:
@@ -308,8 +315,9 @@ def write_scores_csv(path: str | os.PathLike, table: ScoreTable, *, s_hat=None, 
     cols = {"s": table.s, "q1": table.q1, "q2": table.q2, "label": table.label.astype(int)}
     if table.has_folds:
         cols["fold"] = table.fold
-    for k, v in table.extra.items():
-        cols[k] = v
+    for k, v in table.extra.items():  # text columns (paths) spreadsheet-safe, numbers as they are
+        v = np.asarray(v)
+        cols[k] = spreadsheet_safe(v) if v.dtype.kind in "OUS" else v
     if s_hat is not None:
         cols["s_hat"] = np.asarray(s_hat, dtype=np.float64)
     allmeta = {**table.meta, **(meta or {}), "rows": len(table)}
