@@ -8,7 +8,7 @@ import streamlit as st
 from qmag_core.evaluation.measures import iso_edcs, measure_columns, measure_edcs
 from qmag_core.quality.explain import has_gradients
 from studio.figures import edc_figure, plq_figure, quality_histogram
-from studio.ui import dataset, encoder, fmt_pct, sidebar
+from studio.ui import dataset, encoder, fmt_pct, gradient_encoder, sidebar
 
 sidebar()
 st.title("Quality")
@@ -116,11 +116,12 @@ def plq(data: bytes, name: str, method: str, encoder_key: str, _enc, _det):
 
 c1, c2 = st.columns([2, 1])
 up = c1.file_uploader("Upload a face", type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"], key="plq_upload")
-has_grad = has_gradients(enc)  # gradients of q need the torch runtime
+grad_enc = gradient_encoder()  # gradients of q need the torch network
+has_grad = grad_enc is not None and has_gradients(grad_enc)
 methods = [m for m in PLQ_METHODS if has_grad or PLQ_METHODS[m][0] != "gradient"]
 method = c2.radio("Method", methods, key="plq_method", horizontal=True)
 if not has_grad:
-    c2.caption("gradient maps need the torch runtime (pip install 'qmag-studio[vision]'); occlusion works here.")
+    c2.caption("gradient maps need torch (pip install 'qmag-studio[vision]'); occlusion works here.")
 source = None
 if up is not None:
     source = (up.getvalue(), up.name)
@@ -134,7 +135,8 @@ else:
     from studio.ui import detector
 
     try:
-        qm = plq(source[0], source[1], method, enc.key, enc, detector())
+        use = grad_enc if PLQ_METHODS[method][0] == "gradient" else enc
+        qm = plq(source[0], source[1], method, use.key, use, detector())
     except QMagError as e:
         st.error(str(e))
     else:

@@ -34,7 +34,10 @@ ENCODER_LABELS = {
 def get_encoder(encoder_id: str, checkpoint: str | None, arch: str, device: str, runtime: str = "auto"):
     from qmag_core.encoders import load_encoder
 
-    return load_encoder(encoder_id, runtime=runtime, checkpoint=checkpoint, arch=arch, device=device)
+    # the sidebar's "auto" is the command line's: the fastest runtime here (encoders.fast_runtime)
+    return load_encoder(
+        encoder_id, runtime="fast" if runtime == "auto" else runtime, checkpoint=checkpoint, arch=arch, device=device
+    )
 
 
 @st.cache_resource(show_spinner="Loading the face detector…")
@@ -73,6 +76,18 @@ def state():
     ss.setdefault("params", None)  # active QMagFaceParams (None: the encoder's shipped ones)
     ss.setdefault("params_source", "shipped with the encoder")
     return ss
+
+
+def gradient_encoder():
+    """The chosen encoder on the torch runtime (gradient maps need torch), or None
+    without torch."""
+    enc = encoder()
+    if getattr(enc, "runtime", "torch") == "torch":
+        return enc
+    if not torch_available():
+        return None
+    ss = state()
+    return get_encoder(enc.id, None, ss.arch, ss.device, "torch") if enc.id != "magface" else None
 
 
 def encoder():
@@ -189,8 +204,9 @@ def _draw_sidebar():
             "Runtime",
             list(RUNTIMES),
             "runtime",
-            help="what runs MTCNN and the encoder. auto: torch when installed, else onnxruntime. onnx: the "
-            "networks shipped as ONNX (about 2x faster on a CPU; other encoders are exported once, with torch).",
+            help="what runs MTCNN and the encoder. auto: the networks shipped as ONNX for builtin/builtin-raw on "
+            "a CPU (about 2x faster, same results), torch for the rest when installed. onnx: always onnxruntime "
+            "(other encoders are exported once, with torch). Gradient maps use torch whatever is chosen.",
         )
         if not torch_available():
             st.caption("torch is not installed: networks run with onnxruntime (training and gradient maps need torch).")

@@ -23,7 +23,7 @@ from .scores import (
     probability,
 )
 from .train import cmd_train_magface, cmd_train_quality
-from .vision import _add_encoder_options, cmd_compare, cmd_embed, cmd_explain, cmd_export_onnx
+from .vision import _add_encoder_options, cmd_compare, cmd_embed, cmd_explain, cmd_export_onnx, default_explain_method
 
 EXIT_BAD_INPUT = 2
 
@@ -136,7 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("--out", required=True, help="PNG: aligned crop | heatmap overlay")
     p.add_argument("--npy", default=None, help="raw map (default: next to --out)")
-    p.add_argument("--method", choices=("gradient", "occlusion"), default="gradient")
+    best = default_explain_method()
+    p.add_argument(
+        "--method",
+        choices=("gradient", "occlusion"),
+        default=None,
+        help=f"gradient (integrated gradients; needs torch) or occlusion (any runtime); default: the best this "
+        f"install runs, here {best}",
+    )
     p.add_argument("--steps", type=positive_int, default=64, help="integration steps (gradient)")
     p.add_argument("--patch", type=positive_int, default=16, help="patch size in px (occlusion)")
     p.add_argument("--stride", type=positive_int, default=8, help="patch stride in px (occlusion)")

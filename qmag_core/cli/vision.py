@@ -55,6 +55,13 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def default_explain_method() -> str:
+    """``explain``'s default: gradient maps where torch is installed, else occlusion."""
+    from ..vision.runtime import torch_available
+
+    return "gradient" if torch_available() else "occlusion"
+
+
 def _encoder_from_args(a):
     runtime = getattr(a, "runtime", "auto")
     if getattr(a, "onnx", None):
@@ -69,7 +76,7 @@ def _encoder_from_args(a):
         raise QMagError("--head is for --encoder builtin")
     return load_encoder(
         a.encoder,
-        runtime=runtime,
+        runtime="fast" if runtime == "auto" else runtime,  # --runtime auto: the fastest here (fast_runtime)
         checkpoint=a.checkpoint,
         arch=a.arch,
         device=a.device,
@@ -341,6 +348,9 @@ def cmd_explain(a) -> int:
     from ..outputs import atomic_path, atomic_write
     from ..quality.explain import explain, render_overlay
 
+    a.method = a.method or default_explain_method()
+    if a.method == "gradient" and a.runtime == "auto" and not a.onnx:
+        a.runtime = "torch"  # gradients of q need the torch network (auto would pick the shipped ONNX graph)
     ext = os.path.splitext(a.out)[1].lower()
     if ext not in Image.registered_extensions():
         raise QMagError(f"--out {a.out}: unknown image type {ext or '(no extension)'!r}; use .png or .jpg")

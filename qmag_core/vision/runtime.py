@@ -7,7 +7,7 @@ import importlib.util
 
 from ..errors import QMagError
 
-__all__ = ["RUNTIMES", "torch_available", "resolve_runtime", "resolve_device"]
+__all__ = ["RUNTIMES", "torch_available", "onnxruntime_available", "gpu_present", "resolve_runtime", "resolve_device"]
 
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -19,6 +19,22 @@ def torch_available() -> bool:
         return all(importlib.util.find_spec(m) is not None for m in ("torch", "facenet_pytorch"))
     except (ImportError, ValueError):
         return False
+
+
+def onnxruntime_available() -> bool:
+    """True when onnxruntime can be imported (the light install or ``[onnx]``)."""
+    try:
+        return importlib.util.find_spec("onnxruntime") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA driver loaded, found without importing torch
+    (which takes seconds): the driver's /proc entry."""
+    import os
+
+    return os.path.exists("/proc/driver/nvidia/version")
 
 
 def resolve_runtime(runtime: str = "auto") -> str:
