@@ -31,15 +31,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.encoders import MAGFACE_HEAD, load_encoder  # noqa: E402
-from qmag_core.evaluation import metrics as M  # noqa: E402
-from qmag_core.evaluation.protocol import edc_ratio as edc_ratio_of  # noqa: E402
-from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
-from qmag_core.quality.baselines import inter_eye_distance, sharpness  # noqa: E402
-from qmag_core.quality.degrade import CAPTURE_KINDS, degrade_photo  # noqa: E402
-from qmag_core.quality.head import head_quality  # noqa: E402
-from qmag_core.vision.align import FaceDetector, detect_and_align_batch  # noqa: E402
-from qmag_core.vision.images import load_image  # noqa: E402
+from qmag_core.encoders import MAGFACE_HEAD, load_encoder
+from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.protocol import edc_ratio as edc_ratio_of
+from qmag_core.io.pairs import read_lfw_pairs
+from qmag_core.quality.baselines import inter_eye_distance, sharpness
+from qmag_core.quality.degrade import CAPTURE_KINDS, degrade_photo
+from qmag_core.quality.head import head_quality
+from qmag_core.vision.align import FaceDetector, detect_and_align_batch
+from qmag_core.vision.images import load_image
 
 SHARED = ROOT.parent / "shared" / "data"
 PHOTOS = SHARED / "lfw_photos" / "images"
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     from qmag_core.quality.head import load_quality_head
 
     sys.path.insert(0, str(ROOT / "tools"))
-    from train_builtin_utility import train  # noqa: E402
+    from train_builtin_utility import train
 
     feats1, feats2 = _scatter(clean, "feats"), _scatter(deg, "feats")
     prev = load_quality_head(MAGFACE_HEAD)[0]

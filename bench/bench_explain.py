@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.encoders import load_encoder
 from qmag_core.quality.explain import (
     deletion_drops,
     gradient_map,
@@ -34,7 +34,7 @@ from qmag_core.quality.explain import (
     quality_gradient,
     quality_of,
 )
-from qmag_core.vision.align import FaceDetector, detect_and_align  # noqa: E402
+from qmag_core.vision.align import FaceDetector, detect_and_align
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "images"
 

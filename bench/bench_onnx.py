@@ -20,9 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.vision.align import ARCFACE_112, DLIB_150, FaceDetector, realign_aligned  # noqa: E402
-from qmag_core.vision.images import load_image  # noqa: E402
+from qmag_core.encoders import load_encoder
+from qmag_core.vision.align import ARCFACE_112, DLIB_150, FaceDetector, realign_aligned
+from qmag_core.vision.images import load_image
 
 GLINT = ROOT.parent / "shared" / "data" / "glint24"
 PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"

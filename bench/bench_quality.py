@@ -29,15 +29,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.evaluation import metrics as M  # noqa: E402
-from qmag_core.evaluation.pairing import sample_pairs  # noqa: E402
-from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
-from qmag_core.outputs import save_npz  # noqa: E402
-from qmag_core.pipeline.compare import default_params  # noqa: E402
-from qmag_core.quality.degrade import KINDS, DegradedBank, cross_versions, degraded_bank  # noqa: E402
-from qmag_core.scores import QMagFaceTrainer, qmagface_score  # noqa: E402
-from qmag_core.vision.align import FaceDetector, detect_and_align  # noqa: E402
+from qmag_core.encoders import load_encoder
+from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.pairing import sample_pairs
+from qmag_core.io.pairs import read_lfw_pairs
+from qmag_core.outputs import save_npz
+from qmag_core.pipeline.compare import default_params
+from qmag_core.quality.degrade import KINDS, DegradedBank, cross_versions, degraded_bank
+from qmag_core.scores import QMagFaceTrainer, qmagface_score
+from qmag_core.vision.align import FaceDetector, detect_and_align
 
 SHARED = ROOT.parent / "shared" / "data"
 

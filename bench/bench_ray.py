@@ -19,9 +19,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.pipeline.embed import embed_files  # noqa: E402
-from qmag_core.pipeline.ray import embed_files_ray  # noqa: E402
+from qmag_core.encoders import load_encoder
+from qmag_core.pipeline.embed import embed_files
+from qmag_core.pipeline.ray import embed_files_ray
 
 PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"
 

@@ -20,13 +20,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.evaluation import metrics as M  # noqa: E402
+from qmag_core.encoders import load_encoder
+from qmag_core.evaluation import metrics as M
 from qmag_core.evaluation.pairing import scores_from_embeddings
 from qmag_core.io.embeddings import Embeddings
 from qmag_core.io.pairs import read_lfw_pairs
-from qmag_core.vision.align import FaceDetector, align, choose_face  # noqa: E402
-from qmag_core.vision.images import load_image  # noqa: E402
+from qmag_core.vision.align import FaceDetector, align, choose_face
+from qmag_core.vision.images import load_image
 
 SHARED = ROOT.parent / "shared" / "data"
 

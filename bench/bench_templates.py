@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qmag_core.evaluation.templates import TemplateProtocol, evaluate_templates, pool_templates, score_template_pairs
-from qmag_core.scores.params import QMagFaceParams  # noqa: E402
+from qmag_core.scores.params import QMagFaceParams
 
 
 def rss_gib() -> float:

@@ -38,6 +38,7 @@ __all__ = [
     "sha256_file",
     "kind_of",
     "read_text",
+    "read_json",
     "load_npy",
     "load_npz",
 ]
@@ -199,6 +200,28 @@ def read_text(path: str | os.PathLike, *, expected: str, max_bytes: int | None =
         raise DataFormatError(
             f"not a text file (not UTF-8 at byte {e.start}); expected {expected}", path=str(path)
         ) from None
+
+
+def read_json(path: str | os.PathLike, *, expected: str, max_bytes: int | None = None):
+    """A JSON document of a regular UTF-8 file; every way it can be bad — syntax, nesting
+    too deep, an integer of thousands of digits — is a :class:`DataFormatError` naming
+    the file (and the line where JSON says)."""
+    import json
+
+    label = str(path)
+
+    def bounded_int(s: str) -> int:
+        if len(s.lstrip("-")) > 30:
+            raise DataFormatError(f"a number of {len(s):,} digits; expected {expected}", path=label)
+        return int(s)
+
+    text = read_text(path, expected=expected, max_bytes=max_bytes)
+    try:
+        return json.loads(text, parse_int=bounded_int)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"not valid JSON ({e.msg}); expected {expected}", path=label, line=e.lineno) from None
+    except RecursionError:
+        raise DataFormatError(f"JSON nested too deeply; expected {expected}", path=label) from None
 
 
 def _check_lines(data: bytes, label: str, cap: int, chunk: int = 64 << 20) -> None:

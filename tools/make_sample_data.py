@@ -21,16 +21,16 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from qmag_core.encoders import load_encoder  # noqa: E402
+from qmag_core.encoders import load_encoder
 from qmag_core.evaluation.pairing import (
-    sample_pairs,  # noqa: E402
+    sample_pairs,
     scores_from_embeddings,
 )
 from qmag_core.io.embeddings import save_embeddings
 from qmag_core.io.pairs import read_lfw_pairs
 from qmag_core.io.scores import ScoreTable, write_scores_csv
-from qmag_core.pipeline.embed import embed_files  # noqa: E402
-from qmag_core.scores.scoring import pair_similarity  # noqa: E402
+from qmag_core.pipeline.embed import embed_files
+from qmag_core.scores.scoring import pair_similarity
 
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "sample_data"

@@ -36,17 +36,17 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.encoders import MAGFACE_HEAD as BUILTIN_HEAD  # noqa: E402
+from qmag_core.encoders import MAGFACE_HEAD as BUILTIN_HEAD
 from qmag_core.encoders import load_encoder
-from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
-from qmag_core.outputs import save_npz  # noqa: E402
-from qmag_core.quality.degrade import KINDS, degrade, with_degraded_copies  # noqa: E402
+from qmag_core.io.pairs import read_lfw_pairs
+from qmag_core.outputs import save_npz
+from qmag_core.quality.degrade import KINDS, degrade, with_degraded_copies
 from qmag_core.quality.head import backbone_directions, backbone_features, head_quality, save_quality_head
 from qmag_core.quality.magface import MagFaceConfig, train_quality_head
-from qmag_core.vision.align import ARCFACE_112, FaceDetector, NoFaceError, detect_and_align  # noqa: E402
+from qmag_core.vision.align import ARCFACE_112, FaceDetector, NoFaceError, detect_and_align
 from qmag_core.vision.images import (
-    ImageError,  # noqa: E402
-    list_images,  # noqa: E402
+    ImageError,
+    list_images,
 )
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -22,15 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.encoders import load_encoder  # noqa: E402
-from qmag_core.evaluation import metrics as M  # noqa: E402
-from qmag_core.evaluation.pairing import make_pairs, scores_from_embeddings  # noqa: E402
-from qmag_core.evaluation.protocol import summary_metrics  # noqa: E402
-from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
-from qmag_core.pipeline.compare import operating_points  # noqa: E402
-from qmag_core.pipeline.embed import embed_files  # noqa: E402
-from qmag_core.scores import QMagFaceTrainer, qmagface_score  # noqa: E402
-from qmag_core.vision.images import list_images  # noqa: E402
+from qmag_core.encoders import load_encoder
+from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.pairing import make_pairs, scores_from_embeddings
+from qmag_core.evaluation.protocol import summary_metrics
+from qmag_core.io.pairs import read_lfw_pairs
+from qmag_core.pipeline.compare import operating_points
+from qmag_core.pipeline.embed import embed_files
+from qmag_core.scores import QMagFaceTrainer, qmagface_score
+from qmag_core.vision.images import list_images
 
 SHARED = ROOT.parent / "shared" / "data"
 

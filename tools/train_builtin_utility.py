@@ -32,11 +32,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmag_core.encoders import BUILTIN_HEAD, load_encoder  # noqa: E402
-from qmag_core.io.pairs import read_lfw_pairs  # noqa: E402
-from qmag_core.outputs import save_npz  # noqa: E402
-from qmag_core.quality.head import save_quality_head  # noqa: E402
-from qmag_core.quality.utility import fit_utility_head, utility_samples  # noqa: E402
+from qmag_core.encoders import BUILTIN_HEAD, load_encoder
+from qmag_core.io.pairs import read_lfw_pairs
+from qmag_core.outputs import save_npz
+from qmag_core.quality.head import save_quality_head
+from qmag_core.quality.utility import fit_utility_head, utility_samples
 
 SHARED = ROOT.parent / "shared" / "data"
 PHOTOS = SHARED / "lfw_photos" / "images"

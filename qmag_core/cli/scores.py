@@ -115,7 +115,7 @@ def _trainer_from_args(a):
 def _load_scores(path: str):
     from ..io.scores import read_scores_csv
 
-    if not Path(path).is_file():
+    if not os.path.lexists(path):
         raise QMagError(f"{path}: no such file")
     return read_scores_csv(path)
 

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from ..errors import DataFormatError, QMagError, shown
 from ..outputs import atomic_write, save_npz
-from ..safeio import load_npy, load_npz, read_text, sha256_file
+from ..safeio import load_npy, load_npz, read_json, read_text, sha256_file
 from .common import _norm_path
 
 
@@ -129,14 +129,10 @@ def save_shard(folder: str | os.PathLike, index: int, emb: Embeddings) -> dict:
 def read_shard_manifest(folder: str | os.PathLike) -> dict:
     """The manifest of a shard folder, checked: known format, shard names of the form
     ``part-NNNNN.npz`` (nothing outside the folder is ever read), row counts adding up."""
-    import json
     import re
 
     label = os.path.join(str(folder), MANIFEST)
-    try:
-        doc = json.loads(read_text(label, expected="a shard manifest (JSON)"))
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"not valid JSON ({e.msg}, line {e.lineno})", path=label) from None
+    doc = read_json(label, expected="a shard manifest (JSON)")
     if not isinstance(doc, dict) or doc.get("format") != SHARDS_FORMAT:
         raise DataFormatError(f"not a {SHARDS_FORMAT} manifest", path=label)
     if not isinstance(doc.get("rows"), int) or doc["rows"] < 0:

@@ -41,8 +41,12 @@ def _read_table(path: Path, names: list[str], dtypes: dict, what: str):
     """A space-separated text table, every row complete and typed, as a DataFrame."""
     import pandas as pd
 
-    if not path.is_file():
+    if not path.exists():
         raise DataFormatError(f"missing {what} (expected {path.name})", path=str(path))
+    if not path.is_file():
+        from ..safeio import kind_of
+
+        raise DataFormatError(f"{kind_of(path.stat().st_mode)}, expected a {what}", path=str(path))
     size, cap = path.stat().st_size, limit("QMAG_MAX_META_BYTES")  # IJB-C's pair list is ≈ 0.3 GB
     if size > cap:
         raise DataFormatError(

@@ -125,15 +125,9 @@ class QMagFaceParams:
     @classmethod
     def load(cls, path) -> QMagFaceParams:
         """Read a params JSON (at most 16 MiB of UTF-8)."""
-        from ..safeio import read_text
+        from ..safeio import read_json
 
-        text = read_text(path, expected="a params JSON", max_bytes=16 << 20)
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"not valid JSON ({e.msg})", path=str(path), line=e.lineno) from None
-        except RecursionError:
-            raise DataFormatError("JSON nested too deeply", path=str(path)) from None
+        d = read_json(path, expected="a params JSON", max_bytes=16 << 20)
         return cls.from_dict(d, source=str(path))
 
 
