@@ -3,17 +3,24 @@
 * peak memory (VmHWM) of decoding a 79-megapixel JPEG with `load_image` (downscaled
   once while decoding) against a full decode of the same file;
 * bytes of figure JSON for a 14-megapixel photo (`face_overlay`, sent as a JPEG at
-  display size instead of the JSON of every pixel).
+  display size instead of the JSON of every pixel);
+* hostile tables given to `qmag evaluate` (a header of 1,000,000 columns, a line of
+  10,000,000 characters, 1,000,000 rows of garbage as scores CSV, pairs CSV and
+  feat.list): exit status, wall time and peak memory of the process (goal: exit 2 in
+  <= 10 s and <= 500 MB).
 
-    python bench/bench_limits.py
+    python bench/bench_limits.py [--tables-only]
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +41,67 @@ def peak_mib(code: str, path: Path) -> tuple[float, str]:
     return float(mib), shape.strip()
 
 
+WRAP = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "r = subprocess.run([sys.executable, '-m', 'qmag_core', *sys.argv[1:]], capture_output=True, text=True)\n"
+    "dt = time.perf_counter() - t\n"
+    "print(r.returncode, f'{dt:.2f}', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+    "r.stderr.strip().splitlines()[-1][:90] if r.stderr.strip() else '')\n"
+)
+
+
+def hostile_tables(d: Path) -> dict[str, list[str]]:
+    """The files and the command arguments that read them."""
+    rng = np.random.default_rng(0)
+    (d / "wide.csv").write_text(",".join(f"c{k}" for k in range(1_000_000)) + "\n1\n")
+    (d / "long.csv").write_text("s,q1,q2,label\n" + "9" * 10_000_000 + ",1,1,1\n")
+    n = 1_000_000
+    s, q = rng.random(n), rng.random(n) * 100
+    with open(d / "garbage_scores.csv", "w") as f:
+        f.write("s,q1,q2,label\n")
+        f.writelines(f"{a:.6f},x{k},{b:.2f},maybe\n" for k, (a, b) in enumerate(zip(s, q, strict=True)))
+    with open(d / "garbage_pairs.csv", "w") as f:
+        f.write("path1,path2,label\n")
+        f.writelines(f"a{k}.jpg,b{k}.jpg,perhaps\n" for k in range(n))
+    with open(d / "garbage_feat.list", "w") as f:
+        f.writelines(f"img{k}.jpg 0.1 0.2 zz\n" for k in range(n))
+    return {
+        "scores CSV, header of 1,000,000 columns": ["evaluate", "--scores", str(d / "wide.csv")],
+        "scores CSV, a 10,000,000-character line": ["evaluate", "--scores", str(d / "long.csv")],
+        "scores CSV, 1,000,000 rows of garbage": ["evaluate", "--scores", str(d / "garbage_scores.csv")],
+        "pairs CSV, 1,000,000 rows of garbage": [
+            "evaluate",
+            "--images",
+            str(d),
+            "--pairs",
+            str(d / "garbage_pairs.csv"),
+        ],
+        "feat.list, 1,000,000 rows of garbage": [
+            "evaluate",
+            "--features",
+            str(d / "garbage_feat.list"),
+            "--pairs",
+            str(d / "garbage_pairs.csv"),
+        ],
+    }
+
+
+def run_tables() -> None:
+    import platform
+
+    print(f"hostile tables, qmag evaluate as a process ({platform.machine()}, {os.cpu_count()} cores):")
+    with tempfile.TemporaryDirectory() as d:
+        for name, args in hostile_tables(Path(d)).items():
+            out = subprocess.run([sys.executable, "-c", WRAP, *args], capture_output=True, text=True, cwd=str(ROOT))
+            rc, sec, kib, msg = out.stdout.strip().split(" ", 3)
+            print(f"  {name:<42} exit {rc}  {float(sec):5.2f} s  {int(kib) / 1024:6.0f} MiB   {msg}")
+
+
 def main() -> int:
+    run_tables()
+    if "--tables-only" in sys.argv:
+        return 0
     from PIL import Image
 
     with tempfile.TemporaryDirectory() as d:
@@ -44,8 +111,6 @@ def main() -> int:
         for name, code in DECODERS.items():
             mib, shape = peak_mib(code, big)
             print(f"  {name:<40} {mib:7.0f} MiB   array {shape}")
-    import numpy as np
-
     from studio.figures import face_overlay
 
     photo = np.random.default_rng(0).integers(0, 256, (3264, 4352, 3), dtype=np.uint8)  # 14 MP

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 
 import numpy as np
@@ -135,34 +136,57 @@ _ALIASES = {
 _META_RE = re.compile(r"#\s*(?:qmag:)?\s*([\w-]+)\s*=\s*(.*?)\s*$")
 
 
-def _read_csv_table(p: str, *, comment: bool = True):
-    """(header, rows as list of lists, line numbers, metadata) via the csv module;
-    accepts CRLF and a missing final newline.  Lines starting with '#' before the
-    header are metadata (``# key=value``)."""
+#: rows validated at a time: a bad file fails at its first bad chunk, and memory stays
+#: bounded by the arrays of the rows kept
+CHUNK_ROWS = 1 << 16
+
+
+def _read_csv_table(p: str, *, comment: bool = True, chunk: int = CHUNK_ROWS):
+    """``(header, chunks, metadata)`` of a CSV via the csv module, where ``chunks`` yields
+    ``(rows, line numbers)`` of at most ``chunk`` non-blank rows; accepts CRLF and a
+    missing final newline.  Lines starting with '#' before the header are metadata
+    (``# key=value``)."""
     text = read_text(p, expected="a CSV file", lines=True)
     meta = {}
-    lines = text.splitlines()
+    buf = io.StringIO(text, newline=None)
     start = 0
-    while comment and start < len(lines) and (lines[start].startswith("#") or not lines[start].strip()):
-        m = _META_RE.match(lines[start])
+    pos = 0
+    while True:
+        ln = buf.readline()
+        if not ln:
+            raise DataFormatError("empty file: expected a header line", path=p)
+        if not (comment and (ln.startswith("#") or not ln.strip())):
+            break
+        m = _META_RE.match(ln.rstrip("\n"))
         if m:
             meta[m.group(1)] = m.group(2).strip()
         start += 1
-    if start >= len(lines):
-        raise DataFormatError("empty file: expected a header line", path=p)
-    reader = csv.reader(lines[start:])
+        pos = buf.tell()
+    buf.seek(pos)
+    reader = csv.reader(buf)
     try:
         header = [h.strip() for h in next(reader)]
-        _check_header(header, p, start + 1)
-        rows, lnos = [], []
-        for k, r in enumerate(reader):
-            if not r or all(not c.strip() for c in r):
-                continue
-            rows.append(r)
-            lnos.append(start + 2 + k)
     except csv.Error as e:
-        raise DataFormatError(f"malformed CSV ({e})", path=p, line=start + 1 + reader.line_num) from None
-    return header, rows, lnos, meta
+        raise DataFormatError(f"malformed CSV ({e})", path=p, line=start + 1) from None
+    _check_header(header, p, start + 1)
+
+    def chunks():
+        rows, lnos = [], []
+        try:
+            for r in reader:
+                if not r or all(not c.strip() for c in r):
+                    continue
+                rows.append(r)
+                lnos.append(start + reader.line_num)
+                if len(rows) >= chunk:
+                    yield rows, lnos
+                    rows, lnos = [], []
+        except csv.Error as e:
+            raise DataFormatError(f"malformed CSV ({e})", path=p, line=start + 1 + reader.line_num) from None
+        if rows:
+            yield rows, lnos
+
+    return header, chunks(), meta
 
 
 def _check_header(header, p, line) -> None:

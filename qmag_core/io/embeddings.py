@@ -287,27 +287,38 @@ def _load_npz(p: str) -> Embeddings:
     return Embeddings(emb, q, paths, ok, error.astype(str), encoder, _npz_measures(z, n, p), key)
 
 
-def read_feat_list(path: str | os.PathLike) -> Embeddings:
-    """MagFace ``feat.list``: each line ``path v1 v2 … vD`` (space separated)."""
+def read_feat_list(path: str | os.PathLike, *, chunk: int = 1 << 16) -> Embeddings:
+    """MagFace ``feat.list``: each line ``path v1 v2 … vD`` (space separated), validated
+    ``chunk`` lines at a time (a bad file fails at its first bad chunk; memory stays
+    that of the features)."""
     p = str(path)
     lines = read_text(p, expected="'path v1 … vD' lines", lines=True).splitlines()
     rows = [(k + 1, ln) for k, ln in enumerate(lines) if ln.strip()]
+    del lines
     if not rows:
         raise DataFormatError("empty file (expected 'path v1 … vD' lines)", path=p)
+    heads, feats, dim = [], [], None
+    for s0 in range(0, len(rows), chunk):
+        h, v, dim = _feat_chunk(rows[s0 : s0 + chunk], dim, p)
+        heads += h
+        feats.append(v)
+    return Embeddings.from_array(np.concatenate(feats), paths=heads)
+
+
+def _feat_chunk(rows: list, dim: int | None, p: str):
+    """Paths, (n, D) float64 values and D of one chunk of ``(line number, line)``; D is
+    the most common count of the first chunk."""
     heads, rests = [], []
     for _, ln in rows:
         parts = ln.strip().split(None, 1)
         heads.append(parts[0])
         rests.append(parts[1] if len(parts) > 1 else "")
-    counts = np.fromiter(
-        (r.count(" ") + 1 if r.strip() else 0 for r in (" ".join(x.split()) for x in rests)),
-        dtype=np.int64,
-        count=len(rests),
-    )
-    dim = int(np.bincount(counts).argmax())
+    counts = np.fromiter((len(r.split()) for r in rests), dtype=np.int64, count=len(rests))
+    if dim is None:
+        dim = int(np.bincount(counts).argmax())
+        if dim == 0:
+            raise DataFormatError("no feature values after the path", path=p, line=rows[0][0])
     bad = np.flatnonzero(counts != dim)
-    if dim == 0:
-        raise DataFormatError("no feature values after the path", path=p, line=rows[0][0])
     if bad.size:
         ln = rows[bad[0]][0]
         raise DataFormatError(f"expected a path and {dim} feature values, got {counts[bad[0]]} values", path=p, line=ln)
@@ -321,7 +332,7 @@ def read_feat_list(path: str | os.PathLike) -> Embeddings:
                 tok = next(t for t in r.split() if not _is_float(t))
                 raise DataFormatError(f"feature value {shown(tok)} is not a number", path=p, line=ln) from None
         raise
-    return Embeddings.from_array(vals.reshape(len(rows), dim), paths=heads)
+    return heads, vals.reshape(len(rows), dim), dim
 
 
 def _is_float(t: str) -> bool:

@@ -153,15 +153,22 @@ def read_pairs_csv(path: str | os.PathLike, *, columns: dict[str, str] | None = 
     {"path1": "file_x", "path2": "file_y", "label": "Decision"}``) and common aliases
     (deepface's file_x, file_y, Decision) recognised."""
     p = str(path)
-    header, rows, lnos, _ = _read_csv_table(p)
+    header, chunks, _ = _read_csv_table(p)
     col = _map_columns(header, ["path1", "path2", "label"], ["fold"], columns, p)
+    parts = [_pairs_chunk(rows, lnos, header, col, p) for rows, lnos in chunks]
+    if not parts:
+        raise DataFormatError("no pairs after the header", path=p)
+    p1, p2, label, fold, lnos = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return _check_pairs(Pairs(p1, p2, label, fold, lnos, p))
+
+
+def _pairs_chunk(rows: list, lnos: list, header: list, col: dict, p: str):
+    """``(path1, path2, label, fold, lines)`` of one chunk of rows, validated."""
     width = len(header)
     lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     bad = np.flatnonzero(lens != width)
     if bad.size:
         raise DataFormatError(f"expected {width} fields like the header, got {lens[bad[0]]}", path=p, line=lnos[bad[0]])
-    if not rows:
-        raise DataFormatError("no pairs after the header", path=p)
     table = np.asarray(rows, dtype=str)
     label = parse_labels(table[:, col["label"]], path=p, lines=lnos)
     if "fold" in col:
@@ -183,7 +190,7 @@ def read_pairs_csv(path: str | os.PathLike, *, columns: dict[str, str] | None = 
             path=p,
             line=lnos[k],
         )
-    return _check_pairs(Pairs(p1, p2, label, fold, np.asarray(lnos, np.int64), p))
+    return p1, p2, label, fold, np.asarray(lnos, np.int64)
 
 
 def confine_pairs(pairs: Pairs, root: str | os.PathLike) -> None:
