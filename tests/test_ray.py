@@ -52,3 +52,59 @@ def test_ray_engine_equals_local_engine_on_real_photos(tmp_path):
     st3 = EmbedStats()
     embed_files(paths, root, enc, cache_dir=cache, stats=st3)
     assert st3.n_cached == len(paths) - 1
+
+
+@pytest.mark.slow
+def test_ray_cluster_spreads_over_nodes_and_survives_losing_one(tmp_path):
+    """A head and two worker nodes on this machine (ray.cluster_utils.Cluster): the
+    detection stage runs on more than one node, and removing a worker node while the
+    run is under way still finishes with the local engine's rows."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from qmag_core.encoders.onnx import shipped_encoder
+    from qmag_core.pipeline.embed import EmbedStats, embed_files
+    from qmag_core.pipeline.ray import embed_files_ray
+
+    photos = need_shared("lfw_photos", "images")
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for f in sorted(photos.rglob("*.jpg"))[::11][:96]:
+        shutil.copy(f, root / f"{f.parent.name}__{f.name}")
+    (root / "notes.jpg").write_bytes(b"not an image")
+    paths = sorted(p.name for p in root.iterdir())
+    enc = shipped_encoder("builtin", device="cpu")  # light actors: no torch in the workers
+    local = embed_files(paths, root, enc, cache_dir=None, batch_size=4)
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        st = EmbedStats()
+        spread = embed_files_ray(paths, root, enc, address=cluster.address, cache_dir=None, batch_size=4, stats=st)
+        assert len(st.nodes) >= 2, st.nodes  # the work was spread over nodes
+        assert sum(st.nodes.values()) == len(paths)
+        assert spread.error.tolist() == local.error.tolist()
+
+        workers = [w for w in cluster.list_all_nodes() if w is not cluster.head_node]
+        killed = []
+        st2 = EmbedStats()
+
+        def kill_once(done, n):  # called after each batch, with st2.nodes already counted
+            busy = [w for w in workers if w.node_id in st2.nodes]
+            if not killed and done < n and busy:
+                cluster.remove_node(busy[0])  # a worker node that has been detecting dies mid-run
+                killed.append((busy[0].node_id, done, n))
+
+        survived = embed_files_ray(
+            paths, root, enc, address=cluster.address, cache_dir=None, batch_size=4, stats=st2, progress=kill_once
+        )
+        assert killed and killed[0][1] < killed[0][2], killed  # it died before the run was done
+        assert killed[0][0] in st2.nodes and killed[0][0] not in [w.node_id for w in cluster.list_all_nodes()]
+        assert survived.paths.tolist() == local.paths.tolist()
+        assert np.array_equal(survived.ok, local.ok) and survived.error.tolist() == local.error.tolist()
+        assert np.abs(survived.embeddings[local.ok] - local.embeddings[local.ok]).max() < 1e-6
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -148,6 +148,9 @@ def _report_stats(st, failed: list[tuple[str, str]]) -> None:
         f"({st.seconds:.1f} s)",
         file=sys.stderr,
     )
+    if len(st.nodes) > 1:
+        spread = ", ".join(f"{k[:8]}… {v}" for k, v in sorted(st.nodes.items()))
+        print(f"ray: detection ran on {len(st.nodes)} nodes ({spread} images)", file=sys.stderr)
     for msg in st.cache_damaged:
         print(f"warning: embedding cache: {msg}; its images were embedded again", file=sys.stderr)
     for p, e in failed[:10]:

@@ -162,6 +162,8 @@ class EmbedStats:
     seconds: float = 0.0
     #: messages about damaged cache chunks (skipped, deleted, their images embedded again)
     cache_damaged: list = field(default_factory=list)
+    #: Ray engine: images detected and aligned per cluster node (node id → count)
+    nodes: dict = field(default_factory=dict)
 
 
 def _pad_edges(img: np.ndarray, frac: float) -> np.ndarray:

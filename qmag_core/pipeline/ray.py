@@ -38,6 +38,13 @@ def _threads(n: int) -> None:
         torch.set_num_threads(max(1, int(n)))
 
 
+def _node_id() -> str:
+    """The Ray node this worker runs on."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 class _DetectAlign:
     """Ray actor: paths → aligned crops (zeros where failed), error, detector
     probability and inter-eye distance, exactly as the local engine computes them."""
@@ -54,7 +61,7 @@ class _DetectAlign:
         """``batch``: chunks (one item each: ``rows``, ``paths``, ``labels`` lists), each
         detected as one MTCNN batch like a batch of the local engine; one output row per image."""
         out = [self._chunk(r, p, lab) for r, p, lab in zip(batch["rows"], batch["paths"], batch["labels"], strict=True)]
-        return {k: np.concatenate([o[k] for o in out]) for k in ("row", "crop", "error", "det")}
+        return {k: np.concatenate([o[k] for o in out]) for k in ("row", "crop", "error", "det", "node")}
 
     def _chunk(self, rows, paths, labels) -> dict:
         from ..vision.images import ImageError, load_image
@@ -81,7 +88,8 @@ class _DetectAlign:
                 err[k] = e
             else:
                 crops[k], det[k] = crop, (prob, ied)
-        return {"row": np.asarray(rows, np.int64), "crop": crops, "error": err.astype(str), "det": det}
+        node = np.full(n, _node_id(), dtype=object).astype(str)
+        return {"row": np.asarray(rows, np.int64), "crop": crops, "error": err.astype(str), "det": det, "node": node}
 
 
 class _Encode:
@@ -122,7 +130,8 @@ class _Encode:
                 batch_size=self.batch_size,
                 detections=np.asarray(batch["det"])[todo],
             )
-        return {"row": batch["row"], "embedding": emb, "ok": ok, "error": err.astype(str), "measures": meas}
+        out = {"row": batch["row"], "embedding": emb, "ok": ok, "error": err.astype(str), "measures": meas}
+        return {**out, "node": batch["node"]}
 
 
 def _start(address: str | None, num_cpus: int | None):
@@ -208,6 +217,7 @@ def embed_files_ray(
             progress,
             n - len(todo),
             keep_alive,
+            st.nodes,
         )
         st.n_embedded = len(todo)
     elif progress is not None:
@@ -233,6 +243,7 @@ def _run_ray(
     progress,
     done0,
     keep_alive=False,
+    nodes=None,
 ):
     """Send the rows ``todo`` through the two actor stages; fill ``out`` and the cache."""
     from ..vision.runtime import torch_available
@@ -284,6 +295,9 @@ def _run_ray(
     for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         rows = np.asarray(b["row"], np.int64)
         emb[rows], ok[rows], err[rows], meas[rows] = b["embedding"], b["ok"], b["error"], b["measures"]
+        if nodes is not None:
+            for node, c in zip(*np.unique(b["node"].astype(str), return_counts=True), strict=True):
+                nodes[node] = nodes.get(node, 0) + int(c)
         if cache is not None:
             cache.add(
                 [hashes[int(r)] for r in rows], b["embedding"], b["ok"].tolist(), b["error"].tolist(), b["measures"]
