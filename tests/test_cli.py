@@ -239,7 +239,7 @@ def test_degenerate_training_message(tmp_path):
 @pytest.mark.slow
 def test_fast_paths_do_not_import_torch_or_sklearn(scores_csv, tmp_path):
     code = (
-        "import sys; from qmag_core.cli.main import main; "
+        "import sys; from qmag_core.cli.run import main; "
         f"main(['train','--scores',{str(scores_csv)!r},'--out',{str(tmp_path / 'p.json')!r}]); "
         f"main(['evaluate','--scores',{str(scores_csv)!r},'--n-boot','5']); "
         "bad=[m for m in ('torch','sklearn','streamlit') if m in sys.modules]; print('HEAVY', bad)"
@@ -271,7 +271,7 @@ def test_missing_extra_is_named_not_a_traceback(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['facenet_pytorch'] = None; "
         "sys.modules['onnxruntime'] = None; "
-        "from qmag_core.cli.main import main; "
+        "from qmag_core.cli.run import main; "
         f"sys.exit(main(['compare', {str(img)!r}, {str(img)!r}]))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -284,7 +284,7 @@ def test_missing_extra_is_named_not_a_traceback(tmp_path):
 def test_network_option_choices_are_the_cores():
     """The parser spells --runtime and --face out (importing align/encoders at start-up
     would slow every command); they must stay the core's own lists."""
-    from qmag_core.cli.main import build_parser
+    from qmag_core.cli.run import build_parser
     from qmag_core.vision.align import FACE_RULES
     from qmag_core.vision.runtime import RUNTIMES
 

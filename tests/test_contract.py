@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qmag_core.errors import QMagError, one_line, shown
 from qmag_core.io.common import spreadsheet_safe, spreadsheet_unescape
@@ -300,3 +302,102 @@ def test_make_pairs_writes_formula_names_safely_and_reads_them_back(tmp_path):
     assert cells and all(c[0] not in "=+-@" for c in cells)
     back = read_pairs_csv(tmp_path / "p.csv")
     assert any(p.startswith("=HYPERLINK(evil)/") for p in back.path1.tolist() + back.path2.tolist())
+
+
+# --------------------------- the contract itself, over every command's file arguments
+#: each command with one file (or folder) argument replaced by the bad file, the rest valid
+FILE_ARGS = {
+    "train --scores": ["train", "--scores", "{bad}", "--out", "{tmp}/p.json"],
+    "evaluate --scores": ["evaluate", "--scores", "{bad}"],
+    "evaluate --params": ["evaluate", "--scores", str(SCORES), "--params", "{bad}"],
+    "evaluate --pairs": ["evaluate", "--images", str(FACES), "--pairs", "{bad}"],
+    "evaluate --features": ["evaluate", "--features", "{bad}", "--pairs", str(FACES / "master.csv")],
+    "evaluate --bin": ["evaluate", "--bin", "{bad}"],
+    "evaluate --ijb": ["evaluate", "--ijb", "{bad}"],
+    "score --scores": ["score", "--scores", "{bad}", "--params", str(PARAMS), "--out", "{tmp}/o.csv"],
+    "score --params": ["score", "--scores", str(SCORES), "--params", "{bad}", "--out", "{tmp}/o.csv"],
+    "embed --list": ["embed", "--list", "{bad}", "--out", "{tmp}/e.npz"],
+    "embed --images": ["embed", "--images", "{bad}", "--out", "{tmp}/e.npz"],
+    "compare IMAGE": ["compare", str(FACES / "img1.jpg"), "{bad}"],
+    "explain IMAGE": ["explain", "{bad}", "--out", "{tmp}/m.png", "--method", "occlusion"],
+    "make-pairs --images": [
+        "make-pairs",
+        "--images",
+        "{bad}",
+        "--genuine",
+        "1",
+        "--imposter",
+        "1",
+        "--out",
+        "{tmp}/p.csv",
+    ],
+    "export-onnx --onnx": ["compare", str(FACES / "img1.jpg"), str(FACES / "img2.jpg"), "--onnx", "{bad}"],
+}
+#: a folder is the expected input of these
+FOLDER_ARGS = {"evaluate --ijb", "embed --images", "make-pairs --images"}
+
+
+def _make_bad(kind: str, d: Path) -> Path:
+    p = d / f"bad_{kind}.csv"
+    if kind == "missing":
+        return p
+    if kind == "folder":
+        p.mkdir()
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "text":
+        p.write_text("this is not what was expected\n,,,\n")
+    elif kind == "binary":
+        p.write_bytes(bytes(range(256)) * 4)
+    elif kind == "fifo":
+        os.mkfifo(p)
+    return p
+
+
+def _run_in_process(argv, capsys):
+    from qmag_core.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["missing", "folder", "empty", "text", "binary", "fifo"])
+@pytest.mark.parametrize("arg", sorted(FILE_ARGS))
+def test_every_file_argument_keeps_the_contract(arg, kind, tmp_path, capsys):
+    """Exit 2 with one stderr line that names the file, for every command and every
+    kind of bad file (a folder argument given a file, a file argument given a folder)."""
+    if kind == "folder" and arg in FOLDER_ARGS:
+        pytest.skip("a folder is what this argument expects")
+    bad = _make_bad(kind, tmp_path)
+    argv = [a.format(bad=bad, tmp=tmp_path) for a in FILE_ARGS[arg]]
+    code, out, err = _run_in_process(argv, capsys)
+    # one error line, the last; before it at most the progress summary of a run whose rows all failed
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert code == 2, (arg, kind, code, err)
+    assert "Traceback" not in err and len(lines) == 1 and err.strip().splitlines()[-1] == lines[0], (arg, kind, err)
+    assert bad.name in lines[0] or arg.split()[-1] in lines[0], (arg, kind, lines[0])
+    assert "Errno" not in lines[0] and ".tmp" not in lines[0] and "internal error" not in lines[0]
+
+
+TEXT_ARGS = ["train --scores", "evaluate --pairs", "evaluate --features", "score --params", "embed --list"]
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    arg=st.sampled_from(TEXT_ARGS),
+    body=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40), min_size=0, max_size=6),
+)
+def test_random_text_files_never_crash_a_command(arg, body, tmp_path, capsys):
+    """Random text in a text input: the command either works (exit 0) or refuses it
+    with one line (exit 2) — never an internal error (exit 1) or a traceback."""
+    bad = tmp_path / "random.txt"
+    bad.write_text("\n".join(body), encoding="utf-8")
+    argv = [a.format(bad=bad, tmp=tmp_path) for a in FILE_ARGS[arg]]
+    code, out, err = _run_in_process(argv, capsys)
+    assert code in (0, 2), (arg, body, code, err)
+    assert "Traceback" not in err and "internal error" not in err
+    if code == 2:
+        assert sum(ln.startswith("error:") for ln in err.splitlines()) == 1, err

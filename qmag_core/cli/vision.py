@@ -248,13 +248,21 @@ def cmd_embed(a) -> int:
         if not Path(root).is_dir():
             raise QMagError(f"--root {root}: not a folder")
         confine_paths(paths, root, source=a.list, lines=[r[0] for r in rows])
+    source = f"--list {a.list}" if a.list else f"--images {a.images}"
     if not paths:
-        raise QMagError("no images found")
+        raise QMagError(f"{source}: no image paths in it" if a.list else f"{source}: no images in this folder")
     if a.shard_size:
         return _embed_sharded(a, paths, root)
     emb, _ = _embed_paths(a, paths, root)
     out = save_embeddings(a.out, emb)
     print(f"{int(emb.ok.sum())}/{len(paths)} embedded -> {out}")
+    if not emb.ok.any():  # every row failed: surely the wrong list or root (the rows are written all the same)
+        first = next(iter(_failures(emb)), ("", ""))[1]
+        print(
+            f"error: {source}: none of its {len(paths)} images could be embedded (first: {one_line(first, 200)})",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
