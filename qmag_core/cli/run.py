@@ -11,6 +11,8 @@ import os
 import sys
 
 from ..errors import QMagError, one_line
+from .embed import cmd_embed
+from .options import _add_encoder_options, default_explain_method
 from .scores import (
     _add_trainer_options,
     cmd_evaluate,
@@ -23,7 +25,7 @@ from .scores import (
     probability,
 )
 from .train import cmd_train_magface, cmd_train_quality
-from .vision import _add_encoder_options, cmd_compare, cmd_embed, cmd_explain, cmd_export_onnx, default_explain_method
+from .vision import cmd_compare, cmd_explain, cmd_export_onnx
 
 EXIT_BAD_INPUT = 2
 
