@@ -37,6 +37,8 @@ __all__ = [
     "dataset_from_templates",
     "fmr_bounds",
     "fmr_grid",
+    "registered_models",
+    "MODELS_DIR",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,30 @@ def data_roots() -> list[Path]:
     env = os.environ.get("QMAG_DATA_ROOT")
     roots = [Path(p) for p in env.split(os.pathsep) if p] if env else [SAMPLE_DIR, Path.cwd()]
     return [r.resolve() for r in roots]
+
+
+#: the folder under each data root whose ``*.onnx`` files the dashboard offers as encoders
+MODELS_DIR = "models"
+
+
+def registered_models() -> dict[str, Path]:
+    """``{name: path}`` of the ONNX face models in ``<data root>/models/`` (regular files
+    only, resolved inside their root, at most ``QMAG_MAX_MODEL_BYTES``); the name is the
+    file's, with its root's folder name when two roots hold the same name."""
+    from qmag_core.limits import limit
+
+    cap, out = limit("QMAG_MAX_MODEL_BYTES"), {}
+    for root in data_roots():
+        d = root / MODELS_DIR
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.onnx")):
+            r = f.resolve()
+            if not (r.is_file() and root in r.parents and r.stat().st_size <= cap):
+                continue  # links out of the root, folders, FIFOs and oversized files are not offered
+            name = f.name if f.name not in out else f"{root.name}/{f.name}"
+            out[name] = r
+    return out
 
 
 def resolve_under_roots(path: str | os.PathLike, *, kind: str | None = None) -> Path:

@@ -20,6 +20,7 @@ from studio.datasets import (
     Dataset,
     load_sample_dataset,
     public_message,
+    registered_models,
     resolve_under_roots,
 )
 
@@ -28,6 +29,16 @@ ENCODER_LABELS = {
     "builtin-raw": "built-in, raw descriptor",
     "magface": "MagFace checkpoint",
 }
+#: sidebar ids of the ONNX models in the data roots' models/ folders
+MODEL_PREFIX = "model:"
+
+
+@st.cache_resource(show_spinner="Loading the face model…", max_entries=8)
+def get_model(path: str, size: int, mtime_ns: int, device: str):
+    """A registered ONNX model (cached by path, size and modification time)."""
+    from qmag_core.encoders.foreign import open_onnx
+
+    return open_onnx(path, device=device)
 
 
 @st.cache_resource(show_spinner="Loading the face encoder…")
@@ -95,6 +106,8 @@ def encoder():
     kept for the sidebar, which shows it once per run (not once per call)."""
     ss = state()
     try:
+        if str(ss.encoder_id).startswith(MODEL_PREFIX):
+            return _registered(ss.encoder_id[len(MODEL_PREFIX) :], ss.device)
         if ss.encoder_id == "magface" and not str(ss.checkpoint).strip():
             raise QMagError(
                 "MagFace needs a checkpoint: type its path (under the data root, QMAG_DATA_ROOT) in the sidebar"
@@ -106,6 +119,18 @@ def encoder():
     except QMagError as e:
         ss["_encoder_error"] = f"Encoder not loaded: {public_message(e)} Using the built-in encoder on the CPU."
         return get_encoder("builtin", None, "iresnet100", "cpu", "auto")
+
+
+def _registered(name: str, device: str):
+    """The registered model ``name`` (see :func:`studio.datasets.registered_models`)."""
+    models = registered_models()
+    if name not in models:
+        raise QMagError(f"model {name!r} is no longer in the models folder")
+    p = models[name]
+    st_ = p.stat()
+    enc = get_model(str(p), st_.st_size, st_.st_mtime_ns, device)
+    state()["_encoder_error"] = None
+    return enc
 
 
 def detector():
@@ -184,16 +209,21 @@ def _draw_sidebar():
     ss = state()
     with st.sidebar:
         st.markdown("### QMagFace Studio")
+        choices = [*ENCODER_LABELS, *(MODEL_PREFIX + m for m in registered_models())]
+        if ss.encoder_id not in choices:  # a model file removed since it was chosen
+            ss.encoder_id = "builtin"
         _bound(
             st.selectbox,
             "Encoder",
-            list(ENCODER_LABELS),
+            choices,
             "encoder_id",
-            format_func=ENCODER_LABELS.get,
+            format_func=lambda k: ENCODER_LABELS.get(k) or f"model: {k[len(MODEL_PREFIX) :]}",
             help="builtin: the shipped face network with its quality head (q ≈ 100 × how close the face's "
             "descriptor is expected to lie to a clean capture of it). "
             "builtin-raw: the network alone (its length is only a weak quality proxy). "
-            "magface: an official MagFace checkpoint under the data root.",
+            "magface: an official MagFace checkpoint under the data root. "
+            "model: an ONNX face model in the data root's models/ folder (insightface convention; "
+            "q = its embedding length, a weak quality signal).",
         )
         if ss.encoder_id == "magface":
             _bound(st.text_input, "Checkpoint path (under the data root)", [], "checkpoint")

@@ -4,6 +4,8 @@ and device, and how a photo's subject is chosen."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from ..errors import QMagError
 
@@ -26,11 +28,28 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
         "--runtime",
         choices=("auto", "torch", "onnx"),
         default="auto",
-        help="auto (default: torch when installed, else onnx), torch, or onnx: onnxruntime runs MTCNN and the "
-        "encoder (builtin/builtin-raw ship as ONNX; others: --onnx FILE, or exported once into the cache)",
+        help="auto (default: the fastest here: the shipped ONNX graphs for builtin/builtin-raw on a CPU, torch "
+        "for the rest when installed), torch, or onnx: onnxruntime runs MTCNN and the encoder (others: --onnx "
+        "FILE, or exported once into the cache)",
     )
     g.add_argument(
-        "--onnx", default=None, help="a model from qmag export-onnx, run by onnxruntime (not with --runtime torch)"
+        "--onnx",
+        default=None,
+        help="an ONNX face model run by onnxruntime: a qmag export-onnx file, or any model in the insightface "
+        "convention (one (N,3,S,S) RGB input, (x-127.5)/127.5 on an ArcFace crop, one (N,D) embedding output); "
+        "the layout flags below override what the graph cannot say",
+    )
+    g.add_argument(
+        "--input-size", type=_crop_size, default=None, help="--onnx: crop size S (default: the graph's, or 112)"
+    )
+    g.add_argument("--mean", type=_channels, default=None, help="--onnx: per-channel mean, 0-255 units (default 127.5)")
+    g.add_argument("--std", type=_channels, default=None, help="--onnx: per-channel std, 0-255 units (default 127.5)")
+    g.add_argument("--bgr", action="store_true", help="--onnx: the model takes BGR channels (default RGB)")
+    g.add_argument(
+        "--crop",
+        choices=("arcface-112", "dlib-150"),
+        default=None,
+        help="--onnx: the aligned-crop template (default arcface-112; scaled to --input-size)",
     )
     g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
     g.add_argument(
@@ -47,6 +66,45 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _crop_size(text: str) -> int:
+    if not text.strip().isdigit() or not 32 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError(f"expected a crop size in pixels from 32 to 1024, got {text[:20]!r}")
+    return int(text)
+
+
+def _channels(text: str) -> tuple[float, float, float]:
+    """``V`` or ``R,G,B``: finite numbers (std values positive are checked with the layout)."""
+    import math
+
+    parts = text.split(",")
+    try:
+        v = [float(x) for x in parts] if len(text) <= 80 and len(parts) in (1, 3) else None
+    except ValueError:
+        v = None
+    if v is None or not all(math.isfinite(x) for x in v):
+        raise argparse.ArgumentTypeError(f"expected one number or three (R,G,B), got {text[:40]!r}")
+    return tuple(v * 3) if len(v) == 1 else tuple(v)
+
+
+def _layout_from_args(a):
+    """The --onnx layout flags as an InputLayout (None when none was given)."""
+    from ..encoders.foreign import InputLayout
+
+    given = {
+        "size": getattr(a, "input_size", None),
+        "mean": getattr(a, "mean", None),
+        "std": getattr(a, "std", None),
+        "bgr": getattr(a, "bgr", False) or None,
+        "crop": (getattr(a, "crop", None) or "").split("-")[0] or None,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    if any(s <= 0 for s in given.get("std", (1,))):
+        raise QMagError(f"--std {','.join(map(str, given['std']))}: every channel's std must be positive")
+    return InputLayout(**given)
+
+
 def default_explain_method() -> str:
     """``explain``'s default: gradient maps where torch is installed, else occlusion."""
     from ..vision.runtime import torch_available
@@ -59,9 +117,12 @@ def _encoder_from_args(a):
     if getattr(a, "onnx", None):
         if runtime == "torch":
             raise QMagError("--onnx FILE runs with onnxruntime: leave out --runtime torch")
-        from ..encoders.onnx import OnnxEncoder
+        from ..encoders.foreign import ForeignOnnxEncoder, open_onnx
 
-        return OnnxEncoder(a.onnx, device=a.device, flip=a.flip)  # the file names its encoder; no torch needed
+        enc = open_onnx(a.onnx, device=a.device, flip=a.flip, layout=_layout_from_args(a))  # no torch needed
+        if isinstance(enc, ForeignOnnxEncoder):
+            print(f"warning: {enc.id} ({os.path.basename(a.onnx)}): q is its {enc.quality}", file=sys.stderr)
+        return enc
     from ..encoders import load_encoder
 
     if a.head and a.encoder != "builtin":

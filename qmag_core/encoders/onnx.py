@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QMagError
-from ..limits import limit
 
 __all__ = ["OPSET", "export_onnx", "OnnxEncoder", "load_onnx_encoder", "onnx_for", "shipped_encoder", "SHIPPED_MODEL"]
 
@@ -141,35 +140,28 @@ class OnnxEncoder:
 
     runtime = "onnx"
 
-    def __init__(self, path: str | os.PathLike, *, device: str = "auto", descriptor: bool = False, flip: bool = False):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise QMagError("the onnx runtime needs onnxruntime: pip install 'qmag-studio[onnx]'") from None
-        from ..vision.align import ARCFACE_112, DLIB_150
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        device: str = "auto",
+        descriptor: bool = False,
+        flip: bool = False,
+        session=None,
+    ):
+        from ..vision.align import crop_spec
+        from .foreign import _session
 
         p = Path(path)
-        if not p.is_file():
-            raise QMagError(f"{p}: ONNX model not found")
-        cap = limit("QMAG_MAX_MODEL_BYTES")
-        if p.stat().st_size > cap:
-            raise QMagError(f"{p}: larger than the {cap:,} bytes allowed for a model (QMAG_MAX_MODEL_BYTES)")
-        providers = ["CPUExecutionProvider"]
-        if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        elif device == "cuda":
-            raise QMagError("device 'cuda' requested but onnxruntime has no CUDA provider here")
-        try:
-            self.session = ort.InferenceSession(str(p), providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise QMagError(f"{p.name}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        self.session = session if session is not None else _session(p, device)
         meta = self.session.get_modelmeta().custom_metadata_map
         need = ("qmag.encoder_id", "qmag.encoder_key", "qmag.crop", "qmag.dim")
         if any(k not in meta for k in need):
-            raise QMagError(f"{p.name}: not a QMagFace Studio export (no qmag.* metadata); use qmag export-onnx")
-        specs = {s.name: s for s in (ARCFACE_112, DLIB_150)}
-        if meta["qmag.crop"] not in specs:
-            raise QMagError(f"{p.name}: unknown crop spec {meta['qmag.crop']!r}")
+            raise QMagError(f"{p.name}: not a QMagFace Studio export (no qmag.* metadata); open it with open_onnx")
+        try:
+            spec = crop_spec(meta["qmag.crop"])
+        except QMagError:
+            raise QMagError(f"{p.name}: unknown crop spec {meta['qmag.crop']!r}") from None
         outputs = {o.name for o in self.session.get_outputs()}
         self.descriptor = bool(descriptor)
         if self.descriptor:
@@ -182,7 +174,7 @@ class OnnxEncoder:
             self.id = meta["qmag.encoder_id"]
             self.quality = meta.get("qmag.quality", "")
             base_key = meta["qmag.encoder_key"]
-        self.spec = specs[meta["qmag.crop"]]
+        self.spec = spec
         self.dim = int(meta["qmag.dim"])
         self.flip = bool(flip)
         self.key = base_key + ("-flip" if self.flip and not base_key.endswith("-flip") else "") + "-onnx"

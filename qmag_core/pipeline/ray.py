@@ -50,10 +50,10 @@ class _DetectAlign:
     probability and inter-eye distance, exactly as the local engine computes them."""
 
     def __init__(self, spec_name: str, face: str, threads: int, device: str = "cpu", runtime: str = "torch"):
-        from ..vision.align import ARCFACE_112, DLIB_150, FaceDetector
+        from ..vision.align import FaceDetector, crop_spec
 
         _threads(threads)
-        self.spec = {s.name: s for s in (ARCFACE_112, DLIB_150)}[spec_name]
+        self.spec = crop_spec(spec_name)
         self.face = face
         self.det = FaceDetector(device=device, runtime=runtime)
 
@@ -98,10 +98,13 @@ class _Encode:
     def __init__(self, encoder_id: str, options: dict, batch_size: int, threads: int):
         _threads(threads)
         if options.get("onnx"):  # the ONNX runtime: each actor opens the model file
-            from ..encoders.onnx import OnnxEncoder
+            from ..encoders.foreign import InputLayout, open_onnx
 
             o = options
-            self.enc = OnnxEncoder(o["onnx"], device=o.get("device", "cpu"), descriptor=o["descriptor"], flip=o["flip"])
+            layout = InputLayout.from_dict(o["layout"]) if o.get("layout") else None
+            self.enc = open_onnx(
+                o["onnx"], device=o.get("device", "cpu"), descriptor=o["descriptor"], flip=o["flip"], layout=layout
+            )
         else:
             from ..encoders import load_encoder
 
@@ -283,6 +286,8 @@ def _run_ray(
     opts = {**options, "device": "cuda" if gpus else "cpu"}
     if getattr(encoder, "runtime", "torch") == "onnx":
         opts = {"onnx": encoder.path, "device": opts["device"], "descriptor": encoder.descriptor, "flip": encoder.flip}
+        if hasattr(encoder, "layout"):  # a third-party model: the same preprocessing in every actor
+            opts["layout"] = encoder.layout.to_dict()
     ds = ds.map_batches(
         _Encode,
         fn_constructor_kwargs={"encoder_id": encoder.id, "options": opts, "batch_size": batch_size, "threads": threads},

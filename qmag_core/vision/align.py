@@ -29,6 +29,7 @@ __all__ = [
     "CropSpec",
     "ARCFACE_112",
     "DLIB_150",
+    "crop_spec",
     "ImageError",
     "NoFaceError",
     "Face",
@@ -66,6 +67,20 @@ DLIB_150 = CropSpec(
     150,
     np.array([[47.5492, 46.5990], [100.4761, 46.5990], [74.0127, 76.5625], [50.4149, 103.0233], [97.6104, 103.0233]]),
 )
+
+
+#: the templates by family; a crop of another size scales the family's template
+CROP_FAMILIES = {"arcface": ARCFACE_112, "dlib": DLIB_150}
+
+
+def crop_spec(name: str) -> CropSpec:
+    """The crop spec named ``FAMILY-SIZE`` (``arcface-112``, ``dlib-150``, ``arcface-160``
+    …): the family's 5-point template scaled to SIZE pixels (16 to 1024)."""
+    family, _, size = str(name).rpartition("-")
+    if family not in CROP_FAMILIES or not size.isdigit() or not 16 <= int(size) <= 1024:
+        raise QMagError(f"crop must be arcface-N or dlib-N (N = 16 to 1024 px), got {name!r}")
+    base, n = CROP_FAMILIES[family], int(size)
+    return base if n == base.size else CropSpec(f"{family}-{n}", n, base.template * (n / base.size))
 
 
 class NoFaceError(QMagError):

@@ -1,0 +1,216 @@
+"""Third-party ONNX face models (no qmag.* metadata), in the insightface convention:
+one (N, 3, 112, 112) RGB input, (x - 127.5) / 127.5 on an ArcFace-112 crop, one
+embedding output.  The model under test is built from a real network (the shipped
+faceRecognitionNet behind a fixed ArcFace-112 -> dlib-150 resampling), exported without
+our metadata, and checked against a direct onnxruntime run on the same crops."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import need_shared
+
+from qmag_core.errors import QMagError
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT / "sample_data" / "faces" / "deepface"
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+
+
+def _insightface_style_model(path: Path, *, nhwc: bool = False, size: int = 112) -> Path:
+    """The shipped network as an insightface-convention graph, without qmag metadata."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from qmag_core.encoders.faceapi import load_faceapi_net
+    from qmag_core.encoders.onnx import trace_to_onnx
+    from qmag_core.vision.align import ARCFACE_112, DLIB_150, similarity_transform
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = load_faceapi_net()
+            m = np.vstack([similarity_transform(ARCFACE_112.template * size / 112, DLIB_150.template), [0, 0, 1]])
+            inv = np.linalg.inv(m)  # dlib-150 pixel -> input pixel
+            v, u = np.mgrid[0:150, 0:150].astype(np.float64)
+            xy = np.stack([u, v, np.ones_like(u)], -1) @ inv.T
+            grid = (2 * xy[..., :2] + 1) / size - 1  # pixel centres, align_corners=False
+            self.register_buffer("grid", torch.tensor(grid[None], dtype=torch.float32))
+
+        def forward(self, x):
+            if nhwc:
+                x = x.permute(0, 3, 1, 2)
+            px = x * 127.5 + 127.5
+            img = F.grid_sample(px, self.grid.expand(x.shape[0], -1, -1, -1), align_corners=False)
+            return self.net(img)
+
+    example = torch.zeros(2, size, size, 3) if nhwc else torch.zeros(2, 3, size, size)
+    net = Net().eval()
+    trace_to_onnx(
+        net, example, str(path), inputs=["input.1"], outputs=["fc1"], axes={"input.1": {0: "N"}, "fc1": {0: "N"}}
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return _insightface_style_model(tmp_path_factory.mktemp("m") / "w600k_r50.onnx")
+
+
+def _direct(model_path: Path, crops: np.ndarray) -> np.ndarray:
+    """The model run by onnxruntime directly, the insightface way."""
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    x = ((crops.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
+    return s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x)})[0]
+
+
+def test_layout_is_read_from_the_graph_and_keys_follow_the_content(model, tmp_path):
+    from qmag_core.encoders.foreign import ForeignOnnxEncoder, InputLayout, open_onnx
+    from qmag_core.encoders.keys import file_key
+
+    enc = open_onnx(model, device="cpu")
+    assert isinstance(enc, ForeignOnnxEncoder) and enc.spec.name == "arcface-112" and enc.dim == 128
+    assert enc.id == "onnx-" + file_key(model)[:12] and not enc.nhwc
+    assert "weak" in enc.quality
+    bgr = open_onnx(model, device="cpu", layout=InputLayout(bgr=True))
+    assert bgr.id == enc.id and bgr.key != enc.key  # same file, other preprocessing: other cache key
+    crops = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    np.testing.assert_allclose(enc.embed(crops), _direct(model, crops), rtol=1e-5, atol=1e-5)
+    q = np.linalg.norm(enc.embed(crops), axis=1)
+    assert np.allclose(enc.embed_with_raw(crops)[1], q)
+    nhwc = open_onnx(_insightface_style_model(tmp_path / "nhwc.onnx", nhwc=True), device="cpu")
+    assert nhwc.nhwc and np.allclose(nhwc.embed(crops), enc.embed(crops), atol=1e-4)
+
+
+def test_graphs_that_cannot_take_a_face_crop_are_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from qmag_core.encoders.foreign import open_onnx
+
+    def graph(name, shape, out_shape, dtype=TensorProto.FLOAT):
+        x = helper.make_tensor_value_info("x", dtype, shape)
+        y = helper.make_tensor_value_info("y", dtype, out_shape)
+        g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        onnx.save(m, tmp_path / name)
+        return tmp_path / name
+
+    with pytest.raises(QMagError, match="a face crop is a float"):
+        open_onnx(graph("text.onnx", ["N", 77], ["N", 77]))
+    with pytest.raises(QMagError, match="a face crop is a float"):
+        open_onnx(graph("one_channel.onnx", ["N", 1, 112, 112], ["N", 1, 112, 112]))
+    with pytest.raises(QMagError, match="no output of shape"):
+        open_onnx(graph("image_out.onnx", ["N", 3, 112, 112], ["N", 3, 112, 112]))
+    with pytest.raises(QMagError, match="square"):
+        open_onnx(graph("wide.onnx", ["N", 3, 112, 96], ["N", 3, 112, 96]))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(QMagError, match="not a loadable ONNX model"):
+        open_onnx(tmp_path / "junk.onnx")
+
+
+def test_cli_layout_flags_are_checked_like_arguments(model, tmp_path):
+    def qmag(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True, cwd=str(ROOT)
+        )
+
+    r = qmag("compare", FACES / "img1.jpg", FACES / "img2.jpg", "--onnx", model, "--mean", "abc")
+    assert r.returncode == 2 and "--mean" in r.stderr and "Traceback" not in r.stderr
+    r = qmag("compare", FACES / "img1.jpg", FACES / "img2.jpg", "--onnx", model, "--std", "0")
+    assert r.returncode == 2 and "--std" in r.stderr.strip().splitlines()[-1]
+    r = qmag("compare", FACES / "img1.jpg", FACES / "img2.jpg", "--onnx", model, "--input-size", "96")
+    assert r.returncode == 2 and "takes 112×112 crops" in r.stderr
+    r = qmag("compare", FACES / "img1.jpg", FACES / "img2.jpg", "--onnx", model, "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["encoder"].startswith("onnx-") and rep["alpha"] is None  # no α/β are borrowed from another model
+    assert "weak quality signal" in r.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_with_a_foreign_model_equals_a_direct_onnxruntime_run(model, tmp_path):
+    """Real LFW pairs (2 of the dev folds, 1,200 pairs): `qmag evaluate --onnx` gives the
+    accuracy of the same model run directly on the same ArcFace-112 crops, and `qmag
+    embed --onnx` its embeddings within 1e-5."""
+    from qmag_core.evaluation import metrics as M
+    from qmag_core.io import Pairs, load_embeddings, read_lfw_pairs
+    from qmag_core.io.pairs import write_pairs_csv
+    from qmag_core.vision.align import ARCFACE_112, FaceDetector, detect_and_align_batch
+    from qmag_core.vision.images import load_image
+
+    images = need_shared("lfw", "images")
+    allp = read_lfw_pairs(need_shared("lfw", "pairs_dev.txt"))
+    keep = np.isin(allp.fold, [0, 1])
+    pairs = Pairs(allp.path1[keep], allp.path2[keep], allp.label[keep], allp.fold[keep], allp.line[keep], "")
+    write_pairs_csv(tmp_path / "pairs.csv", pairs)
+    env = {**os.environ, "QMAG_CACHE": str(tmp_path / "cache")}
+    base = [sys.executable, "-m", "qmag_core"]
+    r = subprocess.run(
+        [*base, "evaluate", "--images", images, "--pairs", tmp_path / "pairs.csv", "--onnx", model, "--json",
+         tmp_path / "r.json"], capture_output=True, text=True, env=env, cwd=str(ROOT),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    acc_cli = json.loads((tmp_path / "r.json").read_text())["cosine"]["accuracy"]
+    paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
+    (tmp_path / "list.txt").write_text("\n".join(paths) + "\n")
+    cmd = [*base, "embed", "--list", tmp_path / "list.txt", "--root", images, "--onnx", model]
+    r = subprocess.run([*cmd, "--out", tmp_path / "e.npz"], capture_output=True, text=True, env=env, cwd=str(ROOT))
+    assert r.returncode == 0, r.stderr
+    emb = load_embeddings(tmp_path / "e.npz")
+    det = FaceDetector(runtime="onnx")
+    photos = [load_image(images / p) for p in paths]
+    aligned = []
+    for k in range(0, len(photos), 32):
+        aligned += detect_and_align_batch(photos[k : k + 32], det, ARCFACE_112)
+    ok = np.array([a is not None for a in aligned])
+    assert np.array_equal(ok, emb.ok) and ok.mean() > 0.99
+    direct = _direct(model, np.stack([a.crop for a in aligned if a is not None]))
+    assert np.abs(direct - emb.embeddings[ok]).max() < 1e-5
+    unit = direct / np.linalg.norm(direct, axis=1, keepdims=True)
+    row = {p: k for k, p in enumerate(np.asarray(paths)[ok])}
+    both = np.array([a in row and b in row for a, b in zip(pairs.path1, pairs.path2, strict=True)])
+    s = np.einsum("ij,ij->i", unit[[row[a] for a in pairs.path1[both]]], unit[[row[b] for b in pairs.path2[both]]])
+    acc_direct = M.kfold_accuracy(s, pairs.label[both], pairs.fold[both]).mean
+    assert abs(acc_cli - acc_direct) <= 0.003, (acc_cli, acc_direct)
+    assert acc_direct > 0.95  # a real network on real faces
+
+
+@pytest.mark.slow
+def test_dashboard_lists_the_models_folder_and_refuses_bad_graphs(model, tmp_path, monkeypatch):
+    """<data root>/models/*.onnx are encoders in the sidebar; a refused graph is named
+    and the page keeps working on the built-in encoder; links out of the root are not
+    offered."""
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "data"
+    (root / "models").mkdir(parents=True)
+    shutil.copy(model, root / "models" / "r50.onnx")
+    (root / "models" / "broken.onnx").write_bytes(b"not a model")
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copy(model, outside)
+    (root / "models" / "link.onnx").symlink_to(outside)
+    monkeypatch.setenv("QMAG_DATA_ROOT", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
+    options = at.selectbox(key="w_encoder_id").options
+    assert "model: r50.onnx" in options and "model: broken.onnx" in options
+    assert not any("link.onnx" in o for o in options)
+    at.selectbox(key="w_encoder_id").set_value("model:broken.onnx").run()
+    errs = [e.value for e in at.sidebar.error]
+    assert any("Encoder not loaded" in e and "broken.onnx" in e and "not a loadable ONNX model" in e for e in errs)
+    assert not at.exception
+    at.selectbox(key="w_encoder_id").set_value("model:r50.onnx").run()
+    assert not at.exception and not [e for e in at.sidebar.error if "Encoder not loaded" in e.value]
+    qs = [float(m.value) for m in at.metric if m.label.startswith("quality q")]
+    assert len(qs) == 2 and all(q > 0 for q in qs)  # the Compare page ran the registered model
