@@ -36,7 +36,8 @@ def metric(at, label):
 
 @pytest.fixture(scope="module")
 def enc():
-    return load_encoder("builtin", device="cpu")
+    """The encoder the sidebar's default (auto) runtime loads: the shipped graph on a CPU."""
+    return load_encoder("builtin", device="cpu", runtime="fast")
 
 
 @pytest.mark.slow
@@ -249,7 +250,11 @@ def test_quality_page_plq_map(enc):
     data = _jpeg(FACES / "img5.jpg")
     at.file_uploader(key="plq_upload").set_value(("face.jpg", data, "image/jpeg")).run()
     assert not at.exception
-    ref = explain(data, enc, method="gradient", name="face.jpg")
+    from qmag_core.vision.align import FaceDetector
+
+    # gradient maps run on the torch twin of the sidebar's encoder, faces found by its detector (ONNX here)
+    torch_enc = load_encoder("builtin", device="cpu", runtime="torch")
+    ref = explain(data, torch_enc, method="gradient", name="face.jpg", detector=FaceDetector.for_encoder(enc))
     assert any(f"face.jpg: q = {ref.quality:.4f}" in c.value for c in at.caption)
     wall = io.BytesIO()
     Image.new("RGB", (200, 200), (90, 90, 90)).save(wall, "PNG")

@@ -191,7 +191,7 @@ def test_compare_page_in_browser(server, page):
     page.get_by_text("img4.jpg").first.wait_for()
     _wait_idle(page)
     page.get_by_text("QMagFace ŝ").first.wait_for()
-    enc = load_encoder("builtin", device="cpu")
+    enc = load_encoder("builtin", device="cpu", runtime="fast")  # the sidebar's auto runtime
     ref = compare_images(
         [str(f) for f in files], enc, names=[f.name for f in files], params=default_params("builtin"), fmr=1e-3
     )

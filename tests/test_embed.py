@@ -101,7 +101,8 @@ def test_cli_embed_and_npz(mixed_folder, tmp_path):
     assert "3 failed" in r.stderr and "no face detected" in r.stderr
     e = load_embeddings(out)
     assert e.encoder == "builtin-raw" and e.ok.sum() == 3 and e.embeddings.shape == (6, 128)
-    assert e.encoder_key == load_encoder("builtin-raw").key  # which weights + head made q travels on
+    # which weights + head made q travels on, and the runtime that ran them (the CLI's auto: the shipped graph)
+    assert e.encoder_key == load_encoder("builtin-raw", runtime="fast").key
     with np.load(out, allow_pickle=False) as z:
         assert z["paths"].dtype.kind == "U"
 

@@ -206,7 +206,9 @@ def test_commands_run_without_torch(tmp_path):
     assert report["pairs_report"]["fta_rate"] == pytest.approx(2 / 26)
     run_cli("explain", a, "--out", tmp_path / "m.png", "--method", "occlusion", no_torch=True)
     assert (tmp_path / "m.png").stat().st_size > 1000
-    r = run_cli("explain", a, "--out", tmp_path / "m.png", check=False, no_torch=True)
+    r = run_cli("explain", a, "--out", tmp_path / "m2.png", no_torch=True)  # the default here is occlusion
+    assert "occlusion map" in r.stdout and (tmp_path / "m2.png").is_file()
+    r = run_cli("explain", a, "--out", tmp_path / "m.png", "--method", "gradient", check=False, no_torch=True)
     assert r.returncode == 2 and "gradient maps need torch, which is not installed" in r.stderr
     r = run_cli("compare", a, b, "--runtime", "torch", check=False, no_torch=True)
     assert r.returncode == 2 and "pip install 'qmag-studio[vision]'" in r.stderr and "Traceback" not in r.stderr

@@ -128,9 +128,10 @@ def cmd_explain(a) -> int:
 
     from ..outputs import atomic_path, atomic_write
     from ..quality.explain import explain, render_overlay
+    from ..vision.runtime import torch_available
 
     a.method = a.method or default_explain_method()
-    if a.method == "gradient" and a.runtime == "auto" and not a.onnx:
+    if a.method == "gradient" and a.runtime == "auto" and not a.onnx and torch_available():
         a.runtime = "torch"  # gradients of q need the torch network (auto would pick the shipped ONNX graph)
     ext = os.path.splitext(a.out)[1].lower()
     if ext not in Image.registered_extensions():
