@@ -160,7 +160,7 @@ def test_evaluate_with_a_foreign_model_equals_a_direct_onnxruntime_run(model, tm
          tmp_path / "r.json"], capture_output=True, text=True, env=env, cwd=str(ROOT),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    acc_cli = json.loads((tmp_path / "r.json").read_text())["cosine"]["accuracy"]
+    acc_cli = json.loads((tmp_path / "r.json").read_text())["baseline"]["accuracy"]
     paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
     (tmp_path / "list.txt").write_text("\n".join(paths) + "\n")
     cmd = [*base, "embed", "--list", tmp_path / "list.txt", "--root", images, "--onnx", model]
