@@ -2,6 +2,7 @@
 crops, self-describing model files, the CLI runtime switch, bad model files."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,36 @@ def test_bad_model_files_are_refused(tmp_path):
     assert r.returncode == 2 and "not a loadable ONNX model" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("explain", junk, "--out", tmp_path / "m.png", "--runtime", "torch", "--onnx", junk, check=False)
     assert r.returncode == 2 and "--onnx FILE runs with onnxruntime: leave out --runtime torch" in r.stderr
+
+
+@pytest.mark.slow
+def test_int8_export_is_calibrated_on_photos_and_keyed_apart(tmp_path):
+    """qmag export-onnx --int8: a QDQ graph calibrated on the faces of real photos; its
+    key says int8 (caches and params keep it apart) and it agrees with the float graph
+    on faces it was not calibrated on."""
+    import subprocess
+    import sys
+
+    from qmag_core.encoders.onnx import shipped_encoder
+
+    root = Path(__file__).resolve().parents[1]
+    faces = root / "sample_data" / "faces" / "deepface"
+    base = [sys.executable, "-m", "qmag_core", "export-onnx", "--encoder", "builtin", "--out", tmp_path / "b8.onnx"]
+    r = subprocess.run([*map(str, base), "--int8"], capture_output=True, text=True, cwd=str(root))
+    assert r.returncode == 2 and "--calibration" in r.stderr
+    r = subprocess.run(
+        [*map(str, base), "--int8", "--calibration", str(faces)], capture_output=True, text=True, cwd=str(root)
+    )
+    assert r.returncode == 0, r.stderr
+    int8 = OnnxEncoder(tmp_path / "b8.onnx", device="cpu")
+    fp32 = shipped_encoder("builtin", device="cpu")
+    assert int8.key.endswith("-int8-onnx") and int8.key.replace("-int8", "") == fp32.key
+    glint = need_shared("glint24")
+    crops = np.stack(
+        [realign_aligned(load_image(f), ARCFACE_112, DLIB_150).crop for f in sorted(glint.glob("*/*.jpg"))[::7][:48]]
+    )
+    a, b = int8.embed(crops), fp32.embed(crops)
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.995, cos.min()
+    qa, qb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    assert np.abs(qa - qb).max() < 1.0 and np.corrcoef(qa, qb)[0, 1] > 0.98

@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="model.onnx")
     p.add_argument("--opset", type=positive_int, default=17)
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="write an int8 graph (onnxruntime static quantization, calibrated on --calibration photos)",
+    )
+    p.add_argument("--calibration", default=None, help="with --int8: a folder of real photos (or crops with --aligned)")
+    p.add_argument("--calibration-count", type=positive_int, default=256, help="photos used for calibration")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_export_onnx)
 

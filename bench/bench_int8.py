@@ -1,0 +1,101 @@
+"""int8 vs float graph of ``builtin``: throughput, LFW accuracy and q agreement.
+
+The int8 graph is calibrated on glint24 crops (24 identities disjoint from LFW); the
+test is LFW-dev (4,200 pairs, 7 folds), every photo detected and aligned once and the
+same crops fed to both graphs.  Throughput is images/s of the encoder alone on the same
+crops, both graphs in this process, best of 3 runs.
+
+    python bench/bench_int8.py [--n-speed 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from qmag_core.cli.vision import calibration_crops
+from qmag_core.encoders import load_encoder
+from qmag_core.encoders.onnx import OnnxEncoder, export_onnx
+from qmag_core.encoders.quantize import quantize_int8
+from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.pairing import pairs_to_indices
+from qmag_core.io import Embeddings, read_lfw_pairs
+from qmag_core.vision.align import FaceDetector, detect_and_align_batch
+from qmag_core.vision.images import load_image
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def images_per_s(enc, crops: np.ndarray, repeats: int = 3) -> float:
+    enc.embed(crops[:32])  # warm-up
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        enc.embed(crops, batch_size=64)
+        best = min(best, time.perf_counter() - t0)
+    return len(crops) / best
+
+
+def lfw_crops(spec):
+    pairs = read_lfw_pairs(SHARED / "lfw" / "pairs_dev.txt")
+    paths = sorted(set(pairs.path1.tolist()) | set(pairs.path2.tolist()))
+    det = FaceDetector(runtime="onnx")
+    photos = [load_image(SHARED / "lfw" / "images" / p) for p in paths]
+    aligned = []
+    for k in range(0, len(photos), 32):
+        aligned += detect_and_align_batch(photos[k : k + 32], det, spec)
+    ok = np.array([a is not None for a in aligned])
+    crops = np.stack([a.crop for a in aligned if a is not None])
+    return pairs, np.asarray(paths)[ok], crops
+
+
+def scores(emb: np.ndarray, names, pairs):
+    e = Embeddings.from_array(emb, paths=list(names))
+    idx, found = pairs_to_indices(pairs, e)
+    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    s = np.einsum("ij,ij->i", u[idx[found, 0]], u[idx[found, 1]])
+    return s, pairs.label[found], pairs.fold[found]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-speed", type=int, default=512)
+    a = ap.parse_args()
+    torch_enc = load_encoder("builtin", device="cpu", runtime="torch")
+    calib = calibration_crops(str(SHARED / "glint24"), torch_enc, 256, aligned=True)
+    with tempfile.TemporaryDirectory() as d:
+        fp32_path, int8_path = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
+        export_onnx(torch_enc, fp32_path)
+        quantize_int8(fp32_path, int8_path, calib)
+        fp32, int8 = OnnxEncoder(fp32_path, device="cpu"), OnnxEncoder(int8_path, device="cpu")
+        print(f"graphs: float {fp32_path.stat().st_size / 1e6:.1f} MB, int8 {int8_path.stat().st_size / 1e6:.1f} MB")
+        pairs, names, crops = lfw_crops(fp32.spec)
+        speed = crops[: a.n_speed]
+        v32, v8 = images_per_s(fp32, speed), images_per_s(int8, speed)
+        print(f"encoder alone, {len(speed)} LFW crops: float {v32:.1f} img/s, int8 {v8:.1f} img/s ({v8 / v32:.2f}x)")
+        e32, e8 = fp32.embed(crops), int8.embed(crops)
+    from scipy.stats import spearmanr
+
+    q32, q8 = np.linalg.norm(e32, axis=1), np.linalg.norm(e8, axis=1)
+    rho = spearmanr(q32, q8).statistic
+    print(
+        f"q on {len(crops)} LFW crops: Spearman(q_int8, q_fp32) {rho:.4f}, |dq| median {np.median(abs(q8 - q32)):.3f}"
+    )
+    for name, e in (("float", e32), ("int8", e8)):
+        s, y, f = scores(e, names, pairs)
+        acc = M.kfold_accuracy(s, y, f)
+        g, i = M.split_scores(s, y)
+        print(f"LFW-dev {len(s)} pairs, {name}: 7-fold accuracy {100 * acc.mean:.3f}% ± {100 * acc.std:.2f}, "
+              f"EER {100 * M.eer(g, i).value:.3f}%")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
