@@ -36,7 +36,7 @@ MODEL_PREFIX = "model:"
 @st.cache_resource(show_spinner="Loading the face model…", max_entries=8)
 def get_model(path: str, size: int, mtime_ns: int, device: str):
     """A registered ONNX model (cached by path, size and modification time)."""
-    from qmag_core.encoders.foreign import open_onnx
+    from qmag_core.encoders import open_onnx
 
     return open_onnx(path, device=device)
 

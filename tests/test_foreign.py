@@ -73,7 +73,8 @@ def _direct(model_path: Path, crops: np.ndarray) -> np.ndarray:
 
 
 def test_layout_is_read_from_the_graph_and_keys_follow_the_content(model, tmp_path):
-    from qmag_core.encoders.foreign import ForeignOnnxEncoder, InputLayout, open_onnx
+    from qmag_core.encoders import open_onnx
+    from qmag_core.encoders.foreign import ForeignOnnxEncoder, InputLayout
     from qmag_core.encoders.keys import file_key
 
     enc = open_onnx(model, device="cpu")
@@ -94,7 +95,7 @@ def test_graphs_that_cannot_take_a_face_crop_are_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from qmag_core.encoders.foreign import open_onnx
+    from qmag_core.encoders import open_onnx
 
     def graph(name, shape, out_shape, dtype=TensorProto.FLOAT):
         x = helper.make_tensor_value_info("x", dtype, shape)

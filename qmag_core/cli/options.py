@@ -117,7 +117,8 @@ def _encoder_from_args(a):
     if getattr(a, "onnx", None):
         if runtime == "torch":
             raise QMagError("--onnx FILE runs with onnxruntime: leave out --runtime torch")
-        from ..encoders.foreign import ForeignOnnxEncoder, open_onnx
+        from ..encoders import open_onnx
+        from ..encoders.foreign import ForeignOnnxEncoder
 
         enc = open_onnx(a.onnx, device=a.device, flip=a.flip, layout=_layout_from_args(a))  # no torch needed
         if isinstance(enc, ForeignOnnxEncoder):

@@ -25,7 +25,16 @@ from ..vision.align import ARCFACE_112, DLIB_150, CropSpec
 from ..vision.runtime import gpu_present, onnxruntime_available, resolve_device, resolve_runtime, torch_available
 from .keys import BUILTIN_HEAD, MAGFACE_HEAD, WEIGHTS_SHA256, builtin_key, file_key  # noqa: F401
 
-__all__ = ["Encoder", "ENCODERS", "load_encoder", "resolve_device", "resolve_runtime", "encoder_ids", "builtin_key"]
+__all__ = [
+    "open_onnx",
+    "Encoder",
+    "ENCODERS",
+    "load_encoder",
+    "resolve_device",
+    "resolve_runtime",
+    "encoder_ids",
+    "builtin_key",
+]
 
 
 class Encoder:
@@ -284,3 +293,28 @@ def load_encoder(encoder_id: str = "builtin", *, runtime: str = "auto", **kw):
         )
     cache_dir = kw.pop("cache_dir", None)
     return OnnxEncoder(onnx_for(ENCODERS[encoder_id](**{**kw, "device": "cpu"}), cache_dir), device=device)
+
+
+def open_onnx(
+    path,
+    *,
+    device: str = "auto",
+    flip: bool = False,
+    descriptor: bool = False,
+    layout=None,
+):
+    """The encoder of an ONNX file: our own export (``qmag.*`` metadata: everything from
+    the file) or any other face model (:class:`ForeignOnnxEncoder`, layout from the graph
+    and ``layout``)."""
+    from .foreign import ForeignOnnxEncoder, InputLayout, _session
+    from .onnx import OnnxEncoder
+
+    p = Path(path)
+    session = _session(p, device)
+    if "qmag.encoder_id" in session.get_modelmeta().custom_metadata_map:
+        if layout is not None and layout != InputLayout():
+            raise QMagError(f"{p.name} is a QMagFace Studio export: its layout is in the file (drop the layout flags)")
+        return OnnxEncoder(p, device=device, descriptor=descriptor, flip=flip, session=session)
+    if descriptor:
+        raise QMagError(f"{p.name}: has no descriptor output (not a QMagFace Studio export)")
+    return ForeignOnnxEncoder(p, layout=layout, device=device, flip=flip, session=session)

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import QMagError
 from ..limits import limit
 
-__all__ = ["InputLayout", "ForeignOnnxEncoder", "open_onnx", "WEAK_QUALITY"]
+__all__ = ["InputLayout", "ForeignOnnxEncoder", "WEAK_QUALITY"]
 
 #: what q means for a model without a quality head (said wherever it is used)
 WEAK_QUALITY = (
@@ -199,27 +199,3 @@ class ForeignOnnxEncoder:
         """``(embeddings, their lengths)``: without a head the raw length is q."""
         e = self.embed(crops, batch_size)
         return e, np.linalg.norm(e, axis=1)
-
-
-def open_onnx(
-    path: str | os.PathLike,
-    *,
-    device: str = "auto",
-    flip: bool = False,
-    descriptor: bool = False,
-    layout: InputLayout | None = None,
-):
-    """The encoder of an ONNX file: our own export (``qmag.*`` metadata: everything from
-    the file) or any other face model (:class:`ForeignOnnxEncoder`, layout from the graph
-    and ``layout``)."""
-    from .onnx import OnnxEncoder
-
-    p = Path(path)
-    session = _session(p, device)
-    if "qmag.encoder_id" in session.get_modelmeta().custom_metadata_map:
-        if layout is not None and layout != InputLayout():
-            raise QMagError(f"{p.name} is a QMagFace Studio export: its layout is in the file (drop the layout flags)")
-        return OnnxEncoder(p, device=device, descriptor=descriptor, flip=flip, session=session)
-    if descriptor:
-        raise QMagError(f"{p.name}: has no descriptor output (not a QMagFace Studio export)")
-    return ForeignOnnxEncoder(p, layout=layout, device=device, flip=flip, session=session)

@@ -98,7 +98,8 @@ class _Encode:
     def __init__(self, encoder_id: str, options: dict, batch_size: int, threads: int):
         _threads(threads)
         if options.get("onnx"):  # the ONNX runtime: each actor opens the model file
-            from ..encoders.foreign import InputLayout, open_onnx
+            from ..encoders import open_onnx
+            from ..encoders.foreign import InputLayout
 
             o = options
             layout = InputLayout.from_dict(o["layout"]) if o.get("layout") else None
