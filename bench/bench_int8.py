@@ -5,7 +5,12 @@ test is LFW-dev (4,200 pairs, 7 folds), every photo detected and aligned once an
 same crops fed to both graphs.  Throughput is images/s of the encoder alone on the same
 crops, both graphs in this process, best of 3 runs.
 
-    python bench/bench_int8.py [--n-speed 512]
+    python bench/bench_int8.py [--n-speed 512] [--variants]
+
+``--variants`` also quantizes the alternatives (every layer int8; convolutions only;
+percentile ranges) and prints their speed and q agreement: the trade-off behind the
+shipped choice (the layers after the last convolution — pooling, projection, quality
+head — stay float).
 """
 
 from __future__ import annotations
@@ -33,14 +38,18 @@ from qmag_core.vision.images import load_image
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def images_per_s(enc, crops: np.ndarray, repeats: int = 3) -> float:
-    enc.embed(crops[:32])  # warm-up
-    best = np.inf
+def images_per_s(encs: list, crops: np.ndarray, repeats: int = 7) -> list[float]:
+    """Images/s of each encoder, best of ``repeats`` runs taken in turn (A B A B …), so a
+    slow spell of this shared machine hits every encoder alike."""
+    for enc in encs:
+        enc.embed(crops[:32])  # warm-up
+    best = [np.inf] * len(encs)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        enc.embed(crops, batch_size=64)
-        best = min(best, time.perf_counter() - t0)
-    return len(crops) / best
+        for j, enc in enumerate(encs):
+            t0 = time.perf_counter()
+            enc.embed(crops, batch_size=64)
+            best[j] = min(best[j], time.perf_counter() - t0)
+    return [len(crops) / b for b in best]
 
 
 def lfw_crops(spec):
@@ -64,9 +73,31 @@ def scores(emb: np.ndarray, names, pairs):
     return s, pairs.label[found], pairs.fold[found]
 
 
+VARIANTS = {
+    "every layer int8 (MinMax)": {"float_tail": False},
+    "every layer int8 (percentile)": {"float_tail": False, "method": "percentile"},
+    "convolutions only (MinMax)": {"float_tail": False, "op_types": ("Conv",)},
+    "float tail (percentile)": {"method": "percentile"},
+}
+
+
+def variants(fp32_path, fp32, calib, crops, speed, e32) -> None:
+    from scipy.stats import spearmanr
+
+    q32 = np.linalg.norm(e32, axis=1)
+    for name, kw in VARIANTS.items():
+        out = fp32_path.with_name("variant.onnx")
+        quantize_int8(fp32_path, out, calib, **kw)
+        enc = OnnxEncoder(out, device="cpu")
+        v_float, v = images_per_s([fp32, enc], speed)
+        rho = spearmanr(np.linalg.norm(enc.embed(crops), axis=1), q32).statistic
+        print(f"  variant {name:<32} {v / v_float:.2f}x float (timed in turn), Spearman(q) {rho:.4f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-speed", type=int, default=512)
+    ap.add_argument("--variants", action="store_true")
     a = ap.parse_args()
     torch_enc = load_encoder("builtin", device="cpu", runtime="torch")
     calib = calibration_crops(str(SHARED / "glint24"), torch_enc, 256, aligned=True)
@@ -78,9 +109,11 @@ def main() -> int:
         print(f"graphs: float {fp32_path.stat().st_size / 1e6:.1f} MB, int8 {int8_path.stat().st_size / 1e6:.1f} MB")
         pairs, names, crops = lfw_crops(fp32.spec)
         speed = crops[: a.n_speed]
-        v32, v8 = images_per_s(fp32, speed), images_per_s(int8, speed)
+        v32, v8 = images_per_s([fp32, int8], speed)
         print(f"encoder alone, {len(speed)} LFW crops: float {v32:.1f} img/s, int8 {v8:.1f} img/s ({v8 / v32:.2f}x)")
         e32, e8 = fp32.embed(crops), int8.embed(crops)
+        if a.variants:
+            variants(fp32_path, fp32, calib, crops, speed, e32)
     from scipy.stats import spearmanr
 
     q32, q8 = np.linalg.norm(e32, axis=1), np.linalg.norm(e8, axis=1)

@@ -53,7 +53,13 @@ def _float_tail(model) -> list[str]:
 
 
 def quantize_int8(
-    fp32_path: str | os.PathLike, out_path: str | os.PathLike, crops: np.ndarray, *, float_tail: bool = True
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    crops: np.ndarray,
+    *,
+    float_tail: bool = True,
+    op_types: tuple[str, ...] | None = None,
+    method: str = "minmax",
 ) -> dict:
     """Write the int8 graph of the float export ``fp32_path`` to ``out_path`` (atomically),
     calibrated on ``crops`` (N, S, S, 3) uint8 aligned as the encoder expects; returns
@@ -90,8 +96,13 @@ def quantize_int8(
                 per_channel=True,
                 weight_type=QuantType.QInt8,
                 activation_type=QuantType.QUInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "percentile": CalibrationMethod.Percentile,
+                    "entropy": CalibrationMethod.Entropy,
+                }[method],
                 nodes_to_exclude=exclude,
+                op_types_to_quantize=list(op_types) if op_types else None,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
         finally:
