@@ -14,7 +14,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("scores", "evaluation", "io", "vision", "encoders", "quality", "pipeline", "errors", "safeio")
+_SUBPACKAGES = (
+    "scores",
+    "evaluation",
+    "io",
+    "vision",
+    "encoders",
+    "quality",
+    "pipeline",
+    "errors",
+    "limits",
+    "safeio",
+    "outputs",
+)
 _DEPRECATED = ("scoring", "metrics", "data")
 __all__ = ["__version__", *_SUBPACKAGES]
 
