@@ -215,3 +215,48 @@ def test_dashboard_lists_the_models_folder_and_refuses_bad_graphs(model, tmp_pat
     assert not at.exception and not [e for e in at.sidebar.error if "Encoder not loaded" in e.value]
     qs = [float(m.value) for m in at.metric if m.label.startswith("quality q")]
     assert len(qs) == 2 and all(q > 0 for q in qs)  # the Compare page ran the registered model
+
+
+@pytest.mark.slow
+def test_embedding_quality_head_for_a_model_without_one(model, tmp_path):
+    """qmag train-quality --onnx MODEL: a utility head on the embedding alone, trained on
+    identity-disjoint folders, written beside the model and picked up by its key; its q
+    falls with degradation on identities it never saw."""
+    import shutil
+
+    from qmag_core.encoders import open_onnx
+    from qmag_core.quality.degrade import degrade
+    from qmag_core.quality.embedding_head import head_path_for, load_embedding_head
+    from qmag_core.vision.images import load_image
+
+    glint = need_shared("glint24")
+    people = sorted(p for p in glint.iterdir() if p.is_dir())
+    data = tmp_path / "train"
+    for person in people[:8]:
+        (data / person.name).mkdir(parents=True)
+        for f in sorted(person.glob("*.jpg"))[:8]:
+            shutil.copy(f, data / person.name / f.name)
+    m = tmp_path / "models" / "r50.onnx"
+    m.parent.mkdir()
+    shutil.copy(model, m)
+    plain = open_onnx(m, device="cpu")
+    r = subprocess.run(
+        [sys.executable, "-m", "qmag_core", "train-quality", "--onnx", str(m), "--data", str(data), "--aligned",
+         "--family", "crop", "--degraded", "3"], capture_output=True, text=True, cwd=str(ROOT),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    head = load_embedding_head(head_path_for(m))
+    assert head.encoder_key == plain.key and head.meta["identities"] == [6, 2]
+    enc = open_onnx(m, device="cpu")
+    assert enc.head is not None and enc.key != plain.key and "utility head" in enc.quality
+    unseen = [load_image(f) for p in people[12:18] for f in sorted(p.glob("*.jpg"))[:4]]
+    crops = np.stack([c for c in unseen])
+    rng = np.random.default_rng(0)
+    worse = np.stack([degrade(c, "blur", 1.0, rng) for c in crops])
+    q_clean, q_blur = np.linalg.norm(enc.embed(crops), axis=1), np.linalg.norm(enc.embed(worse), axis=1)
+    assert (q_clean > q_blur).mean() > 0.8, q_clean - q_blur
+    e, raw = enc.embed_with_raw(crops)
+    assert np.allclose(np.linalg.norm(e, axis=1), q_clean, rtol=1e-5)
+    assert np.allclose(raw, np.linalg.norm(plain.embed(crops), axis=1), rtol=1e-5)
+    cos = np.sum(e * plain.embed(crops), 1) / np.linalg.norm(e, axis=1) / raw
+    assert cos.min() > 0.99999  # the head changes the length only, never the direction

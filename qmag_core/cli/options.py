@@ -32,6 +32,24 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
         "for the rest when installed), torch, or onnx: onnxruntime runs MTCNN and the encoder (others: --onnx "
         "FILE, or exported once into the cache)",
     )
+    _add_onnx_options(g)
+    g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
+    g.add_argument(
+        "--aligned",
+        action="store_true",
+        help="inputs are already aligned ArcFace-112 crops: skip detection (never done silently)",
+    )
+    g.add_argument(
+        "--face",
+        choices=("best", "largest", "center"),
+        default="best",
+        help="which face of a photo with several is the subject: best (default: a large face near "
+        "the centre, area - 2 x squared centre offset), largest, or center",
+    )
+
+
+def _add_onnx_options(g) -> None:
+    """``--onnx FILE`` and the layout flags of a third-party model."""
     g.add_argument(
         "--onnx",
         default=None,
@@ -50,19 +68,6 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
         choices=("arcface-112", "dlib-150"),
         default=None,
         help="--onnx: the aligned-crop template (default arcface-112; scaled to --input-size)",
-    )
-    g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
-    g.add_argument(
-        "--aligned",
-        action="store_true",
-        help="inputs are already aligned ArcFace-112 crops: skip detection (never done silently)",
-    )
-    g.add_argument(
-        "--face",
-        choices=("best", "largest", "center"),
-        default="best",
-        help="which face of a photo with several is the subject: best (default: a large face near "
-        "the centre, area - 2 x squared centre offset), largest, or center",
     )
 
 

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import QMagError, one_line
 from .embed import cmd_embed
-from .options import _add_encoder_options, default_explain_method
+from .options import _add_encoder_options, _add_onnx_options, default_explain_method
 from .scores import (
     _add_trainer_options,
     cmd_evaluate,
@@ -193,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         "capture x 100) on the built-in backbone; no identity labels needed beyond the folders",
     )
     p.add_argument("--data", required=True, help="folder with one sub-folder of images per identity (photos or crops)")
-    p.add_argument("--out", required=True, help="quality head file (.pt, tensors only); use with --head")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="quality head file (.pt, tensors only; use with --head); with --onnx: MODEL.quality.npz beside the "
+        "model by default, picked up whenever the model is opened",
+    )
     p.add_argument(
         "--family",
         choices=("both", "crop", "capture"),
@@ -207,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops (crop family only)")
+    g = p.add_argument_group("any face model: a head on the embedding alone (numpy; no torch needed)")
+    _add_onnx_options(g)
     p.set_defaults(func=cmd_train_quality)
 
     p = sub.add_parser(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ..errors import QMagError
+
 
 def cmd_train_magface(a) -> int:
     from tqdm import tqdm
@@ -84,17 +86,53 @@ def cmd_train_magface(a) -> int:
 
 
 def cmd_train_quality(a) -> int:
-    from tqdm import tqdm
-
-    from ..encoders import load_encoder
-    from ..quality.head import save_quality_head
-    from ..quality.utility import fit_utility_head, split_by_identity, utility_samples
+    from ..quality.samples import split_by_identity
     from ..safeio import confine_paths
     from ..vision.images import list_images
 
+    if not a.onnx and not a.out:
+        raise QMagError("give --out FILE (or --onnx MODEL: the head goes beside the model)")
     fit_paths, val_paths = split_by_identity(list_images(a.data), a.val_fraction, a.seed)
     confine_paths(fit_paths + val_paths, a.data)  # a folder scan: only a symlink can lead out
+    if a.onnx:
+        return _train_embedding_head(a, fit_paths, val_paths)
+    from ..encoders import load_encoder
+    from ..quality.head import save_quality_head
+    from ..quality.utility import fit_utility_head
+
     enc = load_encoder("builtin-raw", device=a.device)
+    parts = _samples(a, enc, fit_paths, val_paths, "backbone")
+    fit = fit_utility_head(parts[0]["features"], parts[0]["target"], parts[1]["features"], parts[1]["target"])
+    n_ids = len({p.split("/")[0] for p in fit_paths}), len({p.split("/")[0] for p in val_paths})
+    save_quality_head(
+        fit.head,
+        a.out,
+        {
+            "kind": "utility",
+            "features": "multi",
+            "family": a.family,
+            "data": os.path.abspath(a.data),
+            "degraded_per_photo": a.degraded,
+            "seed": a.seed,
+            "identities": {"fit": n_ids[0], "validation": n_ids[1]},
+            "lost_faces": int(parts[0]["lost"] + parts[1]["lost"]),
+            **fit.meta(),
+        },
+    )
+    print(
+        f"{n_ids[0]} + {n_ids[1]} identities (fit + validation), {fit.n_train} + {fit.n_val} samples "
+        f"({a.family} family, {a.degraded} degraded per image and family); ridge λ {fit.lam:g}, validation "
+        f"Spearman {fit.val_spearman[fit.lam]:.3f} -> {a.out}"
+    )
+    return 0
+
+
+def _samples(a, enc, fit_paths, val_paths, features: str) -> list[dict]:
+    """Utility samples of the fit and the validation identities, with progress."""
+    from tqdm import tqdm
+
+    from ..quality.samples import utility_samples
+
     parts = []
     for name, paths, seed in (("fit", fit_paths, a.seed), ("validation", val_paths, a.seed + 1)):
         bar = tqdm(
@@ -117,31 +155,35 @@ def cmd_train_quality(a) -> int:
             seed=seed,
             aligned=a.aligned,
             progress=prog,
+            features=features,
         )
         bar.close()
         if d["failed"]:
             print(f"{name}: {len(d['failed'])} images skipped, e.g. {d['failed'][0]}", file=sys.stderr)
         parts.append(d)
-    fit = fit_utility_head(parts[0]["features"], parts[0]["target"], parts[1]["features"], parts[1]["target"])
-    n_ids = len({p.split("/")[0] for p in fit_paths}), len({p.split("/")[0] for p in val_paths})
-    save_quality_head(
-        fit.head,
-        a.out,
-        {
-            "kind": "utility",
-            "features": "multi",
-            "family": a.family,
-            "data": os.path.abspath(a.data),
-            "degraded_per_photo": a.degraded,
-            "seed": a.seed,
-            "identities": {"fit": n_ids[0], "validation": n_ids[1]},
-            "lost_faces": int(parts[0]["lost"] + parts[1]["lost"]),
-            **fit.meta(),
-        },
-    )
+    return parts
+
+
+def _train_embedding_head(a, fit_paths, val_paths) -> int:
+    """--onnx MODEL: a utility head on the model's embedding alone, saved beside the model."""
+    from ..encoders import open_onnx
+    from ..outputs import check_output
+    from ..quality.embedding_head import fit_embedding_head, head_path_for
+    from .options import _layout_from_args
+
+    enc = open_onnx(a.onnx, device=a.device, layout=_layout_from_args(a), quality_head=False)
+    out = check_output(a.out or head_path_for(a.onnx), arg="--out", inputs=[a.onnx])
+    parts = _samples(a, enc, fit_paths, val_paths, "embedding")
+    ids = len({p.split("/")[0] for p in fit_paths}), len({p.split("/")[0] for p in val_paths})
+    meta = {"family": a.family, "degraded_per_photo": a.degraded, "seed": a.seed, "identities": list(ids)}
+    head = fit_embedding_head(parts[0], parts[1], enc.key, meta)
+    head.save(out)
+    beside = out.resolve() == head_path_for(a.onnx).resolve()
+    where = "beside the model: picked up whenever it is opened" if beside else "(name it MODEL.quality.npz to use it)"
+    m = head.meta
+    lam = f"{m['lambda']:g}"
     print(
-        f"{n_ids[0]} + {n_ids[1]} identities (fit + validation), {fit.n_train} + {fit.n_val} samples "
-        f"({a.family} family, {a.degraded} degraded per image and family); ridge λ {fit.lam:g}, validation "
-        f"Spearman {fit.val_spearman[fit.lam]:.3f} -> {a.out}"
+        f"{ids[0]} + {ids[1]} identities (fit + validation), {m['n_train']} + {m['n_val']} samples "
+        f"({a.family} family); ridge λ {lam}, validation Spearman {m['val_spearman'][lam]:.3f} -> {out} {where}"
     )
     return 0

@@ -302,6 +302,7 @@ def open_onnx(
     flip: bool = False,
     descriptor: bool = False,
     layout=None,
+    quality_head: bool = True,
 ):
     """The encoder of an ONNX file: our own export (``qmag.*`` metadata: everything from
     the file) or any other face model (:class:`ForeignOnnxEncoder`, layout from the graph
@@ -317,4 +318,4 @@ def open_onnx(
         return OnnxEncoder(p, device=device, descriptor=descriptor, flip=flip, session=session)
     if descriptor:
         raise QMagError(f"{p.name}: has no descriptor output (not a QMagFace Studio export)")
-    return ForeignOnnxEncoder(p, layout=layout, device=device, flip=flip, session=session)
+    return ForeignOnnxEncoder(p, layout=layout, device=device, flip=flip, session=session, quality_head=quality_head)

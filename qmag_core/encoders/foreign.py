@@ -113,7 +113,9 @@ class ForeignOnnxEncoder:
         device: str = "auto",
         flip: bool = False,
         session=None,
+        quality_head: bool = True,
     ):
+        from ..quality.embedding_head import HEAD_QUALITY, head_path_for, load_embedding_head
         from ..vision.align import crop_spec
         from .keys import file_key
 
@@ -153,6 +155,13 @@ class ForeignOnnxEncoder:
         self.id = f"onnx-{sha}"
         self.key = f"{self.id}-{self.layout.fingerprint(size)}" + ("-flip" if self.flip else "")
         self.quality = WEAK_QUALITY
+        self.head = None  # an embedding quality head beside the model, fitted for this key
+        hp = head_path_for(p)
+        if quality_head and hp.is_file():
+            head = load_embedding_head(hp)
+            if head.encoder_key == self.key:
+                self.head, self.quality = head, HEAD_QUALITY
+                self.key += f"-q{head.file_key()}"
         self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
         self.metadata = {"source": p.name, "input": f"{inp.name} {shape}", "output": self.output_name}
 
@@ -193,9 +202,21 @@ class ForeignOnnxEncoder:
             if self.flip:
                 e = 0.5 * (e + self._forward(b[:, :, ::-1]))
             parts.append(e)
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        e = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        return self._with_head(e)
+
+    def _with_head(self, e: np.ndarray) -> np.ndarray:
+        """The embedding's direction with the head's q as its length (no head: as it is)."""
+        if self.head is None or not len(e):
+            return e
+        n = np.linalg.norm(e, axis=1, keepdims=True)
+        return (e / np.maximum(n, 1e-12) * self.head.quality(e)[:, None]).astype(np.float32)
 
     def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64):
-        """``(embeddings, their lengths)``: without a head the raw length is q."""
-        e = self.embed(crops, batch_size)
-        return e, np.linalg.norm(e, axis=1)
+        """``(embeddings, the raw embedding's length)``: without a head the raw length is q."""
+        head, self.head = self.head, None
+        try:
+            raw = self.embed(crops, batch_size)
+        finally:
+            self.head = head
+        return self._with_head(raw), np.linalg.norm(raw, axis=1)
