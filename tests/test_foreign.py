@@ -24,38 +24,13 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
 
 def _insightface_style_model(path: Path, *, nhwc: bool = False, size: int = 112) -> Path:
-    """The shipped network as an insightface-convention graph, without qmag metadata."""
-    torch = pytest.importorskip("torch")
-    import torch.nn.functional as F
+    """The shipped network as an insightface-convention graph, without qmag metadata
+    (tools/make_insightface_model.py)."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_insightface_model import make
 
-    from qmag_core.encoders.faceapi import load_faceapi_net
-    from qmag_core.encoders.onnx import trace_to_onnx
-    from qmag_core.vision.align import ARCFACE_112, DLIB_150, similarity_transform
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = load_faceapi_net()
-            m = np.vstack([similarity_transform(ARCFACE_112.template * size / 112, DLIB_150.template), [0, 0, 1]])
-            inv = np.linalg.inv(m)  # dlib-150 pixel -> input pixel
-            v, u = np.mgrid[0:150, 0:150].astype(np.float64)
-            xy = np.stack([u, v, np.ones_like(u)], -1) @ inv.T
-            grid = (2 * xy[..., :2] + 1) / size - 1  # pixel centres, align_corners=False
-            self.register_buffer("grid", torch.tensor(grid[None], dtype=torch.float32))
-
-        def forward(self, x):
-            if nhwc:
-                x = x.permute(0, 3, 1, 2)
-            px = x * 127.5 + 127.5
-            img = F.grid_sample(px, self.grid.expand(x.shape[0], -1, -1, -1), align_corners=False)
-            return self.net(img)
-
-    example = torch.zeros(2, size, size, 3) if nhwc else torch.zeros(2, 3, size, size)
-    net = Net().eval()
-    trace_to_onnx(
-        net, example, str(path), inputs=["input.1"], outputs=["fc1"], axes={"input.1": {0: "N"}, "fc1": {0: "N"}}
-    )
-    return path
+    return make(path, nhwc=nhwc, size=size)
 
 
 @pytest.fixture(scope="module")
