@@ -25,13 +25,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from qmag_core.cli.vision import calibration_crops
 from qmag_core.encoders import load_encoder
 from qmag_core.encoders.onnx import OnnxEncoder, export_onnx
 from qmag_core.encoders.quantize import quantize_int8
 from qmag_core.evaluation import metrics as M
 from qmag_core.evaluation.pairing import pairs_to_indices
 from qmag_core.io import Embeddings, read_lfw_pairs
+from qmag_core.pipeline.datasets import folder_crops
 from qmag_core.vision.align import FaceDetector, detect_and_align_batch
 from qmag_core.vision.images import load_image
 
@@ -100,7 +100,7 @@ def main() -> int:
     ap.add_argument("--variants", action="store_true")
     a = ap.parse_args()
     torch_enc = load_encoder("builtin", device="cpu", runtime="torch")
-    calib = calibration_crops(str(SHARED / "glint24"), torch_enc, 256, aligned=True)
+    calib = folder_crops(str(SHARED / "glint24"), torch_enc, 256, aligned=True)
     with tempfile.TemporaryDirectory() as d:
         fp32_path, int8_path = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
         export_onnx(torch_enc, fp32_path)

@@ -406,3 +406,11 @@ def test_random_text_files_never_crash_a_command(arg, body, tmp_path, capsys):
     assert "Traceback" not in err and "internal error" not in err
     if code == 2:
         assert sum(ln.startswith("error:") for ln in err.splitlines()) == 1, err
+
+
+def test_explain_checks_its_default_raw_map_path_before_the_work(tmp_path):
+    photo = tmp_path / "c.jpg"
+    photo.write_bytes((FACES / "img1.jpg").read_bytes())
+    (tmp_path / "m.npy").mkdir()  # where the raw map would go by default
+    one_line_error(qmag("explain", photo, "--out", tmp_path / "m.png", "--method", "occlusion"), "--npy", "is a folder")
+    assert not (tmp_path / "m.png").exists()

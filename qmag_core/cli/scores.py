@@ -11,7 +11,6 @@ import math
 import os
 import sys
 import warnings
-from pathlib import Path
 
 from ..errors import FMRClampWarning, QMagError
 from ..evaluation.protocol import evaluate_table, format_report, jsonable
@@ -272,9 +271,7 @@ def cmd_score(a) -> int:
 
     if bool(a.out) == bool(a.in_place):
         raise QMagError("give --out FILE, or --in-place to add s_hat to --scores itself")
-    out = a.scores if a.in_place else a.out
-    if not a.in_place and Path(out).resolve() == Path(a.scores).resolve():
-        raise QMagError(f"--out {out} is the input file; use --in-place to overwrite it")
+    out = a.scores if a.in_place else a.out  # --out is not --scores: run.check_outputs refused that
     table = _load_scores(a.scores)
     params = QMagFaceParams.load(a.params)
     s_hat = params.score(table.s, table.q_min)

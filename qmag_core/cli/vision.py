@@ -40,45 +40,15 @@ def cmd_export_onnx(a) -> int:
     return 0
 
 
-def calibration_crops(folder: str, enc, n: int, *, aligned: bool = False, seed: int = 0) -> np.ndarray:
-    """Aligned crops of up to ``n`` photos under ``folder`` (a seeded sample), through the
-    pipeline's detect -> choose -> align step; photos without a face are skipped."""
-    from ..vision.align import ARCFACE_112, FaceDetector, detect_and_align_batch, realign_aligned
-    from ..vision.images import ImageError, list_images, load_image
-
-    paths = list_images(folder)
-    if not paths:
-        raise QMagError(f"--calibration {folder}: no images in this folder")
-    pick = np.random.default_rng(seed).permutation(len(paths))[:n]
-    photos = []
-    for k in sorted(pick.tolist()):
-        try:
-            photos.append(load_image(os.path.join(folder, paths[k]), name=paths[k]))
-        except ImageError:
-            continue
-    if aligned:
-        crops = [realign_aligned(p, ARCFACE_112, enc.spec).crop for p in photos]
-    else:
-        det = FaceDetector.for_encoder(enc)
-        crops = [
-            a.crop
-            for s in range(0, len(photos), 32)
-            for a in detect_and_align_batch(photos[s : s + 32], det, enc.spec)
-            if a is not None
-        ]
-    if len(crops) < 8:
-        raise QMagError(f"--calibration {folder}: {len(crops)} faces found; calibration needs at least 8")
-    return np.stack(crops)
-
-
 def _export_int8(a, enc) -> int:
     """--int8: the float export, quantized on calibration crops, checked against the float graph."""
     import tempfile
 
     from ..encoders.onnx import OnnxEncoder, export_onnx
     from ..encoders.quantize import quantize_int8
+    from ..pipeline.datasets import folder_crops
 
-    crops = calibration_crops(a.calibration, enc, a.calibration_count, aligned=a.aligned)
+    crops = folder_crops(a.calibration, enc, a.calibration_count, aligned=a.aligned, label="--calibration")
     with tempfile.TemporaryDirectory() as d:
         fp32 = os.path.join(d, "fp32.onnx")
         export_onnx(enc, fp32, opset=a.opset)
@@ -185,7 +155,7 @@ def _image_failures(images) -> int:
 def cmd_explain(a) -> int:
     from PIL import Image
 
-    from ..outputs import atomic_path, atomic_write
+    from ..outputs import atomic_path, atomic_write, check_output
     from ..quality.explain import explain, render_overlay
     from ..vision.runtime import torch_available
 
@@ -198,9 +168,8 @@ def cmd_explain(a) -> int:
     npy = a.npy or os.path.splitext(a.out)[0] + ".npy"
     if not npy.lower().endswith(".npy"):
         raise QMagError(f"--npy {npy}: the raw map is written as .npy")
-    for out in (a.out, npy):
-        if not Path(out).resolve().parent.is_dir():
-            raise QMagError(f"{out}: its folder does not exist")
+    if not a.npy:  # the default beside --out: checked like every output (run.check_outputs did --out)
+        check_output(npy, arg="--npy", inputs=[a.image])
     enc = _encoder_from_args(a)
     kw = {"steps": a.steps} if a.method == "gradient" else {"patch": a.patch, "stride": a.stride, "fill": a.fill}
     qm = explain(a.image, enc, method=a.method, aligned=a.aligned, name=os.path.basename(a.image), face=a.face, **kw)

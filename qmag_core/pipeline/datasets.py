@@ -16,7 +16,42 @@ from ..errors import DataFormatError, QMagError
 from ..io.binsets import BinSet, bin_pairs
 from ..io.templates import TemplateProtocol
 
-__all__ = ["score_image_pairs", "embed_bin", "bin_scores", "embed_protocol", "content_key"]
+__all__ = ["folder_crops", "score_image_pairs", "embed_bin", "bin_scores", "embed_protocol", "content_key"]
+
+
+def folder_crops(folder, encoder, n: int, *, aligned: bool = False, seed: int = 0, label: str = "folder") -> np.ndarray:
+    """Aligned crops (N, S, S, 3) of up to ``n`` photos under ``folder`` (a seeded sample,
+    confined to the folder) through the pipeline's detect -> choose -> align step, or
+    re-warped ArcFace-112 crops with ``aligned``; unreadable photos and photos without a
+    face are skipped.  ``label`` names the folder in errors (e.g. the CLI option)."""
+    from ..safeio import confine_paths
+    from ..vision.align import ARCFACE_112, FaceDetector, detect_and_align_batch, realign_aligned
+    from ..vision.images import ImageError, list_images, load_image
+
+    paths = list_images(folder)
+    if not paths:
+        raise QMagError(f"{label} {folder}: no images in this folder")
+    pick = sorted(np.random.default_rng(seed).permutation(len(paths))[:n].tolist())
+    files = confine_paths([paths[k] for k in pick], folder)  # a folder scan: only a symlink can lead out
+    photos = []
+    for f, p in zip(files, (paths[k] for k in pick), strict=True):
+        try:
+            photos.append(load_image(f, name=p))
+        except ImageError:
+            continue
+    if aligned:
+        crops = [realign_aligned(p, ARCFACE_112, encoder.spec).crop for p in photos]
+    else:
+        det = FaceDetector.for_encoder(encoder)
+        crops = [
+            a.crop
+            for s in range(0, len(photos), 32)
+            for a in detect_and_align_batch(photos[s : s + 32], det, encoder.spec)
+            if a is not None
+        ]
+    if len(crops) < 8:
+        raise QMagError(f"{label} {folder}: {len(crops)} faces found; at least 8 are needed")
+    return np.stack(crops)
 
 
 def score_image_pairs(pairs, root: str | os.PathLike, embed):
