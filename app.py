@@ -21,6 +21,7 @@ pages = [
     st.Page("pages/dataset.py", title="Dataset", icon=":material/bar_chart:"),
     st.Page("pages/train.py", title="Train α/β", icon=":material/tune:"),
     st.Page("pages/quality.py", title="Quality", icon=":material/auto_awesome:"),
+    st.Page("pages/check.py", title="Enrolment check", icon=":material/verified_user:"),
 ]
 try:  # a bad QMAG_* limit is said once, by name, instead of failing inside a page
     check_environment()

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from qmag_core.pipeline.compare import compare_embedded, embed_images, explain_pairs
+from qmag_core.quality.scale import scale_for
 from studio.datasets import SAMPLE_DIR
 from studio.figures import face_overlay, similarity_matrix
 from studio.ui import (
@@ -96,6 +97,7 @@ qs = None
 if ds is not None and ds.encoder in (None, enc.id):
     qs = np.asarray(list(ds.image_quality.values())) if ds.image_quality else np.r_[ds.table.q1, ds.table.q2]
 
+qscale = scale_for(enc)
 cols = st.columns(min(4, len(res.images)))
 for k, r in enumerate(res.images):
     with cols[k % len(cols)]:
@@ -131,6 +133,12 @@ for k, r in enumerate(res.images):
         st.image(r.aligned.crop, caption=f"aligned {r.aligned.spec.name}", width=150)
         pct = f" · percentile {100 * np.mean(qs <= r.quality):.0f} of the active dataset" if qs is not None else ""
         st.metric(f"quality q ({enc.id})", f"{r.quality:.4f}", help=enc.quality)
+        if qscale is not None:
+            d = qscale.describe(r.quality)
+            st.caption(
+                f"quality scale **{d['scale']:.0f}/100** · band **{d['band']}** — photos of this quality match "
+                f"{d['scale']:.0f}% of the time at FMR {qscale.fmr:g}"
+            )
         if pct:
             st.caption(pct.strip(" ·"))
 

@@ -7,6 +7,7 @@ import streamlit as st
 
 from qmag_core.evaluation.measures import iso_edcs, measure_columns, measure_edcs
 from qmag_core.quality.explain import has_gradients
+from qmag_core.quality.scale import scale_for
 from studio.figures import edc_figure, plq_figure, quality_histogram
 from studio.ui import dataset, encoder, fmt_pct, gradient_encoder, sidebar
 
@@ -29,7 +30,21 @@ st.caption(
     f"(n = {q.size:,}): median {np.median(q):.4f}, 5th–95th percentile "
     f"{np.percentile(q, 5):.4f}–{np.percentile(q, 95):.4f}"
 )
-st.plotly_chart(quality_histogram(q), key="qhist", width="stretch")
+qscale = scale_for(enc) if ds.encoder in (None, enc.id) else None
+marks = None
+if qscale is not None:
+    lo, hi = qscale.edges
+    marks = {"poor | usable": lo, "usable | good": hi}
+    band = qscale.band(q)
+    share = {b: float(np.mean(band == b)) for b in ("good", "usable", "poor")}
+    st.caption(
+        "Calibrated quality scale of "
+        f"{enc.id}: **good** {100 * share['good']:.1f}% · **usable** {100 * share['usable']:.1f}% · "
+        f"**poor** {100 * share['poor']:.1f}% of these qualities (band edges q = {lo:.2f} and {hi:.2f}: where the "
+        f"FNMR at FMR {qscale.fmr:g} of pairs with a worse image of that quality crosses 1.5× and 0.5× the "
+        "reference pairs' FNMR; docs/method/quality.md)"
+    )
+st.plotly_chart(quality_histogram(q, marks=marks), key="qhist", width="stretch")
 
 if per_image and ds.image_root is not None:
     from qmag_core.vision.images import load_image
@@ -140,5 +155,18 @@ else:
     except QMagError as e:
         st.error(str(e))
     else:
-        st.plotly_chart(plq_figure(qm), key="plq", width="stretch")
-        st.caption(f"{source[1]}: q = {qm.quality:.4f} · {qm.method} map in {qm.seconds:.1f} s")
+        fixed = st.toggle(
+            "Fixed colour scale",
+            value=True,
+            key="plq_fixed",
+            help="The encoder's calibrated PLQ unit: the same colours mean the same q per pixel on every photo "
+            "(compare photos, or a photo before and after a change). Off: scaled by this map's own 99th percentile.",
+        )
+        default_opts = PLQ_METHODS[method][1].get("fill", "blur") == "blur"
+        unit = qscale.plq.get(qm.method) if fixed and qscale is not None and default_opts else None
+        st.plotly_chart(plq_figure(qm, unit=unit), key="plq", width="stretch")
+        on_scale = ""
+        if qscale is not None:
+            d = qscale.describe(qm.quality)
+            on_scale = f" (scale {d['scale']:.0f}/100, {d['band']})"
+        st.caption(f"{source[1]}: q = {qm.quality:.4f}{on_scale} · {qm.method} map in {qm.seconds:.1f} s")

@@ -370,12 +370,13 @@ def face_overlay(image: np.ndarray, box, landmarks, *, other_boxes=(), labels=No
     return fig
 
 
-def plq_figure(qm) -> go.Figure:
+def plq_figure(qm, unit: float | None = None) -> go.Figure:
     """Aligned crop and its pixel-level quality map overlaid (red lowers q, blue raises
-    it; colours scaled by the 99th percentile of |map|)."""
+    it); ``unit``: the encoder's fixed PLQ scale (same colours for every photo), else the
+    map's own 99th percentile of |map|."""
     from qmag_core.quality.explain import display_values
 
-    v = display_values(qm)
+    v = display_values(qm, unit)
     fig = make_subplots(
         1, 2, subplot_titles=("aligned face", f"{qm.method} map (q = {qm.quality:.4f})"), horizontal_spacing=0.02
     )
@@ -390,7 +391,7 @@ def plq_figure(qm) -> go.Figure:
             zmax=1,
             zmid=0,
             opacity=0.75,
-            colorbar=dict(title="raises q ↑ / lowers q ↓", len=0.8),
+            colorbar=dict(title="raises q ↑ / lowers q ↓" + (" (fixed scale)" if unit else ""), len=0.8),
             hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>",
         ),
         1,

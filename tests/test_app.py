@@ -339,3 +339,36 @@ def test_dataset_page_loads_embeddings_and_pairs_with_failures():
     assert n_bad > 0 and ref.table.n_failed == n_bad
     assert f"{n_bad} pairs" in ref.notes[0] and "count as failures" in ref.notes[0]
     assert any(f"{ref.n_genuine:,} genuine" in c.value for c in at.caption)
+
+
+def test_enrolment_check_page(enc):
+    """Verdict, scale, region table and repaired preview equal qmag_core's check of the
+    same photo; a bad upload gets its own message and the last report stays."""
+    from qmag_core.quality.check import check_crop
+    from qmag_core.quality.regions import REGIONS
+    from qmag_core.quality.scale import scale_for
+    from qmag_core.vision.align import FaceDetector, detect_and_align
+
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["check_sample"] = "img3.jpg"
+    at.run()
+    at.switch_page("pages/check.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    a = detect_and_align(FACES / "img3.jpg", FaceDetector.for_encoder(enc), enc.spec, face="best")
+    ref = check_crop(enc, a.crop, scale_for(enc))
+    assert metric(at, "verdict") == ref.verdict.upper()
+    assert metric(at, "quality scale") == f"{ref.scale:.0f} / 100"
+    assert metric(at, "band") == ref.band
+    df = at.dataframe[0].value
+    assert list(df["region"]) == list(REGIONS)
+    np.testing.assert_allclose(df["q gain when repaired"], [round(r.q_gain, 3) for r in ref.regions], atol=2e-3)
+    assert list(df["flagged"]) == [r.flagged for r in ref.regions]
+    assert any(s.value == f"Repaired preview: {ref.top}" for s in at.subheader)
+    imgs = at.get("image")  # the aligned photo and its repaired preview
+    assert len(imgs) >= 2, imgs
+    # a bad upload: a specific message, and the report of the last photo stays
+    at.file_uploader[0].set_value([("notes.jpg", b"this is not an image", "image/jpeg")]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("notes.jpg" in e.value and "not an image" in e.value for e in at.error)
+    assert metric(at, "verdict") == ref.verdict.upper()
+    assert list(at.dataframe[0].value["region"]) == list(REGIONS)

@@ -313,6 +313,40 @@ def test_uploaded_dataset_stays_active(server, page, tmp_path):
     assert seen == ["uploaded: mine.csv"] * 6, seen
 
 
+def test_enrolment_check_in_browser(server, page, tmp_path):
+    """Drop a photo: verdict and scale as qmag_core computes them, the region table and
+    the repaired preview shown; a bad upload gets its message and the report stays."""
+    from qmag_core.quality.check import check_crop
+    from qmag_core.quality.scale import scale_for
+    from qmag_core.vision.align import FaceDetector, detect_and_align
+
+    photo = FACES / "img4.jpg"
+    page.goto(server + "/check")
+    page.get_by_text("Enrolment check").first.wait_for()
+    _wait_idle(page)
+    page.locator('input[type="file"]').first.set_input_files(str(photo))
+    page.get_by_text("Checked img4.jpg").first.wait_for()
+    _wait_idle(page)
+    enc = load_encoder("builtin", device="cpu", runtime="fast")
+    a = detect_and_align(photo, FaceDetector.for_encoder(enc), enc.spec, face="best")
+    ref = check_crop(enc, a.crop, scale_for(enc))
+    assert _metric(page, "verdict") == ref.verdict.upper()
+    assert _metric(page, "quality scale") == f"{ref.scale:.0f} / 100"
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.wait_for()
+    assert page.get_by_text(f"Repaired preview: {ref.top}").count() == 1
+    assert page.locator('[data-testid="stImage"] img').count() >= 2
+    _full_screenshot(page, SHOTS / "check.png")
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"this is not an image")
+    page.locator('input[type="file"]').first.set_input_files(str(bad))
+    page.get_by_text("not an image").first.wait_for()
+    _wait_idle(page)
+    assert page.locator('[data-testid="stAlert"]', has_text="notes.jpg").count() >= 1
+    assert _metric(page, "verdict") == ref.verdict.upper()  # the last report stays
+    assert page.get_by_text("Showing the last photo checked: img4.jpg").count() == 1
+
+
 def test_no_external_requests(server, page):
     """Offline: after the tour above (every page, uploads, sliders), no request left the machine."""
     page.goto(server)

@@ -320,6 +320,8 @@ FILE_ARGS = {
     "embed --images": ["embed", "--images", "{bad}", "--out", "{tmp}/e.npz"],
     "compare IMAGE": ["compare", str(FACES / "img1.jpg"), "{bad}"],
     "explain IMAGE": ["explain", "{bad}", "--out", "{tmp}/m.png", "--method", "occlusion"],
+    "check --scale": ["check", str(FACES / "img1.jpg"), "--scale", "{bad}"],
+    "calibrate-quality --scores": ["calibrate-quality", "--scores", "{bad}", "--out", "{tmp}/s.json"],
     "make-pairs --images": [
         "make-pairs",
         "--images",

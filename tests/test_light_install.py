@@ -190,7 +190,7 @@ def _same_as_torch(npz, images):
 
 @pytest.mark.slow
 def test_commands_run_without_torch(tmp_path):
-    """compare, embed, evaluate and explain --method occlusion with torch unimportable
+    """compare, embed, evaluate, check and explain --method occlusion with torch unimportable
     (as in the light install); what needs torch says so."""
     images, pairs = _photo_set(tmp_path)
     a, b = sorted(images.rglob("*_0001.jpg"))[:2]
@@ -208,6 +208,10 @@ def test_commands_run_without_torch(tmp_path):
     assert (tmp_path / "m.png").stat().st_size > 1000
     r = run_cli("explain", a, "--out", tmp_path / "m2.png", no_torch=True)  # the default here is occlusion
     assert "occlusion map" in r.stdout and (tmp_path / "m2.png").is_file()
+    r = run_cli("check", a, "--json", tmp_path / "c.json", no_torch=True)  # OpenCV repairs, ONNX map
+    rep = json.loads((tmp_path / "c.json").read_text())["reports"][0]
+    ref = json.loads(run_cli("check", a, "--json", tmp_path / "c2.json").stdout and (tmp_path / "c2.json").read_text())
+    assert rep["q"] == pytest.approx(ref["reports"][0]["q"], abs=1e-3) and rep["verdict"] in ("accept", "reject")
     r = run_cli("explain", a, "--out", tmp_path / "m.png", "--method", "gradient", check=False, no_torch=True)
     assert r.returncode == 2 and "gradient maps need torch, which is not installed" in r.stderr
     r = run_cli("compare", a, b, "--runtime", "torch", check=False, no_torch=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh-venv check of the light install: `pip install .[onnx,app]` (no torch) runs
-# compare, embed, evaluate and explain --method occlusion on real photos and the
+# compare, embed, evaluate, explain --method occlusion and check on real photos and the
 # dashboard's pages (AppTest, with a photo uploaded to the Compare page), and says what
 # needs torch instead of failing.  Prints the venv size.
 #
@@ -55,6 +55,7 @@ a=$(ls imgs/*/*.jpg | grep -v Not_A_Face | head -1); b=$(ls imgs/*/*.jpg | grep 
 "$qmag" embed --images imgs --out "$out/embed.npz" --no-cache
 "$qmag" evaluate --images imgs --pairs pairs.txt --json "$out/report.json" --no-cache | tail -3
 "$qmag" explain "$a" --out map.png --method occlusion
+"$qmag" check "$a" --json "$out/check.json"
 set +e
 msg=$("$qmag" explain "$a" --out map.png 2>&1); rc=$?
 set -e
@@ -81,10 +82,12 @@ assert not at.exception, [e.message for e in at.exception]
 df = at.dataframe[0].value
 assert list(df["image 1"]) == ["p0.jpg"], df
 print("compare page: q", [m.value for m in at.metric if m.label.startswith("quality q")], "s", df["s"].iloc[0])
-for page in ("dataset", "quality", "train"):
+for page in ("dataset", "quality", "train", "check"):
     at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, (page, [e.message for e in at.exception])
     print(f"{page} page: ok, {len(at.metric)} metrics")
+    if page == "check":
+        assert [m.label for m in at.metric][:3] == ["verdict", "quality scale", "band"], at.metric
 import importlib.util
 assert importlib.util.find_spec("torch") is None
 PY

@@ -136,16 +136,18 @@ def train(family: str = "both", n_deg: int = 2, seed: int = 0, cache: Path | Non
     return fit, meta
 
 
-def cross_quality_pairs(n_deg: int = 2, seed: int = 0, n_imposter: int = 100_000):
-    """(s, q_min, labels) of cross-quality pairs of the folds 1–4 persons (see module doc)."""
+def cross_quality_pairs(n_deg: int = 2, seed: int = 0, n_imposter: int = 100_000, test: bool = False):
+    """(s, q_min, labels, n photos) of cross-quality pairs of the folds 1–4 persons (see
+    module doc); ``test``: the same pairs of the folds 5–7 persons (the benches' test)."""
     from qmag_core.quality.head import backbone_directions, head_quality, load_quality_head
 
     enc = load_encoder("builtin-raw", device="cpu")
     head = load_quality_head(BUILTIN_HEAD)[0]
     sp = split_paths()
     cache = Path.home() / ".cache" / "qmag" / "utility"
+    cache.mkdir(parents=True, exist_ok=True)
     rows = []  # per sample: (photo path, is clean, unit, q)
-    for split, sd in (("train", seed + 7), ("val", seed + 8)):
+    for split, sd in (("test", seed + 9),) if test else (("train", seed + 7), ("val", seed + 8)):
         for fam in ("crop", "capture"):
             d = samples(enc, sp[split], fam, n_deg, sd, cache)
             keep = np.ones(len(d["target"]), bool) if fam == "crop" else d["family"] != "clean"

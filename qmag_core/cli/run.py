@@ -11,6 +11,7 @@ import os
 import sys
 
 from ..errors import QMagError, one_line
+from .check import cmd_calibrate_quality, cmd_check
 from .embed import cmd_embed
 from .options import _add_encoder_options, _add_onnx_options, default_explain_method
 from .scores import (
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         "<name>_template_pair_label.txt, optional <name>_name_5pts_score.txt, DIR/loose_crop/)",
     )
     p.add_argument("--ijb-name", default=None, help="protocol name in DIR/meta (ijbb, ijbc; default: the only one)")
+    p.add_argument(
+        "--pool-temperature",
+        type=positive_float,
+        default=None,
+        help="with --ijb: T of the softmax pooling rule, in q units (default: chosen on development data for "
+        "builtin, see docs/results/evaluation.md)",
+    )
     p.add_argument(
         "--features",
         default=None,
@@ -141,10 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     best = default_explain_method()
     p.add_argument(
         "--method",
-        choices=("gradient", "occlusion"),
+        choices=("gradient", "occlusion", "magnitude"),
         default=None,
-        help=f"gradient (integrated gradients; needs torch) or occlusion (any runtime); default: the best this "
-        f"install runs, here {best}",
+        help=f"gradient (integrated gradients; needs torch), occlusion (any runtime) or magnitude (the published "
+        f"PLQ formulation, |dq/dx| channel mean; needs torch); default: the best this install runs, here {best}",
+    )
+    p.add_argument(
+        "--colours",
+        choices=("fixed", "own"),
+        default="fixed",
+        help="fixed: the encoder's calibrated PLQ scale, the same colours for every photo (when it has one); "
+        "own: scaled by this map's 99th percentile",
     )
     p.add_argument("--steps", type=positive_int, default=64, help="integration steps (gradient)")
     p.add_argument("--patch", type=positive_int, default=16, help="patch size in px (occlusion)")
@@ -157,6 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_encoder_options(p)
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("check", help="enrolment check: verdict, quality scale, regions to change, repaired preview")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--json", default=None, help='write {"reports": [...]} here (one report per image, input order)')
+    p.add_argument("--scale", default=None, help="quality scale JSON (default: the encoder's shipped scale)")
+    p.add_argument("--no-map", action="store_true", help="skip the quality map (region shares are then 0)")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "calibrate-quality", help="quality scale (0-100, bands) for an encoder from a scores CSV of its pairs"
+    )
+    p.add_argument("--scores", required=True, help="scores CSV s,q1,q2,label of reference pairs")
+    p.add_argument("--out", required=True, help="scale JSON")
+    p.add_argument("--fmr", type=probability, default=1e-3, help="operating point of the scale")
+    p.add_argument("--bins", type=positive_int, default=20, help="quantile bins of the worse q")
+    p.add_argument("--encoder-id", default=None, help="the encoder the scores came from (recorded in the file)")
+    p.set_defaults(func=cmd_calibrate_quality)
 
     p = sub.add_parser("train-magface", help="train a MagFace quality head on the built-in backbone")
     p.add_argument("--data", required=True, help="folder with one sub-folder of images per identity")
@@ -249,6 +282,8 @@ _WRITES = {
     "score": (("out",), ("scores", "params")),
     "embed": (("out",), ("list",)),
     "explain": (("out", "npy"), ("image", "onnx", "checkpoint", "head")),
+    "check": (("json",), ("images", "scale", "onnx", "checkpoint", "head")),
+    "calibrate-quality": (("out",), ("scores",)),
     "train-magface": (("out", "checkpoint", "log"), ()),
     "train-quality": (("out",), ()),
     "export-onnx": (("out",), ("onnx", "checkpoint", "head")),
@@ -263,6 +298,7 @@ def check_outputs(a) -> None:
 
     outs, ins = _WRITES.get(a.cmd, ((), ()))
     inputs = [v for k in ins if isinstance(v := getattr(a, k, None), str)]
+    inputs += [v for k in ins if isinstance(vs := getattr(a, k, None), list) for v in vs if isinstance(v, str)]
     if a.cmd == "embed" and not a.shard_size and not str(a.out).lower().endswith(".npz"):
         raise QMagError(f"--out {a.out}: expected a file name ending in .npz (or a folder, with --shard-size)")
     for k in outs:

@@ -67,9 +67,11 @@ def _export_int8(a, enc) -> int:
 
 def cmd_compare(a) -> int:
     from ..pipeline.compare import compare_images, default_params
+    from ..quality.scale import scale_for
     from ..scores.params import QMagFaceParams
 
     enc = _encoder_from_args(a)
+    scale = scale_for(enc)
     params = QMagFaceParams.load(a.params) if a.params else default_params(enc.id)
     if params is not None and (why := params.quality_mismatch(enc.key)):
         print(f"warning: {why}", file=sys.stderr)
@@ -96,6 +98,7 @@ def cmd_compare(a) -> int:
                 "ok": r.ok,
                 "error": r.error,
                 "quality": r.quality,
+                **_scale_fields(scale, r.quality if r.ok else None),
                 "n_faces": r.n_faces,
                 "face_index": None if r.aligned is None else r.aligned.face_index,
                 "box": None if r.aligned is None or r.aligned.face is None else r.aligned.face.box,
@@ -124,7 +127,9 @@ def cmd_compare(a) -> int:
             if r.n_faces > 1
             else ""
         )
-        print(f"{r.name}: q={r.quality:.3f}{extra}" if r.ok else f"{r.name}: FAILED: {r.error}")
+        sc = _scale_fields(scale, r.quality if r.ok else None)
+        on_scale = f" (scale {sc['scale']:.0f}/100, {sc['band']})" if sc.get("scale") is not None else ""
+        print(f"{r.name}: q={r.quality:.3f}{on_scale}{extra}" if r.ok else f"{r.name}: FAILED: {r.error}")
     if params is None:
         print("note: no params for this encoder: s_hat = s and no decision (give --params)")
     else:
@@ -138,6 +143,14 @@ def cmd_compare(a) -> int:
         dec = "" if p.accept_s_hat is None else ("  ACCEPT" if p.accept_s_hat else "  reject")
         print(f"{res.images[p.i].name} ~ {res.images[p.j].name}: s={p.s:.4f} s_hat={p.s_hat:.4f}{dec}")
     return _image_failures(res.images)
+
+
+def _scale_fields(scale, q) -> dict:
+    """``scale`` (0–100) and ``band`` beside a raw q (empty without a calibrated scale)."""
+    if scale is None:
+        return {}
+    d = scale.describe(float("nan") if q is None else q)
+    return {"scale": d["scale"], "band": d["band"]}
 
 
 def _image_failures(images) -> int:
@@ -157,10 +170,11 @@ def cmd_explain(a) -> int:
 
     from ..outputs import atomic_path, atomic_write, check_output
     from ..quality.explain import explain, render_overlay
+    from ..quality.scale import scale_for
     from ..vision.runtime import torch_available
 
     a.method = a.method or default_explain_method()
-    if a.method == "gradient" and a.runtime == "auto" and not a.onnx and torch_available():
+    if a.method in ("gradient", "magnitude") and a.runtime == "auto" and not a.onnx and torch_available():
         a.runtime = "torch"  # gradients of q need the torch network (auto would pick the shipped ONNX graph)
     ext = os.path.splitext(a.out)[1].lower()
     if ext not in Image.registered_extensions():
@@ -171,16 +185,25 @@ def cmd_explain(a) -> int:
     if not a.npy:  # the default beside --out: checked like every output (run.check_outputs did --out)
         check_output(npy, arg="--npy", inputs=[a.image])
     enc = _encoder_from_args(a)
-    kw = {"steps": a.steps} if a.method == "gradient" else {"patch": a.patch, "stride": a.stride, "fill": a.fill}
+    kw = {
+        "gradient": {"steps": a.steps},
+        "occlusion": {"patch": a.patch, "stride": a.stride, "fill": a.fill},
+        "magnitude": {},
+    }[a.method]
     qm = explain(a.image, enc, method=a.method, aligned=a.aligned, name=os.path.basename(a.image), face=a.face, **kw)
+    scale = scale_for(enc)
+    default_map = a.method != "occlusion" or (a.patch, a.stride, a.fill) == (16, 8, "blur")
+    unit = scale.plq.get(a.method) if scale is not None and a.colours == "fixed" and default_map else None
     with atomic_path(a.out) as tmp:
-        Image.fromarray(render_overlay(qm)).save(tmp, format=Image.registered_extensions()[ext])
+        Image.fromarray(render_overlay(qm, unit=unit)).save(tmp, format=Image.registered_extensions()[ext])
     with atomic_write(npy, "wb") as fh:
         np.save(fh, qm.raw)
-    print(f"{os.path.basename(a.image)}: q={qm.quality:.4f} ({enc.id}; {enc.quality})")
+    sc = _scale_fields(scale, qm.quality)
+    on_scale = f", scale {sc['scale']:.0f}/100 ({sc['band']})" if sc.get("scale") is not None else ""
+    print(f"{os.path.basename(a.image)}: q={qm.quality:.4f}{on_scale} ({enc.id}; {enc.quality})")
     print(
         f"{a.method} map in {qm.seconds:.2f} s -> {a.out} (crop | overlay: red lowers q, blue raises "
-        f"it), raw map -> {npy}"
+        f"it; colours {'on the fixed scale of ' + enc.id if unit else 'scaled by this map'}), raw map -> {npy}"
     )
     return 0
 
@@ -249,4 +272,7 @@ def _evaluate_ijb(a) -> dict:
                 print(f"note: using the parameters shipped for encoder '{enc.id}'", file=sys.stderr)
     if params is not None and (why := params.quality_mismatch(key)):
         print(f"warning: {why}", file=sys.stderr)
-    return evaluate_templates(prot, feats, ok, params=params)
+    from ..evaluation.templates import SOFTMAX_T
+
+    t = a.pool_temperature or SOFTMAX_T
+    return evaluate_templates(prot, feats, ok, params=params, temperature=t)

@@ -21,8 +21,14 @@ Methods
     pixels (averaged where windows overlap).  Costs ((S − patch)/stride + 1)² forward
     passes, batched.
 
-Both maps are signed and normalised to [−1, 1] by their largest magnitude: high = the
-pixel's content raises q, low (negative) = it lowers q.
+``magnitude``
+    The published PLQ formulation: |∂q/∂x| per pixel, channel mean (≥ 0).
+
+Gradient and occlusion maps are signed: high = the pixel's content raises q, low
+(negative) = it lowers q.  ``map`` is normalised by its own largest magnitude; for
+figures that must compare photos (before/after a repair, photo A vs B) draw
+:func:`display_values` with the encoder's fixed ``unit`` (its quality scale's ``plq``:
+the 99th percentile of |raw| on clean reference crops), one colour scale everywhere.
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ from ..errors import QMagError
 from ..vision.align import ARCFACE_112, DEFAULT_FACE_RULE, AlignedFace, FaceDetector, detect_and_align
 from ..vision.images import blur
 
+#: map methods (module docstring); ``magnitude`` is the published PLQ formulation
+METHODS = ("gradient", "occlusion", "magnitude")
+
 __all__ = [
+    "METHODS",
+    "magnitude_map",
     "QualityMap",
     "quality_of",
     "quality_gradient",
@@ -220,6 +231,20 @@ def occlusion_map(
     )
 
 
+def magnitude_map(encoder, crop: np.ndarray) -> QualityMap:
+    """The published PLQ formulation: the magnitude of ∂q/∂x per pixel, averaged over the
+    colour channels (q per grey level, ≥ 0: how strongly q depends on the pixel).  Shown
+    on the encoder's fixed scale as tanh(raw / unit) (:func:`display_values`)."""
+    if not has_gradients(encoder):
+        raise QMagError("magnitude maps need the torch runtime: they differentiate q; use the occlusion method here")
+    t0 = time.perf_counter()
+    q0, g = quality_gradient(encoder, crop)
+    raw = np.abs(g).mean(axis=2).astype(np.float32)
+    return QualityMap(
+        np.asarray(crop, np.uint8), q0, _normalise(raw), raw, "magnitude", encoder.id, {}, time.perf_counter() - t0
+    )
+
+
 def local_variance_map(crop: np.ndarray, size: int = 7) -> np.ndarray:
     """Model-free baseline: local variance of the grey image (high = textured)."""
     from scipy.ndimage import uniform_filter
@@ -261,12 +286,14 @@ def explain(
 ) -> QualityMap:
     """Detect, align (``face``: the subject rule or a face index) and explain one image
     (same errors as the rest of the pipeline)."""
-    if method not in ("gradient", "occlusion"):
-        raise QMagError(f"method must be 'gradient' or 'occlusion', got {method!r}")
+    if method not in METHODS:
+        raise QMagError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if detector is None and not aligned:
         detector = FaceDetector.for_encoder(encoder)
     a = detect_and_align(image, detector, encoder.spec, aligned=aligned, aligned_spec=ARCFACE_112, name=name, face=face)
-    m = (gradient_map if method == "gradient" else occlusion_map)(encoder, a.crop, **kw)
+    m = {"gradient": gradient_map, "occlusion": occlusion_map, "magnitude": magnitude_map}[method](
+        encoder, a.crop, **kw
+    )
     return QualityMap(m.crop, m.quality, m.map, m.raw, m.method, m.encoder, m.options, m.seconds, a)
 
 
@@ -285,11 +312,11 @@ def patch_region(spec, part: str, size: int | None = None) -> tuple[slice, slice
     return slice(max(r0, 0), min(r1, spec.size)), slice(max(c0, 0), min(c1, spec.size))
 
 
-def render_overlay(qm: QualityMap, *, scale: int = 2) -> np.ndarray:
+def render_overlay(qm: QualityMap, *, scale: int = 2, unit: float | None = None) -> np.ndarray:
     """[crop | heatmap over crop] as RGB uint8: red = lowers quality, blue = raises it.
-    Colours are scaled by the 99th percentile of |raw| and blended in proportion to
-    the magnitude, so the face stays visible where the map is near zero."""
-    v = display_values(qm)[..., None]
+    Colours follow :func:`display_values` (``unit``: the fixed scale) and are blended in
+    proportion to the magnitude, so the face stays visible where the map is near zero."""
+    v = display_values(qm, unit)[..., None]
     red, blue = np.array([215, 48, 39.0]), np.array([33, 102, 172.0])
     colour = np.where(v < 0, red, blue)
     a = 0.85 * np.abs(v) ** 0.7
@@ -300,7 +327,13 @@ def render_overlay(qm: QualityMap, *, scale: int = 2) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def display_values(qm: QualityMap) -> np.ndarray:
-    """The map scaled by the 99th percentile of |raw| and clipped to [−1, 1] (for display)."""
-    p = float(np.percentile(np.abs(qm.raw), 99))
-    return np.clip(qm.raw / p, -1, 1) if p > 0 else np.zeros_like(qm.raw)
+def display_values(qm: QualityMap, unit: float | None = None) -> np.ndarray:
+    """The map on one colour scale, clipped to [−1, 1]: ``unit`` (q per pixel that maps to
+    ±1) fixes it across photos and before/after a repair — the encoder's calibrated unit
+    (:attr:`~.scale.QualityScale.plq`); without it the map's own 99th percentile of |raw|."""
+    p = float(unit) if unit else float(np.percentile(np.abs(qm.raw), 99))
+    if p <= 0:
+        return np.zeros_like(qm.raw)
+    if qm.method == "magnitude":  # non-negative: the fixed squashing of the published formulation
+        return np.tanh(qm.raw / p)
+    return np.clip(qm.raw / p, -1, 1)

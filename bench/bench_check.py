@@ -1,0 +1,186 @@
+"""The enrolment check on photos and identities it never saw: does it name the occluded
+part, leave clean photos alone, and does its repair help more than a random one?
+
+Test photos: original LFW photos of the dev pairs' folds 5–7 persons (../shared/data/
+lfw_photos), a seeded sample.  Each is checked clean and with each *test* occluder painted
+on the whole photo before detection (qmag_core.quality.occluders: sunglasses, surgical
+mask, cap) — kinds never used to calibrate the check (tools/build_quality_scale.py tuned
+it on blindfolds, scarves and headbands of folds 1–4 persons).
+
+Reported per occluder: how often the top region (largest z: its q gain against clean photos) names the
+occluded part (eyes / nose-mouth-cheeks-chin / forehead), with a Wilson 95% interval,
+beside the same rule on the raw q gain, a random region (chance), a model-free
+local-variance rule (the region whose mean local variance departs most from clean
+development photos) and, with --maps, the region holding the largest share of the PLQ
+map's lost quality; how often any region is flagged; how often repairing the top region
+raises q, and raises it more than the same repair of a random region of equal area.
+
+    python bench/bench_check.py [--n 200] [--seed 1] [--maps]
+    python bench/bench_check.py --latency [--n 20]     # one whole report per 250x250 photo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from qmag_core.encoders import load_encoder
+from qmag_core.pipeline.occluded import occluded_faces
+from qmag_core.quality.check import check_crop
+from qmag_core.quality.explain import local_variance_map
+from qmag_core.quality.occluders import PART_OF, PART_REGIONS, TEST_OCCLUDERS
+from qmag_core.quality.regions import REGIONS, region_masks
+from qmag_core.quality.scale import scale_for
+
+PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (c - h, c + h)
+
+
+def fmt(hits: np.ndarray) -> str:
+    k, n = int(hits.sum()), int(hits.size)
+    lo, hi = wilson(k, n)
+    return f"{100 * k / max(n, 1):5.1f}% [{100 * lo:4.1f}, {100 * hi:4.1f}]"
+
+
+def region_lv(crops: np.ndarray, masks: dict) -> np.ndarray:
+    """(N, regions) log mean local variance of each region."""
+    out = np.zeros((len(crops), len(REGIONS)))
+    for i, c in enumerate(crops):
+        lv = local_variance_map(c)
+        out[i] = [np.log(lv[masks[r]].mean() + 1.0) for r in REGIONS]
+    return out
+
+
+def latency(n: int, seed: int) -> int:
+    """Median time of one whole report (decode, detect, align, check with its map) per
+    original 250×250 LFW photo, in-process, and of ``qmag check`` as a process."""
+    import os
+    import platform
+    import subprocess
+
+    import train_builtin_utility as T
+
+    from qmag_core.vision.align import FaceDetector, detect_and_align
+
+    enc = load_encoder("builtin", runtime="fast")
+    scale = scale_for(enc)
+    det = FaceDetector.for_encoder(enc)
+    rng = np.random.default_rng(seed)
+    photos = [str(PHOTOS / p) for p in rng.choice(T.split_paths()["test"], n + 2, replace=False)]
+    times = []
+    for k, p in enumerate(photos):
+        t0 = time.perf_counter()
+        a = detect_and_align(p, det, enc.spec, face="best")
+        check_crop(enc, a.crop, scale)
+        if k >= 2:  # the first two warm the runtimes
+            times.append(time.perf_counter() - t0)
+    proc = []
+    for p in photos[:5]:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "qmag_core", "check", p], check=True, capture_output=True)
+        proc.append(time.perf_counter() - t0)
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs: whole report in-process median "
+        f"{np.median(times):.3f} s (p90 {np.percentile(times, 90):.3f}, n={len(times)}); qmag check as a process "
+        f"median {np.median(proc):.2f} s (n={len(proc)})"
+    )
+    return 0
+
+
+def main(argv=None) -> int:
+    import train_builtin_utility as T
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200, help="test photos (folds 5-7 persons)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--maps", action="store_true", help="also the PLQ-map share rule (slower)")
+    ap.add_argument("--latency", action="store_true", help="time one whole report per photo instead")
+    a = ap.parse_args(argv)
+    if a.latency:
+        return latency(a.n if a.n != 200 else 20, a.seed)
+    t0 = time.time()
+    enc = load_encoder("builtin", runtime="fast")
+    scale = scale_for(enc)
+    sp = T.split_paths()
+    rng = np.random.default_rng(a.seed)
+    test = sorted(rng.choice(sp["test"], min(a.n, len(sp["test"])), replace=False).tolist())
+    dev = sorted(rng.choice(sp["train"] + sp["val"], 200, replace=False).tolist())
+    d = occluded_faces([str(PHOTOS / p) for p in test], TEST_OCCLUDERS, enc, seed=a.seed)
+    print(f"{len(test)} test photos -> {len(d['kind'])} crops; faces lost to the occluder: {d['lost']}", flush=True)
+    masks = region_masks(enc.spec)
+    reps = [check_crop(enc, c, scale, with_map=a.maps, seed=i) for i, c in enumerate(d["crop"])]
+    kind = d["kind"]
+    z = np.array([[r.z for r in rep.regions] for rep in reps])
+    reject = np.array([rep.verdict == "reject" for rep in reps])
+    gain = np.array([[r.q_gain for r in rep.regions] for rep in reps])
+    flagged = np.array([[r.flagged for r in rep.regions] for rep in reps])
+    share = np.array([[r.share for r in rep.regions] for rep in reps])
+    q0 = np.array([rep.q for rep in reps])
+    q_fix = np.array([rep.q_after for rep in reps])
+    q_ctl = np.array([rep.control_q_after for rep in reps])
+    dev_clean = occluded_faces([str(PHOTOS / p) for p in dev], (), enc)["crop"]
+    lv_ref = np.median(region_lv(dev_clean, masks), axis=0)
+    lv = np.abs(region_lv(d["crop"], masks) - lv_ref)
+    names = np.asarray(REGIONS)
+    print(f"time per check (no map{' / map' if a.maps else ''}): median {np.median([r.seconds for r in reps]):.3f} s")
+    print(
+        f"\n{'':<12}{'n':>5}  {'top region = occluded part':<28}{'raw q_gain rule':<26}{'chance':>7}  "
+        f"{'local variance':<24}" + (f"{'PLQ share':<24}" if a.maps else "") + f"{'flagged':<24}{'verdict reject':<24}"
+        f"{'repair raises q':<24}{'beats random region':<24}"
+    )
+    for k in ("clean",) + TEST_OCCLUDERS:
+        m = kind == k
+        if k == "clean":
+            print(
+                f"{k:<12}{m.sum():>5}  {'':<28}{'':<26}{'':>7}  {'':<24}"
+                + ("" if not a.maps else f"{'':<24}")
+                + f"{fmt(flagged[m].any(1)):<24}{fmt(reject[m]):<24}"
+                f"{fmt(q_fix[m] > q0[m]):<24}{fmt(q_fix[m] > q_ctl[m]):<24}"
+            )
+            continue
+        ok = list(PART_REGIONS[PART_OF[k]])
+        top = np.isin(names[z[m].argmax(1)], ok)
+        raw = np.isin(names[gain[m].argmax(1)], ok)
+        lvr = np.isin(names[lv[m].argmax(1)], ok)
+        row = f"{k:<12}{m.sum():>5}  {fmt(top):<28}{fmt(raw):<26}{100 * len(ok) / len(REGIONS):>6.1f}%  {fmt(lvr):<24}"
+        if a.maps:
+            row += f"{fmt(np.isin(names[share[m].argmax(1)], ok)):<24}"
+        row += (
+            f"{fmt(flagged[m].any(1)):<24}{fmt(reject[m]):<24}{fmt(q_fix[m] > q0[m]):<24}{fmt(q_fix[m] > q_ctl[m]):<24}"
+        )
+        print(row)
+    occ = kind != "clean"
+    named = np.concatenate(
+        [np.isin(names[z[kind == k].argmax(1)], list(PART_REGIONS[PART_OF[k]])) for k in TEST_OCCLUDERS]
+    )
+    print(
+        f"\nall occluded: top region {fmt(named)}, "
+        f"repair raises q {fmt(q_fix[occ] > q0[occ])}, beats random region {fmt(q_fix[occ] > q_ctl[occ])}"
+    )
+    print(
+        f"median q: clean {np.median(q0[kind == 'clean']):.2f}, "
+        + ", ".join(f"{k} {np.median(q0[kind == k]):.2f}" for k in TEST_OCCLUDERS)
+    )
+    print(f"{time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

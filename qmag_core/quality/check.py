@@ -1,0 +1,215 @@
+"""The enrolment check: is this photo good enough as a reference image, and if not, why?
+
+For one aligned face it reports
+
+* q with its calibrated scale value and band (:mod:`.scale`);
+* per face region (:mod:`.regions`): ``share`` — the region's part of the quality the
+  map says is lost (negative mass of the check's PLQ map inside the region, over the
+  face's); ``q_gain`` — q after repairing the region minus q now, with the region's
+  repair (``inpaint``, ``reference`` or the better of ``both``, chosen per region on
+  development data); ``z`` — how unusual that gain is against what the same repair does
+  to clean reference photos: (gain − their median) / their spread (IQR / 1.349), and
+  ``flagged`` when z is beyond the clean photos' edge (a high percentile of their z, per
+  region); an advice line for each flagged region;
+* the repair of the top region (largest z) with q before/after, and the same repair of
+  a random region of equal area as the control;
+* ``verdict``: ``reject`` when the band is ``poor`` or any region is flagged.
+
+The calibration (repairs, clean medians, edges) lives in the encoder's scale file
+(``check`` block) and is rebuilt by ``tools/build_quality_scale.py``.  All q passes of
+one check run as one batch (1 + a repair per region and method + as many controls).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import QMagError
+from .regions import REGIONS, REPAIRS, random_region_mask, reference_face, region_masks, repair
+
+__all__ = ["ADVICE", "CheckReport", "RegionReport", "check_crop", "check_calibration", "repair_gains"]
+
+ADVICE = {
+    "forehead": "forehead: a cap, hat, hair or a shadow over the forehead lowers quality — remove headwear, "
+    "keep the forehead free",
+    "eyes": "eyes: sunglasses, glare or closed eyes lower quality — remove glasses, open the eyes, look at the camera",
+    "nose": "nose: something over the nose (a mask, a hand) lowers quality — uncover the face",
+    "mouth": "mouth: a mask, a hand or an object over the mouth lowers quality — uncover the mouth",
+    "cheeks": "cheeks: hair, hands or strong shadows on the cheeks lower quality — uncover the face, light it evenly",
+    "chin": "chin: a scarf, a mask or a hand over the chin lowers quality — uncover the chin",
+}
+
+
+@dataclass(frozen=True)
+class RegionReport:
+    name: str
+    share: float
+    q_gain: float
+    z: float
+    flagged: bool
+    repair: str
+    advice: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "share": round(self.share, 4),
+            "q_gain": round(self.q_gain, 4),
+            "z": round(self.z, 3),
+            "flagged": bool(self.flagged),
+            "repair": self.repair,
+            "advice": self.advice,
+        }
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """One image's enrolment check (see module docstring); crops are (S, S, 3) uint8."""
+
+    q: float
+    scale: float | None
+    band: str
+    verdict: str
+    regions: tuple
+    top: str
+    q_after: float
+    control_q_after: float
+    crop: np.ndarray = field(repr=False)
+    repaired: np.ndarray = field(repr=False)
+    map: np.ndarray | None = field(default=None, repr=False)
+    seconds: float = 0.0
+
+    def to_json(self, image: str) -> dict:
+        return {
+            "image": image,
+            "q": round(self.q, 4),
+            "scale": None if self.scale is None else round(self.scale, 1),
+            "band": self.band,
+            "verdict": self.verdict,
+            "regions": [r.to_json() for r in self.regions],
+            "repair": {
+                "region": self.top,
+                "q_before": round(self.q, 4),
+                "q_after": round(self.q_after, 4),
+                "control_q_after": round(self.control_q_after, 4),
+            },
+        }
+
+
+def check_calibration(scale) -> dict:
+    """The ``check`` block of a scale, validated: per region ``repairs`` (inpaint,
+    reference or both), ``clean_median`` and ``clean_spread`` {repair: q} of the clean
+    reference photos' gains, and ``edge`` (z above which a region is flagged)."""
+    c = getattr(scale, "check", None) or {}
+    try:
+        out = {k: {r: c[k][r] for r in REGIONS} for k in ("repairs", "clean_median", "clean_spread", "edge")}
+        for r in REGIONS:
+            for m in _methods(out["repairs"][r]):
+                float(out["clean_median"][r][m]), float(out["clean_spread"][r][m])
+            float(out["edge"][r])
+    except (KeyError, TypeError, ValueError):
+        raise QMagError(
+            f"the quality scale of {getattr(scale, 'encoder', '?') or '?'} has no (valid) enrolment-check "
+            "calibration; rebuild it with tools/build_quality_scale.py"
+        ) from None
+    return out
+
+
+def _methods(choice: str) -> tuple[str, ...]:
+    if choice == "both":
+        return REPAIRS
+    if choice not in REPAIRS:
+        raise ValueError(choice)
+    return (choice,)
+
+
+def _shares(raw: np.ndarray, masks: dict) -> dict[str, float]:
+    lost = np.maximum(-np.asarray(raw, np.float64), 0)
+    face = sum(lost[m].sum() for m in masks.values())
+    return {r: float(lost[m].sum() / face) if face > 0 else 0.0 for r, m in masks.items()}
+
+
+#: the check's map: occlusion sensitivity with patches of 16 % of the crop, half-overlapping
+#: (≈ 120 forward passes: the map's share of the check's time)
+CHECK_MAP = {"patch_frac": 0.16}
+
+
+def check_map(encoder, crop: np.ndarray) -> np.ndarray:
+    """The check's PLQ map (S, S) in q units (coarse occlusion sensitivity)."""
+    from .explain import occlusion_map
+
+    patch = max(8, int(round(encoder.spec.size * CHECK_MAP["patch_frac"])))
+    return occlusion_map(encoder, crop, patch=patch, stride=max(4, patch // 2)).raw
+
+
+def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed: int = 0) -> CheckReport:
+    """Check one aligned crop (S, S, 3) of ``encoder.spec`` against ``scale`` (a
+    :class:`~.scale.QualityScale` with a ``check`` block).  ``seed`` places the controls."""
+    from .explain import quality_of
+
+    t0 = time.perf_counter()
+    cal = check_calibration(scale)
+    spec = encoder.spec
+    x = np.asarray(crop, np.uint8)
+    if x.shape != (spec.size, spec.size, 3):
+        raise QMagError(f"a crop for {encoder.id} must be ({spec.size}, {spec.size}, 3), got {x.shape}")
+    masks = region_masks(spec)
+    ref = reference_face(spec)
+    rng = np.random.default_rng(seed)
+    jobs = [(r, m) for r in REGIONS for m in _methods(cal["repairs"][r])]
+    fixed = [repair(x, masks[r], m, ref) for r, m in jobs]
+    ctl_masks = {r: random_region_mask(spec, int(masks[r].sum()), rng) for r in REGIONS}
+    controls = [repair(x, ctl_masks[r], m, ref) for r, m in jobs]
+    q = quality_of(encoder, np.stack([x] + fixed + controls)).astype(np.float64)
+    q0, q_fix, q_ctl = float(q[0]), q[1 : 1 + len(jobs)], q[1 + len(jobs) :]
+    best: dict[str, tuple] = {}  # region -> (z, job index)
+    for j, (r, m) in enumerate(jobs):
+        z = (q_fix[j] - q0 - cal["clean_median"][r][m]) / max(float(cal["clean_spread"][r][m]), 1e-6)
+        if r not in best or z > best[r][0]:
+            best[r] = (float(z), j)
+    raw = check_map(encoder, x) if with_map else None
+    shares = _shares(raw, masks) if raw is not None else dict.fromkeys(REGIONS, 0.0)
+    regions = []
+    for r in REGIONS:
+        z, j = best[r]
+        flag = z > float(cal["edge"][r])
+        regions.append(RegionReport(r, shares[r], float(q_fix[j] - q0), z, flag, jobs[j][1], ADVICE[r] if flag else ""))
+    top = max(REGIONS, key=lambda r: best[r][0])
+    jt = best[top][1]
+    d = scale.describe(q0)
+    verdict = "reject" if d["band"] == "poor" or any(g.flagged for g in regions) else "accept"
+    return CheckReport(
+        q0,
+        d["scale"],
+        d["band"],
+        verdict,
+        tuple(regions),
+        top,
+        float(q_fix[jt]),
+        float(q_ctl[jt]),
+        x,
+        fixed[jt],
+        raw,
+        time.perf_counter() - t0,
+    )
+
+
+def repair_gains(encoder, crops: np.ndarray, reference: np.ndarray | None = None, batch_size: int = 64) -> dict:
+    """For aligned crops (N, S, S, 3): ``q`` (N,) and ``gain`` (N, repairs, regions) =
+    q after each repair of each region minus q (the data the check is calibrated on)."""
+    from .explain import quality_of
+
+    spec = encoder.spec
+    masks = region_masks(spec)
+    ref = reference_face(spec) if reference is None else reference
+    crops = np.asarray(crops, np.uint8)
+    n, R = len(crops), len(REGIONS)
+    q = quality_of(encoder, crops, batch_size).astype(np.float64) if n else np.zeros(0)
+    gain = np.zeros((n, len(REPAIRS), R))
+    for i, x in enumerate(crops):
+        batch = np.stack([repair(x, masks[r], m, ref) for m in REPAIRS for r in REGIONS])
+        gain[i] = quality_of(encoder, batch, batch_size).reshape(len(REPAIRS), R) - q[i]
+    return {"q": q, "gain": gain}
