@@ -118,9 +118,10 @@ with st.expander("Bring your own data", expanded=False):
         ijb = st.text_input("protocol folder (under the data root)", key="srv_ijb")
         pooling = st.selectbox(
             "pooling",
-            ["qmagface", "mean", "magface"],
+            ["qmagface", "softmax", "mean", "magface"],
             key="ijb_pooling",
-            help="qmagface: quality-weighted (f = Σ qᵢuᵢ, q = Σqᵢ²/Σqᵢ per media and template); mean: unit "
+            help="qmagface: quality-weighted (f = Σ qᵢuᵢ, q = Σqᵢ²/Σqᵢ per media and template); softmax: weights "
+            "softmax(q/T), most weight on the best images (T chosen on development data); mean: unit "
             "vectors averaged; magface: raw features averaged (longer weighs more)",
         )
         if ijb.strip() and st.button("Embed and load templates", key="load_ijb"):

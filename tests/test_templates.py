@@ -45,6 +45,10 @@ def _literal_pool(x, ok, tid, mid, rule):
                 media.append((u.mean(0), q.mean()))
             elif rule == "magface":
                 media.append((f.mean(0), None))
+            elif rule == "softmax":
+                w = np.exp((q - q.max()) / T_TEST)
+                w /= w.sum()
+                media.append(((w[:, None] * u).sum(0), (w * q).sum()))
             else:
                 media.append(((q[:, None] * u).sum(0), (q**2).sum() / q.sum()))
         if not media:
@@ -56,6 +60,12 @@ def _literal_pool(x, ok, tid, mid, rule):
         elif rule == "magface":
             v = F.mean(0)
             qt = np.linalg.norm(v)
+        elif rule == "softmax":
+            qm = np.array([m[1] for m in media])
+            w = np.exp((qm - qm.max()) / T_TEST)
+            w /= w.sum()
+            v = (w[:, None] * F / np.linalg.norm(F, axis=1, keepdims=True)).sum(0)
+            qt = (w * qm).sum()
         else:
             qm = np.array([m[1] for m in media])
             v = (qm[:, None] * F / np.linalg.norm(F, axis=1, keepdims=True)).sum(0)
@@ -64,13 +74,16 @@ def _literal_pool(x, ok, tid, mid, rule):
     return out
 
 
-@pytest.mark.parametrize("rule", ["mean", "magface", "qmagface"])
+T_TEST = 3.0
+
+
+@pytest.mark.parametrize("rule", ["mean", "magface", "qmagface", "softmax"])
 def test_pooling_matches_literal_loops(rule):
     tid, mid, x, ok = _toy()
     ok[tid == 103] = False  # a template with no usable image
     x[5] = np.nan  # an unusable feature marked ok: left out too
     ok_lit = ok & np.isfinite(x).all(axis=1)
-    t = pool_templates(x, ok, tid, mid, rule)
+    t = pool_templates(x, ok, tid, mid, rule, temperature=T_TEST)
     lit = _literal_pool(x, ok_lit, tid, mid, rule)
     assert t.ids.tolist() == sorted(lit)
     for k, tt in enumerate(t.ids):
@@ -133,6 +146,7 @@ def test_evaluate_templates_report_and_qmagface_scores():
         and rep["n_pairs"] == 400
         and set(rep["pooling"])
         == {
+            "softmax",
             "mean",
             "magface",
             "qmagface",
@@ -317,3 +331,22 @@ def test_dataset_page_opens_a_template_protocol(real_ijb, monkeypatch):
     shown = next(m.value for m in at.metric if m.label == "EER cosine")
     assert shown == f"{100 * M.eer(t.s[y], t.s[~y]).value:.3f}%" and len(t) == 66
     assert "(ijbc, mean)" in at.selectbox(key="w_dataset_id").value
+
+
+def test_softmax_pooling_limits():
+    """T large: the mean rule's directions; T small: the best image of each template."""
+    tid, mid, x, ok = _toy(2)
+    mid[:] = 0  # one media per template: the limits are per image
+    hot = pool_templates(x, ok, tid, mid, "softmax", temperature=1e6)
+    mean = pool_templates(x, ok, tid, mid, "mean")
+    np.testing.assert_allclose(hot.features[hot.ok], mean.features[mean.ok], atol=1e-4)
+    cold = pool_templates(x, ok, tid, mid, "softmax", temperature=1e-3)
+    q = np.linalg.norm(x, axis=1)
+    for k, t in enumerate(cold.ids):
+        sel = np.flatnonzero((tid == t) & ok)
+        if sel.size:
+            best = sel[np.argmax(q[sel])]
+            np.testing.assert_allclose(cold.features[k], x[best] / q[best], atol=1e-5)
+            assert cold.quality[k] == pytest.approx(q[best], rel=1e-5)
+    with pytest.raises(QMagError, match="temperature"):
+        pool_templates(x, ok, tid, mid, "softmax", temperature=0)

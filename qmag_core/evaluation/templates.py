@@ -18,6 +18,12 @@ Pooling rules (each named in every report):
               pooled feature.
 ``qmagface``  quality-weighted: per media f = Σ qᵢ·uᵢ (uᵢ unit vectors) and
               q = Σ qᵢ² / Σ qᵢ; the same rule again over the media of a template.
+``softmax``   weight concentrated on the best images: per media f = Σ wᵢ·uᵢ with
+              wᵢ = softmax(qᵢ / T) and q = Σ wᵢ·qᵢ; the same again over the media.
+              T (``temperature``, in q units) is chosen on development data
+              (:data:`SOFTMAX_T`; ``qmag evaluate --ijb --pool-temperature``): T → ∞ is
+              ``mean``, T → 0 keeps the best image only.  With q ≈ 100 ± a few, the
+              linear weights of ``qmagface`` are nearly the plain mean; softmax is not.
 
 Pairs are scored with the cosine of the pooled directions and with QMagFace on the
 templates' q.  TAR is reported at FAR 1e-6 … 1e-1 in both conventions in use: the
@@ -41,6 +47,7 @@ from . import metrics as M
 
 __all__ = [
     "POOLINGS",
+    "SOFTMAX_T",
     "TAR_FARS",
     "TemplateProtocol",
     "Templates",
@@ -54,7 +61,10 @@ __all__ = [
     "template_table",
 ]
 
-POOLINGS = ("mean", "magface", "qmagface")
+POOLINGS = ("mean", "magface", "qmagface", "softmax")
+#: softmax pooling's temperature in q units of ``builtin`` (bench/bench_pooling.py chose it
+#: on LFW dev folds 1–4 persons)
+SOFTMAX_T = 1.0
 TAR_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
@@ -88,12 +98,28 @@ def _weighted_sum(group: np.ndarray, n_groups: int, w: np.ndarray, x: np.ndarray
     return np.asarray(agg @ x)
 
 
-def _pool_level(group, n_groups: int, x: np.ndarray, q: np.ndarray, use: np.ndarray, rule: str, unit: bool):
+def _softmax_weights(group, n_groups: int, q: np.ndarray, use: np.ndarray, temperature: float) -> np.ndarray:
+    """Per-group softmax of q / T over the used items (n,), summing to 1 in each group."""
+    qs = np.where(use, q, -np.inf)
+    top = np.full(n_groups, -np.inf)
+    np.maximum.at(top, group, qs)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.where(use, np.exp((qs - top[group]) / temperature), 0.0)
+    tot = np.bincount(group, e, n_groups)
+    return e / np.where(tot > 0, tot, 1.0)[group]
+
+
+def _pool_level(
+    group, n_groups: int, x: np.ndarray, q: np.ndarray, use: np.ndarray, rule: str, unit: bool, temperature: float = 1.0
+):
     """One pooling level: items (n, D) with quality (n,) → groups (G, D), (G,).  Items
     with ``use`` False weigh 0; ``unit`` turns the items into unit vectors first."""
     norms = _row_norms(x) if unit else None
     w = np.where(use, 1.0 / np.where(norms > 0, norms, 1.0), 0.0) if unit else use.astype(np.float64)
     qu = np.where(use, q, 0.0)
+    if rule == "softmax":
+        sw = _softmax_weights(group, n_groups, q, use, temperature)
+        return _weighted_sum(group, n_groups, w * sw, x), np.bincount(group, sw * qu, n_groups)
     if rule == "qmagface":
         sq = np.bincount(group, qu, n_groups)
         return _weighted_sum(group, n_groups, w * qu, x), np.bincount(group, qu * qu, n_groups) / sq
@@ -101,12 +127,15 @@ def _pool_level(group, n_groups: int, x: np.ndarray, q: np.ndarray, use: np.ndar
     return _weighted_sum(group, n_groups, w / count[group], x), np.bincount(group, qu, n_groups) / count
 
 
-def pool_templates(features, ok, tid, mid, pooling: str = "mean") -> Templates:
+def pool_templates(features, ok, tid, mid, pooling: str = "mean", *, temperature: float = SOFTMAX_T) -> Templates:
     """Pool raw image ``features`` (N, D) (length = quality) into templates by media
     ``mid`` and template ``tid`` (N,) under one of :data:`POOLINGS`; images with
-    ``ok`` False or a non-finite / zero feature are left out."""
+    ``ok`` False or a non-finite / zero feature are left out.  ``temperature``: the
+    softmax rule's T in q units."""
     if pooling not in POOLINGS:
         raise QMagError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise QMagError(f"the softmax pooling temperature must be a positive number, got {temperature}")
     x = np.asarray(features, np.float32)  # float32 throughout, no full-size copies: IJB-C is 469k × 512
     q = _row_norms(x)
     use = np.asarray(ok, bool) & np.isfinite(q) & (q > 0)
@@ -117,12 +146,13 @@ def pool_templates(features, ok, tid, mid, pooling: str = "mean") -> Templates:
     m_of_img = m_of_img.ravel()
     with np.errstate(invalid="ignore", divide="ignore"):  # media / templates without a usable image: NaN
         # image level: unit vectors for mean and qmagface, raw features for magface
-        fm, qm = _pool_level(m_of_img, len(media), x, q, use, pooling, unit=pooling != "magface")
+        fm, qm = _pool_level(m_of_img, len(media), x, q, use, pooling, pooling != "magface", temperature)
         m_use = np.bincount(m_of_img, use, len(media)) > 0
         fm[~m_use], qm[~m_use] = 0, 0
         # media level: media means as they are for mean and magface, unit directions for qmagface
         t_of_media = np.searchsorted(ids, media[:, 0])
-        ft, qt = _pool_level(t_of_media, ids.size, fm, qm, m_use, pooling, unit=pooling == "qmagface")
+        unit_media = pooling in ("qmagface", "softmax")
+        ft, qt = _pool_level(t_of_media, ids.size, fm, qm, m_use, pooling, unit_media, temperature)
     norm = np.nan_to_num(_row_norms(ft))
     if pooling == "magface":
         qt = norm  # the MagFace magnitude of the pooled feature
@@ -226,10 +256,19 @@ def tar_at_far(genuine, imposter, fars=TAR_FARS, *, roc_points: int = 200) -> di
 
 
 def evaluate_templates(
-    protocol: TemplateProtocol, features, ok, *, params=None, poolings=POOLINGS, fars=TAR_FARS, chunk=None
+    protocol: TemplateProtocol,
+    features,
+    ok,
+    *,
+    params=None,
+    poolings=POOLINGS,
+    fars=TAR_FARS,
+    chunk=None,
+    temperature: float = SOFTMAX_T,
 ) -> dict:
     """The template-verification report: for each pooling, cosine and (with ``params``)
-    QMagFace scores; a pair with an unusable template counts as a non-match."""
+    QMagFace scores; a pair with an unusable template counts as a non-match.
+    ``temperature``: the softmax pooling's T (q units)."""
     from ..scores.scoring import qmagface_score
 
     y = protocol.label.astype(bool)
@@ -243,9 +282,10 @@ def evaluate_templates(
         "n_imposter": int((~y).sum()),
         "params": None if params is None else {"alpha": params.alpha, "beta": params.beta, "mode": params.mode},
         "pooling": {},
+        "softmax_temperature": float(temperature),
     }
     for rule in poolings:
-        t = pool_templates(features, ok, protocol.tid, protocol.mid, rule)
+        t = pool_templates(features, ok, protocol.tid, protocol.mid, rule, temperature=temperature)
         s, q_min, good = score_template_pairs(t, protocol.pairs, chunk=chunk)
         scores = {"cosine": s}
         if params is not None:
