@@ -52,19 +52,22 @@ def _check(content_hash: str, name: str, encoder_key: str, _src, _enc, _det, _sc
 
 
 bar = st.progress(0.0, text=f"Checking {name}: detecting, repairing six regions, mapping q…")
+# what stays on the page after a bad upload: the last photo the user uploaded (replacing an
+# upload passes through a run without one, which checks the sample), else the last sample
+last_key = "check_last_upload" if up is not None else "check_last_sample"
 try:
     aligned, rep = _check(key, name, enc.key, src, enc, detector(), scale)
 except QMagError as e:
     bar.empty()
     st.error(f"{name}: {e}" if not str(e).startswith(name) else str(e))
-    if "check_last" in ss:  # what was checked before stays on the page
-        st.caption(f"Showing the last photo checked: {ss.check_last}")
-        aligned, rep = ss.check_result
-    else:
+    kept = ss.get("check_last_upload") or ss.get("check_last_sample")
+    if kept is None:
         st.stop()
+    st.caption(f"Showing the last photo checked: {kept[0]}")
+    aligned, rep = kept[1]
 else:
     bar.progress(1.0, text=f"Checked {name} in {rep.seconds:.2f} s")
-    ss.check_last, ss.check_result = name, (aligned, rep)
+    ss[last_key] = (name, (aligned, rep))
 
 c1, c2, c3 = st.columns(3)
 c1.metric("verdict", rep.verdict.upper())
@@ -102,6 +105,11 @@ df = pd.DataFrame(
 st.subheader("Regions")
 st.dataframe(df, hide_index=True, width="stretch", key="check-regions")
 st.subheader(f"Repaired preview: {rep.top}")
+if not flagged:
+    st.caption(
+        f"Nothing is flagged: {rep.top} is only the region whose repair did most against clean photos; "
+        "this photo needs no change."
+    )
 p1, p2 = st.columns(2)
 p1.image(rep.crop, caption=f"aligned photo · q = {rep.q:.3f}", width=220)
 p2.image(rep.repaired, caption=f"{rep.top} repaired · q = {rep.q_after:.3f} ({rep.q_after - rep.q:+.3f})", width=220)

@@ -341,6 +341,8 @@ def test_enrolment_check_in_browser(server, page, tmp_path):
     bad.write_bytes(b"this is not an image")
     page.locator('input[type="file"]').first.set_input_files(str(bad))
     page.get_by_text("not an image").first.wait_for()
+    # the rerun that follows an upload may still be drawing: wait for its last caption
+    page.get_by_text("Showing the last photo checked: img4.jpg").first.wait_for(timeout=60_000)
     _wait_idle(page)
     assert page.locator('[data-testid="stAlert"]', has_text="notes.jpg").count() >= 1
     assert _metric(page, "verdict") == ref.verdict.upper()  # the last report stays
