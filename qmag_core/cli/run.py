@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=None,
         help="with --ijb: T of the softmax pooling rule, in q units (default: chosen on development data for "
-        "builtin, see docs/results/evaluation.md)",
+        "builtin, see docs/results/explainable.md)",
     )
     p.add_argument(
         "--features",

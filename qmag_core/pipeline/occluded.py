@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import QMagError
 from ..quality.occluders import OCCLUDERS, paint_occluder
 from ..vision.align import FaceDetector, detect_and_align_batch
 from ..vision.images import ImageError, load_image
@@ -23,9 +24,9 @@ def occluded_faces(paths, kinds, encoder, *, detector=None, seed: int = 0, batch
     (photos unreadable or without a clean face)."""
     det = detector or FaceDetector.for_encoder(encoder)
     kinds = tuple(kinds)
-    for k in kinds:
+    for k in kinds:  # refused before any photo is read (paint_occluder would say it later)
         if k not in OCCLUDERS:
-            raise ValueError(f"unknown occluder {k!r}")
+            raise QMagError(f"unknown occluder {k!r}; choose one of {', '.join(OCCLUDERS)}")
     crops, kind_of, source = [], [], []
     lost = dict.fromkeys(kinds, 0)
     skipped = 0

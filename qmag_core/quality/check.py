@@ -16,8 +16,9 @@ For one aligned face it reports
 * ``verdict``: ``reject`` when the band is ``poor`` or any region is flagged.
 
 The calibration (repairs, clean medians, edges) lives in the encoder's scale file
-(``check`` block) and is rebuilt by ``tools/build_quality_scale.py``.  All q passes of
-one check run as one batch (1 + a repair per region and method + as many controls).
+(``check`` block) and is rebuilt by ``tools/build_quality_scale.py``.  The q of the
+crop and of its repairs (one per region and method) run as one batch, then the top
+region's control.
 """
 
 from __future__ import annotations
@@ -161,10 +162,11 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
     rng = np.random.default_rng(seed)
     jobs = [(r, m) for r in REGIONS for m in _methods(cal["repairs"][r])]
     fixed = [repair(x, masks[r], m, ref) for r, m in jobs]
+    # one control place per region, drawn in region order (the same places whichever
+    # region comes out on top); only the top region's is repaired and scored, below
     ctl_masks = {r: random_region_mask(spec, int(masks[r].sum()), rng) for r in REGIONS}
-    controls = [repair(x, ctl_masks[r], m, ref) for r, m in jobs]
-    q = quality_of(encoder, np.stack([x] + fixed + controls)).astype(np.float64)
-    q0, q_fix, q_ctl = float(q[0]), q[1 : 1 + len(jobs)], q[1 + len(jobs) :]
+    q = quality_of(encoder, np.stack([x] + fixed)).astype(np.float64)
+    q0, q_fix = float(q[0]), q[1:]
     best: dict[str, tuple] = {}  # region -> (z, job index)
     for j, (r, m) in enumerate(jobs):
         z = (q_fix[j] - q0 - cal["clean_median"][r][m]) / max(float(cal["clean_spread"][r][m]), 1e-6)
@@ -179,6 +181,8 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
         regions.append(RegionReport(r, shares[r], float(q_fix[j] - q0), z, flag, jobs[j][1], ADVICE[r] if flag else ""))
     top = max(REGIONS, key=lambda r: best[r][0])
     jt = best[top][1]
+    control = repair(x, ctl_masks[top], jobs[jt][1], ref)
+    q_ctl = float(quality_of(encoder, control[None])[0])
     d = scale.describe(q0)
     verdict = "reject" if d["band"] == "poor" or any(g.flagged for g in regions) else "accept"
     return CheckReport(
@@ -189,7 +193,7 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
         tuple(regions),
         top,
         float(q_fix[jt]),
-        float(q_ctl[jt]),
+        q_ctl,
         x,
         fixed[jt],
         raw,
