@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from qmag_core.evaluation.templates import pool_templates, score_template_pairs
+from qmag_core.evaluation.metrics import fmr_key
+from qmag_core.evaluation.templates import pool_templates, score_template_pairs, tar_at_far
 
 FAR = 1e-3
 T_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -86,10 +87,8 @@ def build_templates(person, photo, seed: int):
 
 
 def tar(g, i) -> float:
-    """Highest TAR with FAR ≤ target: threshold above the k-th largest imposter."""
-    k = int(np.floor(FAR * i.size))
-    thr = np.sort(i)[::-1][k] if k < i.size else -np.inf  # FAR = #(i > thr)/n ≤ FAR
-    return float((g > thr).mean())
+    """TAR at FAR = 1e-3, highest TAR with FAR ≤ the target (the evaluate --ijb convention)."""
+    return tar_at_far(g, i, (FAR,))["tar_at_far"][fmr_key(FAR)]
 
 
 def evaluate(x, tid, gen, imp, rule, temperature=1.0):
