@@ -195,13 +195,24 @@ def test_compare_page_in_browser(server, page):
     ref = compare_images(
         [str(f) for f in files], enc, names=[f.name for f in files], params=default_params("builtin"), fmr=1e-3
     )
+    want = [f"{r.quality:.4f}" for r in ref.images]
+    # an upload reruns the page more than once: wait until the last run has drawn both q
+    # (listing the metrics mid-rerun can hold an element the next run detaches)
+    page.wait_for_function(
+        "([w]) => { const v = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+        ".filter(m => m.innerText.includes('quality q'))"
+        ".map(m => m.querySelector('[data-testid=\"stMetricValue\"]').innerText.trim());"
+        " return JSON.stringify(v) === JSON.stringify(w); }",
+        arg=[want],
+    )
+    _wait_idle(page)
     qs = [
         v.inner_text().strip()
         for v in page.locator('[data-testid="stMetric"]', has_text="quality q")
         .locator('[data-testid="stMetricValue"]')
         .all()
     ]
-    assert qs == [f"{r.quality:.4f}" for r in ref.images]
+    assert qs == want
     assert _metric(page, "cosine s") == f"{ref.pairs[0].s:.5f}"
     assert _metric(page, "QMagFace ŝ") == f"{ref.pairs[0].s_hat:.5f}"
     SHOTS.mkdir(parents=True, exist_ok=True)
