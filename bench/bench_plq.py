@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from qmag_core.encoders import load_encoder
+from qmag_core.evaluation.metrics import threshold_at_fmr
 from qmag_core.io.pairs import read_lfw_pairs
 from qmag_core.quality.check import check_crop, check_map
 from qmag_core.quality.explain import local_variance_map
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
     i, j = np.triu_indices(len(names), 1)
     diff = who[i] != who[j]
     imp = np.einsum("ij,ij->i", u[i[diff]], u[j[diff]])
-    thr = float(np.sort(imp)[::-1][int(1e-3 * imp.size)])
+    thr = threshold_at_fmr(imp, 1e-3)
     print(f"{len(ok)} genuine test pairs; {imp.size} cross-person pairs for the threshold")
     masks_experiment(enc, [al[p].crop for p in names[:200]], rng)
     deletion_experiment(enc, [(al[pairs.path1[k]].crop, al[pairs.path2[k]].crop) for k in ok], thr, rng)

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.metrics import det_curve, roc_auc_score, roc_curve
 
 from qmag_core.errors import QMagError
@@ -216,3 +218,19 @@ def test_roc_curve_methods_equal_the_functions_on_one_sort():
     fnmr = np.array([(g < t).mean() for t in ts])
     assert c.fnmr_at_fmr((1e-2,))[0].fnmr == pytest.approx(fnmr[fmr <= 1e-2].min())
     assert c.fnmr_at_fmr((1e-4,))[0].fnmr is None  # 5,000 imposters cannot measure 1e-4
+
+
+@given(
+    st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=300),
+    st.sampled_from([1e-3, 1e-2, 0.05, 0.3]),
+)
+def test_threshold_at_fmr_accepts_at_most_fmr_of_imposters(imp, fmr):
+    """Against counting: at most ⌊fmr·n⌋ imposters lie above t, and t is an imposter score
+    with more than that many at or above it (no lower threshold keeps the bound)."""
+    from qmag_core.evaluation.metrics import threshold_at_fmr
+
+    a = np.asarray(imp)
+    t = threshold_at_fmr(a, fmr)
+    k = int(np.floor(fmr * a.size))
+    assert (a > t).sum() <= k < (a >= t).sum()
+    assert t in a

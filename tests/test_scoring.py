@@ -313,3 +313,17 @@ def test_params_load_errors(tmp_path, text, msg):
     f.write_text(text)
     with pytest.raises(DataFormatError, match=msg):
         QMagFaceParams.load(f)
+
+
+def test_same_q_scale_strips_variant_suffixes_only():
+    from qmag_core.scores.params import QMagFaceParams, same_q_scale
+
+    base = "builtin-w1-headA"
+    for variant in ("-onnx", "-flip", "-int8", "-int8-flip", "-flip-onnx-int8"):
+        assert same_q_scale(base, base + variant) and same_q_scale(base + variant, base)
+    assert not same_q_scale(base, "builtin-w1-headB")
+    assert not same_q_scale(base, base + "-int4")  # an unknown variant is another encoder
+    assert not same_q_scale("builtin-raw-w1", "builtin-w1")
+    p = QMagFaceParams(alpha=0.1, beta=0.2, encoder_key=base)
+    assert p.quality_mismatch(base + "-int8") is None
+    assert "retrain" in p.quality_mismatch("builtin-w1-headB")

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from qmag_core.encoders import load_encoder
 from qmag_core.pipeline.occluded import occluded_faces
-from qmag_core.quality.check import repair_gains
+from qmag_core.quality.check import clean_stats, gain_z, repair_gains
 from qmag_core.quality.occluders import DEV_OCCLUDERS, PART_OF, PART_REGIONS
 from qmag_core.quality.regions import REGIONS, REPAIRS
 from qmag_core.quality.scale import MEAN_FACE, SCALE_DIR, fit_scale
@@ -95,10 +95,8 @@ def choose_check(d: dict) -> tuple[dict, dict]:
     often, averaged over the development occluders."""
     kind, gain = d["kind"], d["gain"]  # gain (N, repairs, regions)
     clean = kind == "clean"
-    med = np.median(gain[clean], axis=0)
-    q75, q25 = np.percentile(gain[clean], [75, 25], axis=0)
-    spread = np.maximum((q75 - q25) / 1.349, 1e-6)
-    z = (gain - med) / spread
+    med, spread = clean_stats(gain[clean])
+    z = gain_z(gain, med, spread)
     zc = np.concatenate([z, z.max(axis=1, keepdims=True)], axis=1)  # index 2: both (the larger z)
     choices = REPAIRS + ("both",)
     cols = np.arange(len(REGIONS))

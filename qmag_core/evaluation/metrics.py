@@ -30,6 +30,7 @@ __all__ = [
     "split_scores",
     "roc",
     "fnmr_at_fmr",
+    "threshold_at_fmr",
     "eer",
     "auc",
     "dprime",
@@ -260,6 +261,17 @@ def _operating_points(curve_fmr, curve_fnmr, curve_thr, n_imp, fmrs) -> list[Ope
                 )
             )
     return out
+
+
+def threshold_at_fmr(imposter: npt.ArrayLike, fmr: float) -> float:
+    """The score threshold t at which at most ⌊fmr·n⌋ of the n imposter scores are
+    accepted under the rule ``s > t``: the (⌊fmr·n⌋ + 1)-th largest imposter score
+    (O(n), no sort).  ``fmr`` in (0, 1); n ≥ 1."""
+    imp = np.asarray(imposter, np.float64).ravel()
+    if imp.size == 0 or not 0 < fmr < 1:
+        raise ValueError(f"threshold_at_fmr needs imposter scores and 0 < fmr < 1 (n={imp.size}, fmr={fmr})")
+    k = int(math.floor(fmr * imp.size))
+    return float(np.partition(imp, imp.size - k - 1)[imp.size - k - 1])
 
 
 def fnmr_at_fmr(genuine: npt.ArrayLike, imposter: npt.ArrayLike, fmrs=(1e-2, 1e-3, 1e-4)) -> list[OperatingPoint]:

@@ -31,7 +31,16 @@ import numpy as np
 from ..errors import QMagError
 from .regions import REGIONS, REPAIRS, random_region_mask, reference_face, region_masks, repair
 
-__all__ = ["ADVICE", "CheckReport", "RegionReport", "check_crop", "check_calibration", "repair_gains"]
+__all__ = [
+    "ADVICE",
+    "CheckReport",
+    "RegionReport",
+    "check_crop",
+    "check_calibration",
+    "clean_stats",
+    "gain_z",
+    "repair_gains",
+]
 
 ADVICE = {
     "forehead": "forehead: a cap, hat, hair or a shadow over the forehead lowers quality — remove headwear, "
@@ -127,6 +136,19 @@ def _methods(choice: str) -> tuple[str, ...]:
     return (choice,)
 
 
+def clean_stats(gains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and spread (IQR / 1.349, at least 1e-6) over axis 0 of clean reference
+    photos' repair gains (N, ...) in q units: the centre and unit of :func:`gain_z`."""
+    g = np.asarray(gains, np.float64)
+    q75, q25 = np.percentile(g, [75, 25], axis=0)
+    return np.median(g, axis=0), np.maximum((q75 - q25) / 1.349, 1e-6)
+
+
+def gain_z(gain, median, spread):
+    """How unusual a repair gain is against clean photos: (gain − median) / spread."""
+    return (np.asarray(gain, np.float64) - median) / np.maximum(spread, 1e-6)
+
+
 def _shares(raw: np.ndarray, masks: dict) -> dict[str, float]:
     lost = np.maximum(-np.asarray(raw, np.float64), 0)
     face = sum(lost[m].sum() for m in masks.values())
@@ -169,7 +191,7 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
     q0, q_fix = float(q[0]), q[1:]
     best: dict[str, tuple] = {}  # region -> (z, job index)
     for j, (r, m) in enumerate(jobs):
-        z = (q_fix[j] - q0 - cal["clean_median"][r][m]) / max(float(cal["clean_spread"][r][m]), 1e-6)
+        z = gain_z(q_fix[j] - q0, float(cal["clean_median"][r][m]), float(cal["clean_spread"][r][m]))
         if r not in best or z > best[r][0]:
             best[r] = (float(z), j)
     raw = check_map(encoder, x) if with_map else None

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QMagError
+from ..evaluation.metrics import threshold_at_fmr
+from ..scores.params import same_q_scale
 
 __all__ = [
     "QualityScale",
@@ -166,8 +168,7 @@ def fit_scale(
     gen = label.sum()
     if gen < 4 * bins:
         raise QMagError(f"the scale needs at least {4 * bins} genuine pairs with both images embedded, got {gen}")
-    k = int(math.floor(fmr * imp.size))  # the k-th largest imposter: at most fmr·n above the threshold
-    t = float(np.partition(imp, imp.size - k - 1)[imp.size - k - 1]) if k > 0 else float(imp.max())
+    t = threshold_at_fmr(imp, fmr)  # at most fmr·n imposters above it
     qg, miss = qw[label], (s[label] <= t).astype(np.float64)
     order = np.argsort(qg, kind="stable")
     qg, miss = qg[order], miss[order]
@@ -213,26 +214,11 @@ def load_scale(path: str | os.PathLike) -> QualityScale:
     return sc
 
 
-def _same_q(a: str, b: str) -> bool:
-    """The ONNX runtime, mirrored faces and the int8 graph keep an encoder's q scale."""
-
-    def strip(k: str) -> str:
-        changed = True
-        while changed:
-            changed = False
-            for suffix in ("-onnx", "-flip", "-int8"):
-                if k.endswith(suffix):
-                    k, changed = k[: -len(suffix)], True
-        return k
-
-    return strip(a) == strip(b)
-
-
 def scale_for(encoder) -> QualityScale | None:
     """The shipped scale of ``encoder`` when it was calibrated on this encoder's q (same
     weights and quality head), else None (q is then shown raw)."""
     sc = shipped_scale(getattr(encoder, "id", ""))
-    if sc is None or not _same_q(sc.encoder_key, getattr(encoder, "key", "")):
+    if sc is None or not same_q_scale(sc.encoder_key, getattr(encoder, "key", "")):
         return None
     return sc
 

@@ -12,7 +12,16 @@ import numpy.typing as npt
 from ..errors import DataFormatError
 from .scoring import qmagface_score
 
-__all__ = ["QMagFaceParams", "ParamsCI", "OFFICIAL_IRESNET100", "OFFICIAL_PARAMS", "QUALITY_MEANING", "scale_free"]
+__all__ = [
+    "QMagFaceParams",
+    "ParamsCI",
+    "SAME_Q_SUFFIXES",
+    "same_q_scale",
+    "OFFICIAL_IRESNET100",
+    "OFFICIAL_PARAMS",
+    "QUALITY_MEANING",
+    "scale_free",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -27,6 +36,24 @@ QUALITY_MEANING = {
     "magface": "MagFace embedding length ||e||",
     None: "q1, q2 as given in the scores file (embedding lengths, MagFace quality)",
 }
+
+
+#: key suffixes of an encoder's variants that keep its q scale: the ONNX runtime, mirrored
+#: faces, and the int8 graph (q agreement with the float graph: docs/results/embedding.md)
+SAME_Q_SUFFIXES = ("-onnx", "-flip", "-int8")
+
+
+def same_q_scale(key_a: str, key_b: str) -> bool:
+    """Whether two encoder keys give q on one scale: equal once the variant suffixes of
+    :data:`SAME_Q_SUFFIXES` are stripped (in any order).  α/β files and quality scales
+    both decide with this."""
+
+    def strip(k: str) -> str:
+        while k.endswith(SAME_Q_SUFFIXES):
+            k = k[: k.rindex("-")]
+        return k
+
+    return strip(str(key_a)) == strip(str(key_b))
 
 
 @dataclass(frozen=True)
@@ -78,15 +105,8 @@ class QMagFaceParams:
 
     def quality_mismatch(self, encoder_key: str | None) -> str | None:
         """Why these α/β may not fit q from the encoder ``encoder_key`` (None when they
-        fit or either side is unknown).  A mirrored-face (``-flip``) variant and the
-        ONNX runtime (``-onnx``) count as the same encoder."""
-
-        def strip(k: str) -> str:  # the ONNX runtime and mirrored faces give the same q scale
-            for suffix in ("-onnx", "-flip"):
-                k = k[: -len(suffix)] if k.endswith(suffix) else k
-            return k
-
-        if not self.encoder_key or not encoder_key or strip(self.encoder_key) == strip(encoder_key):
+        fit or either side is unknown; see :func:`same_q_scale`)."""
+        if not self.encoder_key or not encoder_key or same_q_scale(self.encoder_key, encoder_key):
             return None
         return (
             f"these α/β were trained on q from encoder {self.encoder_key!r}, but q here comes from "
