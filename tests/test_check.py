@@ -11,7 +11,14 @@ from conftest import ROOT, run_cli
 
 from qmag_core.errors import QMagError
 from qmag_core.quality.occluders import OCCLUDERS, PART_OF, PART_REGIONS, paint_occluder
-from qmag_core.quality.regions import REGIONS, random_region_mask, reference_face, region_labels, region_masks, repair
+from qmag_core.quality.regions import (
+    REGIONS,
+    random_region_mask,
+    reference_faces,
+    region_labels,
+    region_masks,
+    repair,
+)
 from qmag_core.quality.scale import fit_scale, load_scale, shipped_scale
 from qmag_core.vision.align import ARCFACE_112, DLIB_150, crop_spec
 
@@ -48,7 +55,7 @@ def _crop(name="img1.jpg"):
 def test_repairs_touch_only_the_region():
     crop = _crop().crop
     masks = region_masks(DLIB_150)
-    ref = reference_face(DLIB_150)
+    ref = reference_faces(DLIB_150)[0]
     for method in ("inpaint", "reference"):
         out = repair(crop, masks["eyes"], method, ref)
         assert out.shape == crop.shape and out.dtype == np.uint8
@@ -64,9 +71,24 @@ def test_reference_repair_undoes_a_dark_band_better_than_leaving_it():
     m = region_masks(DLIB_150)["eyes"]
     dark = crop.copy()
     dark[m] = 20
-    fixed = repair(dark, m, "reference", reference_face(DLIB_150))
+    fixed = repair(dark, m, "reference", reference_faces(DLIB_150)[0])
     err = lambda x: np.abs(x.astype(float) - crop)[m].mean()  # noqa: E731
     assert err(fixed) < 0.5 * err(dark)
+
+
+def test_reference_faces_are_one_bank_on_every_spec():
+    bank = reference_faces(DLIB_150)
+    assert bank.ndim == 4 and len(bank) >= 4 and bank.shape[1:] == (150, 150, 3) and not bank.flags.writeable
+    # distinct faces, none of them blank
+    assert all(np.abs(bank[i] - bank[j]).mean() > 5 for i in range(len(bank)) for j in range(i))
+    small = reference_faces(ARCFACE_112)
+    assert small.shape == (len(bank), 112, 112, 3)
+    # the same face at the same place: the eye centres of the template are dark-ish in both
+    for spec, b in ((DLIB_150, bank), (ARCFACE_112, small)):
+        x, y = np.round(spec.template[0]).astype(int)
+        assert b[:, y, x].mean() < b[:, :, :].mean() + 10
+    with pytest.raises(QMagError, match="reference faces must be"):
+        reference_faces(DLIB_150, np.zeros((2, 112, 112, 3)))
 
 
 def test_random_region_has_the_area_asked_for():
@@ -185,6 +207,31 @@ def test_check_names_the_eyes_behind_a_painted_blindfold(fast):
     assert set(j) == {"image", "q", "scale", "band", "verdict", "regions", "repair"}
     assert [r["name"] for r in j["regions"]] == list(REGIONS)
     assert j["repair"]["region"] == "eyes" and j["repair"]["q_before"] == round(occl.q, 4)
+
+
+def test_check_gain_is_the_mean_over_the_reference_faces_and_shows_a_measured_repair(fast):
+    """Recomputed by hand: each reference-repaired region's q_gain is the mean q gain of
+    its repair with every reference face; the repair shown is one of those crops and
+    q_after is its own q; the control is a repair of the same size elsewhere."""
+    from qmag_core.quality.check import check_calibration, check_crop
+    from qmag_core.quality.explain import quality_of
+
+    sc = shipped_scale("builtin")
+    crop = _crop("img1.jpg").crop.copy()
+    crop[40:75, 20:130] = 30  # a dark band over the eyes
+    rep = check_crop(fast, crop, sc, with_map=False)
+    cal = check_calibration(sc)
+    masks, bank = region_masks(fast.spec), reference_faces(fast.spec)
+    q0 = float(quality_of(fast, crop[None])[0])
+    assert rep.q == pytest.approx(q0, abs=1e-4)
+    for r in rep.regions:
+        if r.repair == "reference":
+            qs = quality_of(fast, np.stack([repair(crop, masks[r.name], "reference", f) for f in bank]))
+            assert r.q_gain == pytest.approx(float(qs.mean()) - q0, abs=1e-3), r.name
+        assert r.repair in (("inpaint", "reference") if cal["repairs"][r.name] == "both" else (cal["repairs"][r.name],))
+    assert rep.q_after == pytest.approx(float(quality_of(fast, rep.repaired[None])[0]), abs=1e-4)
+    top = masks[rep.top]
+    assert np.array_equal(rep.repaired[~top], crop[~top]) and not np.array_equal(rep.repaired, crop)
 
 
 def test_qmag_check_reports_in_input_order_and_exit_codes(tmp_path):

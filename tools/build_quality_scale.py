@@ -1,12 +1,14 @@
 """Rebuild what ships in qmag_core/assets/quality_scale/ for ``builtin``: the calibrated
-quality scale, the fixed PLQ units, the mean reference face and the enrolment check's
+quality scale, the fixed PLQ units, the check's reference faces and the enrolment check's
 calibration.  Reference data: the original LFW photos of the dev pairs' folds 1–4
 persons (../shared/data/lfw_photos) — never folds 5–7, which the benches test on.
 
 * scale: cross-quality pairs of those persons (tools/train_builtin_utility.py: every
   same-person pair with one photo clean and the other one of its seeded crop- or
   capture-degraded versions, + 100,000 different-person pairs), FMR 1e-3;
-* mean face: the mean dlib-150 crop of the clean photos (best-face rule);
+* reference faces (the check's ``reference`` repair): 8 clean, sharp dlib-150 crops of
+  distinct persons from the licence-clean deepface sample (sample_data/faces/deepface,
+  MIT): per identity the photo with the highest q, eyewear left out;
 * check: ``--n`` photos of those persons, clean and with the *development* occluders
   (blindfold, scarf, headband: never the sunglasses, masks and caps the bench tests);
   per region the repair (inpaint, reference or both) that names the occluded part best,
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,14 +41,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from qmag_core.encoders import load_encoder
+from qmag_core.outputs import atomic_path
 from qmag_core.pipeline.occluded import occluded_faces
 from qmag_core.quality.check import clean_stats, gain_z, repair_gains
 from qmag_core.quality.occluders import DEV_OCCLUDERS, PART_OF, PART_REGIONS
-from qmag_core.quality.regions import REGIONS, REPAIRS
-from qmag_core.quality.scale import MEAN_FACE, SCALE_DIR, fit_scale
+from qmag_core.quality.regions import REGIONS, REPAIRS, reference_faces
+from qmag_core.quality.scale import REFERENCES, SCALE_DIR, fit_scale
 
 PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"
 CACHE = Path.home() / ".cache" / "qmag" / "scale"
+DEEPFACE = ROOT / "sample_data" / "faces" / "deepface"
+#: deepface photos kept out of the reference bank: glasses over the eyes (looked at)
+EYEWEAR = ("img24.jpg", "img25.jpg")
+N_REFERENCES = 8
 EDGE_LEVELS = (95.0, 97.5, 99.0, 99.5)
 
 
@@ -56,33 +64,60 @@ def dev_paths() -> list[str]:
     return sorted(sp["train"] + sp["val"])
 
 
-def mean_face(enc, paths) -> np.ndarray:
-    f = CACHE / f"mean-{hashlib.blake2b('|'.join(paths).encode(), digest_size=6).hexdigest()}.npy"
-    if f.is_file():
-        return np.load(f)
-    d = occluded_faces([str(PHOTOS / p) for p in paths], (), enc)
-    m = d["crop"].astype(np.float64).mean(0)
-    np.save(f, m)
-    return m
+def reference_bank(enc) -> tuple[np.ndarray, list[str]]:
+    """The check's reference faces: of the licence-clean deepface sample photos
+    (sample_data/faces/deepface, MIT), per identity (joined by master.csv's "Yes" pairs)
+    the photo with the highest q, photos with eyewear left out; the
+    :data:`N_REFERENCES` highest of those.  (K, 150, 150, 3) uint8 dlib-150 crops, names."""
+    import pandas as pd
+
+    from qmag_core.quality.explain import quality_of
+    from qmag_core.vision.align import DLIB_150, FaceDetector, detect_and_align
+
+    m = pd.read_csv(DEEPFACE / "master.csv")
+    names = sorted(set(m.file_x) | set(m.file_y))
+    root = {n: n for n in names}
+
+    def find(n):
+        while root[n] != n:
+            n = root[n]
+        return n
+
+    for a, b in zip(m.file_x[m.Decision == "Yes"], m.file_y[m.Decision == "Yes"], strict=True):
+        root[find(a)] = find(b)
+    det = FaceDetector.for_encoder(enc)
+    best: dict[str, tuple[float, str, np.ndarray]] = {}
+    for n in names:
+        if n in EYEWEAR:
+            continue
+        al = detect_and_align(str(DEEPFACE / n), det, DLIB_150, face="best")
+        q = float(quality_of(enc, al.crop[None])[0])
+        who = find(n)
+        if who not in best or q > best[who][0]:
+            best[who] = (q, n, al.crop)
+    top = sorted(best.values(), key=lambda t: (-t[0], t[1]))[:N_REFERENCES]
+    return np.stack([t[2] for t in top]), [t[1] for t in top]
 
 
-def dev_gains(enc, paths, n: int, seed: int) -> dict:
+def dev_gains(enc, paths, n: int, seed: int, refs: np.ndarray) -> dict:
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(paths), min(n, len(paths)), replace=False).tolist())
     import train_builtin_utility as T
 
+    import qmag_core.quality.check as C
     import qmag_core.quality.occluders as O
     import qmag_core.quality.regions as R
 
-    code = "|".join(T.code_key(m.__file__) for m in (O, R))  # the repairs' and occluders' code
-    key = hashlib.blake2b(f"{pick}|{seed}|{enc.key}|{code}".encode(), digest_size=6).hexdigest()
+    code = "|".join(T.code_key(m.__file__) for m in (C, O, R))  # the repairs' and occluders' code
+    bank = hashlib.blake2b(np.ascontiguousarray(refs, np.uint8).tobytes(), digest_size=6).hexdigest()
+    key = hashlib.blake2b(f"{pick}|{seed}|{enc.key}|{code}|{bank}".encode(), digest_size=6).hexdigest()
     f = CACHE / f"dev-{key}.npz"
     if f.is_file():
         z = np.load(f)
         return {k: z[k] for k in z.files}
     t0 = time.time()
     d = occluded_faces([str(PHOTOS / paths[k]) for k in pick], DEV_OCCLUDERS, enc, seed=seed)
-    g = repair_gains(enc, d["crop"])
+    g = repair_gains(enc, d["crop"], reference_faces(enc.spec, refs))
     out = {"kind": d["kind"], "source": d["source"], "q": g["q"], "gain": g["gain"]}
     np.savez(f, **out)
     print(f"  dev check data: {len(pick)} photos, {len(d['kind'])} crops, lost {d['lost']}; {time.time() - t0:.0f} s")
@@ -92,7 +127,9 @@ def dev_gains(enc, paths, n: int, seed: int) -> dict:
 def choose_check(d: dict) -> tuple[dict, dict]:
     """Per-region repairs (inpaint, reference or both: the larger z) and flag edges from
     development data (see module doc): the choice that names the occluded part most
-    often, averaged over the development occluders."""
+    often, averaged over the development occluders; choices less than one photo (1 / n
+    clean photos) apart are ties, decided by the larger median margin between the
+    occluded part's z and the best other region's z (averaged over the occluders)."""
     kind, gain = d["kind"], d["gain"]  # gain (N, repairs, regions)
     clean = kind == "clean"
     med, spread = clean_stats(gain[clean])
@@ -100,14 +137,21 @@ def choose_check(d: dict) -> tuple[dict, dict]:
     zc = np.concatenate([z, z.max(axis=1, keepdims=True)], axis=1)  # index 2: both (the larger z)
     choices = REPAIRS + ("both",)
     cols = np.arange(len(REGIONS))
-    best = None
+    names = np.asarray(REGIONS)
+    scored = []  # (mean accuracy, mean of the kinds' median z margins, assignment, accuracies)
     for assign in itertools.product(range(len(choices)), repeat=len(REGIONS)):
         a = np.asarray(assign)
-        top = np.asarray(REGIONS)[zc[:, a, cols].argmax(1)]
-        acc = [float(np.isin(top[kind == k], PART_REGIONS[PART_OF[k]]).mean()) for k in DEV_OCCLUDERS]
-        if best is None or np.mean(acc) > best[0] + 1e-12:
-            best = (float(np.mean(acc)), a, acc)
-    _, a, acc = best
+        za = zc[:, a, cols]
+        acc, margin = [], []
+        for k in DEV_OCCLUDERS:
+            m, part = kind == k, np.isin(names, PART_REGIONS[PART_OF[k]])
+            z_in, z_out = za[m][:, part].max(1), za[m][:, ~part].max(1)
+            acc.append(float((z_in > z_out).mean()))
+            margin.append(float(np.median(z_in - z_out)))
+        scored.append((float(np.mean(acc)), float(np.mean(margin)), a, acc))
+    # accuracies closer than one photo (1 / n) are ties: the larger median margin decides
+    top_acc = max(t[0] for t in scored)
+    _, _, a, acc = max((t for t in scored if t[0] >= top_acc - 1.0 / clean.sum()), key=lambda t: t[1])
     zr = zc[:, a, cols]
     for level in EDGE_LEVELS:
         edge = np.percentile(zr[clean], level, axis=0)
@@ -189,9 +233,12 @@ def main(argv=None) -> int:
     t0 = time.time()
     enc = load_encoder("builtin", device="cpu")  # torch: gradient maps' units too
     paths = dev_paths()
-    mf = mean_face(enc, paths)
+    refs, ref_names = reference_bank(enc)
+    print(f"reference faces: {', '.join(ref_names)}")
     if a.write:
-        Image.fromarray(np.clip(np.round(mf), 0, 255).astype(np.uint8)).save(MEAN_FACE)
+        with atomic_path(REFERENCES) as tmp:
+            Image.fromarray(np.concatenate(list(refs), axis=1)).save(tmp, format="PNG")
+        shutil.copyfile(DEEPFACE / "LICENSE", SCALE_DIR / "LICENSE-deepface")
     s, q, y, n_photos = T.cross_quality_pairs(2, a.seed)
     sc = fit_scale(
         s,
@@ -204,7 +251,7 @@ def main(argv=None) -> int:
         source=f"cross-quality pairs of {n_photos} LFW dev folds 1-4 photos (python tools/build_quality_scale.py)",
     )
     print(f"scale: threshold {sc.threshold:.4f}, FNMR {sc.fnmr_overall:.4f}, edges {np.round(sc.edges, 2)}")
-    d = dev_gains(enc, paths, a.n, a.seed)
+    d = dev_gains(enc, paths, a.n, a.seed, refs)
     check, rep = choose_check(d)
     print("check:", check, rep)
     crops = occluded_faces([str(PHOTOS / p) for p in paths[:: max(1, len(paths) // 32)][:32]], (), enc)["crop"]
@@ -212,7 +259,7 @@ def main(argv=None) -> int:
     print("plq units:", sc.plq, f"; {time.time() - t0:.0f} s")
     if a.write:
         sc.save(SCALE_DIR / "builtin.json")
-        print(f"wrote {SCALE_DIR / 'builtin.json'} and {MEAN_FACE}")
+        print(f"wrote {SCALE_DIR / 'builtin.json'} and {REFERENCES}")
     return 0
 
 

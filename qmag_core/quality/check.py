@@ -6,9 +6,10 @@ For one aligned face it reports
 * per face region (:mod:`.regions`): ``share`` — the region's part of the quality the
   map says is lost (negative mass of the check's PLQ map inside the region, over the
   face's); ``q_gain`` — q after repairing the region minus q now, with the region's
-  repair (``inpaint``, ``reference`` or the better of ``both``, chosen per region on
-  development data); ``z`` — how unusual that gain is against what the same repair does
-  to clean reference photos: (gain − their median) / their spread (IQR / 1.349), and
+  repair (``inpaint``; ``reference``, averaged over the reference faces; or the better
+  of ``both``, chosen per region on development data); ``z`` — how unusual that gain is
+  against what the same repair does to clean reference photos: (gain − their median) /
+  their spread (IQR / 1.349), and
   ``flagged`` when z is beyond the clean photos' edge (a high percentile of their z, per
   region); an advice line for each flagged region;
 * the repair of the top region (largest z) with q before/after, and the same repair of
@@ -17,8 +18,8 @@ For one aligned face it reports
 
 The calibration (repairs, clean medians, edges) lives in the encoder's scale file
 (``check`` block) and is rebuilt by ``tools/build_quality_scale.py``.  The q of the
-crop and of its repairs (one per region and method) run as one batch, then the top
-region's control.
+crop and of its repairs (per region and method; the reference repair once per
+reference face) run as one batch, then the top region's control.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import QMagError
-from .regions import REGIONS, REPAIRS, random_region_mask, reference_face, region_masks, repair
+from .regions import REGIONS, REPAIRS, random_region_mask, reference_faces, region_masks, repair
 
 __all__ = [
     "ADVICE",
@@ -168,9 +169,27 @@ def check_map(encoder, crop: np.ndarray) -> np.ndarray:
     return occlusion_map(encoder, crop, patch=patch, stride=max(4, patch // 2)).raw
 
 
+def _repair_jobs(x: np.ndarray, masks: dict, jobs: list, refs: np.ndarray) -> tuple[list, list]:
+    """Every repaired crop of ``jobs`` [(region, method)]: one per job for ``inpaint``,
+    one per reference face for ``reference``; and each job's slice into that list."""
+    out, spans = [], []
+    for r, m in jobs:
+        k0 = len(out)
+        if m == "reference":
+            out += [repair(x, masks[r], m, ref) for ref in refs]
+        else:
+            out.append(repair(x, masks[r], m))
+        spans.append(slice(k0, len(out)))
+    return out, spans
+
+
 def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed: int = 0) -> CheckReport:
     """Check one aligned crop (S, S, 3) of ``encoder.spec`` against ``scale`` (a
-    :class:`~.scale.QualityScale` with a ``check`` block).  ``seed`` places the controls."""
+    :class:`~.scale.QualityScale` with a ``check`` block).  ``seed`` places the controls.
+
+    A region's ``q_gain`` is the mean over its repairs (the reference repair is made with
+    every reference face); the repair shown is the one whose q is the median of them
+    (the lower median), and its control is the same repair of the control place."""
     from .explain import quality_of
 
     t0 = time.perf_counter()
@@ -180,30 +199,35 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
     if x.shape != (spec.size, spec.size, 3):
         raise QMagError(f"a crop for {encoder.id} must be ({spec.size}, {spec.size}, 3), got {x.shape}")
     masks = region_masks(spec)
-    ref = reference_face(spec)
+    refs = reference_faces(spec)
     rng = np.random.default_rng(seed)
     jobs = [(r, m) for r in REGIONS for m in _methods(cal["repairs"][r])]
-    fixed = [repair(x, masks[r], m, ref) for r, m in jobs]
+    fixed, spans = _repair_jobs(x, masks, jobs, refs)
     # one control place per region, drawn in region order (the same places whichever
     # region comes out on top); only the top region's is repaired and scored, below
     ctl_masks = {r: random_region_mask(spec, int(masks[r].sum()), rng) for r in REGIONS}
     q = quality_of(encoder, np.stack([x] + fixed)).astype(np.float64)
     q0, q_fix = float(q[0]), q[1:]
-    best: dict[str, tuple] = {}  # region -> (z, job index)
+    best: dict[str, tuple] = {}  # region -> (z, job index, mean gain)
     for j, (r, m) in enumerate(jobs):
-        z = gain_z(q_fix[j] - q0, float(cal["clean_median"][r][m]), float(cal["clean_spread"][r][m]))
+        g = float(q_fix[spans[j]].mean() - q0)
+        z = float(gain_z(g, float(cal["clean_median"][r][m]), float(cal["clean_spread"][r][m])))
         if r not in best or z > best[r][0]:
-            best[r] = (float(z), j)
+            best[r] = (z, j, g)
     raw = check_map(encoder, x) if with_map else None
     shares = _shares(raw, masks) if raw is not None else dict.fromkeys(REGIONS, 0.0)
     regions = []
     for r in REGIONS:
-        z, j = best[r]
+        z, j, g = best[r]
         flag = z > float(cal["edge"][r])
-        regions.append(RegionReport(r, shares[r], float(q_fix[j] - q0), z, flag, jobs[j][1], ADVICE[r] if flag else ""))
+        regions.append(RegionReport(r, shares[r], g, z, flag, jobs[j][1], ADVICE[r] if flag else ""))
     top = max(REGIONS, key=lambda r: best[r][0])
     jt = best[top][1]
-    control = repair(x, ctl_masks[top], jobs[jt][1], ref)
+    span = spans[jt]
+    k = span.start + int(np.argsort(q_fix[span], kind="stable")[(span.stop - span.start - 1) // 2])
+    method = jobs[jt][1]
+    ref = refs[k - span.start] if method == "reference" else None
+    control = repair(x, ctl_masks[top], method, ref)
     q_ctl = float(quality_of(encoder, control[None])[0])
     d = scale.describe(q0)
     verdict = "reject" if d["band"] == "poor" or any(g.flagged for g in regions) else "accept"
@@ -214,28 +238,32 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
         verdict,
         tuple(regions),
         top,
-        float(q_fix[jt]),
+        float(q_fix[k]),
         q_ctl,
         x,
-        fixed[jt],
+        fixed[k],
         raw,
         time.perf_counter() - t0,
     )
 
 
-def repair_gains(encoder, crops: np.ndarray, reference: np.ndarray | None = None, batch_size: int = 64) -> dict:
+def repair_gains(encoder, crops: np.ndarray, references: np.ndarray | None = None, batch_size: int = 64) -> dict:
     """For aligned crops (N, S, S, 3): ``q`` (N,) and ``gain`` (N, repairs, regions) =
-    q after each repair of each region minus q (the data the check is calibrated on)."""
+    q after each repair of each region minus q, the reference repair's averaged over the
+    reference faces (K, S, S, 3) of the spec (default: the shipped ones) — the data the
+    check is calibrated on, the same numbers :func:`check_crop` ranks."""
     from .explain import quality_of
 
     spec = encoder.spec
     masks = region_masks(spec)
-    ref = reference_face(spec) if reference is None else reference
+    refs = reference_faces(spec) if references is None else np.asarray(references, np.float32)
     crops = np.asarray(crops, np.uint8)
     n, R = len(crops), len(REGIONS)
     q = quality_of(encoder, crops, batch_size).astype(np.float64) if n else np.zeros(0)
     gain = np.zeros((n, len(REPAIRS), R))
+    jobs = [(r, m) for m in REPAIRS for r in REGIONS]
     for i, x in enumerate(crops):
-        batch = np.stack([repair(x, masks[r], m, ref) for m in REPAIRS for r in REGIONS])
-        gain[i] = quality_of(encoder, batch, batch_size).reshape(len(REPAIRS), R) - q[i]
+        fixed, spans = _repair_jobs(x, masks, jobs, refs)
+        qf = quality_of(encoder, np.stack(fixed), batch_size)
+        gain[i] = np.array([qf[sp].mean() for sp in spans]).reshape(len(REPAIRS), R) - q[i]
     return {"q": q, "gain": gain}

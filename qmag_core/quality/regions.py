@@ -18,10 +18,12 @@ The masks are disjoint (S, S) booleans.  Two repairs of a region, both OpenCV:
 ``inpaint``    :func:`cv2.inpaint` (Telea) from the region's border: removes what is
                there and continues the surrounding skin (right for what sits on the
                forehead, a cap or hair);
-``reference``  the mean aligned face of clean reference photos, colour-matched to the
-               photo around the region and Poisson-blended in (:func:`cv2.seamlessClone`,
+``reference``  a clean reference face (one of a small shipped bank of sharp, clean,
+               aligned faces, :func:`reference_faces`), colour-matched to the photo
+               around the region and Poisson-blended in (:func:`cv2.seamlessClone`,
                boundary a few pixels outside the region; only the region's pixels change):
                puts back what belongs there (eyes behind sunglasses, a mouth under a mask).
+               The check averages the q of the repairs with every face of the bank.
 
 numpy + OpenCV only (``opencv-python-headless``, part of the light install).
 """
@@ -35,7 +37,7 @@ import numpy as np
 from ..errors import QMagError
 from ..vision.align import DLIB_150, CropSpec, warp_affine
 
-__all__ = ["REGIONS", "REPAIRS", "region_masks", "region_labels", "repair", "reference_face", "random_region_mask"]
+__all__ = ["REGIONS", "REPAIRS", "region_masks", "region_labels", "repair", "reference_faces", "random_region_mask"]
 
 REGIONS = ("forehead", "eyes", "nose", "mouth", "cheeks", "chin")
 REPAIRS = ("inpaint", "reference")
@@ -129,27 +131,29 @@ def random_region_mask(spec: CropSpec, area: int, rng: np.random.Generator) -> n
 # ----- the clean reference face --------------------------------------------------------
 
 
-def reference_face(spec: CropSpec, mean_face: np.ndarray | None = None) -> np.ndarray:
-    """The mean aligned face of clean reference photos on ``spec`` (S, S, 3) float32.
-    ``mean_face`` is a dlib-150 mean (default: the shipped one), re-aligned to ``spec``."""
-    if mean_face is None:
-        key = _spec_key(spec, "reference")
+def reference_faces(spec: CropSpec, faces: np.ndarray | None = None) -> np.ndarray:
+    """The reference faces of the ``reference`` repair on ``spec``: (K, S, S, 3) float32,
+    read-only.  ``faces`` are dlib-150 aligned crops (K, 150, 150, 3) (default: the
+    shipped bank, :func:`~.scale.shipped_references`), re-aligned to ``spec``."""
+    if faces is None:
+        key = _spec_key(spec, "references")
         if key not in _CACHE:
-            from .scale import shipped_mean_face
+            from .scale import shipped_references
 
-            ref = reference_face(spec, shipped_mean_face())
+            ref = reference_faces(spec, shipped_references())
             ref.flags.writeable = False
             _CACHE[key] = ref
         return _CACHE[key]
-    mf = np.asarray(mean_face, np.float32)
-    if mf.shape != (DLIB_150.size, DLIB_150.size, 3):
-        raise QMagError(f"a mean face must be ({DLIB_150.size}, {DLIB_150.size}, 3), got {mf.shape}")
+    f = np.asarray(faces, np.float32)
+    if f.ndim != 4 or f.shape[1:] != (DLIB_150.size, DLIB_150.size, 3) or len(f) == 0:
+        raise QMagError(f"reference faces must be (K, {DLIB_150.size}, {DLIB_150.size}, 3), got {f.shape}")
     if spec.name == DLIB_150.name:
-        return mf
+        return f
     from ..vision.align import similarity_transform
 
     M = similarity_transform(np.asarray(DLIB_150.template), np.asarray(spec.template))
-    return warp_affine(np.clip(np.round(mf), 0, 255).astype(np.uint8), M, int(spec.size)).astype(np.float32)
+    u8 = np.clip(np.round(f), 0, 255).astype(np.uint8)
+    return np.stack([warp_affine(x, M, int(spec.size)) for x in u8]).astype(np.float32)
 
 
 def _cv2():
@@ -184,8 +188,8 @@ def _colour_matched(ref: np.ndarray, crop: np.ndarray, mask: np.ndarray) -> np.n
 
 def repair(crop: np.ndarray, mask: np.ndarray, method: str, reference: np.ndarray | None = None) -> np.ndarray:
     """The crop (S, S, 3) uint8 with the pixels under ``mask`` (S, S) repaired by
-    ``method`` (:data:`REPAIRS`); ``reference`` is the spec's mean face (needed by
-    ``reference``)."""
+    ``method`` (:data:`REPAIRS`); ``reference`` is one reference face (S, S, 3) of the
+    crop's spec (one of :func:`reference_faces`; needed by ``reference``)."""
     cv2 = _cv2()
     x = np.ascontiguousarray(np.asarray(crop, np.uint8))
     m = _inset(np.asarray(mask, bool))
@@ -196,7 +200,7 @@ def repair(crop: np.ndarray, mask: np.ndarray, method: str, reference: np.ndarra
     if method != "reference":
         raise QMagError(f"repair must be one of {', '.join(REPAIRS)}, got {method!r}")
     if reference is None:
-        raise QMagError("the reference repair needs the mean face of the crop's spec")
+        raise QMagError("the reference repair needs a reference face of the crop's spec")
     from scipy.ndimage import binary_dilation
 
     # the Poisson blend takes its boundary a few pixels outside the region (an occluder

@@ -40,12 +40,12 @@ __all__ = [
     "fit_scale",
     "load_scale",
     "shipped_scale",
-    "shipped_mean_face",
+    "shipped_references",
     "scale_for",
     "BANDS",
     "BAND_RULE",
     "SCALE_DIR",
-    "MEAN_FACE",
+    "REFERENCES",
 ]
 
 SCALE_DIR = Path(__file__).resolve().parents[1] / "assets" / "quality_scale"
@@ -53,8 +53,9 @@ BANDS = ("poor", "usable", "good")
 #: (good when FNMR ≤ a · overall, poor when FNMR ≥ b · overall)
 BAND_RULE = (0.5, 1.5)
 FORMAT = "qmag-quality-scale-1"
-#: the mean dlib-150 aligned face of the clean reference photos (the check's reference repair)
-MEAN_FACE = SCALE_DIR / "mean_face_dlib150.png"
+#: the reference faces of the check's ``reference`` repair: K dlib-150 aligned crops side
+#: by side in one PNG (150 × 150·K), licence and source beside it
+REFERENCES = SCALE_DIR / "reference_faces_dlib150.png"
 
 
 @dataclass(frozen=True)
@@ -230,9 +231,13 @@ def shipped_scale(encoder_id: str) -> QualityScale | None:
     return load_scale(p) if p.is_file() else None
 
 
-def shipped_mean_face() -> np.ndarray:
-    """The shipped mean aligned face (150, 150, 3) float32 of the clean reference photos."""
+def shipped_references() -> np.ndarray:
+    """The shipped reference faces (K, 150, 150, 3) float32 (dlib-150 aligned crops)."""
     from PIL import Image
 
-    with Image.open(MEAN_FACE) as im:
-        return np.asarray(im.convert("RGB"), np.float32)
+    with Image.open(REFERENCES) as im:
+        strip = np.asarray(im.convert("RGB"), np.float32)
+    h, w, _ = strip.shape
+    if w % h:
+        raise QMagError(f"{REFERENCES.name}: a strip of square faces was expected, got {w}x{h}")
+    return np.stack(np.split(strip, w // h, axis=1))
