@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qmag_core import io as D
 from qmag_core.evaluation.measures import measure_columns
@@ -25,6 +27,21 @@ def test_sharpness_and_ied():
     assert sharpness(sharp)[0] > 1000 and sharpness(flat)[0] == 0
     lm = np.array([[[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]]], float)
     assert inter_eye_distance(lm)[0] == pytest.approx(40)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(3, 40), st.integers(3, 40), st.integers(0, 2**32 - 1), st.sampled_from([1, 8, 255]))
+def test_sharpness_opencv_equals_the_numpy_definition(h, w, seed, top):
+    """The OpenCV path (what embedding uses) against the plain float64 definition: grey =
+    channel mean, 4-neighbour Laplacian over interior pixels, its variance."""
+    from qmag_core.quality.baselines import _sharpness_numpy
+
+    x = np.random.default_rng(seed).integers(0, top + 1, (3, h, w, 3)).astype(np.uint8)
+    g = x.astype(np.float64).mean(axis=3)
+    lap = -4 * g[:, 1:-1, 1:-1] + g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:]
+    want = lap.reshape(3, -1).var(axis=1)
+    np.testing.assert_allclose(sharpness(x), want, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(_sharpness_numpy(x), want, rtol=1e-12, atol=1e-9)
 
 
 def test_embed_records_measures_and_cache_keeps_them(tmp_path):
