@@ -4,7 +4,8 @@ part, leave clean photos alone, and does its repair help more than a random one?
 Test photos: original LFW photos of the dev pairs' folds 5–7 persons (../shared/data/
 lfw_photos), a seeded sample.  Each is checked clean and with each *test* occluder painted
 on the whole photo before detection (qmag_core.quality.occluders: sunglasses, surgical
-mask, cap) — kinds never used to calibrate the check (tools/build_quality_scale.py tuned
+mask, cap; ``--kinds hand``: a hand over the mouth, added later) — kinds never used to
+calibrate the check (tools/build_quality_scale.py tuned
 it on blindfolds, scarves and headbands of folds 1–4 persons).
 
 Reported per occluder: how often the top region (largest z: its q gain against clean photos) names the
@@ -15,7 +16,7 @@ development photos) and, with --maps, the region holding the largest share of th
 map's lost quality; how often any region is flagged; how often repairing the top region
 raises q, and raises it more than the same repair of a random region of equal area.
 
-    python bench/bench_check.py [--n 200] [--seed 1] [--maps]
+    python bench/bench_check.py [--n 200] [--seed 1] [--maps] [--kinds sunglasses,mask,cap|hand]
     python bench/bench_check.py --latency [--n 20]     # one whole report per 250x250 photo
 """
 
@@ -36,7 +37,7 @@ from qmag_core.encoders import load_encoder
 from qmag_core.pipeline.occluded import occluded_faces
 from qmag_core.quality.check import check_crop
 from qmag_core.quality.explain import local_variance_map
-from qmag_core.quality.occluders import PART_OF, PART_REGIONS, TEST_OCCLUDERS
+from qmag_core.quality.occluders import EXTRA_TEST_OCCLUDERS, PART_OF, PART_REGIONS, TEST_OCCLUDERS
 from qmag_core.quality.regions import REGIONS, region_masks
 from qmag_core.quality.scale import scale_for
 
@@ -112,9 +113,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--maps", action="store_true", help="also the PLQ-map share rule (slower)")
     ap.add_argument("--latency", action="store_true", help="time one whole report per photo instead")
+    ap.add_argument(
+        "--kinds",
+        default=",".join(TEST_OCCLUDERS),
+        help=f"test occluders, comma-separated, of {', '.join(TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS)}",
+    )
     a = ap.parse_args(argv)
     if a.latency:
         return latency(a.n if a.n != 200 else 20, a.seed)
+    kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
+    if not kinds or set(kinds) - set(TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS):
+        ap.error(f"--kinds: expected test occluders of {', '.join(TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS)}")
     t0 = time.time()
     enc = load_encoder("builtin", runtime="fast")
     scale = scale_for(enc)
@@ -122,7 +131,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(a.seed)
     test = sorted(rng.choice(sp["test"], min(a.n, len(sp["test"])), replace=False).tolist())
     dev = sorted(rng.choice(sp["train"] + sp["val"], 200, replace=False).tolist())
-    d = occluded_faces([str(PHOTOS / p) for p in test], TEST_OCCLUDERS, enc, seed=a.seed)
+    d = occluded_faces([str(PHOTOS / p) for p in test], kinds, enc, seed=a.seed)
     print(f"{len(test)} test photos -> {len(d['kind'])} crops; faces lost to the occluder: {d['lost']}", flush=True)
     masks = region_masks(enc.spec)
     reps = [check_crop(enc, c, scale, with_map=a.maps, seed=i) for i, c in enumerate(d["crop"])]
@@ -145,7 +154,7 @@ def main(argv=None) -> int:
         f"{'local variance':<24}" + (f"{'PLQ share':<24}" if a.maps else "") + f"{'flagged':<24}{'verdict reject':<24}"
         f"{'repair raises q':<24}{'beats random region':<24}"
     )
-    for k in ("clean",) + TEST_OCCLUDERS:
+    for k in ("clean",) + kinds:
         m = kind == k
         if k == "clean":
             print(
@@ -168,7 +177,7 @@ def main(argv=None) -> int:
         print(row)
     occ = kind != "clean"
     named = np.concatenate(
-        [np.isin(names[z[kind == k].argmax(1)], list(PART_REGIONS[PART_OF[k]])) for k in TEST_OCCLUDERS]
+        [np.isin(names[z[kind == k].argmax(1)], list(PART_REGIONS[PART_OF[k]])) for k in kinds]
     )
     print(
         f"\nall occluded: top region {fmt(named)}, "
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
     )
     print(
         f"median q: clean {np.median(q0[kind == 'clean']):.2f}, "
-        + ", ".join(f"{k} {np.median(q0[kind == k]):.2f}" for k in TEST_OCCLUDERS)
+        + ", ".join(f"{k} {np.median(q0[kind == k]):.2f}" for k in kinds)
     )
     print(f"{time.time() - t0:.0f} s")
     return 0

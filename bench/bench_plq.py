@@ -5,8 +5,8 @@ lfw_photos); encoder ``builtin`` (the shipped ONNX graph); map = the enrolment c
 PLQ map (coarse occlusion sensitivity of q), drawn on the encoder's fixed scale.
 
 1. **Before/after repair** (figure): clean photos and the same photos with sunglasses, a
-   surgical mask, a cap (painted before detection) and a random mask (a rectangle of
-   random colour on the aligned face): crop, map, the check's repair of its top region,
+   surgical mask, a cap, a hand (painted before detection) and a random mask (a
+   rectangle of random colour on the aligned face): crop, map, the check's repair of its top region,
    the map after, with q — docs/results/figures/plq_repair.png.
 2. **Random masks**: how much of the map's lost quality falls inside the mask, over the
    mask's share of the face (1 = no better than chance), for the PLQ map and the
@@ -39,6 +39,7 @@ from qmag_core.evaluation.metrics import threshold_at_fmr
 from qmag_core.io.pairs import read_lfw_pairs
 from qmag_core.quality.check import check_crop, check_map
 from qmag_core.quality.explain import local_variance_map
+from qmag_core.quality.occluders import EXTRA_TEST_OCCLUDERS, TEST_OCCLUDERS
 from qmag_core.quality.regions import region_labels
 from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import FaceDetector, detect_and_align_batch
@@ -150,7 +151,8 @@ def figure(enc, det, scale, photos) -> None:
     from qmag_core.quality.explain import QualityMap, render_overlay
 
     unit = scale.plq.get("check")
-    d = occluded_faces([str(SHARED / "images" / p) for p in photos], ("sunglasses", "mask", "cap"), enc, seed=5)
+    kinds = TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS
+    d = occluded_faces([str(SHARED / "images" / p) for p in photos], kinds, enc, seed=5)
     rng = np.random.default_rng(5)
     rows = []
     for x, kind in zip(d["crop"], d["kind"], strict=True):
@@ -169,7 +171,7 @@ def figure(enc, det, scale, photos) -> None:
         )
         rows.append(np.asarray(im))
     FIG.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows[:12], 0)).save(FIG / "plq_repair.png", optimize=True)
+    Image.fromarray(np.concatenate(rows[: 3 * (1 + len(kinds))], 0)).save(FIG / "plq_repair.png", optimize=True)
     print(f"figure -> {FIG / 'plq_repair.png'}")
 
 

@@ -6,9 +6,11 @@ Geometry follows the subject's five landmarks in the photo: a frame on the eye l
 whatever its size, position and roll.  Random parts (colours, small size and place
 jitter) come from the caller's seeded generator.
 
-Two sets, never mixed: ``TEST_OCCLUDERS`` (sunglasses, surgical mask, cap) are what the
-experiments report; ``DEV_OCCLUDERS`` (blindfold, scarf, headband) are other kinds over the
-same parts, the only ones used to choose and tune the check's repairs.
+Sets never mixed: ``TEST_OCCLUDERS`` (sunglasses, surgical mask, cap) are what the
+experiments report; ``EXTRA_TEST_OCCLUDERS`` (a hand over the mouth) is one more test
+kind reported beside them (added after they were run); ``DEV_OCCLUDERS`` (blindfold,
+scarf, headband) are other kinds over the same parts, the only ones used to choose and
+tune the check's repairs.
 """
 
 from __future__ import annotations
@@ -17,16 +19,26 @@ import numpy as np
 
 from ..errors import QMagError
 
-__all__ = ["OCCLUDERS", "TEST_OCCLUDERS", "DEV_OCCLUDERS", "PART_OF", "PART_REGIONS", "paint_occluder"]
+__all__ = [
+    "OCCLUDERS",
+    "TEST_OCCLUDERS",
+    "EXTRA_TEST_OCCLUDERS",
+    "DEV_OCCLUDERS",
+    "PART_OF",
+    "PART_REGIONS",
+    "paint_occluder",
+]
 
 TEST_OCCLUDERS = ("sunglasses", "mask", "cap")
+EXTRA_TEST_OCCLUDERS = ("hand",)
 DEV_OCCLUDERS = ("blindfold", "scarf", "headband")
-OCCLUDERS = TEST_OCCLUDERS + DEV_OCCLUDERS
+OCCLUDERS = TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS + DEV_OCCLUDERS
 #: the face part each occluder covers, and the regions that name that part
 PART_OF = {
     "sunglasses": "eyes",
     "blindfold": "eyes",
     "mask": "lower",
+    "hand": "lower",
     "scarf": "lower",
     "cap": "forehead",
     "headband": "forehead",
@@ -95,6 +107,25 @@ def _cap(draw, f: _Frame, rng):
     draw.polygon(f.ellipse(0.0, -0.42, 1.25, 0.16), fill=brim)
 
 
+#: skin tones of the painted hand (light to dark), jittered per photo
+_SKIN = ((236, 200, 176), (224, 172, 130), (198, 134, 90), (141, 94, 60), (92, 62, 44))
+
+
+def _hand(draw, f: _Frame, rng):
+    """A flat hand over mouth and chin, fingers slanting up across one cheek."""
+    skin = tuple(int(np.clip(c + rng.normal(0, 8), 0, 255)) for c in _SKIN[int(rng.integers(len(_SKIN)))])
+    crease = tuple(max(0, c - 40) for c in skin)
+    side = float(rng.choice([-1.0, 1.0]))  # which cheek the fingers cross
+    palm_y = f.mouth_b + 0.3
+    draw.polygon(f.ellipse(0.05 * side, palm_y, 0.62, 0.5), fill=skin)
+    w = max(2, int(0.2 * f.ied))
+    for k in range(4):  # fingers from the palm's edge toward the ear
+        y0 = palm_y - 0.32 + 0.2 * k
+        a, b = [0.35 * side, y0], [1.05 * side, y0 - 0.32 + 0.04 * k]
+        draw.line(f.pts([a, b]), fill=skin, width=w)
+        draw.line(f.pts([[0.4 * side, y0 + 0.1], [1.0 * side, y0 - 0.2 + 0.04 * k]]), fill=crease, width=1)
+
+
 def _blindfold(draw, f: _Frame, rng):
     cloth = _colour(rng, 0, 256)
     draw.polygon(f.pts([[-1.4, -0.32], [1.4, -0.32], [1.4, 0.3], [-1.4, 0.3]]), fill=cloth)
@@ -119,6 +150,7 @@ _PAINT = {
     "sunglasses": _sunglasses,
     "mask": _mask,
     "cap": _cap,
+    "hand": _hand,
     "blindfold": _blindfold,
     "scarf": _scarf,
     "headband": _headband,
