@@ -176,9 +176,7 @@ def main(argv=None) -> int:
         )
         print(row)
     occ = kind != "clean"
-    named = np.concatenate(
-        [np.isin(names[z[kind == k].argmax(1)], list(PART_REGIONS[PART_OF[k]])) for k in kinds]
-    )
+    named = np.concatenate([np.isin(names[z[kind == k].argmax(1)], list(PART_REGIONS[PART_OF[k]])) for k in kinds])
     print(
         f"\nall occluded: top region {fmt(named)}, "
         f"repair raises q {fmt(q_fix[occ] > q0[occ])}, beats random region {fmt(q_fix[occ] > q_ctl[occ])}"
