@@ -20,7 +20,7 @@ sidebar()
 st.title("Enrolment check")
 st.caption(
     "Drop a photo: is it good enough as a reference image, and if not, which part of the face should change? "
-    "The check repairs each face region in turn (inpainting, or the mean clean face blended in) and measures "
+    "The check repairs each face region in turn (inpainting, or clean reference faces blended in) and measures "
     "how much the quality q rises, against what the same repair does to clean photos."
 )
 enc = encoder()
