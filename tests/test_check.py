@@ -18,6 +18,7 @@ from qmag_core.quality.regions import (
     region_labels,
     region_masks,
     repair,
+    repairs,
 )
 from qmag_core.quality.scale import fit_scale, load_scale, shipped_scale
 from qmag_core.vision.align import ARCFACE_112, DLIB_150, crop_spec
@@ -74,6 +75,21 @@ def test_reference_repair_undoes_a_dark_band_better_than_leaving_it():
     fixed = repair(dark, m, "reference", reference_faces(DLIB_150)[0])
     err = lambda x: np.abs(x.astype(float) - crop)[m].mean()  # noqa: E731
     assert err(fixed) < 0.5 * err(dark)
+
+
+def test_repairs_with_a_bank_equal_one_repair_per_face():
+    """The bank's repairs share one blend mask, ring and place; each must be exactly the
+    single repair with that face (OpenCV's seamlessClone writes into the mask it is given)."""
+    crop = _crop().crop
+    bank = reference_faces(DLIB_150)
+    for name, m in region_masks(DLIB_150).items():
+        many = repairs(crop, m, "reference", bank)
+        assert len(many) == len(bank)
+        for face, got in zip(bank, many, strict=True):
+            assert np.array_equal(got, repair(crop, m, "reference", face)), name
+        assert [r.tobytes() for r in repairs(crop, m, "inpaint")] == [repair(crop, m, "inpaint").tobytes()]
+    with pytest.raises(QMagError, match="needs a reference face"):
+        repairs(crop, region_masks(DLIB_150)["eyes"], "reference", bank[:0])
 
 
 def test_reference_faces_are_one_bank_on_every_spec():

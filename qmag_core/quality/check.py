@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import QMagError
-from .regions import REGIONS, REPAIRS, random_region_mask, reference_faces, region_masks, repair
+from .regions import REGIONS, REPAIRS, random_region_mask, reference_faces, region_masks, repair, repairs
 
 __all__ = [
     "ADVICE",
@@ -175,10 +175,7 @@ def _repair_jobs(x: np.ndarray, masks: dict, jobs: list, refs: np.ndarray) -> tu
     out, spans = [], []
     for r, m in jobs:
         k0 = len(out)
-        if m == "reference":
-            out += [repair(x, masks[r], m, ref) for ref in refs]
-        else:
-            out.append(repair(x, masks[r], m))
+        out += repairs(x, masks[r], m, refs)
         spans.append(slice(k0, len(out)))
     return out, spans
 
