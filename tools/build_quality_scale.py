@@ -66,33 +66,29 @@ def dev_paths() -> list[str]:
 
 def reference_bank(enc) -> tuple[np.ndarray, list[str]]:
     """The check's reference faces: of the licence-clean deepface sample photos
-    (sample_data/faces/deepface, MIT), per identity (joined by master.csv's "Yes" pairs)
-    the photo with the highest q, photos with eyewear left out; the
+    (sample_data/faces/deepface, MIT), per identity (the connected groups of master.csv's
+    same-person pairs) the photo with the highest q, photos with eyewear left out; the
     :data:`N_REFERENCES` highest of those.  (K, 150, 150, 3) uint8 dlib-150 crops, names."""
-    import pandas as pd
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
+    from qmag_core.io.pairs import read_pairs_csv
     from qmag_core.quality.explain import quality_of
     from qmag_core.vision.align import DLIB_150, FaceDetector, detect_and_align
 
-    m = pd.read_csv(DEEPFACE / "master.csv")
-    names = sorted(set(m.file_x) | set(m.file_y))
-    root = {n: n for n in names}
-
-    def find(n):
-        while root[n] != n:
-            n = root[n]
-        return n
-
-    for a, b in zip(m.file_x[m.Decision == "Yes"], m.file_y[m.Decision == "Yes"], strict=True):
-        root[find(a)] = find(b)
+    pairs = read_pairs_csv(DEEPFACE / "master.csv")
+    names, photo = np.unique(np.r_[pairs.path1, pairs.path2], return_inverse=True)
+    n, same = len(pairs), pairs.label == 1
+    a, b = photo[:n][same], photo[n:][same]
+    graph = coo_matrix((np.ones(a.size), (a, b)), shape=(len(names), len(names)))
+    _, identity = connected_components(graph, directed=False)
     det = FaceDetector.for_encoder(enc)
-    best: dict[str, tuple[float, str, np.ndarray]] = {}
-    for n in names:
+    best: dict[int, tuple[float, str, np.ndarray]] = {}
+    for n, who in zip(names.tolist(), identity.tolist(), strict=True):
         if n in EYEWEAR:
             continue
         al = detect_and_align(str(DEEPFACE / n), det, DLIB_150, face="best")
         q = float(quality_of(enc, al.crop[None])[0])
-        who = find(n)
         if who not in best or q > best[who][0]:
             best[who] = (q, n, al.crop)
     top = sorted(best.values(), key=lambda t: (-t[0], t[1]))[:N_REFERENCES]
@@ -238,7 +234,8 @@ def main(argv=None) -> int:
     if a.write:
         with atomic_path(REFERENCES) as tmp:
             Image.fromarray(np.concatenate(list(refs), axis=1)).save(tmp, format="PNG")
-        shutil.copyfile(DEEPFACE / "LICENSE", SCALE_DIR / "LICENSE-deepface")
+        with atomic_path(SCALE_DIR / "LICENSE-deepface") as tmp:
+            shutil.copyfile(DEEPFACE / "LICENSE", tmp)
     s, q, y, n_photos = T.cross_quality_pairs(2, a.seed)
     sc = fit_scale(
         s,
