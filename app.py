@@ -9,7 +9,7 @@ import streamlit as st
 
 from qmag_core.errors import QMagError
 from qmag_core.limits import check_environment
-from studio.ui import app_frame
+from studio.ui import draw_sidebar
 
 # the favicon ships with the app: no request leaves this machine for it
 st.set_page_config(
@@ -17,17 +17,17 @@ st.set_page_config(
 )
 
 pages = [
-    st.Page("pages/compare.py", title="Compare faces", icon=":material/compare:", default=True),
-    st.Page("pages/dataset.py", title="Dataset", icon=":material/bar_chart:"),
-    st.Page("pages/train.py", title="Train α/β", icon=":material/tune:"),
-    st.Page("pages/quality.py", title="Quality", icon=":material/auto_awesome:"),
-    st.Page("pages/check.py", title="Enrolment check", icon=":material/verified_user:"),
+    st.Page("views/compare.py", title="Compare faces", icon=":material/compare:", default=True),
+    st.Page("views/dataset.py", title="Dataset", icon=":material/bar_chart:"),
+    st.Page("views/train.py", title="Train α/β", icon=":material/tune:"),
+    st.Page("views/quality.py", title="Quality", icon=":material/auto_awesome:"),
+    st.Page("views/check.py", title="Enrolment check", icon=":material/verified_user:"),
 ]
 try:  # a bad QMAG_* limit is said once, by name, instead of failing inside a page
     check_environment()
 except QMagError as e:
     st.error(str(e))
     st.stop()
-nav = st.navigation(pages)
-with app_frame():  # the shared sidebar, drawn once, then the page
-    nav.run()
+nav = st.navigation(pages)  # the entry file owns navigation: views/ is not auto-discovered
+draw_sidebar()  # the shared sidebar, drawn once per run, then the page
+nav.run()

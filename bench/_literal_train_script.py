@@ -1,6 +1,6 @@
 """The literal seed algorithm run as a script on a scores CSV (bench baseline for the CLI).
 
-Usage: python bench/_literal_train_script.py scores.csv
+Usage: python -m bench._literal_train_script scores.csv
 """
 
 import sys

@@ -16,7 +16,7 @@ probability, inter-eye distance) and utility heads per training family (crop-lev
 only, capture-level only, both = the shipped recipe), each fitted on folds 1–3 persons
 with the ridge strength chosen on fold 4 persons (tools/train_builtin_utility.py).
 
-    python bench/bench_capture.py [--seed 0] [--max-train N] [--limit-test N] [--draws 3]
+    python -m bench.bench_capture [--seed 0] [--max-train N] [--limit-test N] [--draws 3]
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from bench.protocol import PHOTOS, SHARED, edc_ratio, margins
 from qmag_core.encoders import MAGFACE_HEAD, load_encoder
+from qmag_core.evaluation import bootstrap as B
 from qmag_core.evaluation import metrics as M
-from qmag_core.evaluation.protocol import edc_ratio as edc_ratio_of
 from qmag_core.io.pairs import read_lfw_pairs
 from qmag_core.quality.baselines import inter_eye_distance, sharpness
 from qmag_core.quality.degrade import CAPTURE_KINDS, degrade_photo
@@ -41,8 +39,8 @@ from qmag_core.quality.head import head_quality
 from qmag_core.vision.align import FaceDetector, detect_and_align_batch
 from qmag_core.vision.images import load_image
 
-SHARED = ROOT.parent / "shared" / "data"
-PHOTOS = SHARED / "lfw_photos" / "images"
+ROOT = Path(__file__).resolve().parents[1]
+
 OUT = ROOT / "bench" / "out"
 
 
@@ -114,47 +112,6 @@ def head_q(head, feats: np.ndarray) -> np.ndarray:
     ok = np.isfinite(feats).all(1)
     out[ok] = head_quality(head, feats[ok])
     return out
-
-
-def edc_ratio(s, y, qual, failed_y, thr, seed=0, at=0.2):
-    """(EDC ratio at ``at`` per :func:`qmag_core.evaluation.protocol.edc_ratio`, FNMR at 0%, FNMR at ``at``);
-    failed pairs count as non-matches and go first."""
-    s_all, y_all, q_all = M.with_failures(s, y, failed_y, qual)
-    e = M.edc(s_all, y_all, q_all, threshold=thr, discard=(0.0, at), n_random=200, random_state=seed)
-    return edc_ratio_of(e, at), float(e.fnmr[0]), float(e.fnmr[1])
-
-
-def margins(s_ok, y_ok, pair_qs: dict, failed_y, thr, seed=0, n_boot=1000, at=0.2, clusters=None) -> None:
-    """How far the crop-trained head lies below each model-free baseline (failures first),
-    with a paired bootstrap 95% CI over the pairs (failed ones included).  Per resample the
-    ratio's denominator is the resample's FNMR at 0% discarded, which the median of random
-    discards estimates (it is within 0.2 pt of it here); the threshold stays the full set's."""
-    head = next(k for k in pair_qs if k.startswith("utility head, crop"))
-    bases = [k for k in pair_qs if k.startswith(("sharpness", "MTCNN", "raw", "inter-eye"))]
-    s_all, y_all, _ = M.with_failures(s_ok, y_ok, failed_y)
-    qs = {k: M.with_failures(s_ok, y_ok, failed_y, pair_qs[k])[2] for k in [head, *bases]}
-    n = s_all.size
-    k_disc = int(np.floor(at * n))
-
-    def ratio(idx, q):
-        miss = y_all[idx] & ~(s_all[idx] >= thr)  # failed pairs have s = NaN: a false non-match
-        f0 = miss.sum() / max(1, y_all[idx].sum())
-        keep = np.argsort(q[idx], kind="stable")[k_disc:]
-        f20 = miss[keep].sum() / max(1, y_all[idx][keep].sum())
-        return f20 / f0 if f0 else np.nan
-
-    rng = np.random.default_rng(seed + 11)
-    # rows of each pair (all its degradation draws) in the with_failures order
-    cid = np.arange(n) if clusters is None else np.asarray(clusters)
-    members = np.argsort(cid, kind="stable").reshape(np.unique(cid).size, -1)
-    boots = [members[rng.integers(0, len(members), len(members))].ravel() for _ in range(n_boot)]
-    full = np.arange(n)
-    print(f"\nmargin below each baseline of '{head.split(' (')[0]}', failures first (paired bootstrap, {n_boot}):")
-    for b in bases:
-        d0 = ratio(full, qs[b]) - ratio(full, qs[head])
-        ds = np.array([ratio(i, qs[b]) - ratio(i, qs[head]) for i in boots])
-        lo, hi = np.nanpercentile(ds, [2.5, 97.5])
-        print(f"  {b:<40} {d0:+.3f}  95% CI [{lo:+.3f}, {hi:+.3f}]")
 
 
 def main(argv=None) -> int:
@@ -230,9 +187,7 @@ def main(argv=None) -> int:
     # ---- heads: the previous MagFace-loss head and utility heads per training family (folds 1-3 fit,
     # fold 4 chooses the ridge strength: tools/train_builtin_utility.py; "both" is the shipped recipe)
     from qmag_core.quality.head import load_quality_head
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    from train_builtin_utility import train
+    from tools.train_builtin_utility import train
 
     feats1, feats2 = _scatter(clean, "feats"), _scatter(deg, "feats")
     prev = load_quality_head(MAGFACE_HEAD)[0]
@@ -286,9 +241,9 @@ def main(argv=None) -> int:
         print(f"{name:<58}{100 * f20:>9.2f}%{r:>8.2f}{r_wo:>11.2f}{rho:>24.2f}")
     margins(s_ok, y_ok, pair_qs, failed_y, thr, seed=a.seed, clusters=np.r_[pair_id[ok], pair_id[~ok]])
     # ---- QMagFace vs cosine on these pairs: shipped α/β (and q), failures counted
-    from qmag_core.pipeline.compare import default_params
+    from qmag_core.scores.params import QMagFaceParams
 
-    p = default_params("builtin")
+    p = QMagFaceParams.shipped("builtin")
     q_pair = np.minimum(_scatter(clean, "q")[i1], _scatter(deg, "q"))
     s_hat = p.score(s_ok, q_pair[ok])
     sa, ya, _ = M.with_failures(s_ok, y_ok, failed_y)
@@ -298,7 +253,7 @@ def main(argv=None) -> int:
         f"\nQMagFace (shipped α={p.alpha:.4g}, β={p.beta:.4g}, {p.mode}) − cosine, failures counted, paired "
         "bootstrap 1,000 resamples, 95% CI:"
     )
-    for d in M.paired_bootstrap(ya, sa, sb, fmrs=(1e-2,), folds=folds, n_boot=1000, random_state=a.seed):
+    for d in B.paired_bootstrap(ya, sa, sb, fmrs=(1e-2,), folds=folds, n_boot=1000, random_state=a.seed):
         print(
             f"  {d.metric:<16} {100 * d.a:7.3f}% → {100 * d.b:7.3f}%  Δ {100 * d.diff:+.3f} pt "
             f"[{100 * d.lo:+.3f}, {100 * d.hi:+.3f}]"

@@ -16,8 +16,8 @@ development photos) and, with --maps, the region holding the largest share of th
 map's lost quality; how often any region is flagged; how often repairing the top region
 raises q, and raises it more than the same repair of a random region of equal area.
 
-    python bench/bench_check.py [--n 200] [--seed 1] [--maps] [--kinds sunglasses,mask,cap|hand]
-    python bench/bench_check.py --latency [--n 20]     # one whole report per 250x250 photo
+    python -m bench.bench_check [--n 200] [--seed 1] [--maps] [--kinds sunglasses,mask,cap|hand]
+    python -m bench.bench_check --latency [--n 20]     # one whole report per 250x250 photo
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
 from qmag_core.encoders import load_encoder
 from qmag_core.pipeline.occluded import occluded_faces
 from qmag_core.quality.check import check_crop
@@ -40,6 +36,8 @@ from qmag_core.quality.explain import local_variance_map
 from qmag_core.quality.occluders import EXTRA_TEST_OCCLUDERS, PART_OF, PART_REGIONS, TEST_OCCLUDERS
 from qmag_core.quality.regions import REGIONS, region_masks
 from qmag_core.quality.scale import scale_for
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"
 
@@ -76,8 +74,7 @@ def latency(n: int, seed: int) -> int:
     import platform
     import subprocess
 
-    import train_builtin_utility as T
-
+    from bench import protocol as T
     from qmag_core.vision.align import FaceDetector, detect_and_align
 
     enc = load_encoder("builtin", runtime="fast")
@@ -106,7 +103,7 @@ def latency(n: int, seed: int) -> int:
 
 
 def main(argv=None) -> int:
-    import train_builtin_utility as T
+    from bench import protocol as T
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="test photos (folds 5-7 persons)")

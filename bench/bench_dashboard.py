@@ -2,7 +2,7 @@
 FMR range slider moves, on a 100,000-pair dataset (target < 1 s), and of the Dataset
 page after the active parameters change.  Prints seconds and the machine.
 
-    python bench/bench_dashboard.py [--pairs 100000] [--moves 6]
+    python -m bench.bench_dashboard [--pairs 100000] [--moves 6]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ best of ``--repeats`` runs taken in turn.  Targets: end to end ≥ 0.8× the slo
 alone and ≥ 0.9× the serial-stage limit 1/(1/det + 1/enc) (the two stages share the
 cores).  Needs ../shared/data/lfw.
 
-    python bench/bench_embed.py [--n 512] [--encoder builtin] [--runtime auto|torch|onnx|fast] [--onnx FILE]
+    python -m bench.bench_embed [--n 512] [--encoder builtin] [--runtime auto|torch|onnx|fast] [--onnx FILE]
                                 [--repeats 3]
 
 ``--onnx FILE`` measures an ONNX model (an int8 export, a third-party model) with the
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qmag_core.encoders import load_encoder, open_onnx
 from qmag_core.pipeline.embed import embed_files
 from qmag_core.vision.align import FaceDetector, detect_and_align_batch

@@ -12,7 +12,7 @@ no face count as non-matches and go first.  EDC ratio = FNMR at the EER threshol
 discarding the 20% lowest-quality pairs over that of random discards; margins with a
 paired bootstrap 95% CI.
 
-    python bench/bench_embedding_head.py [--max-train 900] [--draws 1]
+    python -m bench.bench_embedding_head [--max-train 900] [--draws 1]
 """
 
 from __future__ import annotations
@@ -25,14 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from bench_capture import PHOTOS, SHARED, edc_ratio, margins
-from make_insightface_model import make
-
+from bench.protocol import PHOTOS, SHARED, edc_ratio, margins
 from qmag_core.encoders import open_onnx
 from qmag_core.evaluation import metrics as M
 from qmag_core.io.pairs import read_lfw_pairs
@@ -42,6 +35,9 @@ from qmag_core.quality.embedding_head import fit_embedding_head
 from qmag_core.quality.samples import utility_samples
 from qmag_core.vision.align import FaceDetector, detect_and_align_batch
 from qmag_core.vision.images import load_image
+from tools.make_insightface_model import make
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(enc, det, photos):

@@ -9,7 +9,7 @@ For N faces (default 60) and both methods:
 * first-order check of the raw gradient: central difference along the gradient
   direction vs ‖∇q‖·t; determinism; timings.
 
-    python bench/bench_explain.py [--n 60] [--encoder builtin]
+    python -m bench.bench_explain [--n 60] [--encoder builtin]
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from qmag_core.encoders import load_encoder
 from qmag_core.quality.explain import (
     deletion_drops,
@@ -32,7 +30,6 @@ from qmag_core.quality.explain import (
     occlusion_map,
     patch_region,
     quality_gradient,
-    quality_of,
 )
 from qmag_core.vision.align import FaceDetector, detect_and_align
 
@@ -75,7 +72,7 @@ def main():
             rs, cs = patch_region(enc.spec, part)
             patched = crop.copy()
             patched[rs, cs] = 128  # opaque grey patch
-            q_p = quality_of(enc, np.stack([crop, patched]).astype(np.float32))
+            q_p = enc.quality_of(np.stack([crop, patched]).astype(np.float32))
             for m, fn in methods:
                 mp2 = fn(enc, patched)
                 res[m][f"{part}_q"].append(q_p[1] < q_p[0])
@@ -83,7 +80,7 @@ def main():
         q, g = quality_gradient(enc, crop)
         u = g / np.linalg.norm(g)
         for t in (1.0,):
-            qp, qn = quality_of(enc, np.stack([crop + t * u, crop - t * u]).astype(np.float32))
+            qp, qn = enc.quality_of(np.stack([crop + t * u, crop - t * u]).astype(np.float32))
             fo.append(abs((qp - qn) / 2 - t * np.linalg.norm(g)) / (t * np.linalg.norm(g)))
     det1 = gradient_map(enc, crop).map
     det2 = gradient_map(enc, crop).map

@@ -5,7 +5,7 @@ test is LFW-dev (4,200 pairs, 7 folds), every photo detected and aligned once an
 same crops fed to both graphs.  Throughput is images/s of the encoder alone on the same
 crops, both graphs in this process, best of 3 runs.
 
-    python bench/bench_int8.py [--n-speed 512] [--variants]
+    python -m bench.bench_int8 [--n-speed 512] [--variants]
 
 ``--variants`` also quantizes the alternatives (every layer int8; convolutions only;
 percentile ranges) and prints their speed and q agreement: the trade-off behind the
@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from qmag_core.encoders import load_encoder
 from qmag_core.encoders.onnx import OnnxEncoder, export_onnx
 from qmag_core.encoders.quantize import quantize_int8
@@ -34,6 +32,8 @@ from qmag_core.io import Embeddings, read_lfw_pairs
 from qmag_core.pipeline.datasets import folder_crops
 from qmag_core.vision.align import FaceDetector, detect_and_align_batch
 from qmag_core.vision.images import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared" / "data"
 

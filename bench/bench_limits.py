@@ -9,7 +9,7 @@
   feat.list): exit status, wall time and peak memory of the process (goal: exit 2 in
   <= 10 s and <= 500 MB).
 
-    python bench/bench_limits.py [--tables-only]
+    python -m bench.bench_limits [--tables-only]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ compared on photos of the folds 5–7 persons: same faces found, box and landmar
 differences in pixels, and photos/s of batched detection (float and int8 timed in turn,
 best of 3).
 
-    python bench/bench_mtcnn_int8.py [--calib 64] [--test 200] [--nets pnet,rnet,onet]
+    python -m bench.bench_mtcnn_int8 [--calib 64] [--test 200] [--nets pnet,rnet,onet]
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
 from qmag_core.vision.images import load_image
 from qmag_core.vision.mtcnn_onnx import MODEL_DIR, OnnxMTCNN
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"
 
@@ -114,7 +112,7 @@ def speed(det: OnnxMTCNN, photos, reps: int = 3) -> float:
 
 
 def main(argv=None) -> int:
-    import train_builtin_utility as T
+    from bench import protocol as T
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib", type=int, default=64)

@@ -5,24 +5,22 @@ MTCNN (facenet-pytorch vs the numpy + onnxruntime twin) on the same uncropped LF
 photos, one photo at a time and in batches of 32 (torch: one batched network call;
 ONNX: the photos in parallel threads), with the largest box/landmark difference.
 
-    python bench/bench_onnx.py [--n 512] [--photos 200] [--repeats 3]
+    python -m bench.bench_onnx [--n 512] [--photos 200] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from qmag_core.encoders import load_encoder
 from qmag_core.vision.align import ARCFACE_112, DLIB_150, FaceDetector, realign_aligned
 from qmag_core.vision.images import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GLINT = ROOT.parent / "shared" / "data" / "glint24"
 PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"

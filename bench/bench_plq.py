@@ -18,7 +18,7 @@ PLQ map (coarse occlusion sensitivity of q), drawn on the encoder's fixed scale.
    threshold for FMR 1e-3 on clean cross-person pairs, per fraction; area under the
    curve over 0–50 % with bootstrap intervals of the differences (pairs resampled).
 
-    python bench/bench_plq.py [--pairs 300] [--seed 2] [--figure]
+    python -m bench.bench_plq [--pairs 300] [--seed 2] [--figure]
 """
 
 from __future__ import annotations
@@ -30,10 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
 from qmag_core.encoders import load_encoder
 from qmag_core.evaluation.metrics import threshold_at_fmr
 from qmag_core.io.pairs import read_lfw_pairs
@@ -44,6 +40,8 @@ from qmag_core.quality.regions import region_labels
 from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import FaceDetector, detect_and_align_batch
 from qmag_core.vision.images import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared" / "data" / "lfw_photos"
 FIG = ROOT / "docs" / "results" / "figures"
@@ -176,7 +174,7 @@ def figure(enc, det, scale, photos) -> None:
 
 
 def main(argv=None) -> int:
-    import train_builtin_utility as T
+    from bench import protocol as T
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=300, help="genuine test pairs for deletion/insertion")

@@ -14,7 +14,7 @@ reported on the folds 5–7 persons (test, never used to choose anything), besid
 target) with a 95% bootstrap interval of the difference to ``mean`` (genuine and imposter
 pairs resampled, 500 draws).
 
-    python bench/bench_pooling.py [--seed 0]
+    python -m bench.bench_pooling [--seed 0]
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
 from qmag_core.evaluation.metrics import fmr_key
 from qmag_core.evaluation.templates import pool_templates, score_template_pairs, tar_at_far
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAR = 1e-3
 T_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -39,8 +37,7 @@ T_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 def split_features(split: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Raw features (N, D), person (N,), photo (N,), clean (N,) of one split's samples."""
-    import train_builtin_utility as T
-
+    from bench import protocol as T
     from qmag_core.encoders import BUILTIN_HEAD, load_encoder
     from qmag_core.quality.head import backbone_directions, head_quality, load_quality_head
 

@@ -13,31 +13,31 @@ D. QMagFace vs cosine on cross-quality pairs, α/β trained on cross-quality pai
    protocol, 3 folds, official pairs), EER and FNMR@FMR (extended pairs) with paired
    bootstrap 95% CIs of the difference.
 
-    python bench/bench_quality.py [--n-boot 1000] [--imposters 100000] [--centre]
+    python -m bench.bench_quality [--n-boot 1000] [--imposters 100000] [--centre]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from qmag_core.encoders import load_encoder
+from qmag_core.evaluation import bootstrap as B
+from qmag_core.evaluation import edc as E
 from qmag_core.evaluation import metrics as M
 from qmag_core.evaluation.pairing import sample_pairs
 from qmag_core.io.pairs import read_lfw_pairs
 from qmag_core.outputs import save_npz
-from qmag_core.pipeline.compare import default_params
 from qmag_core.quality.degrade import KINDS, DegradedBank, cross_versions, degraded_bank
 from qmag_core.scores import QMagFaceTrainer, qmagface_score
+from qmag_core.scores.params import QMagFaceParams
 from qmag_core.vision.align import FaceDetector, detect_and_align
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -120,7 +120,7 @@ def main():
     )
     thr = M.eer(s_c[y_e], s_c[~y_e]).threshold
     for name, q in (("head q", q_c), ("raw length", r_c)):
-        r = M.edc(s_c, y_e, q, discard=(0.0, 0.1, 0.2, 0.3), threshold=thr, random_state=a.seed)
+        r = E.edc(s_c, y_e, q, discard=(0.0, 0.1, 0.2, 0.3), threshold=thr, random_state=a.seed)
         print(
             f"  {name:10s} "
             + "  ".join(
@@ -143,7 +143,7 @@ def main():
     for sname, ((s, q, r), y) in sets.items():
         thr = M.eer(s[y], s[~y]).threshold
         for name, qq in (("head q", q), ("raw length", r)):
-            e = M.edc(s, y, qq, discard=(0.0, 0.2), threshold=thr, n_random=200, random_state=a.seed)
+            e = E.edc(s, y, qq, discard=(0.0, 0.2), threshold=thr, n_random=200, random_state=a.seed)
             print(
                 f"  {sname} ({int(y.sum())}+{int((~y).sum())}), {name:10s}: FNMR {pct(e.fnmr[0])} -> {pct(e.fnmr[1])} "
                 f"vs random median {pct(e.fnmr_random_median[1])}: ratio {e.fnmr[1] / e.fnmr_random_median[1]:.2f}"
@@ -154,7 +154,7 @@ def main():
     per = []
     for kd in KINDS:
         sel = kinds_e == kd
-        e = M.edc(s[sel], y[sel], q[sel], discard=(0.0, 0.2), threshold=thr, n_random=200, random_state=a.seed)
+        e = E.edc(s[sel], y[sel], q[sel], discard=(0.0, 0.2), threshold=thr, n_random=200, random_state=a.seed)
         per.append(f"{kd} {e.fnmr[1] / e.fnmr_random_median[1]:.2f}")
     print("  per degraded kind (extended pairs), ratio: " + ", ".join(per))
 
@@ -174,7 +174,7 @@ def main():
                 dataclasses.replace(bk, unit=dc / np.linalg.norm(dc, axis=2, keepdims=True)),
             )
         )
-    shipped = default_params("builtin")
+    shipped = QMagFaceParams.shipped("builtin")
     for vname, bkv in variants:
         s_t, q_t, _ = bkv.pair_scores(ij_t, v_t)
         X_t = np.c_[s_t, q_t, q_t]
@@ -192,7 +192,7 @@ def main():
         if bkv is not bk:
             so0 = np.einsum("pd,pd->p", bk.unit[ij_all[m, 0], 0], bk.unit[ij_all[m, 1], 0])
             so1 = np.einsum("pd,pd->p", bkv.unit[ij_all[m, 0], 0], bkv.unit[ij_all[m, 1], 0])
-            d0 = M.paired_bootstrap(
+            d0 = B.paired_bootstrap(
                 pairs.label[m], so0, so1, fmrs=(), folds=pairs.fold[m], n_boot=a.n_boot, random_state=a.seed
             )[-1]
             print(
@@ -209,7 +209,7 @@ def main():
         for name, (al, be) in cand.items():
             print(f"  {name}: alpha {al:.4g} beta {be:.4g} (s0 {al / be:.3f})")
             (so, qo, _), yo = sets["official pairs"]
-            acc = M.paired_bootstrap(
+            acc = B.paired_bootstrap(
                 yo,
                 so,
                 qmagface_score(so, qo, al, be),
@@ -219,7 +219,7 @@ def main():
                 random_state=a.seed,
             )[-1]
             (se, qe, _), ye = sets["extended pairs"]
-            res = M.paired_bootstrap(
+            res = B.paired_bootstrap(
                 ye, se, qmagface_score(se, qe, al, be), fmrs=(1e-2, 1e-3), n_boot=a.n_boot, random_state=a.seed
             )
             for dd in [acc] + res:

@@ -3,25 +3,23 @@ engine and the Ray engine (one node, local instance), each with the torch runtim
 with the ONNX runtime (MTCNN and encoder in onnxruntime, as the light install runs);
 images/s end to end (decode, detect, align, encode) and the ratio to local torch.
 
-    python bench/bench_ray.py [--n 1000] [--cpus 2]
+    python -m bench.bench_ray [--n 1000] [--cpus 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from qmag_core.encoders import load_encoder
 from qmag_core.pipeline.embed import embed_files
 from qmag_core.pipeline.ray import embed_files_ray
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"
 

@@ -3,7 +3,7 @@
 Per run: ŝ with new α/β, ROC of cosine and of ŝ, both decimated to ≤ 2,000 points,
 FNMR at 1e-2/1e-3/1e-4 and EER of both.  Target < 0.2 s on this machine.
 
-    python bench/bench_rescore.py [--pairs 100000] [--runs 20]
+    python -m bench.bench_rescore [--pairs 100000] [--runs 20]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Detects every photo once (MTCNN), then for each subject rule aligns the chosen f
 embeds it (built-in encoder) and reports 7-fold accuracy on folds 1–4 (where a rule is
 chosen) and 5–7 (reported), next to the centre crops' accuracy on the same folds.
 
-    python bench/bench_subject.py [--limit N] [--penalties 0.5 1 2 4]
+    python -m bench.bench_subject [--limit N] [--penalties 0.5 1 2 4]
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from qmag_core.encoders import load_encoder
 from qmag_core.evaluation import metrics as M
 from qmag_core.evaluation.pairing import scores_from_embeddings
@@ -27,6 +24,8 @@ from qmag_core.io.embeddings import Embeddings
 from qmag_core.io.pairs import read_lfw_pairs
 from qmag_core.vision.align import FaceDetector, align, choose_face
 from qmag_core.vision.images import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared" / "data"
 

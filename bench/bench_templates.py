@@ -4,24 +4,22 @@ conventions and the EER, for the three pooling rules.  Synthetic features of tha
 shape (seeded); peak resident memory from getrusage.  Also checks the chunked scores
 against a one-shot computation on a 200,000-pair slice and reports the ratio.
 
-    python bench/bench_templates.py [--images 469375] [--templates 23124] [--pairs 15658489] [--dim 512]
+    python -m bench.bench_templates [--images 469375] [--templates 23124] [--pairs 15658489] [--dim 512]
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from qmag_core.evaluation.templates import TemplateProtocol, evaluate_templates, pool_templates, score_template_pairs
 from qmag_core.scores.params import QMagFaceParams
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rss_gib() -> float:

@@ -4,7 +4,7 @@ Same process, same 1,000,000 synthetic MagFace-like pairs (100k genuine, 900k im
 checks α/β are identical and prints the speed-up (target ≥ 20×).  Then the CLI end to
 end (process start, CSV read, train) vs the literal loop run as a script (target ≥ 3×).
 
-    python bench/bench_trainer.py [--pairs 1000000] [--repeats 3]
+    python -m bench.bench_trainer [--pairs 1000000] [--repeats 3]
 """
 
 from __future__ import annotations

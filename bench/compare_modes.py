@@ -3,7 +3,7 @@
 Each synthetic set is split in two seeded, label-stratified halves; α/β are trained on
 one half and EER / FNMR@1e-3 measured on the other.  Prints a Markdown table.
 
-    python bench/compare_modes.py
+    python -m bench.compare_modes
 """
 
 from __future__ import annotations

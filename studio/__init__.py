@@ -1,3 +1,1 @@
-"""Dashboard support (outside the core): opening sample and uploaded datasets under
-the data roots (``datasets``), session state, cached loaders and the sidebar (``ui``),
-and the Plotly figures every page draws (``figures``)."""
+"""Dashboard support outside the core: datasets, session state, sidebar, figures (map: docs/development.md)."""

@@ -18,6 +18,7 @@ from qmag_core.errors import QMagError
 from qmag_core.io.pairs import read_pairs
 from qmag_core.io.scores import ScoreTable, read_scores_csv
 from qmag_core.safeio import kind_of
+from qmag_core.scores.roc_window import lowest_fmr
 
 __all__ = [
     "fingerprint",
@@ -343,7 +344,7 @@ def fmr_bounds(n_imposter: int, lo: float = 1e-5, hi: float = 1e-2) -> tuple[flo
 
     The lower end is 1/#imposters (a smaller FMR cannot be measured); the upper end at
     least 10× above it so a line can be fitted over a range."""
-    floor = 1.0 / max(n_imposter, 1)
+    floor = lowest_fmr(n_imposter)
     reason = ""
     if lo < floor:
         reason = (

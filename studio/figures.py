@@ -7,6 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from qmag_core.evaluation import edc as E
 from qmag_core.evaluation import metrics as M
 
 GEN, IMP = "#2a9d8f", "#e76f51"
@@ -225,7 +226,7 @@ def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) ->
 
 
 def edc_figure(
-    edc: M.EDCResult, *, label: str = "discard lowest q_min", others: dict[str, M.EDCResult] | None = None
+    edc: E.EDCResult, *, label: str = "discard lowest q_min", others: dict[str, E.EDCResult] | None = None
 ) -> go.Figure:
     """EDC of q against random discards; ``others`` adds the EDC of other quality
     measures (same threshold) as dotted curves."""

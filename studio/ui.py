@@ -3,7 +3,6 @@ the sidebar (drawn once per run by app.py) and small widgets the pages share."""
 
 from __future__ import annotations
 
-import contextvars
 from contextlib import contextmanager
 
 import numpy as np
@@ -12,7 +11,6 @@ import streamlit as st
 
 from qmag_core.errors import QMagError
 from qmag_core.io.common import spreadsheet_safe
-from qmag_core.pipeline.compare import default_params
 from qmag_core.scores.params import QMagFaceParams
 from qmag_core.vision.runtime import RUNTIMES, torch_available
 from studio.datasets import (
@@ -93,7 +91,7 @@ def gradient_encoder():
     """The chosen encoder on the torch runtime (gradient maps need torch), or None
     without torch."""
     enc = encoder()
-    if getattr(enc, "runtime", "torch") == "torch":
+    if enc.runtime == "torch":
         return enc
     if not torch_available():
         return None
@@ -135,12 +133,12 @@ def _registered(name: str, device: str):
 
 def detector():
     enc = encoder()
-    return get_detector(enc.device, getattr(enc, "runtime", "torch"))
+    return get_detector(enc.device, enc.runtime)
 
 
 def active_params() -> QMagFaceParams | None:
     ss = state()
-    return ss.params if ss.params is not None else default_params(encoder().id)
+    return ss.params if ss.params is not None else QMagFaceParams.shipped(encoder().id)
 
 
 def dataset() -> Dataset | None:
@@ -153,6 +151,18 @@ def dataset() -> Dataset | None:
     except QMagError as e:
         st.error(f"Dataset could not be opened: {e}")
         return None
+
+
+def scored_dataset() -> Dataset:
+    """The active dataset when it has genuine and imposter pairs; otherwise the page says
+    why and stops (the Dataset and Train pages need both classes)."""
+    ds = dataset()
+    if ds is None:
+        st.stop()
+    if ds.one_class:
+        st.warning(ds.one_class)
+        st.stop()
+    return ds
 
 
 def _bound(widget, label: str, options: list, canon: str, **kw):
@@ -181,31 +191,9 @@ def set_active(canon: str, value) -> None:
     state()[canon] = value
 
 
-#: True while app.py runs a page inside :func:`app_frame` (the sidebar is drawn already)
-_IN_APP: contextvars.ContextVar[bool] = contextvars.ContextVar("qmag_in_app", default=False)
-
-
-@contextmanager
-def app_frame():
-    """What app.py wraps the page run in: the sidebar, drawn once per run, above any page."""
-    _draw_sidebar()
-    token = _IN_APP.set(True)
-    try:
-        yield
-    finally:
-        _IN_APP.reset(token)
-
-
-def sidebar():
-    """Pages call this first.  Inside app.py's frame it does nothing (the sidebar is
-    drawn); a page file that Streamlit runs on its own draws it here instead — Streamlit
-    does that for a ``pages/`` folder when no ``st.navigation`` call has run yet in the
-    process (the first request after start, and every run under AppTest)."""
-    if not _IN_APP.get():
-        _draw_sidebar()
-
-
-def _draw_sidebar():
+def draw_sidebar() -> None:
+    """The shared sidebar (encoder, dataset, runtime), drawn by app.py once per run above
+    the page that st.navigation runs."""
     ss = state()
     with st.sidebar:
         st.markdown("### QMagFace Studio")

@@ -72,3 +72,58 @@ def run_cli(*args, check: bool = True, no_torch: bool = False):
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}: {r.stderr}")
     return r
+
+
+# ------------------------------------------------------------------ hostile-input helpers
+FACES = ROOT / "sample_data" / "faces" / "deepface"
+
+
+def qmag(*args, env=None):
+    """``python -m qmag_core ARGS`` from the repository root, extra environment ``env``."""
+    import subprocess
+    import sys
+
+    e = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "qmag_core", *map(str, args)], capture_output=True, text=True, env=e, cwd=str(ROOT)
+    )
+
+
+def one_line_error(r, *needles):
+    """Exit 2 with one ``error:`` line on stderr holding every needle (the error contract)."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    """Two real photos of one person in ``tmp_path/images/a/``."""
+    d = tmp_path / "images"
+    (d / "a").mkdir(parents=True)
+    for k in (1, 2):
+        (d / "a" / f"{k}.jpg").write_bytes((FACES / f"img{k}.jpg").read_bytes())
+    return d
+
+
+def toy_scores(n=60, folds=True):
+    """A seeded scores table with both classes (and three folds)."""
+    import numpy as np
+
+    from qmag_core.io.scores import ScoreTable
+
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 2
+    s = np.where(y == 1, rng.uniform(0.3, 0.9, n), rng.uniform(-0.2, 0.4, n))
+    return ScoreTable(
+        s,
+        rng.uniform(15, 30, n),
+        rng.uniform(15, 30, n),
+        y.astype(np.int8),
+        (np.arange(n) % 3) if folds else np.full(n, -1),
+        {"encoder": "builtin"},
+    )

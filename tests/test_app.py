@@ -12,10 +12,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from qmag_core.encoders import load_encoder
+from qmag_core.evaluation import edc as E
 from qmag_core.evaluation import metrics as M
 from qmag_core.io.scores import read_scores_csv
-from qmag_core.pipeline.compare import compare_images, default_params
+from qmag_core.pipeline.compare import compare_images
 from qmag_core.scores import QMagFaceTrainer, qmagface_score
+from qmag_core.scores.params import QMagFaceParams
 
 APP = str(ROOT / "app.py")
 LFW = ROOT / "sample_data" / "lfw_dev_builtin" / "scores.csv"
@@ -25,7 +27,7 @@ FACES = ROOT / "sample_data" / "faces" / "deepface"
 def app(page=None):
     at = AppTest.from_file(APP, default_timeout=240).run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.message for e in at.exception]
     return at
 
@@ -48,7 +50,7 @@ def test_compare_page_sample_photos(enc):
         [str(FACES / "img1.jpg"), str(FACES / "img2.jpg")],
         enc,
         names=["img1.jpg", "img2.jpg"],
-        params=default_params("builtin"),
+        params=QMagFaceParams.shipped("builtin"),
         fmr=1e-3,
     )
     np.testing.assert_allclose(qs, [r.quality for r in ref.images], atol=1e-4)
@@ -59,7 +61,7 @@ def test_compare_page_sample_photos(enc):
     # one sentence says what QMagFace did to the pair and why
     from qmag_core.pipeline.compare import explain_pairs
 
-    assert any(i.value == explain_pairs(ref.pairs, default_params("builtin")) for i in at.info)
+    assert any(i.value == explain_pairs(ref.pairs, QMagFaceParams.shipped("builtin")) for i in at.info)
 
 
 @pytest.mark.slow
@@ -84,7 +86,7 @@ def test_compare_fmr_slider_does_not_re_embed(monkeypatch):
     n_after_first = len(calls)
     # the sidebar is drawn once per run: by app.py's frame, the page's own call is then a no-op
     assert [m.value for m in at.sidebar.markdown].count("### QMagFace Studio") == 1
-    fmrs = sorted({d["fmr"] for d in default_params("builtin").operating_points})
+    fmrs = sorted({d["fmr"] for d in QMagFaceParams.shipped("builtin").operating_points})
     captions = []
     for f in (fmrs[0], fmrs[-1]):
         at.select_slider(key="compare_fmr").set_value(f).run()
@@ -127,7 +129,7 @@ def test_compare_upload_no_face_others_still_shown(enc):
 def test_dataset_page_values():
     at = app("dataset")
     t = read_scores_csv(LFW)
-    p = default_params("builtin")
+    p = QMagFaceParams.shipped("builtin")
     y = t.label.astype(bool)
     sh = qmagface_score(t.s, t.q_min, p.alpha, p.beta)
     assert metric(at, "EER cosine") == f"{100 * M.eer(t.s[y], t.s[~y]).value:.3f}%"
@@ -200,7 +202,7 @@ def _expected(table, lo, hi, mode="official"):
 def test_train_page_alpha_beta_follow_range():
     at = app()
     at.selectbox(key="w_dataset_id").set_value("lfw-dev-ext").run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("views/train.py").run()
     assert not at.exception
     assert at.radio(key="mode").value == "consistent"  # starts from the active (shipped) parameters' mode
     at.radio(key="mode").set_value("official").run()
@@ -220,7 +222,7 @@ def test_train_page_alpha_beta_follow_range():
     # the sidebar shows the new parameters at once, not after the next page
     assert any(f"α = {ref3.alpha_:.5g}" in c.value for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
     assert any("Active parameters set" in x.value for x in at.success)
-    at.switch_page("pages/dataset.py").run()
+    at.switch_page("views/dataset.py").run()
     y = t.label.astype(bool)
     sh = qmagface_score(t.s, t.q_min, ref3.alpha_, ref3.beta_)
     assert metric(at, "EER QMagFace") == f"{100 * M.eer(sh[y], sh[~y]).value:.3f}%"
@@ -236,7 +238,7 @@ def test_train_slider_limits_follow_imposter_count():
 def test_quality_page_edc():
     at = app("quality")
     t = read_scores_csv(LFW)
-    e = M.edc(t.s, t.label.astype(bool), t.q_min, n_random=200, random_state=0)
+    e = E.edc(t.s, t.label.astype(bool), t.q_min, n_random=200, random_state=0)
     k = int(np.argmin(np.abs(e.discard - 0.2)))
     assert any(f"FNMR {100 * e.fnmr[k]:.3f}%" in c.value for c in at.caption)
     assert any(f"median {np.median(np.r_[t.q1, t.q2]):.4f}" in c.value for c in at.caption)
@@ -267,7 +269,7 @@ def test_dataset_page_says_when_qmagface_changes_nothing():
 
     at = app("dataset")  # LFW-dev with the shipped parameters: the EER does not move
     t = read_scores_csv(LFW)
-    p = default_params("builtin")
+    p = QMagFaceParams.shipped("builtin")
     eff = qmagface_effect(t.s, t.q_min, t.label, p.alpha, p.beta)
     assert not eff["significant"] and "does not change the errors significantly" in eff["sentence"]
     assert any(eff["sentence"] == i.value for i in at.info)
@@ -306,7 +308,7 @@ def test_bundled_cross_quality_set_shows_quality_at_work():
     assert ratio < 0.5 and ratio < sharp, (ratio, sharp)
     at = app()
     at.selectbox(key="w_dataset_id").set_value("lfw-cross-quality").run()
-    at.switch_page("pages/quality.py").run()
+    at.switch_page("views/quality.py").run()
     assert not at.exception, [x.message for x in at.exception]
     assert any(f"FNMR {100 * e.fnmr[k]:.3f}%" in c.value for c in at.caption)
 
@@ -352,7 +354,7 @@ def test_enrolment_check_page(enc):
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["check_sample"] = "img3.jpg"
     at.run()
-    at.switch_page("pages/check.py").run()
+    at.switch_page("views/check.py").run()
     assert not at.exception, [e.message for e in at.exception]
     a = detect_and_align(FACES / "img3.jpg", FaceDetector.for_encoder(enc), enc.spec, face="best")
     ref = check_crop(enc, a.crop, scale_for(enc))

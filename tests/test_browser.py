@@ -23,8 +23,9 @@ from conftest import IN_CI, ROOT
 
 from qmag_core.encoders import load_encoder
 from qmag_core.io.scores import read_scores_csv
-from qmag_core.pipeline.compare import compare_images, default_params
+from qmag_core.pipeline.compare import compare_images
 from qmag_core.scores import QMagFaceTrainer
+from qmag_core.scores.params import QMagFaceParams
 from studio.datasets import fmr_grid
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -193,7 +194,7 @@ def test_compare_page_in_browser(server, page):
     page.get_by_text("QMagFace ŝ").first.wait_for()
     enc = load_encoder("builtin", device="cpu", runtime="fast")  # the sidebar's auto runtime
     ref = compare_images(
-        [str(f) for f in files], enc, names=[f.name for f in files], params=default_params("builtin"), fmr=1e-3
+        [str(f) for f in files], enc, names=[f.name for f in files], params=QMagFaceParams.shipped("builtin"), fmr=1e-3
     )
     want = [f"{r.quality:.4f}" for r in ref.images]
     # an upload reruns the page more than once: wait until the last run has drawn both q

@@ -20,8 +20,8 @@ persons (../shared/data/lfw_photos) — never folds 5–7, which the benches tes
 Held-out check (``--test``): the shipped scale's bands on the same kind of pairs of the
 folds 5–7 persons: FNMR per band at the scale's threshold, and the good/poor ratio.
 
-    python tools/build_quality_scale.py [--n 240] [--seed 0] [--write]
-    python tools/build_quality_scale.py --test
+    python -m tools.build_quality_scale [--n 240] [--seed 0] [--write]
+    python -m tools.build_quality_scale --test
 """
 
 from __future__ import annotations
@@ -36,10 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
 from qmag_core.encoders import load_encoder
 from qmag_core.outputs import atomic_path
 from qmag_core.pipeline.occluded import occluded_faces
@@ -47,6 +43,8 @@ from qmag_core.quality.check import clean_stats, gain_z, repair_gains
 from qmag_core.quality.occluders import DEV_OCCLUDERS, PART_OF, PART_REGIONS
 from qmag_core.quality.regions import REGIONS, REPAIRS, reference_faces
 from qmag_core.quality.scale import REFERENCES, SCALE_DIR, fit_scale
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PHOTOS = ROOT.parent / "shared" / "data" / "lfw_photos" / "images"
 CACHE = Path.home() / ".cache" / "qmag" / "scale"
@@ -58,7 +56,7 @@ EDGE_LEVELS = (95.0, 97.5, 99.0, 99.5)
 
 
 def dev_paths() -> list[str]:
-    import train_builtin_utility as T
+    from bench import protocol as T
 
     sp = T.split_paths()
     return sorted(sp["train"] + sp["val"])
@@ -73,7 +71,6 @@ def reference_bank(enc) -> tuple[np.ndarray, list[str]]:
     from scipy.sparse.csgraph import connected_components
 
     from qmag_core.io.pairs import read_pairs_csv
-    from qmag_core.quality.explain import quality_of
     from qmag_core.vision.align import DLIB_150, FaceDetector, detect_and_align
 
     pairs = read_pairs_csv(DEEPFACE / "master.csv")
@@ -88,7 +85,7 @@ def reference_bank(enc) -> tuple[np.ndarray, list[str]]:
         if n in EYEWEAR:
             continue
         al = detect_and_align(str(DEEPFACE / n), det, DLIB_150, face="best")
-        q = float(quality_of(enc, al.crop[None])[0])
+        q = float(enc.quality_of(al.crop[None])[0])
         if who not in best or q > best[who][0]:
             best[who] = (q, n, al.crop)
     top = sorted(best.values(), key=lambda t: (-t[0], t[1]))[:N_REFERENCES]
@@ -98,11 +95,10 @@ def reference_bank(enc) -> tuple[np.ndarray, list[str]]:
 def dev_gains(enc, paths, n: int, seed: int, refs: np.ndarray) -> dict:
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(paths), min(n, len(paths)), replace=False).tolist())
-    import train_builtin_utility as T
-
     import qmag_core.quality.check as C
     import qmag_core.quality.occluders as O
     import qmag_core.quality.regions as R
+    from bench import protocol as T
 
     code = "|".join(T.code_key(m.__file__) for m in (C, O, R))  # the repairs' and occluders' code
     bank = hashlib.blake2b(np.ascontiguousarray(refs, np.uint8).tobytes(), digest_size=6).hexdigest()
@@ -177,20 +173,19 @@ def choose_check(d: dict) -> tuple[dict, dict]:
 
 def plq_units(enc, crops: np.ndarray) -> dict:
     from qmag_core.quality.check import check_map
-    from qmag_core.quality.explain import gradient_map, has_gradients, occlusion_map
+    from qmag_core.quality.explain import gradient_map, occlusion_map
 
     out = {
         "occlusion": float(np.percentile(np.abs([occlusion_map(enc, c).raw for c in crops]), 99)),
         "check": float(np.percentile(np.abs([check_map(enc, c) for c in crops]), 99)),
     }
-    if has_gradients(enc):
+    if enc.differentiable:
         out["gradient"] = float(np.percentile(np.abs([gradient_map(enc, c).raw for c in crops]), 99))
     return {k: round(v, 6) for k, v in out.items()}
 
 
 def held_out(seed: int) -> int:
-    import train_builtin_utility as T
-
+    from bench import protocol as T
     from qmag_core.quality.scale import shipped_scale
 
     sc = shipped_scale("builtin")
@@ -219,8 +214,9 @@ def main(argv=None) -> int:
     ap.add_argument("--write", action="store_true", help=f"write the files in {SCALE_DIR}")
     ap.add_argument("--test", action="store_true", help="the shipped scale's bands on folds 5-7 pairs")
     a = ap.parse_args(argv)
-    import train_builtin_utility as T
     from PIL import Image
+
+    from bench import protocol as T
 
     if a.test:
         return held_out(a.seed)
@@ -245,7 +241,7 @@ def main(argv=None) -> int:
         fmr=1e-3,
         encoder="builtin",
         encoder_key=enc.key,
-        source=f"cross-quality pairs of {n_photos} LFW dev folds 1-4 photos (python tools/build_quality_scale.py)",
+        source=f"cross-quality pairs of {n_photos} LFW dev folds 1-4 photos (python -m tools.build_quality_scale)",
     )
     print(f"scale: threshold {sc.threshold:.4f}, FNMR {sc.fnmr_overall:.4f}, edges {np.round(sc.edges, 2)}")
     d = dev_gains(enc, paths, a.n, a.seed, refs)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fresh-venv check of the full install from a non-editable build: `pip install
 # .[vision,app]` (pins from requirements.txt as constraints), then every `qmag` command
-# on real photos, and the dashboard run from a copy of app.py, pages/, studio/ and
+# on real photos, and the dashboard run from a copy of app.py, views/, studio/ and
 # sample_data/ outside the source tree, so qmag_core comes from site-packages.
 # Downloads torch (several GB) unless pip's cache has it.  Usage:
 #     bash tools/check_full_install.sh [VENV_DIR]
@@ -28,7 +28,7 @@ grep -q "img1.jpg" compare.txt
 "$qmag" explain "$faces/img1.jpg" --method occlusion --out plq.png >/dev/null
 test -s plq.png
 # the dashboard: AppTest of each page from a copy of the app files, core from site-packages
-mkdir app && cp -r "$repo"/app.py "$repo"/pages "$repo"/studio "$repo"/sample_data "$repo"/assets app/
+mkdir app && cp -r "$repo"/app.py "$repo"/views "$repo"/studio "$repo"/sample_data "$repo"/assets app/
 "$py" - <<'PY'
 from streamlit.testing.v1 import AppTest
 
@@ -36,7 +36,7 @@ at = AppTest.from_file("app/app.py", default_timeout=300).run()
 assert not at.exception, [e.message for e in at.exception]
 assert any(m.label.startswith("quality q") for m in at.metric), "compare page shows no quality"
 for page in ("dataset", "train", "quality"):
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     assert not at.exception, (page, [e.message for e in at.exception])
     assert at.title and not at.error, (page, [e.value for e in at.error])
 print("dashboard pages OK")

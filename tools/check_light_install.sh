@@ -67,7 +67,7 @@ set -e
 echo "$msg"
 [ "$rc" -eq 2 ] && grep -q "qmag-studio\[vision\]" <<<"$msg"
 # the dashboard from a copy of the app outside the checkout: every page, and a photo on Compare
-cp -r "$repo/app.py" "$repo/pages" "$repo/studio" "$repo/sample_data" "$repo/assets" "$work/" 2>/dev/null || true
+cp -r "$repo/app.py" "$repo/views" "$repo/studio" "$repo/sample_data" "$repo/assets" "$work/" 2>/dev/null || true
 "$venv/bin/python" - "$work/app.py" "$a" "$b" <<'PY'
 import sys
 from streamlit.testing.v1 import AppTest
@@ -83,7 +83,7 @@ df = at.dataframe[0].value
 assert list(df["image 1"]) == ["p0.jpg"], df
 print("compare page: q", [m.value for m in at.metric if m.label.startswith("quality q")], "s", df["s"].iloc[0])
 for page in ("dataset", "quality", "train", "check"):
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     assert not at.exception, (page, [e.message for e in at.exception])
     print(f"{page} page: ok, {len(at.metric)} metrics")
     if page == "check":

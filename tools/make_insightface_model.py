@@ -5,19 +5,17 @@ resampling maps the ArcFace crop onto the dlib-150 chip the faceRecognitionNet p
 reads.  Used by the tests and benches of third-party models (a real network, no
 download).
 
-    python tools/make_insightface_model.py OUT.onnx [--nhwc] [--size 112]
+    python -m tools.make_insightface_model OUT.onnx [--nhwc] [--size 112]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def make(path: str | Path, *, nhwc: bool = False, size: int = 112) -> Path:

@@ -1,6 +1,6 @@
 """Build sample_data/ (what the dashboard opens with, offline).  Run from the repo root:
 
-    python tools/make_sample_data.py [faces] [lfw] [cross-quality]   (default: all three)
+    python -m tools.make_sample_data [faces] [lfw] [cross-quality]   (default: all three)
 
 * sample_data/faces/deepface/: the deepface unit-test photos (MIT, serengil/deepface),
   longer side shrunk to 640 px (JPEG q90), with master.csv (pairs) and LICENSE.
@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from qmag_core.encoders import load_encoder
 from qmag_core.evaluation.pairing import (
     sample_pairs,
@@ -31,6 +29,8 @@ from qmag_core.io.pairs import read_lfw_pairs
 from qmag_core.io.scores import ScoreTable, write_scores_csv
 from qmag_core.pipeline.embed import embed_files
 from qmag_core.scores.scoring import pair_similarity
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "sample_data"
@@ -147,7 +147,7 @@ def lfw_cross_quality(seed=0):
 
 if __name__ == "__main__":
     parts = {"faces": faces, "lfw": lfw, "cross-quality": lfw_cross_quality}
-    chosen = sys.argv[1:] or list(parts)  # e.g. python tools/make_sample_data.py lfw
+    chosen = sys.argv[1:] or list(parts)  # e.g. python -m tools.make_sample_data lfw
     for name in chosen:
         parts[name]()
     print(sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file()) / 1e6, "MB")

@@ -12,10 +12,10 @@ Data (../shared/data; identities of the evaluation never seen in training):
 Aligned crops are cached (``--cache``), so a rerun only repeats degradations, backbone
 passes and training.  Every random choice is seeded.
 
-    python tools/train_builtin_head.py [--held-out exposure|none] [--degraded 4]
+    python -m tools.train_builtin_head [--held-out exposure|none] [--degraded 4]
         [--features multi|pooled] [--direction fixed|free] [--u-a 110] [--epochs 30]
         [--variants linear:0,mlp:512] [--write]
-    python tools/train_builtin_head.py --held-out none --degraded 6 --select   # recipe choice, validation only
+    python -m tools.train_builtin_head --held-out none --degraded 6 --select   # recipe choice, validation only
 
 The shipped head of ``builtin`` is now the utility head (tools/train_builtin_utility.py,
 which also trains its α/β); this script trains the MagFace-loss head kept beside it.
@@ -33,9 +33,6 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from qmag_core.encoders import MAGFACE_HEAD as BUILTIN_HEAD
 from qmag_core.encoders import load_encoder
 from qmag_core.io.pairs import read_lfw_pairs
@@ -48,6 +45,8 @@ from qmag_core.vision.images import (
     ImageError,
     list_images,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -320,7 +319,7 @@ def main():
                 "train_data": "glint24 + ORL + LFW persons outside dev folds 5-7 (../shared/data)",
                 "spearman_lfw_folds_5_7": table,
                 "final_loss": hist[-1]["loss"],
-                "command": "python tools/train_builtin_head.py " + " ".join(sys.argv[1:]),
+                "command": "python -m tools.train_builtin_head " + " ".join(sys.argv[1:]),
             }
             BUILTIN_HEAD.parent.mkdir(parents=True, exist_ok=True)
             save_quality_head(head, BUILTIN_HEAD, meta)

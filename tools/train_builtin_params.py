@@ -12,25 +12,24 @@ Training data is disjoint from LFW: seeded pairs of the 24 glint24 identities
    LFW-dev pairs (7 folds), and write qmag_core/assets/params/builtin-raw.json
    with operating points measured on the glint24 pairs.
 
-    python tools/train_builtin_params.py [--mode official|consistent] [--write]
+    python -m tools.train_builtin_params [--mode official|consistent] [--write]
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from qmag_core.encoders import load_encoder
 from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation.metrics import operating_points
 from qmag_core.evaluation.pairing import make_pairs, scores_from_embeddings
 from qmag_core.evaluation.protocol import summary_metrics
 from qmag_core.io.pairs import read_lfw_pairs
-from qmag_core.pipeline.compare import operating_points
 from qmag_core.pipeline.embed import embed_files
 from qmag_core.scores import QMagFaceTrainer, qmagface_score
 from qmag_core.vision.images import list_images
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -102,7 +101,7 @@ def write(res, train, pairs, mode="consistent"):
                 "pairs": "make_pairs(n_genuine=6000, n_imposter=60000, n_folds=4, random_state=0)",
                 "n_genuine": tr.n_genuine_,
                 "n_imposter": tr.n_imposter_,
-                "command": "python tools/train_builtin_params.py --write",
+                "command": "python -m tools.train_builtin_params --write",
             },
         )
         p.operating_points = operating_points(train.s, sh, train.label)

@@ -8,10 +8,10 @@ bench/bench_capture.py and bench/bench_quality.py).  Each photo: clean (target 1
 descriptor): crop level (``qmag_core.quality.degrade.degrade``) and capture level
 (``degrade_photo``, before detection).  Samples are cached per family and split.
 
-    python tools/train_builtin_utility.py [--family both|crop|capture] [--degraded 2] [--write]
-    python tools/train_builtin_utility.py --params consistent|official [--write]   # α/β with the shipped head
-    python tools/train_builtin_utility.py --spearman     # does q track crop-level degradation (folds 5–7)?
-    python tools/train_builtin_utility.py --calibrate    # capture family: face lost %, 1 − cos per severity
+    python -m tools.train_builtin_utility [--family both|crop|capture] [--degraded 2] [--write]
+    python -m tools.train_builtin_utility --params consistent|official [--write]   # α/β with the shipped head
+    python -m tools.train_builtin_utility --spearman     # does q track crop-level degradation (folds 5–7)?
+    python -m tools.train_builtin_utility --calibrate    # capture family: face lost %, 1 − cos per severity
 
 α/β (``--params``) are trained on cross-quality pairs of the same folds 1–4 persons (never
 folds 5–7): every same-person photo pair (both orders) and 100,000 seeded pairs of
@@ -22,91 +22,19 @@ either family (uniform), q from the shipped head, directions from the backbone.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from bench.protocol import PHOTOS, SHARED, TEST_FOLDS, cross_quality_pairs, samples, split_paths, stack
 from qmag_core.encoders import BUILTIN_HEAD, load_encoder
 from qmag_core.io.pairs import read_lfw_pairs
-from qmag_core.outputs import save_npz
 from qmag_core.quality.head import save_quality_head
-from qmag_core.quality.utility import fit_utility_head, utility_samples
+from qmag_core.quality.utility import fit_utility_head
 
-SHARED = ROOT.parent / "shared" / "data"
-PHOTOS = SHARED / "lfw_photos" / "images"
-TRAIN_FOLDS, VAL_FOLDS, TEST_FOLDS = (0, 1, 2), (3,), (4, 5, 6)
-
-
-def split_paths() -> dict:
-    """Photo paths per split; asserts that no person crosses splits."""
-    pairs = read_lfw_pairs(SHARED / "lfw_photos" / "pairs_dev.txt")
-
-    def paths(folds):
-        m = np.isin(pairs.fold, folds)
-        return sorted(set(pairs.path1[m].tolist()) | set(pairs.path2[m].tolist()))
-
-    out = {"train": paths(TRAIN_FOLDS), "val": paths(VAL_FOLDS), "test": paths(TEST_FOLDS)}
-    ids = {k: {p.split("/")[0] for p in v} for k, v in out.items()}
-    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"]), (
-        "folds share persons"
-    )
-    return out
-
-
-def code_key(path) -> str:
-    """Fingerprint of a module's code: its syntax tree without docstrings and comments, so
-    a documentation edit keeps the cache while any change of what the code does drops it."""
-    import ast
-
-    tree = ast.parse(Path(path).read_text())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
-            first = body[0]
-            doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-            if doc and isinstance(first.value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return hashlib.blake2b(ast.dump(tree).encode(), digest_size=8).hexdigest()
-
-
-def samples(enc, paths, family: str, n_deg: int, seed: int, cache: Path) -> dict:
-    """Cached ``utility_samples`` of one family ('crop' or 'capture')."""
-    import qmag_core.quality.degrade as D
-
-    recipe = "ast-" + code_key(D.__file__)  # the degradations' code
-    key = hashlib.blake2b(
-        ("\n".join(paths) + f"|{family}|{n_deg}|{seed}|{enc.key}|{recipe}").encode(), digest_size=8
-    ).hexdigest()
-    f = cache / f"{family}-{key}.npz"
-    if f.is_file():
-        z = np.load(f)
-        return {k: z[k] for k in z.files}
-    t0 = time.time()
-    d = utility_samples(enc, [str(PHOTOS / p) for p in paths], family=family, n_degraded=n_deg, seed=seed)
-    print(
-        f"  {family}: {len(paths)} photos -> {len(d['target'])} samples, {len(d['failed'])} without a face, "
-        f"{d['lost']} degraded versions lost their face; {time.time() - t0:.0f} s",
-        flush=True,
-    )
-    d = {k: np.asarray(v) for k, v in d.items() if k not in ("failed", "lost")}
-    save_npz(f, **d)
-    return d
-
-
-def stack(parts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Features and targets of several families' samples, each clean photo once."""
-    X, y = [parts[0]["features"]], [parts[0]["target"]]
-    for p in parts[1:]:
-        m = p["family"] != "clean"
-        X.append(p["features"][m])
-        y.append(p["target"][m])  # noqa: E702
-    return np.concatenate(X), np.concatenate(y)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(family: str = "both", n_deg: int = 2, seed: int = 0, cache: Path | None = None, max_train: int | None = None):
@@ -136,55 +64,8 @@ def train(family: str = "both", n_deg: int = 2, seed: int = 0, cache: Path | Non
     return fit, meta
 
 
-def cross_quality_pairs(n_deg: int = 2, seed: int = 0, n_imposter: int = 100_000, test: bool = False):
-    """(s, q_min, labels, n photos) of cross-quality pairs of the folds 1–4 persons (see
-    module doc); ``test``: the same pairs of the folds 5–7 persons (the benches' test)."""
-    from qmag_core.quality.head import backbone_directions, head_quality, load_quality_head
-
-    enc = load_encoder("builtin-raw", device="cpu")
-    head = load_quality_head(BUILTIN_HEAD)[0]
-    sp = split_paths()
-    cache = Path.home() / ".cache" / "qmag" / "utility"
-    cache.mkdir(parents=True, exist_ok=True)
-    rows = []  # per sample: (photo path, is clean, unit, q)
-    for split, sd in (("test", seed + 9),) if test else (("train", seed + 7), ("val", seed + 8)):
-        for fam in ("crop", "capture"):
-            d = samples(enc, sp[split], fam, n_deg, sd, cache)
-            keep = np.ones(len(d["target"]), bool) if fam == "crop" else d["family"] != "clean"
-            u = backbone_directions(enc, d["features"][keep])
-            q = head_quality(head, d["features"][keep])
-            paths = np.asarray(sp[split])[d["source"][keep]]
-            rows.append((paths, d["family"][keep] == "clean", u / np.linalg.norm(u, axis=1, keepdims=True), q))
-    photo = np.concatenate([r[0] for r in rows])
-    clean = np.concatenate([r[1] for r in rows])
-    unit = np.concatenate([r[2] for r in rows])
-    q = np.concatenate([r[3] for r in rows])
-    names = sorted(set(photo[clean].tolist()))
-    pid = {p: k for k, p in enumerate(names)}
-    clean_ix = np.full(len(names), -1)
-    clean_ix[[pid[p] for p in photo[clean]]] = np.flatnonzero(clean)
-    versions = [[] for _ in names]
-    for k in np.flatnonzero(~clean):
-        versions[pid[photo[k]]].append(k)
-    ident = np.array([p.split("/")[0] for p in names])
-    rng = np.random.default_rng(seed)
-    by = {}
-    for k, n in enumerate(ident):
-        by.setdefault(n, []).append(k)
-    gen = [(a, b) for ks in by.values() for a in ks for b in ks if a != b]
-    a_i = rng.integers(len(names), size=3 * n_imposter)
-    b_i = rng.integers(len(names), size=3 * n_imposter)
-    imp = np.c_[a_i, b_i][ident[a_i] != ident[b_i]][:n_imposter]
-    ab = np.r_[np.asarray(gen), imp]
-    y = np.r_[np.ones(len(gen), bool), np.zeros(len(imp), bool)]
-    va = clean_ix[ab[:, 0]]
-    vb = np.array([versions[b][int(rng.integers(len(versions[b])))] for b in ab[:, 1]])
-    s = (unit[va] * unit[vb]).sum(1)
-    return s, np.minimum(q[va], q[vb]), y, len(names)
-
-
 def train_params(mode: str, seed: int, write: bool, n_deg: int = 2):
-    from qmag_core.pipeline.compare import operating_points
+    from qmag_core.evaluation.metrics import operating_points
     from qmag_core.scores import QMagFaceTrainer, qmagface_score
 
     s, q, y, n_photos = cross_quality_pairs(n_deg, seed)
@@ -207,7 +88,7 @@ def train_params(mode: str, seed: int, write: bool, n_deg: int = 2):
                 f"severity U(0.1, 1), seed {seed}",
                 "n_genuine": tr.n_genuine_,
                 "n_imposter": tr.n_imposter_,
-                "command": f"python tools/train_builtin_utility.py --params {mode} --write",
+                "command": f"python -m tools.train_builtin_utility --params {mode} --write",
             },
         )
         p.operating_points = operating_points(s, qmagface_score(s, q, tr.alpha_, tr.beta_), y)

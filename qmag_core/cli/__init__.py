@@ -1,6 +1,4 @@
-"""Command line: ``python -m qmag_core`` (installed as ``qmag``); the parser and the
-dispatch are in :mod:`qmag_core.cli.run`, the commands in ``scores``, ``vision`` and
-``train``.  Nothing inside the package imports this layer."""
+"""Command line ``qmag`` / ``python -m qmag_core`` (map: docs/development.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ __all__ = ["main"]
 
 
 def main(argv=None) -> int:
-    """The ``qmag`` entry point: :func:`qmag_core.cli.run.main`, behind a check of the
+    """The ``qmag`` entry point: :func:`qmag_core.cli.run.run_command`, behind a check of the
     ``QMAG_*`` limits made before any command module loads (a bad value is exit 2 with
     one line naming the variable, never a traceback)."""
     from ..errors import QMagError, one_line
@@ -21,6 +19,6 @@ def main(argv=None) -> int:
     except QMagError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    from .run import main as run
+    from .run import run_command
 
-    return run(argv)
+    return run_command(argv)

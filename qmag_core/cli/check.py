@@ -8,8 +8,8 @@ import os
 import sys
 
 from ..errors import QMagError, one_line
-from .embed import _progress_bar
-from .options import _encoder_from_args
+from .embed import progress_bar
+from .options import add_encoder_options, encoder_from_args, positive_int, probability
 
 
 def _scale_from_args(a, enc):
@@ -30,12 +30,12 @@ def cmd_check(a) -> int:
     from ..quality.check import check_calibration, check_crop
     from ..vision.align import FaceDetector, detect_and_align
 
-    enc = _encoder_from_args(a)
+    enc = encoder_from_args(a)
     scale = _scale_from_args(a, enc)
     check_calibration(scale)  # a scale without the check's calibration is refused before any work
     det = None if a.aligned else FaceDetector.for_encoder(enc)
     reports, failed = [], []
-    progress = _progress_bar(len(a.images), "check") if len(a.images) > 1 else None
+    progress = progress_bar(len(a.images), "check") if len(a.images) > 1 else None
     for k, path in enumerate(a.images):
         name = os.path.basename(path)
         try:
@@ -95,3 +95,32 @@ def cmd_calibrate_quality(a) -> int:
         f"{sc.fnmr_overall:.4f}; bands: poor q<{lo:.2f} <= usable < {hi:.2f} <= good -> {a.out}"
     )
     return 0
+
+
+# ---------------------------------------------------------------- the parser
+def _parser_check(sub) -> None:
+    p = sub.add_parser("check", help="enrolment check: verdict, quality scale, regions to change, repaired preview")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--json", default=None, help='write {"reports": [...]} here (one report per image, input order)')
+    p.add_argument("--scale", default=None, help="quality scale JSON (default: the encoder's shipped scale)")
+    p.add_argument("--no-map", action="store_true", help="skip the quality map (region shares are then 0)")
+    add_encoder_options(p)
+    p.set_defaults(func=cmd_check, writes=("json",), reads=("images", "scale", "onnx", "checkpoint", "head"))
+
+
+def _parser_calibrate_quality(sub) -> None:
+    p = sub.add_parser(
+        "calibrate-quality", help="quality scale (0-100, bands) for an encoder from a scores CSV of its pairs"
+    )
+    p.add_argument("--scores", required=True, help="scores CSV s,q1,q2,label of reference pairs")
+    p.add_argument("--out", required=True, help="scale JSON")
+    p.add_argument("--fmr", type=probability, default=1e-3, help="operating point of the scale")
+    p.add_argument("--bins", type=positive_int, default=20, help="quantile bins of the worse q")
+    p.add_argument("--encoder-id", default=None, help="the encoder the scores came from (recorded in the file)")
+    p.set_defaults(func=cmd_calibrate_quality, writes=("out",), reads=("scores",))
+
+
+def add_check_commands(sub) -> None:
+    """Add ``check`` and ``calibrate-quality`` to the ``qmag`` sub-parsers."""
+    _parser_check(sub)
+    _parser_calibrate_quality(sub)

@@ -8,21 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import QMagError, one_line
-from .options import _encoder_from_args
-
-
-def _progress_bar(total: int, desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None)
-
-    def cb(done, n):
-        bar.n = done
-        bar.refresh()
-        if done >= n:
-            bar.close()
-
-    return cb
+from .options import add_encoder_options, encoder_from_args, positive_int, progress_bar
 
 
 def _run_engine(a, paths, root, enc, *, progress, stats, keep_alive: bool = False):
@@ -36,7 +22,7 @@ def _run_engine(a, paths, root, enc, *, progress, stats, keep_alive: bool = Fals
         "progress": progress,
         "stats": stats,
     }
-    if getattr(a, "engine", "local") == "ray":
+    if vars(a).get("engine", "local") == "ray":
         from ..pipeline.ray import embed_files_ray
 
         if a.aligned:
@@ -66,12 +52,12 @@ def _failures(emb) -> list[tuple[str, str]]:
     return list(zip(emb.paths[~emb.ok].tolist(), emb.error[~emb.ok].tolist(), strict=True))
 
 
-def _embed_paths(a, paths, root):
+def embed_paths(a, paths, root):
     from ..pipeline.embed import EmbedStats
 
-    enc = _encoder_from_args(a)
+    enc = encoder_from_args(a)
     st = EmbedStats()
-    emb = _run_engine(a, paths, root, enc, progress=_progress_bar(len(paths), f"embedding ({enc.id})"), stats=st)
+    emb = _run_engine(a, paths, root, enc, progress=progress_bar(len(paths), f"embedding ({enc.id})"), stats=st)
     _report_stats(st, _failures(emb))
     return emb, enc
 
@@ -108,9 +94,9 @@ def _embed_sharded(a, paths, root) -> int:
     chunks = [paths[k : k + a.shard_size] for k in range(0, len(paths), a.shard_size)]
     parts = _kept_shards(out, chunks)
     n_kept = len(parts)
-    enc = _encoder_from_args(a)
+    enc = encoder_from_args(a)
     total, failed = EmbedStats(), []
-    bar = _progress_bar(len(paths), f"embedding ({enc.id}, {len(chunks)} shards)")
+    bar = progress_bar(len(paths), f"embedding ({enc.id}, {len(chunks)} shards)")
     bar(sum(x["rows"] for x in parts), len(paths))
     for k in range(n_kept, len(chunks)):
         st, base = EmbedStats(), k * a.shard_size
@@ -158,7 +144,7 @@ def cmd_embed(a) -> int:
         raise QMagError(f"{source}: no image paths in it" if a.list else f"{source}: no images in this folder")
     if a.shard_size:
         return _embed_sharded(a, paths, root)
-    emb, _ = _embed_paths(a, paths, root)
+    emb, _ = embed_paths(a, paths, root)
     out = save_embeddings(a.out, emb)
     print(f"{int(emb.ok.sum())}/{len(paths)} embedded -> {out}")
     if not emb.ok.any():  # every row failed: surely the wrong list or root (the rows are written all the same)
@@ -169,3 +155,38 @@ def cmd_embed(a) -> int:
         )
         return 2
     return 0
+
+
+# ---------------------------------------------------------------- the parser
+def _parser_embed(sub) -> None:
+    p = sub.add_parser("embed", help="embed images into an .npz (failed images kept as rows)")
+    p.add_argument("--images", default=None, help="folder of images (recursive)")
+    p.add_argument("--list", default=None, help="text file with one image path per line")
+    p.add_argument("--root", default=None, help="folder the --list paths are relative to")
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/qmag or $QMAG_CACHE)")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default) or ray: the same pipeline as Ray Data actor stages (pip install .[ray])",
+    )
+    p.add_argument(
+        "--address", default=None, help="with --engine ray: a cluster (auto, ray://host:10001); default local"
+    )
+    p.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=None,
+        help="very large sets: --out is a folder of .npz shards of this many images each (+ manifest.json), "
+        "each written when done; rerunning resumes; every command reads the folder like one .npz",
+    )
+    add_encoder_options(p)
+    p.set_defaults(func=cmd_embed, writes=("out",), reads=("list",))
+
+
+def add_embed_commands(sub) -> None:
+    """Add ``embed`` to the ``qmag`` sub-parsers."""
+    _parser_embed(sub)

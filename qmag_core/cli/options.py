@@ -1,16 +1,83 @@
-"""Options shared by the commands that run a network: which encoder, on which runtime
-and device, and how a photo's subject is chosen."""
+"""What the commands share: argument types, JSON output, the progress bar, and the options
+of the commands that run a network (which encoder, on which runtime and device, and how a
+photo's subject is chosen)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 
 from ..errors import QMagError
 
 
-def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+# ------------------------------------------------------------- argument types
+def _int_type(lo: int, what: str):
+    def parse(v: str) -> int:
+        try:
+            x = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v!r}") from None
+        if x < lo:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {x}")
+        return x
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _int_type(1, "a positive integer")
+nonneg_int = _int_type(0, "an integer >= 0")
+at_least_two = _int_type(2, "an integer >= 2")
+
+
+def probability(v: str) -> float:
+    """A number strictly between 0 and 1 (an FMR)."""
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {v!r}") from None
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {v}")
+    return x
+
+
+def positive_float(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return x
+
+
+def write_json(path: str, d: dict) -> None:
+    from ..evaluation.protocol import jsonable
+    from ..outputs import atomic_write
+
+    with atomic_write(path) as fh:
+        json.dump(jsonable(d), fh, indent=2)
+        fh.write("\n")
+
+
+def progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None)
+
+    def cb(done, n):
+        bar.n = done
+        bar.refresh()
+        if done >= n:
+            bar.close()
+
+    return cb
+
+
+def add_encoder_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoder")
     g.add_argument("--encoder", default="builtin", help="builtin | builtin-raw | magface (default builtin)")
     g.add_argument("--checkpoint", default=None, help="MagFace checkpoint (with --encoder magface)")
@@ -32,7 +99,7 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
         "for the rest when installed), torch, or onnx: onnxruntime runs MTCNN and the encoder (others: --onnx "
         "FILE, or exported once into the cache)",
     )
-    _add_onnx_options(g)
+    add_onnx_options(g)
     g.add_argument("--flip", action="store_true", help="add the descriptor of the mirrored face")
     g.add_argument(
         "--aligned",
@@ -48,7 +115,7 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_onnx_options(g) -> None:
+def add_onnx_options(g) -> None:
     """``--onnx FILE`` and the layout flags of a third-party model."""
     g.add_argument(
         "--onnx",
@@ -91,16 +158,16 @@ def _channels(text: str) -> tuple[float, float, float]:
     return tuple(v * 3) if len(v) == 1 else tuple(v)
 
 
-def _layout_from_args(a):
+def layout_from_args(a):
     """The --onnx layout flags as an InputLayout (None when none was given)."""
     from ..encoders.foreign import InputLayout
 
     given = {
-        "size": getattr(a, "input_size", None),
-        "mean": getattr(a, "mean", None),
-        "std": getattr(a, "std", None),
-        "bgr": getattr(a, "bgr", False) or None,
-        "crop": (getattr(a, "crop", None) or "").split("-")[0] or None,
+        "size": vars(a).get("input_size", None),
+        "mean": vars(a).get("mean", None),
+        "std": vars(a).get("std", None),
+        "bgr": vars(a).get("bgr", False) or None,
+        "crop": (vars(a).get("crop", None) or "").split("-")[0] or None,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if not given:
@@ -117,15 +184,15 @@ def default_explain_method() -> str:
     return "gradient" if torch_available() else "occlusion"
 
 
-def _encoder_from_args(a):
-    runtime = getattr(a, "runtime", "auto")
-    if getattr(a, "onnx", None):
+def encoder_from_args(a):
+    runtime = vars(a).get("runtime", "auto")
+    if vars(a).get("onnx", None):
         if runtime == "torch":
             raise QMagError("--onnx FILE runs with onnxruntime: leave out --runtime torch")
         from ..encoders import open_onnx
         from ..encoders.foreign import ForeignOnnxEncoder
 
-        enc = open_onnx(a.onnx, device=a.device, flip=a.flip, layout=_layout_from_args(a))  # no torch needed
+        enc = open_onnx(a.onnx, device=a.device, flip=a.flip, layout=layout_from_args(a))  # no torch needed
         if isinstance(enc, ForeignOnnxEncoder):
             print(f"warning: {enc.id} ({os.path.basename(a.onnx)}): q is its {enc.quality}", file=sys.stderr)
         return enc
@@ -142,5 +209,5 @@ def _encoder_from_args(a):
         fp16=a.fp16,
         flip=a.flip,
         head=a.head,
-        cache_dir=getattr(a, "cache_dir", None),
+        cache_dir=vars(a).get("cache_dir", None),
     )

@@ -6,8 +6,6 @@ image, ``.bin`` and template sources of ``evaluate`` import them inside
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import warnings
@@ -15,56 +13,16 @@ import warnings
 from ..errors import FMRClampWarning, QMagError
 from ..evaluation.protocol import evaluate_table, format_report, jsonable
 from ..evaluation.templates import format_template_report
-from .vision import _evaluate_ijb, _scores_from_bin, _scores_from_images
-
-
-# ------------------------------------------------------------- argument types
-def _int_type(lo: int, what: str):
-    def parse(v: str) -> int:
-        try:
-            x = int(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {v!r}") from None
-        if x < lo:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {x}")
-        return x
-
-    parse.__name__ = what
-    return parse
-
-
-positive_int = _int_type(1, "a positive integer")
-nonneg_int = _int_type(0, "an integer >= 0")
-at_least_two = _int_type(2, "an integer >= 2")
-
-
-def probability(v: str) -> float:
-    """A number strictly between 0 and 1 (an FMR)."""
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {v!r}") from None
-    if not 0 < x < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {v}")
-    return x
-
-
-def positive_float(v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v!r}") from None
-    if not (math.isfinite(x) and x > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
-    return x
-
-
-def _write_json(path: str, d: dict) -> None:
-    from ..outputs import atomic_write
-
-    with atomic_write(path) as fh:
-        json.dump(jsonable(d), fh, indent=2)
-        fh.write("\n")
+from .options import (
+    add_encoder_options,
+    at_least_two,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    probability,
+    write_json,
+)
+from .vision import evaluate_ijb, scores_from_bin, scores_from_images
 
 
 # ------------------------------------------------------------------------ train
@@ -150,7 +108,7 @@ def cmd_train(a) -> int:
         d["bootstrap"] = jsonable(
             {"alpha_ci95": ci.alpha, "beta_ci95": ci.beta, "n_boot": ci.n_boot, "n_failed": ci.n_failed}
         )
-    _write_json(a.out, d)
+    write_json(a.out, d)
     print(
         f"alpha={tr.alpha_:.6g} beta={tr.beta_:.6g} mode={tr.mode} "
         f"s0=alpha/beta={params.s0:.4g} pairs={tr.n_genuine_} genuine + {tr.n_imposter_} imposter "
@@ -218,18 +176,16 @@ def cmd_evaluate(a) -> int:
 
     _check_evaluate_sources(a)
     if a.ijb:
-        return _finish_evaluate(a, _evaluate_ijb(a), fmt=format_template_report)
+        return _finish_evaluate(a, evaluate_ijb(a), fmt=format_template_report)
     rep_pairs = None
     if a.bin or a.images or a.features:
         if a.features:
             table, rep_pairs, enc_id = _scores_from_features(a)
         else:
-            table, rep_pairs, enc = _scores_from_bin(a) if a.bin else _scores_from_images(a)
+            table, rep_pairs, enc = scores_from_bin(a) if a.bin else scores_from_images(a)
             enc_id = enc.id
         if not a.params:
-            from ..pipeline.compare import default_params
-
-            shipped = default_params(enc_id) if enc_id else None
+            shipped = QMagFaceParams.shipped(enc_id) if enc_id else None
             if shipped is not None:
                 print(f"note: using the parameters shipped for encoder '{enc_id}'", file=sys.stderr)
                 rep, _ = evaluate_table(table, params=shipped, n_boot=a.n_boot, seed=a.seed)
@@ -260,7 +216,7 @@ def cmd_evaluate(a) -> int:
 def _finish_evaluate(a, rep, fmt=format_report) -> int:
     print(fmt(rep))
     if a.json:
-        _write_json(a.json, rep)
+        write_json(a.json, rep)
     return 0
 
 
@@ -292,3 +248,93 @@ def cmd_make_pairs(a) -> int:
         f"{a.folds} identity-disjoint folds -> {a.out}"
     )
     return 0
+
+
+# ---------------------------------------------------------------- the parser
+def _parser_train(sub) -> None:
+    p = sub.add_parser("train", help="learn alpha/beta from a scores CSV (s,q1,q2,label[,fold])")
+    p.add_argument("--scores", required=True)
+    p.add_argument("--out", required=True, help="params JSON to write")
+    p.add_argument("--encoder", default=None, help="encoder id of the scores (overrides the file's '# encoder=')")
+    p.add_argument(
+        "--bootstrap",
+        type=nonneg_int,
+        default=0,
+        metavar="N",
+        help="add a seeded bootstrap 95%% CI of alpha/beta (N resamples)",
+    )
+    _add_trainer_options(p)
+    p.set_defaults(func=cmd_train, writes=("out",), reads=("scores",))
+
+
+def _parser_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="cosine vs QMagFace metrics on a scores CSV, or on images + pairs")
+    p.add_argument("--scores", default=None)
+    p.add_argument("--images", default=None, help="image folder the pairs refer to (embeds what the pairs need)")
+    p.add_argument("--pairs", default=None, help="LFW pairs.txt or pairs CSV (with --images or --features)")
+    p.add_argument(
+        "--bin",
+        default=None,
+        help="insightface validation set (lfw.bin, agedb_30.bin, …): aligned "
+        "112x112 crops, 10-fold accuracy; read without running its pickle",
+    )
+    p.add_argument(
+        "--ijb",
+        default=None,
+        metavar="DIR",
+        help="template verification (IJB-B/C layout: DIR/meta/<name>_face_tid_mid.txt, "
+        "<name>_template_pair_label.txt, optional <name>_name_5pts_score.txt, DIR/loose_crop/)",
+    )
+    p.add_argument("--ijb-name", default=None, help="protocol name in DIR/meta (ijbb, ijbc; default: the only one)")
+    p.add_argument(
+        "--pool-temperature",
+        type=positive_float,
+        default=None,
+        help="with --ijb: T of the softmax pooling rule, in q units (default: chosen on development data for "
+        "builtin, see docs/results/explainable.md)",
+    )
+    p.add_argument(
+        "--features",
+        default=None,
+        help="precomputed embeddings (.npz, a shard folder, .npy, feat.list): with --pairs (paths as in the "
+        "embeddings) or --ijb",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--params", default=None, help="params JSON; without it alpha/beta are cross-fitted over folds")
+    p.add_argument("--json", default=None, help="write the full report as JSON")
+    add_encoder_options(p)
+    p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap resamples for the 95%% CIs")
+    _add_trainer_options(p)
+    p.set_defaults(func=cmd_evaluate, writes=("json",), reads=("scores", "pairs", "bin", "features", "params"))
+
+
+def _parser_score(sub) -> None:
+    p = sub.add_parser("score", help="add an s_hat column to a scores CSV")
+    p.add_argument("--scores", required=True)
+    p.add_argument("--params", required=True)
+    p.add_argument("--out", default=None, help="output CSV (the input is never overwritten without --in-place)")
+    p.add_argument(
+        "--in-place", action="store_true", help="add (or replace) the s_hat column in --scores itself, atomically"
+    )
+    p.set_defaults(func=cmd_score, writes=("out",), reads=("scores", "params"))
+
+
+def _parser_make_pairs(sub) -> None:
+    p = sub.add_parser("make-pairs", help="seeded genuine/imposter pairs for a folder-per-identity image set")
+    p.add_argument("--images", required=True)
+    p.add_argument("--genuine", type=nonneg_int, required=True)
+    p.add_argument("--imposter", type=nonneg_int, required=True)
+    p.add_argument("--folds", type=positive_int, default=10)
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_make_pairs, writes=("out",))
+
+
+def add_scores_commands(sub) -> None:
+    """Add ``train``, ``evaluate``, ``score`` and ``make-pairs`` to the ``qmag`` sub-parsers."""
+    _parser_train(sub)
+    _parser_evaluate(sub)
+    _parser_score(sub)
+    _parser_make_pairs(sub)

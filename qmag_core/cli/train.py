@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import QMagError
+from .options import add_onnx_options, layout_from_args, nonneg_int, positive_float, positive_int, probability
 
 
 def cmd_train_magface(a) -> int:
@@ -169,9 +170,8 @@ def _train_embedding_head(a, fit_paths, val_paths) -> int:
     from ..encoders import open_onnx
     from ..outputs import check_output
     from ..quality.embedding_head import fit_embedding_head, head_path_for
-    from .options import _layout_from_args
 
-    enc = open_onnx(a.onnx, device=a.device, layout=_layout_from_args(a), quality_head=False)
+    enc = open_onnx(a.onnx, device=a.device, layout=layout_from_args(a), quality_head=False)
     out = check_output(a.out or head_path_for(a.onnx), arg="--out", inputs=[a.onnx])
     parts = _samples(a, enc, fit_paths, val_paths, "embedding")
     ids = len({p.split("/")[0] for p in fit_paths}), len({p.split("/")[0] for p in val_paths})
@@ -187,3 +187,72 @@ def _train_embedding_head(a, fit_paths, val_paths) -> int:
         f"({a.family} family); ridge λ {lam}, validation Spearman {m['val_spearman'][lam]:.3f} -> {out} {where}"
     )
     return 0
+
+
+# ---------------------------------------------------------------- the parser
+def _parser_train_magface(sub) -> None:
+    p = sub.add_parser("train-magface", help="train a MagFace quality head on the built-in backbone")
+    p.add_argument("--data", required=True, help="folder with one sub-folder of images per identity")
+    p.add_argument("--out", required=True, help="quality head file (.pt, tensors only)")
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--lr", type=positive_float, default=0.05)
+    p.add_argument("--dim", type=positive_int, default=128)
+    p.add_argument("--degraded", type=nonneg_int, default=6, help="seeded degraded copies per image")
+    p.add_argument("--max-severity", type=positive_float, default=1.0, help="degradation severities ~ U(0.1, this)")
+    p.add_argument(
+        "--features",
+        choices=("multi", "pooled"),
+        default="multi",
+        help="head input: per-stage statistics + pooled layer (768-d), or the pooled layer (256-d)",
+    )
+    p.add_argument(
+        "--direction",
+        choices=("fixed", "free"),
+        default="fixed",
+        help="MagFace embedding: the backbone's own direction x the head's length (default; q then "
+        "measures how well the direction the encoder matches with fits its identity) or the head's output",
+    )
+    p.add_argument("--u-a", type=positive_float, default=110.0, help="MagFace upper magnitude u_a (l_a 10)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops")
+    p.add_argument("--checkpoint", default=None, help="resumable checkpoint (default OUT.ckpt)")
+    p.add_argument("--log", default=None, help="JSON training log (default OUT.log.json)")
+    p.set_defaults(func=cmd_train_magface, writes=("out", "checkpoint", "log"))
+
+
+def _parser_train_quality(sub) -> None:
+    p = sub.add_parser(
+        "train-quality",
+        help="train a utility quality head (q = predicted cosine to the clean "
+        "capture x 100) on the built-in backbone; no identity labels needed beyond the folders",
+    )
+    p.add_argument("--data", required=True, help="folder with one sub-folder of images per identity (photos or crops)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="quality head file (.pt, tensors only; use with --head); with --onnx: MODEL.quality.npz beside the "
+        "model by default, picked up whenever the model is opened",
+    )
+    p.add_argument(
+        "--family",
+        choices=("both", "crop", "capture"),
+        default="both",
+        help="degradations for the targets: of the aligned crop, of the whole photo before detection, or both",
+    )
+    p.add_argument("--degraded", type=positive_int, default=2, help="seeded degraded versions per image and family")
+    p.add_argument(
+        "--val-fraction", type=probability, default=0.25, help="identities held out to choose the ridge strength"
+    )
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops (crop family only)")
+    g = p.add_argument_group("any face model: a head on the embedding alone (numpy; no torch needed)")
+    add_onnx_options(g)
+    p.set_defaults(func=cmd_train_quality, writes=("out",))
+
+
+def add_train_commands(sub) -> None:
+    """Add ``train-magface`` and ``train-quality`` to the ``qmag`` sub-parsers."""
+    _parser_train_magface(sub)
+    _parser_train_quality(sub)

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import QMagError, one_line
 from ..evaluation.protocol import jsonable
-from .embed import _embed_paths, _progress_bar
-from .options import _encoder_from_args, default_explain_method
+from .embed import embed_paths, progress_bar
+from .options import add_encoder_options, default_explain_method, encoder_from_args, positive_int, probability
 
 
 def cmd_export_onnx(a) -> int:
@@ -26,7 +26,7 @@ def cmd_export_onnx(a) -> int:
     if a.int8 and not a.calibration:
         raise QMagError("--int8 needs --calibration DIR: real photos whose faces set the int8 ranges")
     a.runtime = "torch"
-    enc = _encoder_from_args(a)
+    enc = encoder_from_args(a)
     if a.int8:
         return _export_int8(a, enc)
     meta = export_onnx(enc, a.out, opset=a.opset)
@@ -66,13 +66,13 @@ def _export_int8(a, enc) -> int:
 
 
 def cmd_compare(a) -> int:
-    from ..pipeline.compare import compare_images, default_params
+    from ..pipeline.compare import compare_images
     from ..quality.scale import scale_for
     from ..scores.params import QMagFaceParams
 
-    enc = _encoder_from_args(a)
+    enc = encoder_from_args(a)
     scale = scale_for(enc)
-    params = QMagFaceParams.load(a.params) if a.params else default_params(enc.id)
+    params = QMagFaceParams.load(a.params) if a.params else QMagFaceParams.shipped(enc.id)
     if params is not None and (why := params.quality_mismatch(enc.key)):
         print(f"warning: {why}", file=sys.stderr)
     res = compare_images(
@@ -184,7 +184,7 @@ def cmd_explain(a) -> int:
         raise QMagError(f"--npy {npy}: the raw map is written as .npy")
     if not a.npy:  # the default beside --out: checked like every output (run.check_outputs did --out)
         check_output(npy, arg="--npy", inputs=[a.image])
-    enc = _encoder_from_args(a)
+    enc = encoder_from_args(a)
     kw = {
         "gradient": {"steps": a.steps},
         "occlusion": {"patch": a.patch, "stride": a.stride, "fill": a.fill},
@@ -208,7 +208,7 @@ def cmd_explain(a) -> int:
     return 0
 
 
-def _scores_from_images(a):
+def scores_from_images(a):
     from ..io.pairs import read_pairs
     from ..pipeline.datasets import score_image_pairs
 
@@ -217,7 +217,7 @@ def _scores_from_images(a):
     encoders = []
 
     def embed(paths):
-        emb, enc = _embed_paths(a, paths, a.images)
+        emb, enc = embed_paths(a, paths, a.images)
         encoders.append(enc)
         return emb
 
@@ -232,19 +232,19 @@ def _scores_from_images(a):
     return table, rep, encoders[0]
 
 
-def _scores_from_bin(a):
+def scores_from_bin(a):
     from ..io.binsets import read_bin
     from ..pipeline.datasets import bin_scores
 
     bs = read_bin(a.bin)  # refused before the encoder is even loaded
-    enc = _encoder_from_args(a)
-    bar = _progress_bar(len(bs.images), f"embedding {os.path.basename(a.bin)} ({enc.id})")
+    enc = encoder_from_args(a)
+    bar = progress_bar(len(bs.images), f"embedding {os.path.basename(a.bin)} ({enc.id})")
     table, rep = bin_scores(bs, enc, batch_size=a.batch_size, progress=bar)
     rep["source"]["flip"] = bool(a.flip)
     return table, rep, enc
 
 
-def _evaluate_ijb(a) -> dict:
+def evaluate_ijb(a) -> dict:
     """Template verification: read the protocol, embed its images (or read --features),
     pool and score (``qmag_core.evaluation.templates``)."""
     from ..evaluation.templates import evaluate_templates, protocol_features, read_protocol
@@ -259,15 +259,13 @@ def _evaluate_ijb(a) -> dict:
         feats, ok = protocol_features(load_embeddings(a.features), prot)
         key = None
     else:
-        enc = _encoder_from_args(a)
-        bar = _progress_bar(len(prot.images), f"embedding {prot.name} ({enc.id})")
+        enc = encoder_from_args(a)
+        bar = progress_bar(len(prot.images), f"embedding {prot.name} ({enc.id})")
         cache = None if a.no_cache else (a.cache_dir or "default")
         feats, ok, _ = embed_protocol(prot, enc, cache_dir=cache, batch_size=a.batch_size, progress=bar)
         key = enc.key
         if params is None:
-            from ..pipeline.compare import default_params
-
-            params = default_params(enc.id)
+            params = QMagFaceParams.shipped(enc.id)
             if params is not None:
                 print(f"note: using the parameters shipped for encoder '{enc.id}'", file=sys.stderr)
     if params is not None and (why := params.quality_mismatch(key)):
@@ -276,3 +274,71 @@ def _evaluate_ijb(a) -> dict:
 
     t = a.pool_temperature or SOFTMAX_T
     return evaluate_templates(prot, feats, ok, params=params, temperature=t)
+
+
+# ---------------------------------------------------------------- the parser
+def _parser_compare(sub) -> None:
+    p = sub.add_parser("compare", help="quality per image, s and s_hat per pair, decision at an FMR")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--params", default=None, help="params JSON (default: the encoder's shipped parameters)")
+    p.add_argument("--fmr", type=probability, default=1e-3, help="operating point for the accept/reject decision")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_encoder_options(p)
+    p.set_defaults(func=cmd_compare)
+
+
+def _parser_explain(sub) -> None:
+    p = sub.add_parser("explain", help="pixel-level quality map of one face (PNG overlay + raw .npy)")
+    p.add_argument("image")
+    p.add_argument("--out", required=True, help="PNG: aligned crop | heatmap overlay")
+    p.add_argument("--npy", default=None, help="raw map (default: next to --out)")
+    best = default_explain_method()
+    p.add_argument(
+        "--method",
+        choices=("gradient", "occlusion", "magnitude"),
+        default=None,
+        help=f"gradient (integrated gradients; needs torch), occlusion (any runtime) or magnitude (the published "
+        f"PLQ formulation, |dq/dx| channel mean; needs torch); default: the best this install runs, here {best}",
+    )
+    p.add_argument(
+        "--colours",
+        choices=("fixed", "own"),
+        default="fixed",
+        help="fixed: the encoder's calibrated PLQ scale, the same colours for every photo (when it has one); "
+        "own: scaled by this map's 99th percentile",
+    )
+    p.add_argument("--steps", type=positive_int, default=64, help="integration steps (gradient)")
+    p.add_argument("--patch", type=positive_int, default=16, help="patch size in px (occlusion)")
+    p.add_argument("--stride", type=positive_int, default=8, help="patch stride in px (occlusion)")
+    p.add_argument(
+        "--fill",
+        choices=("blur", "grey"),
+        default="blur",
+        help="occlusion: replace each patch by the blurred crop (detail) or mid-grey (content)",
+    )
+    add_encoder_options(p)
+    p.set_defaults(func=cmd_explain, writes=("out", "npy"), reads=("image", "onnx", "checkpoint", "head"))
+
+
+def _parser_export_onnx(sub) -> None:
+    p = sub.add_parser(
+        "export-onnx", help="export an encoder (with its quality head) to one ONNX graph with a dynamic batch axis"
+    )
+    p.add_argument("--out", required=True, help="model.onnx")
+    p.add_argument("--opset", type=positive_int, default=17)
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="write an int8 graph (onnxruntime static quantization, calibrated on --calibration photos)",
+    )
+    p.add_argument("--calibration", default=None, help="with --int8: a folder of real photos (or crops with --aligned)")
+    p.add_argument("--calibration-count", type=positive_int, default=256, help="photos used for calibration")
+    add_encoder_options(p)
+    p.set_defaults(func=cmd_export_onnx, writes=("out",), reads=("onnx", "checkpoint", "head"))
+
+
+def add_vision_commands(sub) -> None:
+    """Add ``compare``, ``explain`` and ``export-onnx`` to the ``qmag`` sub-parsers."""
+    _parser_compare(sub)
+    _parser_explain(sub)
+    _parser_export_onnx(sub)

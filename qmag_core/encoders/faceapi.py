@@ -29,7 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .keys import WEIGHTS_SHA256  # noqa: F401  (re-exported)
+from ..errors import QMagError
+from ..vision.align import DLIB_150
+from .keys import BUILTIN_HEAD, builtin_key
+from .torch_encoder import TorchEncoder
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "faceapi"
 WEIGHTS_BIN = ASSET_DIR / "face_recognition_model.bin"
@@ -183,3 +186,51 @@ def load_faceapi_net() -> FaceRecognitionNet:
     sd["mean"] = net.mean
     net.load_state_dict(sd, strict=True)
     return net.eval()
+
+
+# ------------------------------------------------------------------ the encoders
+_HEAD_WORDS = {
+    "utility": "utility quality head (q ≈ 100 × predicted cosine to the clean capture)",
+    "magface": "MagFace quality head (q = head output length)",
+}
+
+
+def _pixels(crops: np.ndarray) -> np.ndarray:
+    """RGB float pixels 0–255, NCHW (the network normalises internally)."""
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def _same(px):
+    return px
+
+
+def faceapi_encoder(encoder_id: str, *, device="auto", fp16=False, flip=False, head=None, **_) -> TorchEncoder:
+    """``builtin`` (the network + its quality head: unit descriptor × q_head) or
+    ``builtin-raw`` (the network alone, 128-d, length = weak quality proxy); dlib-150 crops."""
+    from ..quality.head import QualityModel, load_quality_head
+
+    net, separate = load_faceapi_net(), False
+    quality = "length of the raw faceRecognitionNet descriptor (weak quality proxy)"
+    if encoder_id == "builtin":
+        head_path = Path(head) if head else BUILTIN_HEAD
+        if not head_path.is_file():
+            raise QMagError(
+                f"quality head {head_path} is missing; reinstall the package or run tools/train_builtin_utility.py"
+            )
+        qhead, meta = load_quality_head(head_path)
+        net = QualityModel(net, qhead, meta.get("features", "multi"))
+        quality, separate = f"{_HEAD_WORDS[qhead.kind]} on the faceRecognitionNet port", True
+    return TorchEncoder(
+        net,
+        id=encoder_id,
+        spec=DLIB_150,
+        dim=128,
+        quality=quality,
+        key=builtin_key(encoder_id, flip=flip, head=head_path if encoder_id == "builtin" else None),
+        preprocess=_pixels,
+        torch_pre=_same,
+        device=device,
+        fp16=fp16,
+        flip=flip,
+        separate_head=separate,
+    )

@@ -68,7 +68,7 @@ class InputLayout:
         )
 
 
-def _session(p: Path, device: str):
+def onnx_session(p: Path, device: str):
     """An onnxruntime session of a size-capped model file, on CUDA when asked and there."""
     try:
         import onnxruntime as ort
@@ -104,6 +104,7 @@ class ForeignOnnxEncoder:
 
     runtime = "onnx"
     descriptor = False
+    differentiable = False
 
     def __init__(
         self,
@@ -120,7 +121,7 @@ class ForeignOnnxEncoder:
         from .keys import file_key
 
         p = Path(path)
-        self.session = session if session is not None else _session(p, device)
+        self.session = session if session is not None else onnx_session(p, device)
         self.layout = layout or InputLayout()
         self.path, self.flip = str(p), bool(flip)
         inputs = self.session.get_inputs()
@@ -166,7 +167,7 @@ class ForeignOnnxEncoder:
         self.metadata = {"source": p.name, "input": f"{inp.name} {shape}", "output": self.output_name}
 
     def __repr__(self) -> str:
-        return f"ForeignOnnxEncoder(id={self.id!r}, crop={self.spec.name}, dim={getattr(self, 'dim', '?')})"
+        return f"ForeignOnnxEncoder(id={self.id!r}, crop={self.spec.name}, dim={self.dim})"
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         """Aligned RGB uint8 crops (B, S, S, 3) → the graph's input array."""
@@ -211,6 +212,10 @@ class ForeignOnnxEncoder:
             return e
         n = np.linalg.norm(e, axis=1, keepdims=True)
         return (e / np.maximum(n, 1e-12) * self.head.quality(e)[:, None]).astype(np.float32)
+
+    def quality_of(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """q (B,) of crops (B, S, S, 3): the length of their embeddings."""
+        return np.linalg.norm(self.embed(crops, batch_size), axis=1)
 
     def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64):
         """``(embeddings, the raw embedding's length)``: without a head the raw length is q."""

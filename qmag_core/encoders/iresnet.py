@@ -19,10 +19,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import QMagError
+from ..vision.align import ARCFACE_112
+from .keys import file_key
+from .torch_encoder import TorchEncoder
 
 __all__ = ["IResNet", "ARCHS", "build_iresnet", "load_magface_checkpoint", "CheckpointError", "guess_arch"]
 
@@ -219,3 +223,34 @@ def _check_keys(expected: dict, backbone: dict, arch: str, name: str) -> None:
     if wrong_shape:
         parts.append(f"{len(wrong_shape)} keys with other shapes ({show(wrong_shape)})")
     raise CheckpointError(f"{name} does not match {arch}: " + "; ".join(parts) + hint)
+
+
+# ------------------------------------------------------------------ the encoder
+def _bgr_unit(crops: np.ndarray) -> np.ndarray:
+    """MagFace inference: BGR channel order, ToTensor scaling to [0, 1], no mean/std."""
+    return np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def _bgr_unit_torch(px):
+    return px.flip(1) / 255.0  # RGB -> BGR, [0, 1]
+
+
+def magface_encoder(
+    encoder_id: str = "magface", *, checkpoint=None, arch="iresnet100", device="auto", fp16=False, flip=False, **_
+) -> TorchEncoder:
+    """``magface``: an official MagFace checkpoint on its iResNet (512-d, arcface-112 crops)."""
+    if not checkpoint:
+        raise QMagError("the 'magface' encoder needs a checkpoint path (--checkpoint) and an architecture (--arch)")
+    return TorchEncoder(
+        load_magface_checkpoint(checkpoint, arch),
+        id="magface",
+        spec=ARCFACE_112,
+        dim=512,
+        quality="MagFace embedding length ||e||",
+        key=f"magface-{arch}-{file_key(checkpoint)}{'-flip' if flip else ''}",
+        preprocess=_bgr_unit,
+        torch_pre=_bgr_unit_torch,
+        device=device,
+        fp16=fp16,
+        flip=flip,
+    )

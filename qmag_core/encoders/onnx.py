@@ -62,7 +62,7 @@ def trace_to_onnx(module, example, path, *, inputs: list[str], outputs: list[str
 
 
 def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET, descriptor_encoder=None) -> dict:
-    """Write ``encoder`` (a torch :class:`~qmag_core.encoders.Encoder`) as one ONNX graph
+    """Write ``encoder`` (a :class:`~qmag_core.encoders.torch_encoder.TorchEncoder`) as one ONNX graph
     to ``path`` (atomically); returns the metadata written into it.
 
     ``descriptor_encoder``: the encoder whose embedding is ``encoder``'s backbone
@@ -81,17 +81,16 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET, descrip
         def forward(self, px):
             x = self.enc._torch_pre(px)
             e = self.enc.embedding(x).float()
-            dq = getattr(self.net, "descriptor_and_quality", None)
-            if callable(dq) and not self.enc.flip:  # a quality head: the backbone's own length too
-                d = dq(x)[0].float()
+            if self.enc.separate_head and not self.enc.flip:  # a quality head: the backbone's own length too
+                d = self.net.descriptor_and_quality(x)[0].float()
             else:
                 d = e
             out = (e, torch.linalg.vector_norm(e, dim=1), torch.linalg.vector_norm(d, dim=1))
             return out + (d,) if descriptor_encoder is not None else out
 
-    if getattr(encoder, "fp16", False):
+    if encoder.fp16:
         raise QMagError("export a float32 encoder (without --fp16)")
-    if descriptor_encoder is not None and not callable(getattr(encoder.net, "descriptor_and_quality", None)):
+    if descriptor_encoder is not None and not encoder.separate_head:
         raise QMagError(f"{encoder.id} has no separate backbone descriptor to export")
     s = encoder.spec.size
     meta = {
@@ -130,7 +129,7 @@ def export_onnx(encoder, path: str | os.PathLike, *, opset: int = OPSET, descrip
 
 class OnnxEncoder:
     """An exported encoder run by onnxruntime: ``id``, ``spec``, ``dim``, ``quality``,
-    ``key`` and ``embed`` like :class:`~qmag_core.encoders.Encoder` (no torch).  Its key
+    ``key`` and ``embed`` of a :class:`~qmag_core.vision.encoder.FaceEncoder` (no torch).  Its key
     is the exported encoder's with ``-onnx`` appended (outputs agree to ~1e-6, but the
     embedding cache keeps the runtimes apart).
 
@@ -139,6 +138,7 @@ class OnnxEncoder:
     crop's embedding with its mirror's, as the torch encoder's ``flip``."""
 
     runtime = "onnx"
+    differentiable = False
 
     def __init__(
         self,
@@ -150,10 +150,10 @@ class OnnxEncoder:
         session=None,
     ):
         from ..vision.align import crop_spec
-        from .foreign import _session
+        from .foreign import onnx_session
 
         p = Path(path)
-        self.session = session if session is not None else _session(p, device)
+        self.session = session if session is not None else onnx_session(p, device)
         meta = self.session.get_modelmeta().custom_metadata_map
         need = ("qmag.encoder_id", "qmag.encoder_key", "qmag.crop", "qmag.dim")
         if any(k not in meta for k in need):
@@ -210,6 +210,10 @@ class OnnxEncoder:
         """Raw embeddings (B, dim) float32 of aligned RGB uint8 crops (B, S, S, 3)."""
         e = self._embedding(crops, batch_size)
         return np.zeros((0, self.dim), np.float32) if e is None else e.astype(np.float32)
+
+    def quality_of(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """q (B,) of crops (B, S, S, 3): the length of their embeddings."""
+        return np.linalg.norm(self.embed(crops, batch_size), axis=1)
 
     def embed_with_raw(self, crops: np.ndarray, batch_size: int = 64):
         """``(embeddings (B, dim), the backbone descriptor's own length (B,))`` as the torch

@@ -11,12 +11,12 @@ import numpy.typing as npt
 
 from ..errors import QMagError
 from .metrics import (
-    _check,
-    _SortedScores,
-    _weighted_eer_fnmr,
+    SortedScores,
+    checked_scores,
     fmr_key,
     kfold_accuracy,
     supports_fmr,
+    weighted_eer_fnmr,
 )
 
 __all__ = ["bootstrap_ci", "PairedDifference", "paired_bootstrap"]
@@ -37,16 +37,16 @@ def bootstrap_ci(
     each resample reuses one sort through per-score counts.  Returns
     ``{"eer": (lo, hi), "fnmr_at_fmr": {fmr: (lo, hi) or None}}``.
     """
-    g, i = _check(genuine, imposter)
+    g, i = checked_scores(genuine, imposter)
     rng = np.random.default_rng(random_state)
-    ss = _SortedScores(g, i)
+    ss = SortedScores(g, i)
     fmrs = np.atleast_1d(np.asarray(fmrs, dtype=np.float64))
     eers = np.empty(n_boot)
     fns = np.empty((n_boot, fmrs.size))
     for b in range(int(n_boot)):
         wg = np.bincount(rng.integers(0, g.size, g.size), minlength=g.size).astype(np.float64)
         wi = np.bincount(rng.integers(0, i.size, i.size), minlength=i.size).astype(np.float64)
-        eers[b], fns[b] = _weighted_eer_fnmr(ss, wg, wi, fmrs)
+        eers[b], fns[b] = weighted_eer_fnmr(ss, wg, wi, fmrs)
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     out = {"eer": (float(np.percentile(eers, lo)), float(np.percentile(eers, hi))), "fnmr_at_fmr": {}}
     for j, t in enumerate(fmrs):
@@ -100,14 +100,14 @@ def paired_bootstrap(
     if not (a.shape == b.shape == y.shape) or a.ndim != 1:
         raise QMagError("labels and both score arrays must be 1-D of equal length")
     gi, ii = np.flatnonzero(y), np.flatnonzero(~y)
-    _check(a[gi], a[ii])
+    checked_scores(a[gi], a[ii])
     fmrs = [float(t) for t in np.atleast_1d(fmrs) if supports_fmr(ii.size, float(t))]
-    sorted_sets = [_SortedScores(x[gi], x[ii]) for x in (a, b)]
+    sorted_sets = [SortedScores(x[gi], x[ii]) for x in (a, b)]
     names = ["eer"] + [f"fnmr@fmr={fmr_key(t)}" for t in fmrs] + (["accuracy"] if folds is not None else [])
     f = None if folds is None else np.asarray(folds)
 
     def measure(ss, wg, wi, x, idx):
-        eer_value, fnmrs = _weighted_eer_fnmr(ss, wg, wi, np.asarray(fmrs, dtype=np.float64))
+        eer_value, fnmrs = weighted_eer_fnmr(ss, wg, wi, np.asarray(fmrs, dtype=np.float64))
         out = [eer_value] + list(fnmrs)
         if f is not None:
             out.append(kfold_accuracy(x[idx], y[idx], f[idx]).mean)

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import QMagError
-from .metrics import FAILED_QUALITY, FloatArray, _check, eer, fnmr_at_fmr, roc, split_scores, supports_fmr  # noqa: F401
+from .metrics import FloatArray, checked_scores, eer, fnmr_at_fmr, supports_fmr
 
 #: discarded fractions of an EDC: 0, 0.05, …, 0.5
 EDC_DISCARD = tuple(np.round(np.arange(0, 0.501, 0.05), 2))
@@ -60,7 +60,7 @@ def edc(
     if not (s.shape == y.shape == q.shape) or s.ndim != 1:
         raise QMagError("scores, labels and quality must be 1-D of equal length")
     g, i = s[y], s[~y]
-    _check(g, i)
+    checked_scores(g, i)
     if threshold is not None:
         rule, t = "given", float(threshold)
     elif supports_fmr(i.size, 1e-3):

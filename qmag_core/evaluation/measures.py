@@ -41,15 +41,16 @@ def measure_columns(extra: dict) -> dict:
 
 
 def measure_edcs(s, labels, q_min, measures: dict, failed_labels, *, n_random: int = 200, seed: int = 0):
-    """EDC (:func:`qmag_core.evaluation.metrics.edc`) of the pairwise q and, at the same threshold,
+    """EDC (:func:`qmag_core.evaluation.edc.edc`) of the pairwise q and, at the same threshold,
     of every model-free ``measures`` column; pairs with a failed image count as
     non-matches and go first.  Returns ``(edc of q, {name: edc})``."""
     from . import metrics as M
+    from .edc import edc
 
     s_all, y_all, q_all = M.with_failures(s, labels, failed_labels, q_min)
-    e = M.edc(s_all, y_all, q_all, n_random=n_random, random_state=seed)
+    e = edc(s_all, y_all, q_all, n_random=n_random, random_state=seed)
     return e, {
-        name: M.edc(
+        name: edc(
             s_all,
             y_all,
             M.with_failures(s, labels, failed_labels, v)[2],
@@ -62,15 +63,16 @@ def measure_edcs(s, labels, q_min, measures: dict, failed_labels, *, n_random: i
 
 
 def iso_edcs(s, labels, qualities: dict, failed_labels, *, error: str = "fnmr", starting_error: float = 0.05):
-    """ISO/IEC 29794-1 EDC (:func:`qmag_core.evaluation.metrics.quality_edc`) of each pairwise
+    """ISO/IEC 29794-1 EDC (:func:`qmag_core.evaluation.edc.quality_edc`) of each pairwise
     quality in ``qualities``: one threshold at ``starting_error`` of the scored pairs,
     failed pairs as errors (mated) or correct rejections (non-mated), discarded first.
     Returns ``{name: QualityEDC}``."""
     from . import metrics as M
+    from .edc import quality_edc
 
-    thr = M.quality_edc(s, labels, next(iter(qualities.values())), error=error, starting_error=starting_error).threshold
+    thr = quality_edc(s, labels, next(iter(qualities.values())), error=error, starting_error=starting_error).threshold
     out = {}
     for name, v in qualities.items():
         s_all, y_all, q_all = M.with_failures(s, labels, failed_labels, v)
-        out[name] = M.quality_edc(s_all, y_all, q_all, error=error, threshold=thr)
+        out[name] = quality_edc(s_all, y_all, q_all, error=error, threshold=thr)
     return out

@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import QMagError
+from ..scores.params import SHIPPED_FMRS
+from ..scores.roc_window import lowest_fmr
 
 __all__ = [
     "FAILED_SCORE",
@@ -31,6 +33,7 @@ __all__ = [
     "roc",
     "fnmr_at_fmr",
     "threshold_at_fmr",
+    "operating_points",
     "eer",
     "auc",
     "dprime",
@@ -83,7 +86,7 @@ def split_scores(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[FloatArr
     return scores[lab], scores[~lab]
 
 
-def _check(genuine, imposter) -> tuple[FloatArray, FloatArray]:
+def checked_scores(genuine, imposter) -> tuple[FloatArray, FloatArray]:
     g = np.asarray(genuine, dtype=np.float64).ravel()
     i = np.asarray(imposter, dtype=np.float64).ravel()
     if g.size == 0 or i.size == 0:
@@ -94,7 +97,7 @@ def _check(genuine, imposter) -> tuple[FloatArray, FloatArray]:
 
 
 # ------------------------------------------------------------------------- ROC core
-class _SortedScores:
+class SortedScores:
     """Pooled scores sorted descending with distinct-threshold boundaries.
 
     Rates for any per-element weights (1 for plain metrics, bootstrap counts for
@@ -183,8 +186,8 @@ def roc(genuine: npt.ArrayLike, imposter: npt.ArrayLike) -> RocCurve:
     >>> c.thresholds.tolist(), c.fmr.tolist(), c.fnmr.tolist()
     ([inf, 0.9, 0.6, 0.1], [0.0, 0.0, 0.5, 1.0], [1.0, 0.5, 0.0, 0.0])
     """
-    g, i = _check(genuine, imposter)
-    ss = _SortedScores(g, i)
+    g, i = checked_scores(genuine, imposter)
+    ss = SortedScores(g, i)
     tps, fps = ss.counts()
     fmr, fnmr = _rates(tps, fps, g.size, i.size)
     return RocCurve(ss.curve_thresholds, fmr, fnmr, g.size, i.size)
@@ -230,8 +233,8 @@ class OperatingPoint:
 
 
 def supports_fmr(n_imposter: int, fmr: float) -> bool:
-    """Whether ``n_imposter`` imposters can measure ``fmr`` (needs ≥ 1/fmr of them)."""
-    return n_imposter * fmr >= 1.0 - 1e-9
+    """Whether ``n_imposter`` imposters can measure ``fmr`` (≥ :func:`~qmag_core.scores.roc_window.lowest_fmr`)."""
+    return n_imposter >= 1 and fmr >= lowest_fmr(n_imposter) * (1 - 1e-9)
 
 
 def _op_from_rates(fmr, fnmr, thr, fmrs):
@@ -272,6 +275,20 @@ def threshold_at_fmr(imposter: npt.ArrayLike, fmr: float) -> float:
         raise ValueError(f"threshold_at_fmr needs imposter scores and 0 < fmr < 1 (n={imp.size}, fmr={fmr})")
     k = int(math.floor(fmr * imp.size))
     return float(np.partition(imp, imp.size - k - 1)[imp.size - k - 1])
+
+
+def operating_points(s, s_hat, labels, fmrs=SHIPPED_FMRS) -> list[dict]:
+    """Thresholds on s and ŝ at each FMR (FMR ≤ target rule) measured on labelled pairs,
+    as a parameter set stores them for decisions; FMRs the imposter count cannot
+    support are left out."""
+    g, i = split_scores(np.asarray(s), labels)
+    gh, ih = split_scores(np.asarray(s_hat), labels)
+    keys = ("fmr", "threshold_s", "threshold_s_hat", "fnmr_s", "fnmr_s_hat")
+    return [
+        dict(zip(keys, (a.target_fmr, a.threshold, b.threshold, a.fnmr, b.fnmr), strict=True))
+        for a, b in zip(fnmr_at_fmr(g, i, fmrs), fnmr_at_fmr(gh, ih, fmrs), strict=True)
+        if a.fnmr is not None
+    ]
 
 
 def fnmr_at_fmr(genuine: npt.ArrayLike, imposter: npt.ArrayLike, fmrs=(1e-2, 1e-3, 1e-4)) -> list[OperatingPoint]:
@@ -329,7 +346,7 @@ def auc(genuine: npt.ArrayLike, imposter: npt.ArrayLike) -> float:
 
 def dprime(genuine: npt.ArrayLike, imposter: npt.ArrayLike) -> float:
     """Decidability d′ = |μ_G − μ_I| / sqrt((σ_G² + σ_I²)/2)."""
-    g, i = _check(genuine, imposter)
+    g, i = checked_scores(genuine, imposter)
     den = math.sqrt((g.var() + i.var()) / 2.0)
     return float(abs(g.mean() - i.mean()) / den) if den > 0 else math.inf
 
@@ -383,34 +400,12 @@ def kfold_accuracy(scores: npt.ArrayLike, labels: npt.ArrayLike, folds: npt.Arra
     return AccuracyResult(float(a.mean()), float(a.std()), a, np.asarray(ths), ids)
 
 
-def _weighted_eer_fnmr(ss: _SortedScores, wg: np.ndarray, wi: np.ndarray, fmrs: np.ndarray):
+def weighted_eer_fnmr(ss: SortedScores, wg: np.ndarray, wi: np.ndarray, fmrs: np.ndarray):
     """EER value and FNMR at each FMR of ``fmrs`` for per-score weights (bootstrap counts)."""
     tps, fps = ss.counts(wg, wi)
     fmr, fnmr = _rates(tps, fps, ss.n_gen, ss.n_imp)
     eer_value = _eer_from_rates(fmr, fnmr, ss.curve_thresholds).value
     return eer_value, _op_from_rates(fmr, fnmr, ss.curve_thresholds, fmrs)[0]
-
-
-_MOVED = {
-    "EDCResult": "edc",
-    "edc": "edc",
-    "QualityEDC": "edc",
-    "quality_edc": "edc",
-    "quality_edc_recomputed": "edc",
-    "bootstrap_ci": "bootstrap",
-    "PairedDifference": "bootstrap",
-    "paired_bootstrap": "bootstrap",
-}
-
-
-def __getattr__(name: str):
-    """EDCs live in :mod:`qmag_core.evaluation.edc`, bootstrap CIs in :mod:`qmag_core.evaluation.bootstrap`
-    (lazily re-exported: both import this module)."""
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def overlap(genuine, imposter, bins: np.ndarray) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QMagError
-from ..io.common import IMAGE_EXTENSIONS, _norm_path
+from ..io.common import IMAGE_EXTENSIONS, norm_path
 from ..io.embeddings import Embeddings
 from ..io.pairs import Pairs
 from ..io.scores import FailedPairs, ScoreTable
@@ -29,7 +29,7 @@ def pairs_to_indices(pairs: Pairs, emb: Embeddings) -> tuple[np.ndarray, np.ndar
             suffix_lut.setdefault("/".join(parts[j:]), k)
 
     def find(pth: str) -> int:
-        q = _norm_path(pth)
+        q = norm_path(pth)
         if q in lut:
             return lut[q]
         if q in suffix_lut:

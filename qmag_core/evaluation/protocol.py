@@ -75,7 +75,9 @@ def metric_block(genuine, imposter, scores, labels, folds, *, n_boot: int, seed:
         out["accuracy"], out["accuracy_std"] = acc.mean, acc.std
     elif folds is not None:
         out["accuracy_note"] = "k-fold accuracy needs at least 2 folds; the file has 1"
-    ci = M.bootstrap_ci(genuine, imposter, fmrs=REPORT_FMRS, n_boot=n_boot, random_state=seed)
+    from .bootstrap import bootstrap_ci
+
+    ci = bootstrap_ci(genuine, imposter, fmrs=REPORT_FMRS, n_boot=n_boot, random_state=seed)
     out["ci95"] = {
         "eer": list(ci["eer"]),
         "fnmr_at_fmr": {fmr_key(k): (list(v) if v else None) for k, v in ci["fnmr_at_fmr"].items()},

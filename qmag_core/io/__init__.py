@@ -1,11 +1,4 @@
-"""File formats, one import for all of them (numpy and pandas only): embeddings
-(.npz / .npy / MagFace feat.list / shard folders), pairs (LFW pairs.txt, CSV), score
-tables (CSV), insightface ``.bin`` sets and IJB template protocols.
-
-Every reader validates vectorised and raises :class:`~qmag_core.errors.DataFormatError`
-naming the file, the 1-based line and what was expected.  Joining pairs to embeddings
-and making pairs is :mod:`qmag_core.evaluation.pairing`.
-"""
+"""The numbers side, part 3: every file format, one import for all of them (map: docs/development.md)."""
 
 from __future__ import annotations
 

@@ -81,14 +81,14 @@ def spreadsheet_unescape(values) -> np.ndarray:
     return out if v.dtype.kind == "O" else out.astype(str)
 
 
-def _norm_path(p: str) -> str:
+def norm_path(p: str) -> str:
     p = p.replace("\\", "/")
     while p.startswith("./"):
         p = p[2:]
     return p
 
 
-def _parse_folds(fv, *, path, lines) -> np.ndarray:
+def parse_folds(fv, *, path, lines) -> np.ndarray:
     """Fold ids from strings: integers in [-1, MAX_FOLD]."""
     fv = np.char.strip(np.asarray(fv, dtype=str))
     okf = np.char.isdigit(np.char.lstrip(fv, "-")) & (np.char.count(fv, "-") <= 1) & (np.char.str_len(fv) <= 8)
@@ -133,7 +133,7 @@ _ALIASES = {
 
 
 #: a leading metadata line of our CSVs: ``# key=value`` (optionally ``# qmag: key=value``)
-_META_RE = re.compile(r"#\s*(?:qmag:)?\s*([\w-]+)\s*=\s*(.*?)\s*$")
+META_RE = re.compile(r"#\s*(?:qmag:)?\s*([\w-]+)\s*=\s*(.*?)\s*$")
 
 
 #: rows validated at a time: a bad file fails at its first bad chunk, and memory stays
@@ -141,7 +141,7 @@ _META_RE = re.compile(r"#\s*(?:qmag:)?\s*([\w-]+)\s*=\s*(.*?)\s*$")
 CHUNK_ROWS = 1 << 16
 
 
-def _read_csv_table(p: str, *, comment: bool = True, chunk: int = CHUNK_ROWS):
+def read_csv_table(p: str, *, comment: bool = True, chunk: int = CHUNK_ROWS):
     """``(header, chunks, metadata)`` of a CSV via the csv module, where ``chunks`` yields
     ``(rows, line numbers)`` of at most ``chunk`` non-blank rows; accepts CRLF and a
     missing final newline.  Lines starting with '#' before the header are metadata
@@ -157,7 +157,7 @@ def _read_csv_table(p: str, *, comment: bool = True, chunk: int = CHUNK_ROWS):
             raise DataFormatError("empty file: expected a header line", path=p)
         if not (comment and (ln.startswith("#") or not ln.strip())):
             break
-        m = _META_RE.match(ln.rstrip("\n"))
+        m = META_RE.match(ln.rstrip("\n"))
         if m:
             meta[m.group(1)] = m.group(2).strip()
         start += 1
@@ -168,7 +168,7 @@ def _read_csv_table(p: str, *, comment: bool = True, chunk: int = CHUNK_ROWS):
         header = [h.strip() for h in next(reader)]
     except csv.Error as e:
         raise DataFormatError(f"malformed CSV ({e})", path=p, line=start + 1) from None
-    _check_header(header, p, start + 1)
+    check_header(header, p, start + 1)
 
     def chunks():
         rows, lnos = [], []
@@ -189,7 +189,7 @@ def _read_csv_table(p: str, *, comment: bool = True, chunk: int = CHUNK_ROWS):
     return header, chunks(), meta
 
 
-def _check_header(header, p, line) -> None:
+def check_header(header, p, line) -> None:
     """Refuse a header wider than ``QMAG_MAX_COLUMNS``, a column name longer than
     ``QMAG_MAX_FIELD_CHARS`` and duplicate (case-insensitive) names: one of them would be
     ignored."""
@@ -219,7 +219,7 @@ def header_words(header) -> str:
     return "[" + ", ".join(names) + more + "]"
 
 
-def _map_columns(header, required, optional, columns, p):
+def map_columns(header, required, optional, columns, p):
     low = [h.lower() for h in header]
     out = {}
     for key in required + optional:

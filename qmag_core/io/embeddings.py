@@ -12,7 +12,7 @@ import numpy.typing as npt
 from ..errors import DataFormatError, QMagError, shown
 from ..outputs import atomic_write, save_npz
 from ..safeio import load_npy, load_npz, read_json, read_text, sha256_file
-from .common import _norm_path
+from .common import norm_path
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Embeddings:
         return cls(e, q, p.astype(str), ok, err.astype(str), encoder)
 
     def index_of(self) -> dict[str, int]:
-        return {_norm_path(p): k for k, p in enumerate(self.paths.tolist())}
+        return {norm_path(p): k for k, p in enumerate(self.paths.tolist())}
 
 
 def save_embeddings(path: str | os.PathLike, emb: Embeddings) -> str:

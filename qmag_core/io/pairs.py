@@ -13,7 +13,7 @@ from ..errors import DataFormatError, shown
 from ..limits import limit
 from ..outputs import atomic_write
 from ..safeio import read_head, read_text
-from .common import _map_columns, _parse_folds, _read_csv_table, parse_labels, spreadsheet_safe, spreadsheet_unescape
+from .common import map_columns, parse_folds, parse_labels, read_csv_table, spreadsheet_safe, spreadsheet_unescape
 
 
 @dataclass
@@ -153,8 +153,8 @@ def read_pairs_csv(path: str | os.PathLike, *, columns: dict[str, str] | None = 
     {"path1": "file_x", "path2": "file_y", "label": "Decision"}``) and common aliases
     (deepface's file_x, file_y, Decision) recognised."""
     p = str(path)
-    header, chunks, _ = _read_csv_table(p)
-    col = _map_columns(header, ["path1", "path2", "label"], ["fold"], columns, p)
+    header, chunks, _ = read_csv_table(p)
+    col = map_columns(header, ["path1", "path2", "label"], ["fold"], columns, p)
     parts = [_pairs_chunk(rows, lnos, header, col, p) for rows, lnos in chunks]
     if not parts:
         raise DataFormatError("no pairs after the header", path=p)
@@ -172,7 +172,7 @@ def _pairs_chunk(rows: list, lnos: list, header: list, col: dict, p: str):
     table = np.asarray(rows, dtype=str)
     label = parse_labels(table[:, col["label"]], path=p, lines=lnos)
     if "fold" in col:
-        fold = _parse_folds(table[:, col["fold"]], path=p, lines=lnos)
+        fold = parse_folds(table[:, col["fold"]], path=p, lines=lnos)
     else:
         fold = np.full(len(rows), -1, np.int64)
     p1 = spreadsheet_unescape(np.char.strip(table[:, col["path1"]]))

@@ -16,12 +16,12 @@ from ..errors import DataFormatError, shown
 from ..outputs import atomic_write
 from ..safeio import read_text
 from .common import (
-    _META_RE,
     MAX_FOLD,
     MAX_QUALITY,
-    _check_header,
-    _parse_folds,
+    META_RE,
+    check_header,
     header_words,
+    parse_folds,
     parse_labels,
     spreadsheet_safe,
     spreadsheet_unescape,
@@ -106,7 +106,7 @@ def _split_metadata(p: str) -> tuple[dict, str, int]:
         ln = text[pos : (nl if nl >= 0 else len(text))]
         if not (ln.startswith("#") or not ln.strip()):
             break
-        m = _META_RE.match(ln)
+        m = META_RE.match(ln)
         if m:
             meta[m.group(1)] = m.group(2)
         line_no += 1
@@ -121,7 +121,7 @@ def _split_metadata(p: str) -> tuple[dict, str, int]:
 
 
 def _score_columns(columns, p, header_line):
-    _check_header(columns, p, header_line)
+    check_header(columns, p, header_line)
     cols = {str(c).strip().lower(): c for c in columns}
     if "s" not in cols or "label" not in cols:
         raise DataFormatError(
@@ -156,7 +156,7 @@ def read_scores_csv(path: str | os.PathLike) -> ScoreTable:
         raw_header = next(csv.reader([body.split("\n", 1)[0]]))
     except (csv.Error, StopIteration):
         raw_header = []
-    _check_header([h.strip() for h in raw_header], p, header_line)
+    check_header([h.strip() for h in raw_header], p, header_line)
     return _check_rows(_read_scores_body(p, meta, body, header_line), meta)
 
 
@@ -294,7 +294,7 @@ def _read_scores_csv_strict(p, meta, body, header_line) -> ScoreTable:
         )
     label = parse_labels(df[cols["label"]].to_numpy(dtype=str), path=p, lines=lines)
     if "fold" in cols:
-        fold = _parse_folds(df[cols["fold"]].to_numpy(dtype=str), path=p, lines=lines)
+        fold = parse_folds(df[cols["fold"]].to_numpy(dtype=str), path=p, lines=lines)
     else:
         fold = np.full(len(df), -1, np.int64)
     known = {"s", "q1", "q2", "q_min", "label", "fold"}
@@ -352,7 +352,7 @@ def add_scores_column(
     meta = dict(meta or {})
     out_head = []
     for ln in head:  # update metadata lines in place, keep every other comment
-        m = _META_RE.match(ln.rstrip("\r\n"))
+        m = META_RE.match(ln.rstrip("\r\n"))
         if m and m.group(1) in meta:
             v = meta.pop(m.group(1))
             if v is not None and v != "":
@@ -363,7 +363,7 @@ def add_scores_column(
     body = lines[k:]
     rows = list(csv.reader([ln.rstrip("\r\n") for ln in body]))
     header = [h.strip() for h in rows[0]]
-    _check_header(header, p, len(head) + 1)
+    check_header(header, p, len(head) + 1)
     col = next((j for j, h in enumerate(header) if h.lower() == name.lower()), None)
     data_idx = [j for j in range(1, len(body)) if body[j].strip()]
     if len(data_idx) != values.size:

@@ -7,7 +7,6 @@ Used by ``python -m qmag_core compare`` and the dashboard's compare page.  A fai
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -27,9 +26,6 @@ __all__ = [
     "compare_images",
     "embed_images",
     "compare_embedded",
-    "threshold_at_fmr",
-    "operating_points",
-    "default_params",
 ]
 
 
@@ -81,62 +77,6 @@ class ComparisonResult:
 
 
 #: FMRs a shipped parameter set carries thresholds for: 13 log-spaced from 1e-4 to 1e-1
-SHIPPED_FMRS = tuple(np.logspace(-4, -1, 13))
-
-
-def operating_points(s, s_hat, labels, fmrs=SHIPPED_FMRS) -> list[dict]:
-    """Thresholds on s and ŝ at each FMR (FMR ≤ target rule) measured on labelled pairs,
-    for shipping with a parameter set; FMRs the imposter count cannot support are left out."""
-    from ..evaluation.metrics import fnmr_at_fmr, split_scores
-
-    g, i = split_scores(np.asarray(s), labels)
-    gh, ih = split_scores(np.asarray(s_hat), labels)
-    out = []
-    for a, b in zip(fnmr_at_fmr(g, i, fmrs), fnmr_at_fmr(gh, ih, fmrs), strict=True):
-        if a.fnmr is None:
-            continue
-        out.append(
-            {
-                "fmr": a.target_fmr,
-                "threshold_s": a.threshold,
-                "threshold_s_hat": b.threshold,
-                "fnmr_s": a.fnmr,
-                "fnmr_s_hat": b.fnmr,
-            }
-        )
-    return out
-
-
-def threshold_at_fmr(params: QMagFaceParams | None, fmr: float) -> tuple[float | None, float | None, float | None]:
-    """``(fmr_used, threshold_s, threshold_s_hat)`` from a parameter set's operating points:
-    the largest shipped FMR ≤ the requested one (conservative); Nones when unavailable."""
-    if params is None or not params.operating_points:
-        return None, None, None
-    ops = sorted(params.operating_points, key=lambda d: d["fmr"])
-    ok = [d for d in ops if d["fmr"] <= fmr * (1 + 1e-9)]
-    if not ok:
-        return None, None, None
-    d = ok[-1]
-    return float(d["fmr"]), float(d["threshold_s"]), float(d["threshold_s_hat"])
-
-
-def default_params(encoder_id: str) -> QMagFaceParams | None:
-    """The parameter set shipped for an encoder (``qmag_core/assets/params/<id>.json``);
-    the file is read once, each call returns its own copy."""
-    import copy
-
-    p = _shipped_params(encoder_id)
-    return copy.deepcopy(p) if p is not None else None
-
-
-@functools.cache
-def _shipped_params(encoder_id: str) -> QMagFaceParams | None:
-    from pathlib import Path
-
-    p = Path(__file__).resolve().parents[1] / "assets" / "params" / f"{encoder_id}.json"
-    return QMagFaceParams.load(p) if p.is_file() else None
-
-
 def embed_images(
     images,
     encoder,
@@ -193,7 +133,7 @@ def compare_embedded(
 ) -> ComparisonResult:
     """Score every pair of embedded images and decide at ``fmr`` (the fast half: no
     network runs, so moving an FMR slider only calls this)."""
-    fmr_used, t_s, t_h = threshold_at_fmr(params, fmr)
+    fmr_used, t_s, t_h = params.threshold_at(fmr) if params is not None else (None, None, None)
     pairs = []
     good = [k for k, r in enumerate(results) if r.ok]
     for i, j in combinations(good, 2):

@@ -155,7 +155,7 @@ def _embed_landmarks(protocol, root, encoder, cache_dir, batch_size, progress):
     from ..safeio import confine_paths
     from ..vision.align import align
     from ..vision.images import ImageError, load_image
-    from .embed import EmbeddingCache, _read, default_cache_dir, encode_into
+    from .embed import EmbeddingCache, default_cache_dir, encode_into, read_image_file
 
     images = protocol.images.tolist()
     files = confine_paths(images, root, source=f"{protocol.name}_face_tid_mid.txt", lines=range(1, len(images) + 1))
@@ -171,7 +171,7 @@ def _embed_landmarks(protocol, root, encoder, cache_dir, batch_size, progress):
     for start in range(0, n, batch_size):
         crops, rows, keys = [], [], []
         for k in range(start, min(n, start + batch_size)):
-            data, e = _read(files[k], images[k])
+            data, e = read_image_file(files[k], images[k])
             if data is None:
                 err[k] = e
                 continue

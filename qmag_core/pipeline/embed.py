@@ -171,7 +171,7 @@ def _pad_edges(img: np.ndarray, frac: float) -> np.ndarray:
     return np.pad(img, ((ph, ph), (pw, pw), (0, 0)), mode="edge")
 
 
-def _read(path: Path, label: str) -> tuple[bytes | None, str]:
+def read_image_file(path: Path, label: str) -> tuple[bytes | None, str]:
     """Bytes of one image file (regular files only, at most ``QMAG_MAX_IMAGE_BYTES``)."""
     if not path.exists():
         return None, f"{label}: file not found"
@@ -320,7 +320,7 @@ class _EmbedRun:
 
     def decode(self, k: int):
         """(row, sha1 or None, image or None, error; 'cached' when the cache has it)."""
-        data, e = _read(self.files[k], str(self.paths[k]))
+        data, e = read_image_file(self.files[k], str(self.paths[k]))
         if data is None:
             return k, None, None, e
         h = hashlib.sha1(data).hexdigest()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..encoders.foreign import ForeignOnnxEncoder
 from ..errors import QMagError
 
 __all__ = ["embed_files_ray"]
@@ -65,7 +66,7 @@ class _DetectAlign:
 
     def _chunk(self, rows, paths, labels) -> dict:
         from ..vision.images import ImageError, load_image
-        from .embed import _read, detect_align
+        from .embed import detect_align, read_image_file
 
         n, s = len(rows), self.spec.size
         crops = np.zeros((n, s, s, 3), np.uint8)
@@ -73,7 +74,7 @@ class _DetectAlign:
         det = np.full((n, 2), np.nan)
         images, idx = [], []
         for k, (path, label) in enumerate(zip(paths, labels, strict=True)):
-            data, e = _read(Path(str(path)), str(label))
+            data, e = read_image_file(Path(str(path)), str(label))
             if data is None:
                 err[k] = e
                 continue
@@ -175,7 +176,7 @@ def embed_files_ray(
     leaves Ray running for the next call (shards of one run)."""
     from ..quality.baselines import MEASURES
     from ..safeio import confine_paths
-    from .embed import EmbeddingCache, EmbedStats, _read, cache_key, default_cache_dir, finish_embeddings
+    from .embed import EmbeddingCache, EmbedStats, cache_key, default_cache_dir, finish_embeddings, read_image_file
 
     t0 = time.perf_counter()
     files = confine_paths([str(p) for p in paths], Path(root)) if root is not None else [Path(p) for p in paths]
@@ -194,7 +195,7 @@ def embed_files_ray(
     hashes: dict[int, str] = {}
     todo = []
     for k, f in enumerate(files):
-        data, e = _read(f, str(paths[k]))
+        data, e = read_image_file(f, str(paths[k]))
         if data is None:
             err[k] = e
             continue
@@ -231,6 +232,39 @@ def embed_files_ray(
     return finish_embeddings(emb, ok, err, meas, paths, encoder.id, encoder.key)
 
 
+def _worker_threads() -> int:
+    """Threads each actor may use: torch's own count where torch is installed."""
+    from ..vision.runtime import torch_available
+
+    if torch_available():
+        import torch
+
+        return torch.get_num_threads()
+    return os.cpu_count() or 1
+
+
+def _batch_items(todo, files, paths, batch_size: int) -> list[dict]:
+    """One item per batch of the local engine (rows k // batch_size), so MTCNN sees the
+    same image batches and gives the same detections (its results depend on the batch)."""
+    chunks: dict[int, list[int]] = {}
+    for k in todo:
+        chunks.setdefault(k // batch_size, []).append(k)
+    return [
+        {"rows": c, "paths": [str(files[k]) for k in c], "labels": [str(paths[k]) for k in c]}
+        for _, c in sorted(chunks.items())
+    ]
+
+
+def _encoder_options(encoder, options: dict, device: str) -> dict:
+    """How each encoder actor rebuilds ``encoder`` (an ONNX file is opened by path)."""
+    if encoder.runtime != "onnx":
+        return {**options, "device": device}
+    opts = {"onnx": encoder.path, "device": device, "descriptor": encoder.descriptor, "flip": encoder.flip}
+    if isinstance(encoder, ForeignOnnxEncoder):  # a third-party model: the same preprocessing in every actor
+        opts["layout"] = encoder.layout.to_dict()
+    return opts
+
+
 def _run_ray(
     todo,
     files,
@@ -250,27 +284,12 @@ def _run_ray(
     nodes=None,
 ):
     """Send the rows ``todo`` through the two actor stages; fill ``out`` and the cache."""
-    from ..vision.runtime import torch_available
-
-    if torch_available():
-        import torch
-
-        threads = torch.get_num_threads()
-    else:
-        threads = os.cpu_count() or 1
+    threads = _worker_threads()
     ray = _start(address, num_cpus)
     emb, ok, err, meas = out
     gpus = ray.cluster_resources().get("GPU", 0)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    # one item per batch of the local engine (rows k // batch_size), so MTCNN sees the same
-    # image batches and gives the same detections (its results depend on the batch)
-    chunks: dict[int, list[int]] = {}
-    for k in todo:
-        chunks.setdefault(k // batch_size, []).append(k)
-    items = [
-        {"rows": c, "paths": [str(files[k]) for k in c], "labels": [str(paths[k]) for k in c]}
-        for _, c in sorted(chunks.items())
-    ]
+    items = _batch_items(todo, files, paths, batch_size)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * cpus)))
     ds = ds.map_batches(
         _DetectAlign,
@@ -278,17 +297,13 @@ def _run_ray(
             "spec_name": encoder.spec.name,
             "face": face,
             "threads": threads,
-            "runtime": getattr(encoder, "runtime", "torch"),
+            "runtime": encoder.runtime,
         },
         batch_size=1,
         concurrency=max(1, cpus - (0 if gpus else 1)),
         batch_format="numpy",
     )
-    opts = {**options, "device": "cuda" if gpus else "cpu"}
-    if getattr(encoder, "runtime", "torch") == "onnx":
-        opts = {"onnx": encoder.path, "device": opts["device"], "descriptor": encoder.descriptor, "flip": encoder.flip}
-        if hasattr(encoder, "layout"):  # a third-party model: the same preprocessing in every actor
-            opts["layout"] = encoder.layout.to_dict()
+    opts = _encoder_options(encoder, options, "cuda" if gpus else "cpu")
     ds = ds.map_batches(
         _Encode,
         fn_constructor_kwargs={"encoder_id": encoder.id, "options": opts, "batch_size": batch_size, "threads": threads},

@@ -114,7 +114,7 @@ def check_calibration(scale) -> dict:
     """The ``check`` block of a scale, validated: per region ``repairs`` (inpaint,
     reference or both), ``clean_median`` and ``clean_spread`` {repair: q} of the clean
     reference photos' gains, and ``edge`` (z above which a region is flagged)."""
-    c = getattr(scale, "check", None) or {}
+    c = (scale.check if scale is not None else None) or {}
     try:
         out = {k: {r: c[k][r] for r in REGIONS} for k in ("repairs", "clean_median", "clean_spread", "edge")}
         for r in REGIONS:
@@ -122,8 +122,9 @@ def check_calibration(scale) -> dict:
                 float(out["clean_median"][r][m]), float(out["clean_spread"][r][m])
             float(out["edge"][r])
     except (KeyError, TypeError, ValueError):
+        who = (scale.encoder if scale is not None else None) or "?"
         raise QMagError(
-            f"the quality scale of {getattr(scale, 'encoder', '?') or '?'} has no (valid) enrolment-check "
+            f"the quality scale of {who} has no (valid) enrolment-check "
             "calibration; rebuild it with tools/build_quality_scale.py"
         ) from None
     return out
@@ -187,8 +188,6 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
     A region's ``q_gain`` is the mean over its repairs (the reference repair is made with
     every reference face); the repair shown is the one whose q is the median of them
     (the lower median), and its control is the same repair of the control place."""
-    from .explain import quality_of
-
     t0 = time.perf_counter()
     cal = check_calibration(scale)
     spec = encoder.spec
@@ -203,7 +202,7 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
     # one control place per region, drawn in region order (the same places whichever
     # region comes out on top); only the top region's is repaired and scored, below
     ctl_masks = {r: random_region_mask(spec, int(masks[r].sum()), rng) for r in REGIONS}
-    q = quality_of(encoder, np.stack([x] + fixed)).astype(np.float64)
+    q = encoder.quality_of(np.stack([x] + fixed)).astype(np.float64)
     q0, q_fix = float(q[0]), q[1:]
     best: dict[str, tuple] = {}  # region -> (z, job index, mean gain)
     for j, (r, m) in enumerate(jobs):
@@ -225,7 +224,7 @@ def check_crop(encoder, crop: np.ndarray, scale, *, with_map: bool = True, seed:
     method = jobs[jt][1]
     ref = refs[k - span.start] if method == "reference" else None
     control = repair(x, ctl_masks[top], method, ref)
-    q_ctl = float(quality_of(encoder, control[None])[0])
+    q_ctl = float(encoder.quality_of(control[None])[0])
     d = scale.describe(q0)
     verdict = "reject" if d["band"] == "poor" or any(g.flagged for g in regions) else "accept"
     return CheckReport(
@@ -249,18 +248,16 @@ def repair_gains(encoder, crops: np.ndarray, references: np.ndarray | None = Non
     q after each repair of each region minus q, the reference repair's averaged over the
     reference faces (K, S, S, 3) of the spec (default: the shipped ones) — the data the
     check is calibrated on, the same numbers :func:`check_crop` ranks."""
-    from .explain import quality_of
-
     spec = encoder.spec
     masks = region_masks(spec)
     refs = reference_faces(spec) if references is None else np.asarray(references, np.float32)
     crops = np.asarray(crops, np.uint8)
     n, R = len(crops), len(REGIONS)
-    q = quality_of(encoder, crops, batch_size).astype(np.float64) if n else np.zeros(0)
+    q = encoder.quality_of(crops, batch_size).astype(np.float64) if n else np.zeros(0)
     gain = np.zeros((n, len(REPAIRS), R))
     jobs = [(r, m) for m in REPAIRS for r in REGIONS]
     for i, x in enumerate(crops):
         fixed, spans = _repair_jobs(x, masks, jobs, refs)
-        qf = quality_of(encoder, np.stack(fixed), batch_size)
+        qf = encoder.quality_of(np.stack(fixed), batch_size)
         gain[i] = np.array([qf[sp].mean() for sp in spans]).reshape(len(REPAIRS), R) - q[i]
     return {"q": q, "gain": gain}

@@ -406,7 +406,7 @@ def degraded_bank(encoder, crops: np.ndarray, n_degraded: int, seed: int = 0, *,
 
     rng = np.random.default_rng(seed)
     net = encoder.net
-    both = callable(getattr(net, "descriptor_and_quality", None)) and not getattr(encoder, "flip", False)
+    both = encoder.separate_head and not encoder.flip
     U, Q, R, K, S = [], [], [], [], []
     for k in range(0, len(crops), batch_size):
         batch, kds, sevs = with_degraded_copies(crops[k : k + batch_size], n_degraded, rng)

@@ -49,10 +49,8 @@ __all__ = [
     "METHODS",
     "magnitude_map",
     "QualityMap",
-    "quality_of",
     "quality_gradient",
     "gradient_map",
-    "has_gradients",
     "occlusion_map",
     "explain",
     "local_variance_map",
@@ -94,30 +92,6 @@ def _torch_q(encoder, px):
     return encoder.embedding(encoder.torch_input(px)).norm(dim=1)
 
 
-def has_gradients(encoder) -> bool:
-    """True when q can be differentiated with respect to the pixels (a torch encoder;
-    the ONNX runtime gives values only, so only occlusion maps)."""
-    return callable(getattr(encoder, "torch_input", None))
-
-
-def quality_of(encoder, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """q (B,) of aligned RGB crops (B, S, S, 3) — the same q the map explains (torch or
-    ONNX encoder; float pixels allowed)."""
-    crops = np.asarray(crops, dtype=np.float32)
-    if not has_gradients(encoder):  # the ONNX runtime: q from its embedding
-        return np.linalg.norm(encoder.embed(crops, batch_size), axis=1)
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for k in range(0, crops.shape[0], batch_size):
-            px = torch.from_numpy(np.ascontiguousarray(crops[k : k + batch_size].transpose(0, 3, 1, 2))).to(
-                encoder.device
-            )
-            out.append(_torch_q(encoder, px).float().cpu().numpy())
-    return np.concatenate(out)
-
-
 def quality_gradient(encoder, crop: np.ndarray) -> tuple[float, np.ndarray]:
     """``(q, ∂q/∂x)`` with the gradient per pixel and channel, shape (S, S, 3), in q per
     grey level (x in 0–255)."""
@@ -141,7 +115,7 @@ def gradient_map(
     encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: float = 4.0, sigma: float = 1.5, batch_size: int = 16
 ) -> QualityMap:
     """Integrated-gradients PLQ map from a blurred baseline (see module docstring)."""
-    if not has_gradients(encoder):
+    if not encoder.differentiable:
         from ..vision.runtime import torch_available
 
         why = "the torch runtime"
@@ -168,7 +142,7 @@ def gradient_map(
         grads += g.sum(0).permute(1, 2, 0).cpu().numpy()
     attr = (x - base) * grads / steps
     raw = gaussian_filter(attr.sum(axis=2), sigma) if sigma > 0 else attr.sum(axis=2)
-    q0 = float(quality_of(encoder, x[None])[0])
+    q0 = float(encoder.quality_of(x[None])[0])
     return QualityMap(
         np.asarray(crop, np.uint8),
         q0,
@@ -206,7 +180,7 @@ def occlusion_map(
     if starts[-1] != S - patch:
         starts.append(S - patch)
     windows = [(r, c) for r in starts for c in starts]
-    q0 = float(quality_of(encoder, x[None])[0])
+    q0 = float(encoder.quality_of(x[None])[0])
     acc = np.zeros((S, S), np.float64)
     cnt = np.zeros((S, S), np.float64)
     for k in range(0, len(windows), batch_size):
@@ -214,7 +188,7 @@ def occlusion_map(
         batch = np.repeat(x[None], len(chunk), axis=0)
         for b, (r, c) in enumerate(chunk):
             batch[b, r : r + patch, c : c + patch] = base[r : r + patch, c : c + patch]
-        dq = q0 - quality_of(encoder, batch)
+        dq = q0 - encoder.quality_of(batch)
         for (r, c), d in zip(chunk, dq, strict=True):
             acc[r : r + patch, c : c + patch] += d
             cnt[r : r + patch, c : c + patch] += 1
@@ -235,7 +209,7 @@ def magnitude_map(encoder, crop: np.ndarray) -> QualityMap:
     """The published PLQ formulation: the magnitude of ∂q/∂x per pixel, averaged over the
     colour channels (q per grey level, ≥ 0: how strongly q depends on the pixel).  Shown
     on the encoder's fixed scale as tanh(raw / unit) (:func:`display_values`)."""
-    if not has_gradients(encoder):
+    if not encoder.differentiable:
         raise QMagError("magnitude maps need the torch runtime: they differentiate q; use the occlusion method here")
     t0 = time.perf_counter()
     q0, g = quality_gradient(encoder, crop)
@@ -269,7 +243,7 @@ def deletion_drops(
         m[idx] = True
         m = m.reshape(score.shape)[..., None]
         out.append(np.where(m, base, x))
-    q0, qh, ql = quality_of(encoder, np.stack([x] + out))
+    q0, qh, ql = encoder.quality_of(np.stack([x] + out))
     return float(q0), float(q0 - qh), float(q0 - ql)
 
 

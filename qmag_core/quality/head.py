@@ -79,6 +79,8 @@ class QualityHead(nn.Module):
     """Head on frozen backbone features whose output length is q: Linear + BatchNorm1d,
     or with ``hidden`` > 0 an MLP (Linear → BN → PReLU → Linear → BN)."""
 
+    kind = "magface"
+
     def __init__(self, in_dim: int = 256, dim: int = 128, hidden: int = 0):
         super().__init__()
         self.in_dim, self.dim, self.hidden = in_dim, dim, hidden
@@ -142,7 +144,7 @@ class QualityModel(nn.Module):
 def save_quality_head(head: nn.Module, path: str | Path, meta: dict | None = None) -> None:
     """Save a ``QualityHead`` or a ``utility.UtilityHead`` as tensors only (loadable with
     ``torch.load(..., weights_only=True)``), atomically."""
-    kind = getattr(head, "kind", "magface")
+    kind = head.kind
     d = {
         "state_dict": head.state_dict(),
         "in_dim": torch.tensor(head.in_dim),
@@ -183,10 +185,10 @@ def backbone_features(encoder, crops: np.ndarray, batch_size: int = 64, kind: st
     """Backbone features (N, F) for aligned crops: ``pooled`` = the layer before the final
     projection (256-d for the built-in network); ``multi`` = per-stage mean and std
     plus that layer (768-d, see ``FaceRecognitionNet.quality_features``)."""
-    net = encoder.net
-    fn = getattr(net, "features" if kind == "pooled" else "quality_features", None)
-    if fn is None or not callable(fn):
-        raise QMagError(f"encoder {encoder.id!r} exposes no {kind!r} backbone features for a quality head")
+    try:
+        fn = encoder.net.features if kind == "pooled" else encoder.net.quality_features
+    except AttributeError:
+        raise QMagError(f"encoder {encoder.id!r} exposes no {kind!r} backbone features for a quality head") from None
     out = []
     with torch.inference_mode():
         for k in range(0, len(crops), batch_size):
@@ -210,7 +212,10 @@ def backbone_directions(encoder, features: np.ndarray, batch_size: int = 4096) -
     applied to their pooled part (the last ``fc.in_features`` columns of both ``pooled``
     and ``multi`` features) — the directions the shipped encoder matches with, for
     ``train_quality_head(directions=...)``."""
-    fc = getattr(encoder.net, "fc", None)
+    try:
+        fc = encoder.net.fc
+    except AttributeError:
+        fc = None
     if not isinstance(fc, nn.Linear):
         raise QMagError(f"encoder {encoder.id!r} has no final projection to turn features into descriptors")
     f = np.asarray(features, np.float32)

@@ -107,6 +107,25 @@ class MagFaceLoss(nn.Module):
         }
 
 
+def _training_tensors(features, labels, directions):
+    """``(x (N, F), class ids (N,), unit directions (N, D) or None, number of classes)``."""
+    x = torch.as_tensor(np.asarray(features, np.float32))
+    u = None
+    if directions is not None:
+        u = F.normalize(torch.as_tensor(np.asarray(directions, np.float32)), dim=1)
+        if u.shape[0] != x.shape[0]:
+            raise QMagError(f"directions has {u.shape[0]} rows, features {x.shape[0]}")
+    uniq, y_np = np.unique(np.asarray(labels), return_inverse=True)
+    if uniq.size < 2:
+        raise QMagError(f"MagFace training needs at least 2 identities, got {uniq.size}")
+    return x, torch.as_tensor(y_np.astype(np.int64)), u, int(uniq.size)
+
+
+def _write_log(path, run: dict) -> None:
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(run, indent=2))
+
+
 def train_quality_head(
     features: np.ndarray,
     labels: np.ndarray,
@@ -135,16 +154,7 @@ def train_quality_head(
     ``torch.Generator``.  With ``checkpoint`` the state is saved after every epoch and a
     run resumes from it; ``log`` receives the per-epoch JSON log.
     """
-    x = torch.as_tensor(np.asarray(features, np.float32))
-    u = None
-    if directions is not None:
-        u = F.normalize(torch.as_tensor(np.asarray(directions, np.float32)), dim=1)
-        if u.shape[0] != x.shape[0]:
-            raise QMagError(f"directions has {u.shape[0]} rows, features {x.shape[0]}")
-    uniq, y_np = np.unique(np.asarray(labels), return_inverse=True)
-    if uniq.size < 2:
-        raise QMagError(f"MagFace training needs at least 2 identities, got {uniq.size}")
-    y = torch.as_tensor(y_np.astype(np.int64))
+    x, y, u, n_classes = _training_tensors(features, labels, directions)
     n = x.shape[0]
     g = torch.Generator().manual_seed(int(seed))
     head = QualityHead(x.shape[1], dim, hidden).reset(g)
@@ -153,7 +163,7 @@ def train_quality_head(
         # l_a the clipped loss has no gradient on them and the length would never learn
         with torch.no_grad():
             head.bn.bias.fill_(math.sqrt((1.2 * cfg.l_a) ** 2 / dim - 1))
-    loss_fn = MagFaceLoss(int(uniq.size), dim if u is None else u.shape[1], cfg, generator=g)
+    loss_fn = MagFaceLoss(n_classes, dim if u is None else u.shape[1], cfg, generator=g)
     params = list(head.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
@@ -177,17 +187,8 @@ def train_quality_head(
         if ck is not None:
             _save_state(ck, parts_of, g, ep + 1, history)
         if log is not None:
-            with atomic_write(log) as fh:
-                run = {
-                    "config": asdict(cfg),
-                    "seed": seed,
-                    "epochs": epochs,
-                    "lr": lr,
-                    "batch_size": batch_size,
-                    "dim": dim,
-                    "history": history,
-                }
-                fh.write(json.dumps(run, indent=2))
+            run = {"config": asdict(cfg), "seed": seed, "epochs": epochs, "lr": lr, "batch_size": batch_size}
+            _write_log(log, {**run, "dim": dim, "history": history})
         if progress is not None:
             progress(ep + 1, epochs, rec)
     head.eval()

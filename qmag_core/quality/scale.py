@@ -218,8 +218,8 @@ def load_scale(path: str | os.PathLike) -> QualityScale:
 def scale_for(encoder) -> QualityScale | None:
     """The shipped scale of ``encoder`` when it was calibrated on this encoder's q (same
     weights and quality head), else None (q is then shown raw)."""
-    sc = shipped_scale(getattr(encoder, "id", ""))
-    if sc is None or not same_q_scale(sc.encoder_key, getattr(encoder, "key", "")):
+    sc = shipped_scale(encoder.id)
+    if sc is None or not same_q_scale(sc.encoder_key, encoder.key):
         return None
     return sc
 

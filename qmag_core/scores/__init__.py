@@ -1,10 +1,4 @@
-"""The numbers side, part 1: QMagFace scores and their parameters (numpy only).
-
-``scoring`` (ŝ = ω(s)·min(q1, q2) + s, pair cosines), ``trainer`` (α/β from labelled
-pairs, a scikit-learn-style estimator), ``params`` (the params record and its JSON),
-``roc_window`` (operating points on the training ROC), ``reference`` (the published
-training loop, literally, for tests and benches) and ``synthetic`` (seeded toy pairs).
-"""
+"""The numbers side, part 1: QMagFace scores and their parameters (map: docs/development.md)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -14,6 +16,7 @@ from .scoring import qmagface_score
 
 __all__ = [
     "QMagFaceParams",
+    "SHIPPED_FMRS",
     "ParamsCI",
     "SAME_Q_SUFFIXES",
     "same_q_scale",
@@ -24,6 +27,9 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+
+#: FMRs at which a shipped parameter set stores its decision thresholds (1e-4 … 1e-1)
+SHIPPED_FMRS = tuple(np.logspace(-4, -1, 13))
 
 #: α/β published with the official code for MagFace iResNet100 (trained on Adience).
 OFFICIAL_IRESNET100 = {"alpha": 0.077428, "beta": 0.125926}
@@ -90,6 +96,22 @@ class QMagFaceParams:
     #: fingerprint of the encoder + quality head whose q these α/β were trained on
     #: (``Encoder.key``; None when unknown): ω(s)·q only means something on that q scale
     encoder_key: str | None = None
+
+    @classmethod
+    def shipped(cls, encoder_id: str) -> QMagFaceParams | None:
+        """The parameter set shipped for an encoder (``qmag_core/assets/params/<id>.json``),
+        None when there is none; the file is read once, each call returns its own copy."""
+        p = _shipped_params(str(encoder_id))
+        return copy.deepcopy(p) if p is not None else None
+
+    def threshold_at(self, fmr: float) -> tuple[float | None, float | None, float | None]:
+        """``(fmr_used, threshold_s, threshold_s_hat)`` from the operating points: the
+        largest stored FMR ≤ the requested one (conservative); Nones when there is none."""
+        ok = [d for d in sorted(self.operating_points, key=lambda d: d["fmr"]) if d["fmr"] <= fmr * (1 + 1e-9)]
+        if not ok:
+            return None, None, None
+        d = ok[-1]
+        return float(d["fmr"]), float(d["threshold_s"]), float(d["threshold_s_hat"])
 
     def score(self, s: npt.ArrayLike, q_min: npt.ArrayLike) -> FloatArray:
         return qmagface_score(s, q_min, self.alpha, self.beta)
@@ -212,3 +234,12 @@ def _check_operating_points(ops, source: str) -> None:
                 f"threshold_s and threshold_s_hat; got {op!r}"[:300],
                 path=source,
             )
+
+
+@functools.cache
+def _shipped_params(encoder_id: str) -> QMagFaceParams | None:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "assets" / "params"
+    p = folder / f"{encoder_id}.json"
+    return QMagFaceParams.load(p) if p.parent == folder and p.is_file() else None

@@ -2,7 +2,7 @@
 
 For each ω only the top ``fmr_max · #imposters`` imposter scores can set a threshold, so
 the engine selects those in one vectorised pass, sorts that small window and counts the
-genuine scores with ``searchsorted``.  :func:`operating_points` explains why this
+genuine scores with ``searchsorted``.  :func:`window_operating_points` explains why this
 reproduces sklearn's ``roc_curve(drop_intermediate=True)`` exactly, ties included.
 """
 
@@ -13,13 +13,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["operating_points"]
+__all__ = ["window_operating_points", "lowest_fmr"]
 
 
-def _expit(x: np.ndarray) -> np.ndarray:
-    from scipy.special import expit  # the function the official code uses
-
-    return expit(x)
+def lowest_fmr(n_imposter: int) -> float:
+    """The lowest FMR that ``n_imposter`` imposter pairs can measure: 1 / #imposters
+    (one accepted imposter); every FMR floor of the package (trainer range, metrics,
+    sliders, plot axes) is this one."""
+    return 1.0 / max(int(n_imposter), 1)
 
 
 def _top_with_ties(values: np.ndarray, m0: int) -> np.ndarray:
@@ -60,7 +61,7 @@ def _select_top_window(u_imp: np.ndarray, m0: int, transform: Callable | None):
     return _top_with_ties(tf(u_imp), m0), -np.inf
 
 
-def operating_points(
+def window_operating_points(
     u_gen: np.ndarray,
     u_imp: np.ndarray,
     fmrs: np.ndarray,
@@ -119,18 +120,27 @@ def operating_points(
     else:
         run_last = np.full(x.shape, min_above)
 
+    thr, fp, tp = _curve_points(x, a, fps, ge, gt, run, b, run_last, drop_intermediate)
+    fpr = fp / float(n_imp)
+    count = np.searchsorted(fpr, fmrs, side="left" if strict else "right")
+    t_best = tp[count - 1]
+    j = np.searchsorted(tp, t_best, side="left")
+    fnmr = 1.0 - t_best / float(n_gen)
+    return fnmr, thr[j]
+
+
+def _curve_points(x, a, fps, ge, gt, run, b, run_last, drop_intermediate: bool):
+    """``(thresholds, false positives, true positives)`` of the ROC points, in order:
+    [P0] + for each imposter threshold i: (the last point of the genuine-only run
+    before it, if any), (its own point, unless sklearn's drop_intermediate drops it)."""
     d = x.shape[0]
+    kept = np.ones(d, dtype=bool)
     if drop_intermediate:
-        kept = np.ones(d, dtype=bool)
         if d > 1:
             same_next = (run[1:] == 0) & (a[1:] == a[:-1]) & (b[1:] == b[:-1])
             kept[:-1] = ~same_next
         if run[0] == 0:
             kept[0] = True  # first point of sklearn's curve is never dropped
-    else:
-        kept = np.ones(d, dtype=bool)
-
-    # interleave: [P0] + for each i: (run-last point if run_i > 0), (I_i if kept)
     has_run = run > 0
     thr = np.empty(2 * d + 1)
     fp = np.empty(2 * d + 1)
@@ -139,11 +149,4 @@ def operating_points(
     thr[0], fp[0], tp[0], use[0] = np.inf, 0.0, 0.0, True
     thr[1::2], fp[1::2], tp[1::2], use[1::2] = run_last, np.r_[0.0, fps[:-1]], gt, has_run
     thr[2::2], fp[2::2], tp[2::2], use[2::2] = x, fps, ge, kept
-    thr, fp, tp = thr[use], fp[use], tp[use].astype(np.float64)
-
-    fpr = fp / float(n_imp)
-    count = np.searchsorted(fpr, fmrs, side="left" if strict else "right")
-    t_best = tp[count - 1]
-    j = np.searchsorted(tp, t_best, side="left")
-    fnmr = 1.0 - t_best / float(n_gen)
-    return fnmr, thr[j]
+    return thr[use], fp[use], tp[use].astype(np.float64)

@@ -28,8 +28,7 @@ import numpy.typing as npt
 
 from ..errors import DegenerateFitError, FMRClampWarning, NotFittedError, QMagError
 from .params import QUALITY_MEANING, ParamsCI, QMagFaceParams
-from .roc_window import _expit
-from .roc_window import operating_points as _operating_points
+from .roc_window import lowest_fmr, window_operating_points
 from .scoring import qmagface_score
 
 __all__ = ["QMagFaceTrainer"]
@@ -225,32 +224,11 @@ class QMagFaceTrainer:
                 f"training needs genuine and imposter pairs; got {gen.size} genuine and {imp.size} imposter pairs"
             )
         if self.max_imposters is not None and imp.size > int(self.max_imposters):
-            rng = np.random.default_rng(self.random_state)
-            imp = np.sort(rng.choice(imp, size=int(self.max_imposters), replace=False))
+            s, q, lab = self._imposter_subset(s, q, lab, imp)
+            gen, imp = np.flatnonzero(lab), np.flatnonzero(~lab)
             notes.append(f"used a seeded random subset of {imp.size} imposter pairs")
-            keep = np.sort(np.r_[gen, imp])
-            s, q, lab = s[keep], q[keep], lab[keep]
-            gen = np.flatnonzero(lab)
-            imp = np.flatnonzero(~lab)
         n_imp = imp.size
-        fmr_min, fmr_max = float(self.fmr_min), float(self.fmr_max)
-        self.fmr_clamped_ = False
-        floor = 1.0 / n_imp
-        if self.clamp_fmr and fmr_min < floor:
-            if fmr_max <= floor:
-                raise QMagError(
-                    f"fmr_max={fmr_max:g} needs more than {math.ceil(1 / fmr_max):,} imposter "
-                    f"pairs; the data has {n_imp:,}. Raise fmr_max above {floor:.3g} or add "
-                    "imposter pairs"
-                )
-            msg = (
-                f"fmr_min={fmr_min:g} needs {math.ceil(1 / fmr_min):,} imposter pairs but the "
-                f"data has {n_imp:,}: FMR range clamped to [{floor:.3g}, {fmr_max:g}]"
-            )
-            warnings.warn(msg, FMRClampWarning, stacklevel=2)
-            notes.append(msg)
-            fmr_min = floor
-            self.fmr_clamped_ = True
+        fmr_min, fmr_max = self._fmr_range(n_imp, notes)
 
         fmrs = np.logspace(np.log10(fmr_min), np.log10(fmr_max), num=int(self.n_fmr))
         max_q = float(np.max(q))
@@ -268,19 +246,7 @@ class QMagFaceTrainer:
         fnmr_opt = fn_grid[best, cols]
         n_ties = np.count_nonzero(fn_grid == fnmr_opt[None, :], axis=0)
 
-        if not np.isfinite(ts).all():
-            bad = fmrs[~np.isfinite(ts)]
-            raise DegenerateFitError(
-                f"at FMR {bad[0]:.3g} no genuine pair scores above any admissible threshold "
-                "(FNMR = 100%); raise fmr_min or use pairs where the model can verify"
-            )
-        if np.ptp(ts) == 0:
-            raise DegenerateFitError(
-                f"all {ts.size} selected thresholds are equal (t = {ts[0]:.6g}): the line "
-                "ω_opt(t) has zero variance in t. This happens when genuine and imposter "
-                "scores separate perfectly or the FMR range lies below 1/#imposters; widen "
-                "the FMR range or add harder/more imposter pairs"
-            )
+        _check_thresholds(fmrs, ts)
         beta, alpha = self._fit_line(ts, omega_opt)
         if np.any(n_ties > 1):
             notes.append(
@@ -303,8 +269,40 @@ class QMagFaceTrainer:
         self.warnings_ = notes
         return self
 
+    def _imposter_subset(self, s, q, lab, imp):
+        """``(s, q, labels)`` with a seeded random ``max_imposters`` of the imposters."""
+        rng = np.random.default_rng(self.random_state)
+        imp = np.sort(rng.choice(imp, size=int(self.max_imposters), replace=False))
+        keep = np.sort(np.r_[np.flatnonzero(lab), imp])
+        return s[keep], q[keep], lab[keep]
+
+    def _fmr_range(self, n_imp: int, notes: list[str]) -> tuple[float, float]:
+        """The FMR range of the fit: ``fmr_min`` raised to 1/#imposters with a warning
+        when ``clamp_fmr`` (sets ``fmr_clamped_``)."""
+        fmr_min, fmr_max = float(self.fmr_min), float(self.fmr_max)
+        self.fmr_clamped_ = False
+        floor = lowest_fmr(n_imp)
+        if not (self.clamp_fmr and fmr_min < floor):
+            return fmr_min, fmr_max
+        if fmr_max <= floor:
+            raise QMagError(
+                f"fmr_max={fmr_max:g} needs more than {math.ceil(1 / fmr_max):,} imposter "
+                f"pairs; the data has {n_imp:,}. Raise fmr_max above {floor:.3g} or add "
+                "imposter pairs"
+            )
+        msg = (
+            f"fmr_min={fmr_min:g} needs {math.ceil(1 / fmr_min):,} imposter pairs but the "
+            f"data has {n_imp:,}: FMR range clamped to [{floor:.3g}, {fmr_max:g}]"
+        )
+        warnings.warn(msg, FMRClampWarning, stacklevel=3)
+        notes.append(msg)
+        self.fmr_clamped_ = True
+        return floor, fmr_max
+
     @staticmethod
     def _grid(s, q, gen, imp, omegas, fmrs, fmr_max, official):
+        from scipy.special import expit  # the function the official code uses
+
         s_g, q_g, s_i, q_i = s[gen], q[gen], s[imp], q[imp]
         fn = np.empty((omegas.size, fmrs.size))
         th = np.empty((omegas.size, fmrs.size))
@@ -315,11 +313,11 @@ class QMagFaceTrainer:
             np.add(buf_g, s_g, out=buf_g)
             np.multiply(w, q_i, out=buf_i)
             np.add(buf_i, s_i, out=buf_i)
-            fn[k], th[k] = _operating_points(
+            fn[k], th[k] = window_operating_points(
                 buf_g,
                 buf_i,
                 fmrs,
-                transform=_expit if official else None,
+                transform=expit if official else None,
                 strict=official,
                 drop_intermediate=official,
                 fmr_max=fmr_max,
@@ -422,3 +420,20 @@ class QMagFaceTrainer:
         lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
         ci = lambda v: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) if v.size else (math.nan, math.nan)  # noqa: E731
         return ParamsCI(alpha=ci(a), beta=ci(b), level=level, n_boot=int(n_boot), n_failed=failed, alphas=a, betas=b)
+
+
+def _check_thresholds(fmrs: FloatArray, ts: FloatArray) -> None:
+    """Refuse a selection the line ω_opt(t) cannot be fitted to."""
+    if not np.isfinite(ts).all():
+        bad = fmrs[~np.isfinite(ts)]
+        raise DegenerateFitError(
+            f"at FMR {bad[0]:.3g} no genuine pair scores above any admissible threshold "
+            "(FNMR = 100%); raise fmr_min or use pairs where the model can verify"
+        )
+    if np.ptp(ts) == 0:
+        raise DegenerateFitError(
+            f"all {ts.size} selected thresholds are equal (t = {ts[0]:.6g}): the line "
+            "ω_opt(t) has zero variance in t. This happens when genuine and imposter "
+            "scores separate perfectly or the FMR range lies below 1/#imposters; widen "
+            "the FMR range or add harder/more imposter pairs"
+        )

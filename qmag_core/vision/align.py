@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import QMagError
-from .images import ImageError, _array_to_rgb, _name, load_image  # noqa: F401
+from .images import ImageError, array_to_rgb, load_image, source_name  # noqa: F401
 
 __all__ = [
     "CropSpec",
@@ -212,7 +212,7 @@ class FaceDetector:
     @classmethod
     def for_encoder(cls, encoder, **kw) -> FaceDetector:
         """The detector that runs where ``encoder`` runs (its device; ONNX for an ONNX encoder)."""
-        return cls(device=encoder.device, runtime=getattr(encoder, "runtime", "torch"), **kw)
+        return cls(device=encoder.device, runtime=encoder.runtime, **kw)
 
     @property
     def mtcnn(self):
@@ -362,8 +362,8 @@ def detect_and_align(
     112×112 ArcFace crops) and skips detection; it never happens silently.  Raises
     :class:`NoFaceError` / :class:`ImageError` with the image's name.
     """
-    label = name or _name(image)
-    img = load_image(image, name=label) if not isinstance(image, np.ndarray) else _array_to_rgb(image, label)
+    label = name or source_name(image)
+    img = load_image(image, name=label) if not isinstance(image, np.ndarray) else array_to_rgb(image, label)
     if aligned:
         return realign_aligned(img, aligned_spec, spec)
     if faces is None:

@@ -28,7 +28,7 @@ class ImageError(QMagError):
     """An input file or buffer is not a usable image (empty, corrupt, too large …)."""
 
 
-def _name(src) -> str:
+def source_name(src) -> str:
     if isinstance(src, (str, os.PathLike)):
         return os.path.basename(str(src))
     return getattr(src, "name", None) or "image"
@@ -50,11 +50,11 @@ def load_image(
     """
     from PIL import Image
 
-    label = name or _name(src)
+    label = name or source_name(src)
     max_pixels = limit("QMAG_MAX_PIXELS") if max_pixels is None else max_pixels
     max_side = limit("QMAG_WORK_SIDE") if max_side == "auto" else max_side
     if isinstance(src, np.ndarray):
-        return _array_to_rgb(src, label)
+        return array_to_rgb(src, label)
     img = src if isinstance(src, Image.Image) else _open_image(_read_image_bytes(src, label), label)
     w, h = img.size
     if w * h > max_pixels:
@@ -163,7 +163,7 @@ def _pil_to_rgb(img, label: str) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def _array_to_rgb(a: np.ndarray, label: str) -> np.ndarray:
+def array_to_rgb(a: np.ndarray, label: str) -> np.ndarray:
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4):

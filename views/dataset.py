@@ -7,7 +7,7 @@ import streamlit as st
 
 from qmag_core.errors import QMagError
 from qmag_core.evaluation import metrics as M
-from qmag_core.evaluation.protocol import REPORT_FMRS, qmagface_effect
+from qmag_core.evaluation.protocol import metric_block, qmagface_effect
 from qmag_core.scores.scoring import qmagface_score
 from studio.datasets import (
     Dataset,
@@ -23,17 +23,15 @@ from studio.datasets import (
 from studio.figures import roc_det, s_vs_q, score_histograms
 from studio.ui import (
     active_params,
-    dataset,
     download_table,
     embedding_progress,
     encoder,
     fmt_pct,
+    scored_dataset,
     set_active,
-    sidebar,
     state,
 )
 
-sidebar()
 st.title("Dataset")
 ss = state()
 
@@ -127,12 +125,7 @@ with st.expander("Bring your own data", expanded=False):
         if ijb.strip() and st.button("Embed and load templates", key="load_ijb"):
             _load(lambda prog: dataset_from_templates(ijb, encoder(), pooling=pooling, progress=prog), progress=True)
 
-ds = dataset()
-if ds is None:
-    st.stop()
-if ds.one_class:
-    st.warning(ds.one_class)
-    st.stop()
+ds = scored_dataset()
 t = ds.table
 params = active_params()
 if params is not None and ds.encoder and params.encoder and ds.encoder != params.encoder:
@@ -159,18 +152,18 @@ def metrics_table(key: str, s, s_hat, y, failed_labels):
             runs.append((f"{name}, failures counted", sv, yv))
     for name, v, y in runs:
         g, i = M.split_scores(v, y)
-        c = M.roc(g, i)  # one sort for EER, AUC and FNMR@FMR
-        ci = M.bootstrap_ci(g, i, fmrs=REPORT_FMRS, n_boot=200, random_state=0)
+        block = metric_block(g, i, v, y, None, n_boot=200, seed=0)  # what `qmag evaluate` reports
         row = {
             "scores": name,
-            "EER": c.eer().value,
-            "EER CI95": ci["eer"],
-            "AUC": c.auc(),
-            "d′": None if "failures" in name else M.dprime(g, i),
+            "EER": block["eer"],
+            "EER CI95": tuple(block["ci95"]["eer"]),
+            "AUC": block["auc"],
+            "d′": None if "failures" in name else block["dprime"],
         }
-        for o in c.fnmr_at_fmr(REPORT_FMRS):
-            row[f"FNMR@{M.fmr_key(o.target_fmr)}"] = o.fnmr
-            row[f"FNMR@{M.fmr_key(o.target_fmr)} CI95"] = ci["fnmr_at_fmr"][o.target_fmr]
+        for k, fnmr in block["fnmr_at_fmr"].items():
+            ci = block["ci95"]["fnmr_at_fmr"][k]
+            row[f"FNMR@{k}"] = fnmr
+            row[f"FNMR@{k} CI95"] = tuple(ci) if ci else None
         rows.append(row)
     return rows
 

@@ -18,10 +18,8 @@ from studio.ui import (
     detector,
     download_table,
     encoder,
-    sidebar,
 )
 
-sidebar()
 st.title("Compare faces")
 SAMPLES = ["img1.jpg", "img2.jpg", "img9.jpg", "couple.jpg"]
 files = st.file_uploader(

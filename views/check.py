@@ -14,9 +14,8 @@ from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import detect_and_align
 from studio.datasets import SAMPLE_DIR
 from studio.figures import plq_figure
-from studio.ui import detector, encoder, sidebar
+from studio.ui import detector, encoder
 
-sidebar()
 st.title("Enrolment check")
 st.caption(
     "Drop a photo: is it good enough as a reference image, and if not, which part of the face should change? "

@@ -230,7 +230,6 @@ def test_check_gain_is_the_mean_over_the_reference_faces_and_shows_a_measured_re
     its repair with every reference face; the repair shown is one of those crops and
     q_after is its own q; the control is a repair of the same size elsewhere."""
     from qmag_core.quality.check import check_calibration, check_crop
-    from qmag_core.quality.explain import quality_of
 
     sc = shipped_scale("builtin")
     crop = _crop("img1.jpg").crop.copy()
@@ -238,14 +237,14 @@ def test_check_gain_is_the_mean_over_the_reference_faces_and_shows_a_measured_re
     rep = check_crop(fast, crop, sc, with_map=False)
     cal = check_calibration(sc)
     masks, bank = region_masks(fast.spec), reference_faces(fast.spec)
-    q0 = float(quality_of(fast, crop[None])[0])
+    q0 = float(fast.quality_of(crop[None])[0])
     assert rep.q == pytest.approx(q0, abs=1e-4)
     for r in rep.regions:
         if r.repair == "reference":
-            qs = quality_of(fast, np.stack([repair(crop, masks[r.name], "reference", f) for f in bank]))
+            qs = fast.quality_of(np.stack([repair(crop, masks[r.name], "reference", f) for f in bank]))
             assert r.q_gain == pytest.approx(float(qs.mean()) - q0, abs=1e-3), r.name
         assert r.repair in (("inpaint", "reference") if cal["repairs"][r.name] == "both" else (cal["repairs"][r.name],))
-    assert rep.q_after == pytest.approx(float(quality_of(fast, rep.repaired[None])[0]), abs=1e-4)
+    assert rep.q_after == pytest.approx(float(fast.quality_of(rep.repaired[None])[0]), abs=1e-4)
     top = masks[rep.top]
     assert np.array_equal(rep.repaired[~top], crop[~top]) and not np.array_equal(rep.repaired, crop)
 

@@ -10,7 +10,7 @@ from conftest import ROOT
 from qmag_core.errors import QMagError
 from qmag_core.quality.degrade import CAPTURE_KINDS, DegradedBank, cross_versions, degrade_photo, degraded_bank
 
-CROPS = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"][:3]
+CROPS = np.load(Path(__file__).parents[1] / "fixtures" / "faceapi_reference.npz")["inputs"][:3]
 
 
 @pytest.fixture(scope="module")

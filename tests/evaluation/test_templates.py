@@ -262,10 +262,10 @@ def test_ijb_end_to_end_on_real_photos_matches_brute_force(real_ijb, tmp_path):
         for im, lm in zip(prot.images, prot.landmarks, strict=True)
     ]
     x = enc.embed(np.stack(crops)).astype(np.float64)
-    from qmag_core.pipeline.compare import default_params
+    from qmag_core.scores.params import QMagFaceParams
     from qmag_core.scores.scoring import qmagface_score
 
-    p = default_params("builtin")
+    p = QMagFaceParams.shipped("builtin")
     y = prot.label.astype(bool)
     for rule in ("mean", "magface", "qmagface"):
         lit = _literal_pool(x, np.ones(len(x), bool), prot.tid, prot.mid, rule)
@@ -302,9 +302,7 @@ def test_ijb_with_precomputed_features_and_without_landmarks(real_ijb, tmp_path)
 
 
 def _shipped():
-    from qmag_core.pipeline.compare import _shipped_params  # noqa: F401  (the file itself)
-
-    return Path(__file__).resolve().parents[1] / "qmag_core" / "assets" / "params" / "builtin.json"
+    return Path(__file__).resolve().parents[2] / "qmag_core" / "assets" / "params" / "builtin.json"
 
 
 @pytest.mark.slow
@@ -318,8 +316,8 @@ def test_dataset_page_opens_a_template_protocol(real_ijb, monkeypatch):
     from qmag_core.pipeline.datasets import embed_protocol
 
     monkeypatch.setenv("QMAG_DATA_ROOT", str(real_ijb.parent))
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=300).run()
-    at.switch_page("pages/dataset.py").run()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=300).run()
+    at.switch_page("views/dataset.py").run()
     at.text_input(key="srv_ijb").set_value(real_ijb.name).run()
     at.selectbox(key="ijb_pooling").set_value("mean").run()
     at.button(key="load_ijb").click().run()

@@ -3,6 +3,7 @@ listed only when drawn, one colour scale for compared matrices."""
 
 import numpy as np
 
+from qmag_core.evaluation import edc as E
 from qmag_core.evaluation import metrics as M
 from studio.figures import edc_figure, roc_det, s_vs_q, similarity_matrix
 
@@ -45,7 +46,7 @@ def test_decision_boundary_listed_only_when_drawn():
 
 def test_edc_axis_starts_at_zero_and_matrices_share_a_scale():
     s, q, y = _scores()
-    e = M.edc(s, y, q, n_random=20, random_state=0)
+    e = E.edc(s, y, q, n_random=20, random_state=0)
     assert edc_figure(e).layout.yaxis.range[0] == 0
     m1 = similarity_matrix(np.eye(3), list("abc"), "s", (0.0, 2.0))
     assert (m1.data[0].zmin, m1.data[0].zmax) == (0.0, 2.0)

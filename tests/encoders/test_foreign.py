@@ -18,7 +18,7 @@ from conftest import need_shared
 
 from qmag_core.errors import QMagError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FACES = ROOT / "sample_data" / "faces" / "deepface"
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 

@@ -6,12 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from qmag_core.evaluation.measures import iso_edcs, measure_columns, measure_edcs
-from qmag_core.quality.explain import has_gradients
 from qmag_core.quality.scale import scale_for
 from studio.figures import edc_figure, plq_figure, quality_histogram
-from studio.ui import dataset, encoder, fmt_pct, gradient_encoder, sidebar
+from studio.ui import dataset, encoder, fmt_pct, gradient_encoder
 
-sidebar()
 st.title("Quality")
 ds = dataset()
 if ds is None:
@@ -132,7 +130,7 @@ def plq(data: bytes, name: str, method: str, encoder_key: str, _enc, _det):
 c1, c2 = st.columns([2, 1])
 up = c1.file_uploader("Upload a face", type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"], key="plq_upload")
 grad_enc = gradient_encoder()  # gradients of q need the torch network
-has_grad = grad_enc is not None and has_gradients(grad_enc)
+has_grad = grad_enc is not None and grad_enc.differentiable
 methods = [m for m in PLQ_METHODS if has_grad or PLQ_METHODS[m][0] != "gradient"]
 method = c2.radio("Method", methods, key="plq_method", horizontal=True)
 if not has_grad:

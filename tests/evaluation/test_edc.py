@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from qmag_core.errors import QMagError
-from qmag_core.evaluation import metrics as M
+from qmag_core.evaluation import edc as E
 
 
 def literal_edc(scores, labels, quality, error, starting_error):
@@ -44,7 +44,7 @@ def test_matches_the_literal_definition(seed, error):
     q = np.round(rng.uniform(0, 10, n_g + n_i), 0 if seed % 2 else 2)  # odd seeds: many ties
     y = np.r_[np.ones(n_g), np.zeros(n_i)].astype(bool)
     s = np.where(y, 0.5 + 0.04 * q, 0.1) + rng.normal(0, 0.15, n_g + n_i)
-    e = M.quality_edc(s, y, q, error=error, starting_error=0.05)
+    e = E.quality_edc(s, y, q, error=error, starting_error=0.05)
     t, points = literal_edc(s.tolist(), y.tolist(), q.tolist(), error, 0.05)
     assert e.threshold == pytest.approx(t)
     np.testing.assert_allclose(e.discard, [p[0] for p in points], atol=1e-12)
@@ -59,11 +59,11 @@ def test_good_quality_beats_random_and_the_best_is_zero():
     q = rng.uniform(0, 1, n)
     y = rng.random(n) < 0.3
     s = np.where(y, 0.3 + 0.6 * q + rng.normal(0, 0.05, n), rng.normal(0.1, 0.1, n))
-    good = M.quality_edc(s, y, q)
-    noise = M.quality_edc(s, y, rng.uniform(0, 1, n))
+    good = E.quality_edc(s, y, q)
+    noise = E.quality_edc(s, y, rng.uniform(0, 1, n))
     assert good.starting_error == pytest.approx(0.05, abs=0.01)
     assert good.pauc(0.2) < 0.5 * noise.pauc(0.2)  # noise stays near the flat curve, e0 × 0.2 − e0²/2
-    oracle = M.quality_edc(s, y, s)  # discarding the lowest scores first is the theoretical best
+    oracle = E.quality_edc(s, y, s)  # discarding the lowest scores first is the theoretical best
     assert abs(oracle.pauc(0.2)) < 2e-3
 
 
@@ -73,7 +73,7 @@ def test_recomputed_variant_is_labelled_and_differs():
     q = rng.uniform(0, 1, n)
     y = rng.random(n) < 0.2
     s = np.where(y, 0.4 + 0.4 * q + rng.normal(0, 0.1, n), rng.normal(0.1, 0.1, n))
-    r = M.quality_edc_recomputed(s, y, q, fmr=1e-3)
+    r = E.quality_edc_recomputed(s, y, q, fmr=1e-3)
     assert r.rule == "recomputed_fmr_0.001" and r.fnmr[0] > r.fnmr[-1]
     with pytest.raises(QMagError, match="mated"):
-        M.quality_edc(s[~y], y[~y], q[~y])
+        E.quality_edc(s[~y], y[~y], q[~y])

@@ -12,8 +12,9 @@ from qmag_core.evaluation import metrics as M
 from qmag_core.evaluation.pairing import scores_from_embeddings
 from qmag_core.io.embeddings import load_embeddings
 from qmag_core.io.pairs import read_lfw_pairs
-from qmag_core.pipeline.compare import compare_images, default_params, threshold_at_fmr
+from qmag_core.pipeline.compare import compare_images
 from qmag_core.pipeline.embed import EmbeddingCache, EmbedStats, embed_files
+from qmag_core.scores.params import QMagFaceParams
 from qmag_core.vision.images import list_images
 
 
@@ -114,7 +115,7 @@ def test_compare_reports_each_file(enc, mixed_folder):
         mixed_folder / "b" / "wall.png",
         mixed_folder / "b" / "broken.jpg",
     ]
-    params = default_params("builtin")
+    params = QMagFaceParams.shipped("builtin")
     res = compare_images([str(f) for f in files], enc, names=[f.name for f in files], params=params, fmr=1e-3)
     assert [r.ok for r in res.images] == [True, True, False, False]
     assert "wall.png: no face detected" in res.images[2].error and "broken.jpg" in res.images[3].error
@@ -125,7 +126,7 @@ def test_compare_reports_each_file(enc, mixed_folder):
     assert p.s_hat == pytest.approx(
         p.s + min(0, params.beta * p.s - params.alpha) * min(res.images[0].quality, res.images[1].quality)
     )
-    fmr_used, ts, th = threshold_at_fmr(params, 1e-3)
+    fmr_used, ts, th = params.threshold_at(1e-3)
     assert res.threshold_s_hat == th and p.accept_s_hat == (p.s_hat >= th)
     m = res.matrix("s_hat")
     assert m[0, 1] == p.s_hat and np.isnan(m[2]).all()
@@ -155,15 +156,15 @@ def test_cli_compare_json(tmp_path, mixed_folder):
 
 
 def test_shipped_params_for_builtin():
-    p = default_params("builtin")
+    p = QMagFaceParams.shipped("builtin")
     assert p is not None and p.encoder == "builtin" and p.mode == "consistent"
     assert p.operating_points and all(0 < d["fmr"] <= 0.1 for d in p.operating_points)
     # trained on persons of LFW dev folds 1-4 only: folds 5-7 are the benches' test
     assert "folds 1-4" in p.trained_on["data"] and "never folds 5-7" in p.trained_on["data"]
-    assert threshold_at_fmr(p, 1e-7) == (None, None, None)
+    assert p.threshold_at(1e-7) == (None, None, None)
     # the q these α/β were trained on is the shipped head's, and the shipped encoder gives it
     assert p.encoder_key == load_encoder("builtin", device="cpu").key and p.quality_mismatch(p.encoder_key) is None
-    raw = default_params("builtin-raw")
+    raw = QMagFaceParams.shipped("builtin-raw")
     assert raw.encoder_key == load_encoder("builtin-raw", device="cpu").key
 
 

@@ -130,7 +130,7 @@ def test_pages_show_failures_and_baselines(tmp_path, monkeypatch):
     ]
     (tmp_path / "pairs.csv").write_text("path1,path2,label\n" + "\n".join(rows) + "\n")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
-    at.switch_page("pages/dataset.py").run()
+    at.switch_page("views/dataset.py").run()
     at.text_input(key="srv_folder").set_value("imgs").run()
     at.text_input(key="srv_pairs").set_value("pairs.csv").run()
     at.button(key="load_srv").click().run()
@@ -138,7 +138,7 @@ def test_pages_show_failures_and_baselines(tmp_path, monkeypatch):
     assert any("Failure to acquire: 2 of 9 pairs" in c.value for c in at.caption)
     scores = at.dataframe[0].value["scores"].tolist()
     assert scores == ["cosine s", "QMagFace ŝ", "cosine s, failures counted", "QMagFace ŝ, failures counted"]
-    at.switch_page("pages/quality.py").run()
+    at.switch_page("views/quality.py").run()
     assert not at.exception
     table = next(df.value for df in at.dataframe if "quality measure" in df.value.columns)
     assert table["quality measure"].tolist() == ["q (this encoder)", *MEASURES]

@@ -159,7 +159,7 @@ def test_dataset_page_opens_a_bin_and_refuses_a_malicious_one(real_bin, tmp_path
     from streamlit.testing.v1 import AppTest
 
     f, _, _ = real_bin
-    at = AppTest.from_file(str(ROOT / "pages" / "dataset.py"), default_timeout=240).run()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run().switch_page("views/dataset.py").run()
     evil = pickle.dumps(([b"x", b"y"], [True], _Evil()), protocol=2)
     at.file_uploader(key="up_bin").set_value(("evil.bin", evil, "application/octet-stream")).run()
     at.button(key="load_bin").click().run()

@@ -199,7 +199,7 @@ def test_backbone_feature_kinds():
     from qmag_core.quality.head import backbone_features
 
     enc = load_encoder("builtin-raw", device="cpu")
-    crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
+    crops = np.load(Path(__file__).parents[1] / "fixtures" / "faceapi_reference.npz")["inputs"]
     pooled = backbone_features(enc, crops)
     multi = backbone_features(enc, crops, kind="multi")
     assert pooled.shape == (5, 256) and multi.shape == (5, 768)
@@ -262,7 +262,7 @@ def test_backbone_directions_are_the_encoder_descriptors():
     from qmag_core.quality.head import backbone_directions, backbone_features
 
     enc = load_encoder("builtin-raw", device="cpu")
-    crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
+    crops = np.load(Path(__file__).parents[1] / "fixtures" / "faceapi_reference.npz")["inputs"]
     for kind in ("pooled", "multi"):
         np.testing.assert_allclose(
             backbone_directions(enc, backbone_features(enc, crops, kind=kind)), enc.embed(crops), atol=1e-4
@@ -280,7 +280,7 @@ def test_quality_model_keeps_backbone_direction_and_uses_head_length():
     raw = load_encoder("builtin-raw", device="cpu")
     head = QualityHead(768, 16).reset(torch.Generator().manual_seed(0)).eval()
     model = QualityModel(raw.net, head, "multi").eval()
-    crops = np.load(Path(__file__).parent / "fixtures" / "faceapi_reference.npz")["inputs"]
+    crops = np.load(Path(__file__).parents[1] / "fixtures" / "faceapi_reference.npz")["inputs"]
     x = raw.tensor(crops)
     with torch.inference_mode():
         e = model(x)

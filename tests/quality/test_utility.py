@@ -14,7 +14,7 @@ from qmag_core.errors import QMagError
 from qmag_core.quality.head import Q_SCALE, UtilityHead, load_quality_head, q_from_utility, save_quality_head
 from qmag_core.quality.utility import fit_utility_head, split_by_identity, utility_samples
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _linear(seed, n=400, f=12):

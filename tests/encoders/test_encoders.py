@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from qmag_core.encoders import load_encoder
+from qmag_core.encoders import WEIGHTS_SHA256, load_encoder
 from qmag_core.encoders.faceapi import (
     MANIFEST,
     MANIFEST_SHA256,
     WEIGHTS_BIN,
-    WEIGHTS_SHA256,
     decode_weights,
     load_faceapi_net,
 )
@@ -19,7 +18,7 @@ from qmag_core.errors import QMagError
 from qmag_core.vision.align import ARCFACE_112, DLIB_150
 from qmag_core.vision.runtime import resolve_device
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def _official_layout(model, prefix="features.module.", head_classes=10):
@@ -193,3 +192,21 @@ def test_gpu_matches_cpu_and_fp16():
     x = torch.rand(4, 3, 112, 112)
     with torch.inference_mode():
         np.testing.assert_allclose(m.cuda()(x.cuda()).cpu().numpy(), m.cpu()(x).numpy(), atol=1e-3)
+
+
+def test_every_encoder_kind_declares_the_face_encoder_interface(tmp_path):
+    """Torch, our ONNX export and a third-party ONNX model all offer FaceEncoder, and
+    quality_of is the length of what embed returns (the q the quality side explains)."""
+    from qmag_core.encoders import DifferentiableEncoder, FaceEncoder, open_onnx
+    from qmag_core.encoders.onnx import SHIPPED_MODEL
+
+    crops = np.load(Path(__file__).parents[1] / "fixtures" / "faceapi_reference.npz")["inputs"][:3].astype(np.uint8)
+    torch_enc = load_encoder("builtin", runtime="torch", device="cpu")
+    onnx_enc = open_onnx(SHIPPED_MODEL, device="cpu")
+    assert isinstance(torch_enc, DifferentiableEncoder) and torch_enc.differentiable
+    assert isinstance(onnx_enc, FaceEncoder) and not onnx_enc.differentiable
+    assert (torch_enc.runtime, onnx_enc.runtime) == ("torch", "onnx")
+    for enc in (torch_enc, onnx_enc):
+        q = enc.quality_of(crops)
+        np.testing.assert_allclose(q, np.linalg.norm(enc.embed(crops), axis=1), rtol=1e-5)
+    np.testing.assert_allclose(onnx_enc.quality_of(crops), torch_enc.quality_of(crops), rtol=1e-4)

@@ -9,24 +9,18 @@ import pandas as pd
 import streamlit as st
 
 from qmag_core.errors import FMRClampWarning, QMagError
+from qmag_core.evaluation.metrics import operating_points
 from qmag_core.evaluation.protocol import heldout_effect
-from qmag_core.pipeline.compare import operating_points
 from qmag_core.scores.params import OFFICIAL_PARAMS
 from qmag_core.scores.scoring import qmagface_score
 from qmag_core.scores.trainer import QMagFaceTrainer
 from studio.datasets import fmr_grid
 from studio.figures import omega_fit
-from studio.ui import active_params, dataset, download_table, fmt_pct, sidebar, state
+from studio.ui import active_params, download_table, fmt_pct, scored_dataset, state
 
-sidebar()
 st.title("Train α/β")
 ss = state()
-ds = dataset()
-if ds is None:
-    st.stop()
-if ds.one_class:
-    st.warning(ds.one_class)
-    st.stop()
+ds = scored_dataset()
 t = ds.table
 grid, default, reason = fmr_grid(ds.n_imposter)
 st.caption(

@@ -5,6 +5,8 @@ from hypothesis import strategies as st
 from sklearn.metrics import det_curve, roc_auc_score, roc_curve
 
 from qmag_core.errors import QMagError
+from qmag_core.evaluation import bootstrap as B
+from qmag_core.evaluation import edc as E
 from qmag_core.evaluation import metrics as M
 from qmag_core.scores.synthetic import synthetic_pairs
 
@@ -127,15 +129,15 @@ def test_best_threshold_and_kfold_toy():
 def test_bootstrap_ci_seeded_and_covers(tied):
     s, _, y = tied
     g, i = M.split_scores(s, y)
-    a = M.bootstrap_ci(g, i, n_boot=100, random_state=1)
-    b = M.bootstrap_ci(g, i, n_boot=100, random_state=1)
+    a = B.bootstrap_ci(g, i, n_boot=100, random_state=1)
+    b = B.bootstrap_ci(g, i, n_boot=100, random_state=1)
     assert a == b
     e = M.eer(g, i).value
     assert a["eer"][0] <= e <= a["eer"][1]
     f3 = M.fnmr_at_fmr(g, i, fmrs=(1e-3,))[0].fnmr
     lo, hi = a["fnmr_at_fmr"][1e-3]
     assert lo <= f3 <= hi and hi - lo < 0.2
-    small = M.bootstrap_ci(g[:50], i[:500], n_boot=20)
+    small = B.bootstrap_ci(g[:50], i[:500], n_boot=20)
     assert small["fnmr_at_fmr"][1e-3] is None
 
 
@@ -145,7 +147,7 @@ def test_edc_quality_discard_beats_random():
     q = np.r_[rng.uniform(10, 40, n_g), rng.uniform(10, 40, n_i)]
     s = np.r_[0.2 + 0.02 * (q[:n_g] - 10) + rng.normal(0, 0.05, n_g), rng.normal(0, 0.07, n_i)]
     y = np.r_[np.ones(n_g), np.zeros(n_i)].astype(bool)
-    r = M.edc(s, y, q)
+    r = E.edc(s, y, q)
     assert r.rule == "fmr_0.001"
     assert r.fnmr[0] == pytest.approx(np.mean(s[y] < r.threshold))
     assert r.fnmr[-1] < 0.5 * r.fnmr[0]  # discarding low q removes errors
@@ -154,7 +156,7 @@ def test_edc_quality_discard_beats_random():
     keep = np.argsort(q, kind="stable")[k:]
     j = list(np.round(r.discard, 2)).index(0.2)
     assert r.fnmr[j] == pytest.approx(np.mean(s[keep][y[keep]] < r.threshold))
-    few = M.edc(np.r_[s[:100], s[-500:]], np.r_[y[:100], y[-500:]], np.r_[q[:100], q[-500:]])
+    few = E.edc(np.r_[s[:100], s[-500:]], np.r_[y[:100], y[-500:]], np.r_[q[:100], q[-500:]])
     assert few.rule == "eer"
 
 
@@ -182,7 +184,7 @@ def test_paired_bootstrap_values_and_differences():
     y = np.r_[np.ones(400, bool), np.zeros(3000, bool)]
     a = np.where(y, rng.normal(1.5, 1, y.size), rng.normal(0, 1, y.size))
     folds = rng.integers(0, 4, y.size)
-    res = {d.metric: d for d in M.paired_bootstrap(y, a, a.copy(), fmrs=(1e-2, 1e-3, 1e-4), folds=folds, n_boot=50)}
+    res = {d.metric: d for d in B.paired_bootstrap(y, a, a.copy(), fmrs=(1e-2, 1e-3, 1e-4), folds=folds, n_boot=50)}
     # FMR 1e-4 needs 10,000 imposters: left out rather than reported from too few
     assert set(res) == {"eer", "fnmr@fmr=0.01", "fnmr@fmr=0.001", "accuracy"}
     g, i = a[y], a[~y]
@@ -192,17 +194,17 @@ def test_paired_bootstrap_values_and_differences():
     # identical score sets: every difference and every CI is exactly zero
     assert all(d.diff == d.lo == d.hi == 0 for d in res.values())
     # a monotone transform changes no rank metric
-    tr = M.paired_bootstrap(y, a, np.tanh(a / 3), n_boot=30)
+    tr = B.paired_bootstrap(y, a, np.tanh(a / 3), n_boot=30)
     assert all(abs(d.diff) < 1e-12 and abs(d.lo) < 1e-12 and abs(d.hi) < 1e-12 for d in tr)
     # genuine scores moved up: EER and FNMR fall, the CI excludes 0; seeded → repeatable
     b = a + 0.8 * y
-    d1 = M.paired_bootstrap(y, a, b, n_boot=200, random_state=5)
-    d2 = M.paired_bootstrap(y, a, b, n_boot=200, random_state=5)
+    d1 = B.paired_bootstrap(y, a, b, n_boot=200, random_state=5)
+    d2 = B.paired_bootstrap(y, a, b, n_boot=200, random_state=5)
     assert d1 == d2
     e = d1[0]
     assert e.metric == "eer" and e.b < e.a and e.hi < 0 and e.excludes_zero and e.lo <= e.diff <= e.hi
     with pytest.raises(QMagError, match="equal length"):
-        M.paired_bootstrap(y, a, b[:-1])
+        B.paired_bootstrap(y, a, b[:-1])
 
 
 def test_roc_curve_methods_equal_the_functions_on_one_sort():

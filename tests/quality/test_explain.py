@@ -16,7 +16,6 @@ from qmag_core.quality.explain import (
     occlusion_map,
     patch_region,
     quality_gradient,
-    quality_of,
     render_overlay,
 )
 from qmag_core.vision.align import FaceDetector, NoFaceError, detect_and_align
@@ -36,7 +35,7 @@ def crops(enc):
 
 
 def test_quality_matches_embedding_norm(enc, crops):
-    q = quality_of(enc, np.stack(crops).astype(np.float32))
+    q = enc.quality_of(np.stack(crops).astype(np.float32))
     np.testing.assert_allclose(q, np.linalg.norm(enc.embed(np.stack(crops)), axis=1), rtol=1e-5)
 
 
@@ -45,7 +44,7 @@ def test_gradient_is_first_order_correct(enc, crops):
         q, g = quality_gradient(enc, crop)
         u = g / np.linalg.norm(g)
         t = 1.0  # one grey level of L2 norm along the gradient
-        qp, qn = quality_of(enc, np.stack([crop + t * u, crop - t * u]).astype(np.float32))
+        qp, qn = enc.quality_of(np.stack([crop + t * u, crop - t * u]).astype(np.float32))
         rel = abs((qp - qn) / 2 - t * np.linalg.norm(g)) / (t * np.linalg.norm(g))
         assert rel < 0.05, rel
 
@@ -56,7 +55,7 @@ def test_integrated_gradients_complete(enc, crops):
         # completeness: attributions sum to q − q(baseline) up to the midpoint-rule error,
         # which shrinks with the number of steps (q ≈ 20; q − q(blur) can be as small as 0.1)
         m = gradient_map(enc, crop, sigma=0, steps=256)
-        qb = quality_of(enc, blur(crop.astype(np.float32), 4.0)[None])[0]
+        qb = enc.quality_of(blur(crop.astype(np.float32), 4.0)[None])[0]
         assert m.raw.sum() == pytest.approx(m.quality - qb, rel=0.1, abs=0.02)
 
 
@@ -95,7 +94,7 @@ def test_patch_lowers_quality_and_map(enc, crops, part):
     for crop in crops:
         patched = crop.copy()
         patched[rs, cs] = 128
-        q0, q1 = quality_of(enc, np.stack([crop, patched]).astype(np.float32))
+        q0, q1 = enc.quality_of(np.stack([crop, patched]).astype(np.float32))
         q_low += q1 < q0
         a, b = gradient_map(enc, crop, steps=32), gradient_map(enc, patched, steps=32)
         map_low += b.raw[rs, cs].mean() < a.raw[rs, cs].mean()
@@ -167,7 +166,7 @@ def test_occlusion_fill_options(enc, crops):
     assert a.quality == b.quality and not np.allclose(a.raw, b.raw)
     # greying out the whole crop in one patch: the map is q − q(grey image) everywhere
     c = occlusion_map(enc, crops[0], patch=150, stride=150, fill="grey")
-    q_grey = quality_of(enc, np.full((1, 150, 150, 3), 128.0, np.float32))[0]
+    q_grey = enc.quality_of(np.full((1, 150, 150, 3), 128.0, np.float32))[0]
     np.testing.assert_allclose(c.raw, c.quality - q_grey, rtol=1e-4)
     with pytest.raises(QMagError, match="fill must be"):
         occlusion_map(enc, crops[0], fill="noise")

@@ -135,7 +135,7 @@ def test_int8_export_is_calibrated_on_photos_and_keyed_apart(tmp_path):
 
     from qmag_core.encoders.onnx import shipped_encoder
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     faces = root / "sample_data" / "faces" / "deepface"
     base = [sys.executable, "-m", "qmag_core", "export-onnx", "--encoder", "builtin", "--out", tmp_path / "b8.onnx"]
     r = subprocess.run([*map(str, base), "--int8"], capture_output=True, text=True, cwd=str(root))

@@ -239,7 +239,7 @@ def test_degenerate_training_message(tmp_path):
 @pytest.mark.slow
 def test_fast_paths_do_not_import_torch_or_sklearn(scores_csv, tmp_path):
     code = (
-        "import sys; from qmag_core.cli.run import main; "
+        "import sys; from qmag_core.cli.run import run_command as main; "
         f"main(['train','--scores',{str(scores_csv)!r},'--out',{str(tmp_path / 'p.json')!r}]); "
         f"main(['evaluate','--scores',{str(scores_csv)!r},'--n-boot','5']); "
         "bad=[m for m in ('torch','sklearn','streamlit') if m in sys.modules]; print('HEAVY', bad)"
@@ -252,7 +252,7 @@ def test_fast_paths_do_not_import_torch_or_sklearn(scores_csv, tmp_path):
 def test_head_option_is_checked(tmp_path):
     from pathlib import Path
 
-    img = Path(__file__).resolve().parents[1] / "sample_data" / "faces" / "deepface" / "img1.jpg"
+    img = Path(__file__).resolve().parents[2] / "sample_data" / "faces" / "deepface" / "img1.jpg"
     r = run_cli(
         "compare", img, img, "--encoder", "builtin-raw", "--head", tmp_path / "h.pt", "--device", "cpu", check=False
     )
@@ -271,7 +271,7 @@ def test_missing_extra_is_named_not_a_traceback(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['facenet_pytorch'] = None; "
         "sys.modules['onnxruntime'] = None; "
-        "from qmag_core.cli.run import main; "
+        "from qmag_core.cli.run import run_command as main; "
         f"sys.exit(main(['compare', {str(img)!r}, {str(img)!r}]))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
