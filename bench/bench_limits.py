@@ -7,9 +7,14 @@
 * hostile tables given to `qmag evaluate` (a header of 1,000,000 columns, a line of
   10,000,000 characters, 1,000,000 rows of garbage as scores CSV, pairs CSV and
   feat.list): exit status, wall time and peak memory of the process (goal: exit 2 in
-  <= 10 s and <= 500 MB).
+  <= 10 s and <= 500 MB);
+* hostile models and sets (bench/hostile.py): an ONNX graph of 1 kB naming 2.25 GiB of
+  external weights, one whose metadata dims are text or lie, a .bin whose issame list
+  holds itself or 2**40 nested booleans, an IJB meta file with an id beyond int64 or a
+  2,000,000-character line, a quality scale with NaN band edges (goal: exit 2 in
+  <= 10 s and <= 1 GB).
 
-    python -m bench.bench_limits [--tables-only]
+    python -m bench.bench_limits [--tables-only | --hostile-only]
 """
 
 from __future__ import annotations
@@ -87,20 +92,57 @@ def hostile_tables(d: Path) -> dict[str, list[str]]:
     }
 
 
-def run_tables() -> None:
+def hostile_models(d: Path) -> dict[str, list[str]]:
+    """Hostile models and sets (bench/hostile.py) and the commands that read them."""
+    import json
+
+    from bench.hostile import forged_onnx, self_referencing_bin, shipped_meta
+    from qmag_core.quality.scale import SCALE_DIR
+
+    face = str(ROOT / "sample_data" / "faces" / "deepface" / "img1.jpg")
+    with open(d / "weights.bin", "wb") as fh:
+        fh.truncate(2_415_919_104)  # sparse
+    forged_onnx(d / "external.onnx", {}, external=("weights.bin", 1536))
+    forged_onnx(d / "text_dim.onnx", {**shipped_meta(), "qmag.dim": "abc"})
+    forged_onnx(d / "lying_dim.onnx", {**shipped_meta(), "qmag.dim": "512"})
+    self_referencing_bin(d / "self.bin")
+    self_referencing_bin(d / "nested.bin", depth=40)
+    for name, line in (("int", "1.jpg 99999999999999999999999 1\n"), ("line", "1.jpg 1 1 " + "x" * 2_000_000 + "\n")):
+        (d / name / "meta").mkdir(parents=True)
+        (d / name / "meta" / "x_face_tid_mid.txt").write_text(line)
+        (d / name / "meta" / "x_template_pair_label.txt").write_text("1 1 1\n")
+    scale = json.loads((SCALE_DIR / "builtin.json").read_text())
+    scale["edges"][0] = float("nan")
+    (d / "nan_scale.json").write_text(json.dumps(scale))
+    return {
+        "ONNX 1 kB naming 2.25 GiB external data": ["compare", face, face, "--onnx", str(d / "external.onnx")],
+        "ONNX metadata dim 'abc'": ["compare", face, face, "--onnx", str(d / "text_dim.onnx")],
+        "ONNX metadata dim 512, output 128": ["compare", face, face, "--onnx", str(d / "lying_dim.onnx")],
+        ".bin, issame list holding itself": ["evaluate", "--bin", str(d / "self.bin")],
+        ".bin, 2**40 nested booleans": ["evaluate", "--bin", str(d / "nested.bin")],
+        "IJB meta, template id beyond int64": ["evaluate", "--ijb", str(d / "int")],
+        "IJB meta, a 2,000,000-character line": ["evaluate", "--ijb", str(d / "line")],
+        "quality scale, NaN band edge": ["check", face, "--scale", str(d / "nan_scale.json")],
+    }
+
+
+def run_tables(cases=hostile_tables, title: str = "hostile tables, qmag evaluate") -> None:
     import platform
 
-    print(f"hostile tables, qmag evaluate as a process ({platform.machine()}, {os.cpu_count()} cores):")
+    print(f"{title} as a process ({platform.machine()}, {os.cpu_count()} cores):")
     with tempfile.TemporaryDirectory() as d:
-        for name, args in hostile_tables(Path(d)).items():
+        for name, args in cases(Path(d)).items():
             out = subprocess.run([sys.executable, "-c", WRAP, *args], capture_output=True, text=True, cwd=str(ROOT))
             rc, sec, kib, msg = out.stdout.strip().split(" ", 3)
             print(f"  {name:<42} exit {rc}  {float(sec):5.2f} s  {int(kib) / 1024:6.0f} MiB   {msg}")
 
 
 def main() -> int:
-    run_tables()
-    if "--tables-only" in sys.argv:
+    if "--hostile-only" not in sys.argv:
+        run_tables()
+    if "--tables-only" not in sys.argv:
+        run_tables(hostile_models, "hostile models and sets, qmag")
+    if "--tables-only" in sys.argv or "--hostile-only" in sys.argv:
         return 0
     from PIL import Image
 

@@ -10,6 +10,7 @@ value fails the work that needs it (the CLI checks them all before it starts).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -52,7 +53,7 @@ def parse_limit(name: str, raw: str) -> int:
             v = float(number) if any(c in number for c in ".eE") else int(number)
         except ValueError:
             v = None
-        if v is not None and v == int(v):
+        if v is not None and math.isfinite(v) and v == int(v):
             value = int(v) * _UNITS[suffix]
     if value is None or not 1 <= value <= _MAX_VALUE:
         also = " (or with K, M, G, KiB, MiB, GiB)" if unit == "bytes" else ""

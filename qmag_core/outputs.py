@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -39,12 +39,15 @@ def check_output(
     folder: bool = False,
     overwrite_inputs: bool = False,
     overwrite_flag: str | None = None,
+    folders: Sequence[tuple[str | os.PathLike, Callable[[Path], bool] | None]] = (),
 ) -> Path:
     """``path`` as a Path once it is known that the work's result can be written there:
     its folder exists and is writable, it is not a folder (``folder=True``: it is one,
     or will be made), and it is none of ``inputs`` (by resolved path or by inode) unless
     ``overwrite_inputs`` (``overwrite_flag``: the option that asks for it, named in the
-    message).  :class:`OutputError` naming ``arg`` otherwise."""
+    message), nor an existing file inside one of the input ``folders`` that the command
+    reads (``(folder, reads)``: ``reads(path)`` says whether it reads that file; None:
+    every file).  :class:`OutputError` naming ``arg`` otherwise."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not str(path).strip():
@@ -63,7 +66,23 @@ def check_output(
             if _same_file(p, Path(src)):
                 how = f", or give {overwrite_flag} to overwrite it" if overwrite_flag else ""
                 raise OutputError(f"{arg} {path}: is also an input ({src}); write elsewhere{how}")
+        for folder, reads in folders:
+            if _inside(p, Path(folder)) and (reads is None or reads(p)):
+                raise OutputError(
+                    f"{arg} {path}: is a file this command reads (in its input folder {folder}); write elsewhere"
+                )
     return p
+
+
+def _inside(p: Path, folder: Path) -> bool:
+    """Whether ``p`` is an existing file (or a link to one) below ``folder``, by resolved path."""
+    try:
+        if not p.is_file():
+            return False
+        real, top = p.resolve(), folder.resolve()
+        return real != top and (top in real.parents or p.absolute().parent.resolve().is_relative_to(top))
+    except OSError:
+        return False
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -41,6 +41,9 @@ __all__ = [
     "read_json",
     "load_npy",
     "load_npz",
+    "is_real",
+    "check_line_lengths",
+    "real_list",
 ]
 
 
@@ -65,6 +68,16 @@ _ZIP_ERRORS = (
     IndexError,
     OverflowError,
 )
+
+
+def is_real(v) -> bool:
+    """A JSON number that is a finite real (not a boolean, not NaN or ±inf)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def real_list(v, *, lo: float = -math.inf, hi: float = math.inf, n: tuple[int, int] = (0, 1 << 20)) -> bool:
+    """A JSON list of ``n[0]``…``n[1]`` finite numbers, each in [lo, hi]."""
+    return isinstance(v, list) and n[0] <= len(v) <= n[1] and all(is_real(x) and lo <= x <= hi for x in v)
 
 
 class PathError(QMagError):
@@ -224,7 +237,16 @@ def read_json(path: str | os.PathLike, *, expected: str, max_bytes: int | None =
         raise DataFormatError(f"JSON nested too deeply; expected {expected}", path=label) from None
 
 
-def _check_lines(data: bytes, label: str, cap: int, chunk: int = 64 << 20) -> None:
+def check_line_lengths(path: str | os.PathLike, *, label: str | None = None) -> None:
+    """Refuse a text file with a line longer than ``QMAG_MAX_LINE_BYTES``, naming the
+    line, without reading the file into memory (it is mapped a chunk at a time)."""
+    p = str(path)
+    cap = limit("QMAG_MAX_LINE_BYTES")
+    if os.path.getsize(p) > cap:
+        _check_lines(np.memmap(p, np.uint8, mode="r"), label or p, cap)
+
+
+def _check_lines(data, label: str, cap: int, chunk: int = 64 << 20) -> None:
     """Refuse ``data`` when a line is longer than ``cap`` bytes, naming the line: newline
     positions found with numpy, a chunk at a time (no copy of the text is made)."""
     if len(data) <= cap:

@@ -147,7 +147,7 @@ def dataset() -> Dataset | None:
         return ss.uploaded[ss.dataset_id]
     enc = encoder()
     try:
-        return _sample_dataset(ss.dataset_id, enc.key, enc)
+        return _sample_dataset(ss.dataset_id, enc.content_key, enc)
     except QMagError as e:
         st.error(f"Dataset could not be opened: {e}")
         return None
@@ -241,7 +241,7 @@ def draw_sidebar() -> None:
         p = active_params()  # loads the encoder: its error, if any, is shown here, once
         if ss.get("_encoder_error"):
             st.error(ss["_encoder_error"])
-        if p is not None and (why := p.quality_mismatch(encoder().key)):
+        if p is not None and (why := p.mismatch(encoder().id, encoder().key)):
             st.warning(f"Active parameters: {why}.")
         if p is None:
             st.caption("Active parameters: none (ŝ = s)")

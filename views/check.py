@@ -55,7 +55,7 @@ bar = st.progress(0.0, text=f"Checking {name}: detecting, repairing six regions,
 # upload passes through a run without one, which checks the sample), else the last sample
 last_key = "check_last_upload" if up is not None else "check_last_sample"
 try:
-    aligned, rep = _check(key, name, enc.key, src, enc, detector(), scale)
+    aligned, rep = _check(key, name, enc.content_key, src, enc, detector(), scale)
 except QMagError as e:
     bar.empty()
     st.error(f"{name}: {e}" if not str(e).startswith(name) else str(e))

@@ -85,7 +85,7 @@ def _embedded(content_hash: str, name: str, encoder_key: str, face, _src, _enc, 
 
 det = detector()
 results = [
-    _embedded(h, name, enc.key, ss.face_choice.get(h, rule), src, enc, det)
+    _embedded(h, name, enc.content_key, ss.face_choice.get(h, rule), src, enc, det)
     for h, name, src in zip(hashes, names, sources, strict=True)
 ]
 res = compare_embedded(results, params=params, fmr=fmr)

@@ -149,7 +149,7 @@ else:
 
     try:
         use = grad_enc if PLQ_METHODS[method][0] == "gradient" else enc
-        qm = plq(source[0], source[1], method, use.key, use, detector())
+        qm = plq(source[0], source[1], method, use.content_key, use, detector())
     except QMagError as e:
         st.error(str(e))
     else:

@@ -9,14 +9,17 @@ import sys
 
 from ..errors import QMagError, one_line
 from .embed import progress_bar
-from .options import add_encoder_options, encoder_from_args, positive_int, probability
+from .options import add_encoder_options, encoder_from_args, int_in, probability
 
 
 def _scale_from_args(a, enc):
     from ..quality.scale import load_scale, scale_for
 
     if a.scale:
-        return load_scale(a.scale)
+        sc = load_scale(a.scale)
+        if why := sc.mismatch(enc.id, enc.key):  # said like a params file of another encoder
+            print(f"warning: {why}", file=sys.stderr)
+        return sc
     sc = scale_for(enc)
     if sc is None:
         raise QMagError(
@@ -74,10 +77,10 @@ def cmd_check(a) -> int:
 
 
 def cmd_calibrate_quality(a) -> int:
-    from ..io import read_scores_csv
     from ..quality.scale import fit_scale
+    from .scores import load_scores
 
-    t = read_scores_csv(a.scores)
+    t = load_scores(a.scores, needs_both="a quality scale (imposters set its threshold)")
     sc = fit_scale(
         t.s,
         t.label,
@@ -115,7 +118,7 @@ def _parser_calibrate_quality(sub) -> None:
     p.add_argument("--scores", required=True, help="scores CSV s,q1,q2,label of reference pairs")
     p.add_argument("--out", required=True, help="scale JSON")
     p.add_argument("--fmr", type=probability, default=1e-3, help="operating point of the scale")
-    p.add_argument("--bins", type=positive_int, default=20, help="quantile bins of the worse q")
+    p.add_argument("--bins", type=int_in(2, 1000), default=20, help="quantile bins of the worse q")
     p.add_argument("--encoder-id", default=None, help="the encoder the scores came from (recorded in the file)")
     p.set_defaults(func=cmd_calibrate_quality, writes=("out",), reads=("scores",))
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import QMagError, one_line
-from .options import add_encoder_options, encoder_from_args, positive_int, progress_bar
+from .options import add_encoder_options, batch_int, encoder_from_args, int_in, progress_bar
 
 
 def _run_engine(a, paths, root, enc, *, progress, stats, keep_alive: bool = False):
@@ -118,27 +118,35 @@ def _embed_sharded(a, paths, root) -> int:
     return 0
 
 
+def listed_images(a) -> tuple[str, list[str]]:
+    """``(root, paths)`` of ``--list FILE``: one path per line (``#`` comments), each
+    confined under ``--root`` (default: the list's folder)."""
+    from ..safeio import confine_paths, read_text
+
+    text = read_text(a.list, expected="one image path per line", lines=True)
+    rows = [
+        (k + 1, ln.strip()) for k, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    paths = [r[1] for r in rows]
+    root = a.root or (os.path.dirname(os.path.abspath(a.list)))
+    if not Path(root).is_dir():
+        raise QMagError(f"--root {root}: not a folder")
+    confine_paths(paths, root, source=a.list, lines=[r[0] for r in rows])
+    return root, paths
+
+
 def cmd_embed(a) -> int:
     from ..io.embeddings import save_embeddings
-    from ..safeio import confine_paths, read_text
+    from ..safeio import confine_paths
     from ..vision.images import list_images
 
     if bool(a.images) == bool(a.list):
         raise QMagError("give either --images DIR or --list FILE")
-    if a.images:
+    if a.images:  # every path checked before anything is written (a link leading out refuses the folder)
         root, paths = a.images, list_images(a.images)
+        confine_paths(paths, root)
     else:
-        text = read_text(a.list, expected="one image path per line", lines=True)
-        rows = [
-            (k + 1, ln.strip())
-            for k, ln in enumerate(text.splitlines())
-            if ln.strip() and not ln.lstrip().startswith("#")
-        ]
-        paths = [r[1] for r in rows]
-        root = a.root or (os.path.dirname(os.path.abspath(a.list)))
-        if not Path(root).is_dir():
-            raise QMagError(f"--root {root}: not a folder")
-        confine_paths(paths, root, source=a.list, lines=[r[0] for r in rows])
+        root, paths = listed_images(a)
     source = f"--list {a.list}" if a.list else f"--images {a.images}"
     if not paths:
         raise QMagError(f"{source}: no image paths in it" if a.list else f"{source}: no images in this folder")
@@ -164,7 +172,7 @@ def _parser_embed(sub) -> None:
     p.add_argument("--list", default=None, help="text file with one image path per line")
     p.add_argument("--root", default=None, help="folder the --list paths are relative to")
     p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=batch_int, default=32)
     p.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/qmag or $QMAG_CACHE)")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument(
@@ -178,13 +186,19 @@ def _parser_embed(sub) -> None:
     )
     p.add_argument(
         "--shard-size",
-        type=positive_int,
+        type=int_in(1, 10_000_000),
         default=None,
         help="very large sets: --out is a folder of .npz shards of this many images each (+ manifest.json), "
         "each written when done; rerunning resumes; every command reads the folder like one .npz",
     )
     add_encoder_options(p)
-    p.set_defaults(func=cmd_embed, writes=("out",), reads=("list",))
+    p.set_defaults(
+        func=cmd_embed,
+        writes=("out",),
+        reads=("list", "images", "root"),
+        image_folders=("images", "root"),
+        inputs_of=lambda a: [os.path.join(r, q) for r, ps in [listed_images(a)] for q in ps] if a.list else [],
+    )
 
 
 def add_embed_commands(sub) -> None:

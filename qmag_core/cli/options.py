@@ -14,23 +14,32 @@ from ..errors import QMagError
 
 
 # ------------------------------------------------------------- argument types
-def _int_type(lo: int, what: str):
+def int_in(lo: int, hi: int | None = None, what: str | None = None):
+    """An argparse type: a whole number from ``lo`` to ``hi`` (None: no upper end).
+    Every argument that sizes work has an upper end (docs/cli.md lists them)."""
+    what = what or (f"an integer from {lo:,} to {hi:,}" if hi is not None else f"an integer >= {lo}")
+
     def parse(v: str) -> int:
         try:
-            x = int(v)
+            x = int(v) if len(v) <= 40 else None
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {v!r}") from None
-        if x < lo:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {x}")
+            x = None
+        if x is None:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v[:40]!r}")
+        if x < lo or (hi is not None and x > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {x:,}")
         return x
 
     parse.__name__ = what
     return parse
 
 
-positive_int = _int_type(1, "a positive integer")
-nonneg_int = _int_type(0, "an integer >= 0")
-at_least_two = _int_type(2, "an integer >= 2")
+positive_int = int_in(1, None, "a positive integer")
+nonneg_int = int_in(0, None, "an integer >= 0")
+#: a random seed (numpy's generators take any whole number >= 0; this keeps it to 64 bits)
+seed_int = int_in(0, 2**63 - 1)
+#: a batch of crops through a network
+batch_int = int_in(1, 4096)
 
 
 def probability(v: str) -> float:

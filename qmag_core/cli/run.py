@@ -43,9 +43,8 @@ def check_outputs(a) -> None:
     from ..outputs import check_output
 
     args = vars(a)
-    outs, ins = args.get("writes", ()), args.get("reads", ())
-    inputs = [v for k in ins if isinstance(v := args.get(k), str)]
-    inputs += [v for k in ins if isinstance(vs := args.get(k), list) for v in vs if isinstance(v, str)]
+    outs = args.get("writes", ())
+    inputs, folders = _inputs_of(a)
     if a.cmd == "embed" and not a.shard_size and not str(a.out).lower().endswith(".npz"):
         raise QMagError(f"--out {a.out}: expected a file name ending in .npz (or a folder, with --shard-size)")
     for k in outs:
@@ -58,7 +57,28 @@ def check_outputs(a) -> None:
                 folder=a.cmd == "embed" and bool(a.shard_size),
                 overwrite_inputs=bool(args.get("in_place")),
                 overwrite_flag="--in-place" if a.cmd == "score" else None,
+                folders=folders,
             )
+
+
+def _inputs_of(a) -> tuple[list[str], list[tuple]]:
+    """The files a command reads (its file arguments and what it declares in
+    ``inputs_of``) and its input folders with what it reads in each: the images of an
+    image folder, every file of any other folder (IJB layouts, shard folders)."""
+    from ..io.common import IMAGE_EXTENSIONS
+
+    args = vars(a)
+    named = [v for k in args.get("reads", ()) for v in _strings(args.get(k))]
+    images_in = {v for k in args.get("image_folders", ()) for v in _strings(args.get(k))}
+    files = [v for v in named if not os.path.isdir(v)]
+    files += args["inputs_of"](a) if "inputs_of" in args else []
+    is_image = lambda p: p.suffix.lower() in IMAGE_EXTENSIONS  # noqa: E731
+    folders = [(v, is_image if v in images_in else None) for v in named if os.path.isdir(v)]
+    return files, folders
+
+
+def _strings(v) -> list[str]:
+    return [v] if isinstance(v, str) else [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
 
 
 #: optional dependency → the extra that installs it
@@ -77,6 +97,7 @@ def run_command(argv=None) -> int:
     exits 1 with one line (``QMAG_DEBUG=1`` shows its traceback)."""
     ap = build_parser()
     a = ap.parse_args(argv)
+    _quiet_libraries()
     try:
         check_outputs(a)
         return int(a.func(a) or 0)
@@ -102,6 +123,17 @@ def run_command(argv=None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - never a traceback for a user
         return _internal_error(e)
+
+
+def _quiet_libraries() -> None:
+    """The libraries' own warnings (torch's UserWarnings and the like) stay off the
+    terminal, so a failing command ends in its one error line; onnxruntime's and Ray's
+    log levels are set where their sessions start.  ``QMAG_DEBUG=1`` shows them all."""
+    import warnings
+
+    if os.environ.get("QMAG_DEBUG"):
+        return
+    warnings.filterwarnings("ignore", module=r"(torch|torchvision|facenet_pytorch|onnx|onnxruntime|ray)(\.|$)")
 
 
 def _internal_error(e: BaseException) -> int:

@@ -15,11 +15,12 @@ from ..evaluation.protocol import evaluate_table, format_report, jsonable
 from ..evaluation.templates import format_template_report
 from .options import (
     add_encoder_options,
-    at_least_two,
-    nonneg_int,
+    batch_int,
+    int_in,
     positive_float,
     positive_int,
     probability,
+    seed_int,
     write_json,
 )
 from .vision import evaluate_ijb, scores_from_bin, scores_from_images
@@ -36,8 +37,8 @@ def _add_trainer_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--fmr-min", type=probability, default=1e-5)
     g.add_argument("--fmr-max", type=probability, default=1e-2)
-    g.add_argument("--n-fmr", type=at_least_two, default=50)
-    g.add_argument("--n-omega", type=at_least_two, default=20)
+    g.add_argument("--n-fmr", type=int_in(2, 1000), default=50)
+    g.add_argument("--n-omega", type=int_in(2, 1000), default=20)
     g.add_argument("--max-ratio", type=positive_float, default=0.5)
     g.add_argument(
         "--max-imposters",
@@ -50,7 +51,7 @@ def _add_trainer_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep FMRs below 1/#imposters (official behaviour) instead of clamping",
     )
-    g.add_argument("--seed", type=nonneg_int, default=0)
+    g.add_argument("--seed", type=seed_int, default=0)
 
 
 def _trainer_from_args(a):
@@ -69,19 +70,27 @@ def _trainer_from_args(a):
     )
 
 
-def _load_scores(path: str):
+def load_scores(path: str, *, needs_both: str | None = None):
+    """A scores CSV; ``needs_both``: what needs genuine and imposter pairs (a file with
+    one class is then refused, naming the file, before any work)."""
     from ..io.scores import read_scores_csv
 
     if not os.path.lexists(path):
         raise QMagError(f"{path}: no such file")
-    return read_scores_csv(path)
+    table = read_scores_csv(path)
+    n_gen = int((table.label == 1).sum())
+    if needs_both and (n_gen == 0 or n_gen == len(table.label)):
+        raise QMagError(
+            f"{path}: {n_gen:,} genuine and {len(table.label) - n_gen:,} imposter pairs; {needs_both} needs both"
+        )
+    return table
 
 
 def cmd_train(a) -> int:
     from ..safeio import sha256_file
     from ..scores.params import QUALITY_MEANING
 
-    table = _load_scores(a.scores)
+    table = load_scores(a.scores, needs_both="training α/β")
     encoder = a.encoder or table.encoder
     tr = _trainer_from_args(a)
     with warnings.catch_warnings(record=True) as caught:
@@ -159,15 +168,10 @@ def _scores_from_features(a):
     return table, rep, emb.encoder
 
 
-def _warn_params_mismatch(params, table, a) -> None:
-    data_enc = table.encoder or (a.encoder if a.images else None)
-    if params.encoder and data_enc and params.encoder != data_enc:
-        print(
-            f"warning: params were trained for encoder '{params.encoder}' but the scores come "
-            f"from '{data_enc}'; α/β depend on the encoder's quality scale",
-            file=sys.stderr,
-        )
-    elif why := params.quality_mismatch(table.encoder_key):
+def warn_params_mismatch(params, encoder_id: str | None, encoder_key: str | None) -> None:
+    """The one warning every command gives when a params file was trained on another
+    encoder's q than the scores it is applied to."""
+    if why := params.mismatch(encoder_id, encoder_key):
         print(f"warning: {why}", file=sys.stderr)
 
 
@@ -192,10 +196,10 @@ def cmd_evaluate(a) -> int:
                 rep["pairs_report"] = rep_pairs
                 return _finish_evaluate(a, rep)
     else:
-        table = _load_scores(a.scores)
+        table = load_scores(a.scores, needs_both="evaluation")
     if a.params:
         params = QMagFaceParams.load(a.params)
-        _warn_params_mismatch(params, table, a)
+        warn_params_mismatch(params, table.encoder or (a.encoder if a.images else None), table.encoder_key)
         rep, _ = evaluate_table(table, params=params, n_boot=a.n_boot, seed=a.seed)
     else:
         tr = _trainer_from_args(a)
@@ -228,8 +232,9 @@ def cmd_score(a) -> int:
     if bool(a.out) == bool(a.in_place):
         raise QMagError("give --out FILE, or --in-place to add s_hat to --scores itself")
     out = a.scores if a.in_place else a.out  # --out is not --scores: run.check_outputs refused that
-    table = _load_scores(a.scores)
+    table = load_scores(a.scores)
     params = QMagFaceParams.load(a.params)
+    warn_params_mismatch(params, table.encoder, table.encoder_key)
     s_hat = params.score(table.s, table.q_min)
     n = add_scores_column(a.scores, out, s_hat, meta={"params_alpha": params.alpha, "params_beta": params.beta})
     print(f"scored {n} pairs with alpha={params.alpha:.6g} beta={params.beta:.6g} -> {out}")
@@ -258,7 +263,7 @@ def _parser_train(sub) -> None:
     p.add_argument("--encoder", default=None, help="encoder id of the scores (overrides the file's '# encoder=')")
     p.add_argument(
         "--bootstrap",
-        type=nonneg_int,
+        type=int_in(0, 100_000),
         default=0,
         metavar="N",
         help="add a seeded bootstrap 95%% CI of alpha/beta (N resamples)",
@@ -299,15 +304,20 @@ def _parser_evaluate(sub) -> None:
         help="precomputed embeddings (.npz, a shard folder, .npy, feat.list): with --pairs (paths as in the "
         "embeddings) or --ijb",
     )
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=batch_int, default=32)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--params", default=None, help="params JSON; without it alpha/beta are cross-fitted over folds")
     p.add_argument("--json", default=None, help="write the full report as JSON")
     add_encoder_options(p)
-    p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--n-boot", type=int_in(1, 100_000), default=200, help="bootstrap resamples for the 95%% CIs")
     _add_trainer_options(p)
-    p.set_defaults(func=cmd_evaluate, writes=("json",), reads=("scores", "pairs", "bin", "features", "params"))
+    p.set_defaults(
+        func=cmd_evaluate,
+        writes=("json",),
+        reads=("scores", "pairs", "bin", "features", "params", "images", "ijb"),
+        image_folders=("images",),
+    )
 
 
 def _parser_score(sub) -> None:
@@ -324,12 +334,12 @@ def _parser_score(sub) -> None:
 def _parser_make_pairs(sub) -> None:
     p = sub.add_parser("make-pairs", help="seeded genuine/imposter pairs for a folder-per-identity image set")
     p.add_argument("--images", required=True)
-    p.add_argument("--genuine", type=nonneg_int, required=True)
-    p.add_argument("--imposter", type=nonneg_int, required=True)
-    p.add_argument("--folds", type=positive_int, default=10)
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--genuine", type=int_in(0, 10_000_000), required=True)
+    p.add_argument("--imposter", type=int_in(0, 10_000_000), required=True)
+    p.add_argument("--folds", type=int_in(1, 100), default=10)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_make_pairs, writes=("out",))
+    p.set_defaults(func=cmd_make_pairs, writes=("out",), reads=("images",), image_folders=("images",))
 
 
 def add_scores_commands(sub) -> None:

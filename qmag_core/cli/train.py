@@ -7,7 +7,14 @@ import os
 import sys
 
 from ..errors import QMagError
-from .options import add_onnx_options, layout_from_args, nonneg_int, positive_float, positive_int, probability
+from .options import (
+    add_onnx_options,
+    int_in,
+    layout_from_args,
+    positive_float,
+    probability,
+    seed_int,
+)
 
 
 def cmd_train_magface(a) -> int:
@@ -194,10 +201,10 @@ def _parser_train_magface(sub) -> None:
     p = sub.add_parser("train-magface", help="train a MagFace quality head on the built-in backbone")
     p.add_argument("--data", required=True, help="folder with one sub-folder of images per identity")
     p.add_argument("--out", required=True, help="quality head file (.pt, tensors only)")
-    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--epochs", type=int_in(1, 10_000), default=30)
     p.add_argument("--lr", type=positive_float, default=0.05)
-    p.add_argument("--dim", type=positive_int, default=128)
-    p.add_argument("--degraded", type=nonneg_int, default=6, help="seeded degraded copies per image")
+    p.add_argument("--dim", type=int_in(1, 4096), default=128)
+    p.add_argument("--degraded", type=int_in(0, 100), default=6, help="seeded degraded copies per image")
     p.add_argument("--max-severity", type=positive_float, default=1.0, help="degradation severities ~ U(0.1, this)")
     p.add_argument(
         "--features",
@@ -213,12 +220,14 @@ def _parser_train_magface(sub) -> None:
         "measures how well the direction the encoder matches with fits its identity) or the head's output",
     )
     p.add_argument("--u-a", type=positive_float, default=110.0, help="MagFace upper magnitude u_a (l_a 10)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops")
     p.add_argument("--checkpoint", default=None, help="resumable checkpoint (default OUT.ckpt)")
     p.add_argument("--log", default=None, help="JSON training log (default OUT.log.json)")
-    p.set_defaults(func=cmd_train_magface, writes=("out", "checkpoint", "log"))
+    p.set_defaults(
+        func=cmd_train_magface, writes=("out", "checkpoint", "log"), reads=("data",), image_folders=("data",)
+    )
 
 
 def _parser_train_quality(sub) -> None:
@@ -240,16 +249,16 @@ def _parser_train_quality(sub) -> None:
         default="both",
         help="degradations for the targets: of the aligned crop, of the whole photo before detection, or both",
     )
-    p.add_argument("--degraded", type=positive_int, default=2, help="seeded degraded versions per image and family")
+    p.add_argument("--degraded", type=int_in(1, 100), default=2, help="seeded degraded versions per image and family")
     p.add_argument(
         "--val-fraction", type=probability, default=0.25, help="identities held out to choose the ridge strength"
     )
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--aligned", action="store_true", help="images are aligned ArcFace-112 crops (crop family only)")
     g = p.add_argument_group("any face model: a head on the embedding alone (numpy; no torch needed)")
     add_onnx_options(g)
-    p.set_defaults(func=cmd_train_quality, writes=("out",))
+    p.set_defaults(func=cmd_train_quality, writes=("out",), reads=("data", "onnx"), image_folders=("data",))
 
 
 def add_train_commands(sub) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import QMagError, one_line
 from ..evaluation.protocol import jsonable
 from .embed import embed_paths, progress_bar
-from .options import add_encoder_options, default_explain_method, encoder_from_args, positive_int, probability
+from .options import add_encoder_options, default_explain_method, encoder_from_args, int_in, probability
 
 
 def cmd_export_onnx(a) -> int:
@@ -73,7 +73,7 @@ def cmd_compare(a) -> int:
     enc = encoder_from_args(a)
     scale = scale_for(enc)
     params = QMagFaceParams.load(a.params) if a.params else QMagFaceParams.shipped(enc.id)
-    if params is not None and (why := params.quality_mismatch(enc.key)):
+    if params is not None and (why := params.mismatch(enc.id, enc.key)):
         print(f"warning: {why}", file=sys.stderr)
     res = compare_images(
         a.images,
@@ -257,18 +257,18 @@ def evaluate_ijb(a) -> dict:
         from ..io.embeddings import load_embeddings
 
         feats, ok = protocol_features(load_embeddings(a.features), prot)
-        key = None
+        enc_id = key = None
     else:
         enc = encoder_from_args(a)
         bar = progress_bar(len(prot.images), f"embedding {prot.name} ({enc.id})")
         cache = None if a.no_cache else (a.cache_dir or "default")
         feats, ok, _ = embed_protocol(prot, enc, cache_dir=cache, batch_size=a.batch_size, progress=bar)
-        key = enc.key
+        enc_id, key = enc.id, enc.key
         if params is None:
             params = QMagFaceParams.shipped(enc.id)
             if params is not None:
                 print(f"note: using the parameters shipped for encoder '{enc.id}'", file=sys.stderr)
-    if params is not None and (why := params.quality_mismatch(key)):
+    if params is not None and (why := params.mismatch(enc_id, key)):
         print(f"warning: {why}", file=sys.stderr)
     from ..evaluation.templates import SOFTMAX_T
 
@@ -307,9 +307,9 @@ def _parser_explain(sub) -> None:
         help="fixed: the encoder's calibrated PLQ scale, the same colours for every photo (when it has one); "
         "own: scaled by this map's 99th percentile",
     )
-    p.add_argument("--steps", type=positive_int, default=64, help="integration steps (gradient)")
-    p.add_argument("--patch", type=positive_int, default=16, help="patch size in px (occlusion)")
-    p.add_argument("--stride", type=positive_int, default=8, help="patch stride in px (occlusion)")
+    p.add_argument("--steps", type=int_in(1, 4096), default=64, help="integration steps (gradient)")
+    p.add_argument("--patch", type=int_in(1, 1024), default=16, help="patch size in px (occlusion)")
+    p.add_argument("--stride", type=int_in(1, 1024), default=8, help="patch stride in px (occlusion)")
     p.add_argument(
         "--fill",
         choices=("blur", "grey"),
@@ -325,16 +325,21 @@ def _parser_export_onnx(sub) -> None:
         "export-onnx", help="export an encoder (with its quality head) to one ONNX graph with a dynamic batch axis"
     )
     p.add_argument("--out", required=True, help="model.onnx")
-    p.add_argument("--opset", type=positive_int, default=17)
+    p.add_argument("--opset", type=int_in(13, 20), default=17, help="ONNX opset, 13 to 20")
     p.add_argument(
         "--int8",
         action="store_true",
         help="write an int8 graph (onnxruntime static quantization, calibrated on --calibration photos)",
     )
     p.add_argument("--calibration", default=None, help="with --int8: a folder of real photos (or crops with --aligned)")
-    p.add_argument("--calibration-count", type=positive_int, default=256, help="photos used for calibration")
+    p.add_argument("--calibration-count", type=int_in(1, 100_000), default=256, help="photos used for calibration")
     add_encoder_options(p)
-    p.set_defaults(func=cmd_export_onnx, writes=("out",), reads=("onnx", "checkpoint", "head"))
+    p.set_defaults(
+        func=cmd_export_onnx,
+        writes=("out",),
+        reads=("onnx", "checkpoint", "head", "calibration"),
+        image_folders=("calibration",),
+    )
 
 
 def add_vision_commands(sub) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import QMagError
 from ..limits import limit
+from .keys import file_key
 
 __all__ = ["InputLayout", "ForeignOnnxEncoder", "WEAK_QUALITY"]
 
@@ -69,29 +70,86 @@ class InputLayout:
 
 
 def onnx_session(p: Path, device: str):
-    """An onnxruntime session of a size-capped model file, on CUDA when asked and there."""
+    """An onnxruntime session of a model whose file and external data together fit the
+    model cap (``QMAG_MAX_MODEL_BYTES``, summed before anything is loaded), on CUDA when
+    asked and there."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise QMagError("the onnx runtime needs onnxruntime: pip install 'qmag-studio[onnx]'") from None
-    if not p.exists():
-        raise QMagError(f"{p}: ONNX model not found")
-    if not p.is_file():
-        from ..safeio import kind_of
-
-        raise QMagError(f"{p}: {kind_of(p.stat().st_mode)}, not an ONNX model file")
-    cap = limit("QMAG_MAX_MODEL_BYTES")
-    if p.stat().st_size > cap:
-        raise QMagError(f"{p}: larger than the {cap:,} bytes allowed for a model (QMAG_MAX_MODEL_BYTES)")
+    model_files(p)  # exists, regular, within the cap with its external data
     providers = ["CPUExecutionProvider"]
     if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     elif device == "cuda":
         raise QMagError("device 'cuda' requested but onnxruntime has no CUDA provider here")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 1 if os.environ.get("QMAG_DEBUG") else 3  # its coloured warnings: QMAG_DEBUG only
+    ort.set_default_logger_severity(opts.log_severity_level)
     try:
-        return ort.InferenceSession(str(p), providers=providers)
+        return ort.InferenceSession(str(p), sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types
         raise QMagError(f"{p.name}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+
+
+def model_files(p: Path) -> list[Path]:
+    """The model file and the external-data files its tensors name, in order, refused
+    unless each lies in the model's folder and all of them together fit
+    ``QMAG_MAX_MODEL_BYTES``."""
+    from ..safeio import kind_of
+
+    p = Path(p)
+    if not p.exists():
+        raise QMagError(f"{p}: ONNX model not found")
+    if not p.is_file():
+        raise QMagError(f"{p}: {kind_of(p.stat().st_mode)}, not an ONNX model file")
+    cap = limit("QMAG_MAX_MODEL_BYTES")
+    total = p.stat().st_size
+    if total > cap:
+        raise QMagError(f"{p}: larger than the {cap:,} bytes allowed for a model (QMAG_MAX_MODEL_BYTES)")
+    files = [p]
+    for name in _external_locations(p):
+        f = (p.parent / name).resolve()
+        if p.parent.resolve() not in f.parents or not f.is_file():
+            raise QMagError(f"{p.name}: external data {name[:80]!r} is not a file in the model's folder")
+        if f not in files:
+            files.append(f)
+            total += f.stat().st_size
+        if total > cap:
+            raise QMagError(
+                f"{p.name}: with its external data larger than the {cap:,} bytes allowed for a model "
+                "(QMAG_MAX_MODEL_BYTES)"
+            )
+    return files
+
+
+def _external_locations(p: Path) -> list[str]:
+    """File names of the tensors a model keeps outside its file (onnx's own reader, the
+    weights left where they are)."""
+    try:
+        import onnx
+    except ImportError:  # onnxruntime alone: it refuses external data outside the folder itself
+        return []
+    try:
+        m = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf's own errors
+        raise QMagError(f"{p.name}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+    tensors = list(m.graph.initializer) + [
+        a.t for n in m.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+    ]
+    return [
+        e.value
+        for t in tensors
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        for e in t.external_data
+        if e.key == "location"
+    ]
+
+
+def model_key(p: Path) -> str:
+    """First 16 hex digits of the SHA-256 of a model's file and external data (what the
+    embedding cache is keyed on: content we hashed, never the model's own metadata)."""
+    return file_key(*model_files(p))
 
 
 def _dim(v) -> int | None:
@@ -118,7 +176,6 @@ class ForeignOnnxEncoder:
     ):
         from ..quality.embedding_head import HEAD_QUALITY, head_path_for, load_embedding_head
         from ..vision.align import crop_spec
-        from .keys import file_key
 
         p = Path(path)
         self.session = session if session is not None else onnx_session(p, device)
@@ -152,7 +209,7 @@ class ForeignOnnxEncoder:
         self.output_name = outs[0].name
         probe = self._forward(np.zeros((1, size, size, 3), np.uint8))  # a graph that cannot run is refused now
         self.dim = int(probe.shape[1])
-        sha = file_key(p)[:12]
+        sha = model_key(p)[:12]
         self.id = f"onnx-{sha}"
         self.key = f"{self.id}-{self.layout.fingerprint(size)}" + ("-flip" if self.flip else "")
         self.quality = WEAK_QUALITY
@@ -165,6 +222,11 @@ class ForeignOnnxEncoder:
                 self.key += f"-q{head.file_key()}"
         self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
         self.metadata = {"source": p.name, "input": f"{inp.name} {shape}", "output": self.output_name}
+
+    @property
+    def content_key(self) -> str:
+        """The key: computed from the model's bytes and the layout, nothing the file says."""
+        return self.key
 
     def __repr__(self) -> str:
         return f"ForeignOnnxEncoder(id={self.id!r}, crop={self.spec.name}, dim={self.dim})"

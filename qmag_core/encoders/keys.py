@@ -4,11 +4,12 @@ the ids and keys used by caches, params files, ``.npz`` outputs and the dashboar
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from ..errors import QMagError
 
-__all__ = ["WEIGHTS_SHA256", "BUILTIN_HEAD", "MAGFACE_HEAD", "file_key", "builtin_key"]
+__all__ = ["WEIGHTS_SHA256", "BUILTIN_HEAD", "MAGFACE_HEAD", "file_key", "builtin_key", "path_safe"]
 
 
 #: SHA-256 of the shipped faceRecognitionNet weights (checked when they are read)
@@ -23,6 +24,15 @@ def file_key(*paths) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def path_safe(key: str) -> str:
+    """``key`` as one file-name component: itself when it is plain (letters, digits,
+    ``. _ + -``, not starting with a dot, at most 160 characters), else a digest of it,
+    so no key can name a path outside the folder it is used in."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,159}", key):
+        return key
+    return "key-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def builtin_key(encoder_id: str, *, flip: bool = False, head=None) -> str:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import QMagError
+from ..errors import QMagError, shown
+from .keys import path_safe
 
 __all__ = ["OPSET", "export_onnx", "OnnxEncoder", "load_onnx_encoder", "onnx_for", "shipped_encoder", "SHIPPED_MODEL"]
 
@@ -150,7 +151,7 @@ class OnnxEncoder:
         session=None,
     ):
         from ..vision.align import crop_spec
-        from .foreign import onnx_session
+        from .foreign import model_key, onnx_session
 
         p = Path(path)
         self.session = session if session is not None else onnx_session(p, device)
@@ -175,13 +176,35 @@ class OnnxEncoder:
             self.quality = meta.get("qmag.quality", "")
             base_key = meta["qmag.encoder_key"]
         self.spec = spec
-        self.dim = int(meta["qmag.dim"])
+        dim = meta["qmag.dim"]
+        if not (dim.isdigit() and len(dim) <= 6 and 1 <= int(dim) <= 65536):
+            raise QMagError(f"{p.name}: metadata qmag.dim is {shown(dim)}; expected the embedding size, 1 to 65536")
+        self.dim = int(dim)
         self.flip = bool(flip)
         self.key = base_key + ("-flip" if self.flip and not base_key.endswith("-flip") else "") + "-onnx"
+        self.content_key = (
+            f"onnx-{model_key(p)}" + ("-descriptor" if self.descriptor else "") + ("-flip" if self.flip else "")
+        )
         self._has_raw = "raw_length" in outputs
         self.metadata = dict(meta)
         self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
         self.path = str(p)
+        self._probe(p.name)
+
+    def _probe(self, name: str) -> None:
+        """Run one blank crop: a graph that cannot take its stated input, or whose outputs
+        are not the (1, dim) and (1,) its metadata states, is refused now, with a line."""
+        s = self.spec.size
+        outs = ["embedding", "quality"] + (["descriptor"] if self.descriptor else [])
+        try:
+            got = self.session.run(outs, {"pixels": np.zeros((1, 3, s, s), np.float32)})
+        except Exception as ex:  # noqa: BLE001 - onnxruntime's own types
+            why = str(ex).splitlines()[0][:200] if str(ex) else type(ex).__name__
+            raise QMagError(f"{name}: the graph does not run on a {s}×{s} crop as its metadata says ({why})") from None
+        want = [(1, self.dim), (1,)] + ([(1, self.dim)] if self.descriptor else [])
+        shapes = [tuple(np.shape(g)) for g in got]
+        if shapes != want:
+            raise QMagError(f"{name}: outputs {dict(zip(outs, shapes, strict=True))}, but the metadata states {want}")
 
     def __repr__(self) -> str:
         return f"OnnxEncoder(id={self.id!r}, crop={self.spec.name}, dim={self.dim}, device={self.device!r})"
@@ -255,7 +278,7 @@ def onnx_for(encoder, cache_dir: str | os.PathLike | None = None) -> Path:
     """The ONNX file of a torch ``encoder``, exported once into the cache (keyed by
     the encoder's key, which names its weights and head)."""
     root = Path(cache_dir) if cache_dir else Path(os.environ.get("QMAG_CACHE", Path.home() / ".cache" / "qmag"))
-    f = root / "onnx" / f"{encoder.key}-opset{OPSET}-v2.onnx"  # v2: with raw_length
+    f = root / "onnx" / path_safe(f"{encoder.key}-opset{OPSET}-v2.onnx")  # v2: with raw_length
     if not f.is_file():
         f.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(encoder, f)

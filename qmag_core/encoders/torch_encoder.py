@@ -53,6 +53,11 @@ class TorchEncoder:
             self.net = self.net.half()
         self._torch = torch
 
+    @property
+    def content_key(self) -> str:
+        """The key: the package computes it from the weight and head files themselves."""
+        return self.key
+
     def __repr__(self) -> str:
         return f"TorchEncoder(id={self.id!r}, crop={self.spec.name}, dim={self.dim}, device={self.device!r})"
 

@@ -156,10 +156,22 @@ def _bin_images(bins, p: str) -> list[bytes]:
 
 
 def _bin_issame(issame, p: str) -> np.ndarray:
-    try:
+    """``issame_list`` as a flat bool array: a list of booleans (or 0/1) or a 1-d array,
+    checked element by element before numpy sees it (a nested or self-referencing list
+    would make numpy explore it without bound)."""
+    flat = (bool, int, np.bool_, np.integer)
+    if isinstance(issame, np.ndarray) and issame.dtype != object:
+        same = issame
+    elif isinstance(issame, (list, tuple)):
+        if len(issame) > MAX_BIN_IMAGES // 2:
+            raise DataFormatError(f"{len(issame):,} pairs; at most {MAX_BIN_IMAGES // 2:,} are accepted", path=p)
+        bad = next((k for k, x in enumerate(issame) if not isinstance(x, flat)), None)
+        if bad is not None:
+            what = type(issame[bad]).__name__
+            raise DataFormatError(f"'issame_list' item {bad} is a {what}; expected a flat list of booleans", path=p)
         same = np.asarray(issame)
-    except (ValueError, TypeError):
-        raise DataFormatError("'issame_list' must be a list of booleans", path=p) from None
+    else:
+        raise DataFormatError(f"'issame_list' must be a list of booleans, got {type(issame).__name__}", path=p)
     if same.ndim != 1 or not (same.dtype == bool or (same.dtype.kind in "iu" and np.isin(same, [0, 1]).all())):
         raise DataFormatError(f"'issame_list' must be a list of booleans, got {same.dtype} {same.shape}", path=p)
     return same

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import DataFormatError, QMagError, shown
 from ..limits import limit
+from ..safeio import check_line_lengths
 
 __all__ = ["TemplateProtocol", "read_protocol"]
 
@@ -52,8 +53,11 @@ def _read_table(path: Path, names: list[str], dtypes: dict, what: str):
         raise DataFormatError(
             f"{size:,} bytes: larger than the {cap:,} allowed for a {what} (QMAG_MAX_META_BYTES)", path=str(path)
         )
+    check_line_lengths(path)
     try:
         df = pd.read_csv(path, sep=" ", header=None, names=names, dtype=dtypes, engine="c", skipinitialspace=True)
+    except OverflowError:
+        raise DataFormatError(f"a number beyond 64-bit integers; expected a {what}", path=str(path)) from None
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataFormatError(f"not a {what}: {first}", path=str(path)) from None

@@ -162,7 +162,7 @@ def _embed_landmarks(protocol, root, encoder, cache_dir, batch_size, progress):
     cache = None
     if cache_dir is not None:
         cdir = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
-        cache = EmbeddingCache(cdir, f"{encoder.key}-landmarks", dim=encoder.dim)
+        cache = EmbeddingCache(cdir, f"{encoder.content_key}-landmarks", dim=encoder.dim)
     n = len(files)
     feats = np.full((n, encoder.dim), np.nan, np.float32)
     ok = np.zeros(n, bool)

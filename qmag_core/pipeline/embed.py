@@ -82,7 +82,9 @@ class EmbeddingCache:
     ``damaged`` and deleted, so its images are embedded again and cached anew."""
 
     def __init__(self, root: str | os.PathLike, key: str, *, dim: int | None = None):
-        self.dir = Path(root) / key
+        from ..encoders.keys import path_safe
+
+        self.dir = Path(root) / path_safe(key)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._mem: dict[str, tuple[np.ndarray, bool, str, np.ndarray]] = {}
         self.damaged: list[str] = []
@@ -183,11 +185,12 @@ def read_image_file(path: Path, label: str) -> tuple[bytes | None, str]:
 
 def cache_key(encoder, aligned: bool = False, aligned_spec=ARCFACE_112, detect_pad: float = 0.0, face: str = "best"):
     """The embedding-cache folder name of one encoder configuration (shared by the local
-    and the Ray engine, so either reads the other's results)."""
+    and the Ray engine, so either reads the other's results): the encoder's
+    ``content_key`` (bytes we hashed ourselves, never what a model file says of itself)."""
     mode = f"aligned-{aligned_spec.name}" if aligned else f"mtcnn{f'-pad{detect_pad:g}' if detect_pad else ''}"
     if not aligned and face != "largest":  # 'largest' keeps the key of caches made before face rules
         mode += f"-{face}"
-    return f"{encoder.key}-{mode}"
+    return f"{encoder.content_key}-{mode}"
 
 
 def detect_align(detector, images: list, labels: list, spec, face: str) -> list:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..encoders.foreign import ForeignOnnxEncoder
-from ..errors import QMagError
+from ..errors import QMagError, one_line
 
 __all__ = ["embed_files_ray"]
 
@@ -140,17 +140,48 @@ class _Encode:
 
 
 def _start(address: str | None, num_cpus: int | None):
+    """Ray, started locally or joined to the cluster at ``address`` (checked first: an
+    address nobody answers at is refused in seconds, not retried without end)."""
     try:
         import ray
     except ImportError:
         raise QMagError("--engine ray needs Ray: pip install 'qmag-studio[ray]'") from None
     if not ray.is_initialized():
-        kw = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+        import logging
+
+        quiet = logging.DEBUG if os.environ.get("QMAG_DEBUG") else logging.ERROR  # no INFO lines before ours
+        kw = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True, "logging_level": quiet}
         if address:
-            ray.init(address=address, **kw)
+            check_ray_address(address)
+            try:
+                ray.init(address=address, **kw)
+            except Exception as e:  # noqa: BLE001 - Ray's own types; the user gets one line
+                raise QMagError(f"--address {address}: could not join the Ray cluster ({one_line(e)[:200]})") from None
         else:
             ray.init(num_cpus=num_cpus, **kw)
     return ray
+
+
+def check_ray_address(address: str, timeout: float = 3.0) -> None:
+    """``auto``, ``HOST:PORT`` or ``ray://HOST:PORT`` with a listener there (a TCP
+    connection within ``timeout`` seconds); :class:`QMagError` naming ``--address``."""
+    import re
+    import socket
+
+    if address == "auto":
+        return
+    m = re.fullmatch(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):(\d{1,5})", address)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise QMagError(f"--address {address[:80]!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    host, port = m.group(1).strip("[]"), int(m.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise QMagError(
+            f"--address {address}: no Ray cluster answers there ({why}); start one with 'ray start --head' "
+            "or leave --address out for a local one"
+        ) from None
 
 
 def embed_files_ray(

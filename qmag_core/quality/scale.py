@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import QMagError
+from ..errors import DataFormatError, QMagError, shown
 from ..evaluation.metrics import threshold_at_fmr
 from ..scores.params import same_q_scale
 
@@ -96,6 +96,15 @@ class QualityScale:
         out = np.asarray(BANDS, dtype=object)[np.clip(k, 0, 2)]
         out = np.where(np.isfinite(q), out, "unknown")
         return out if out.ndim else str(out)
+
+    def mismatch(self, encoder_id: str, encoder_key: str) -> str | None:
+        """Why this scale does not describe q of that encoder (None when it does)."""
+        if same_q_scale(self.encoder_key, encoder_key):
+            return None
+        return (
+            f"this quality scale was calibrated on q of encoder {self.encoder!r} ({self.encoder_key}), "
+            f"but q here comes from {encoder_id!r} ({encoder_key}): its values and bands do not apply"
+        )
 
     def describe(self, q: float) -> dict:
         """The JSON fields shown beside a raw q."""
@@ -168,7 +177,10 @@ def fit_scale(
         raise QMagError(f"FMR {fmr:g} needs at least {math.ceil(1 / fmr)} imposter scores, got {imp.size}")
     gen = label.sum()
     if gen < 4 * bins:
-        raise QMagError(f"the scale needs at least {4 * bins} genuine pairs with both images embedded, got {gen}")
+        raise QMagError(
+            f"{bins} bins (--bins) need at least {4 * bins} genuine pairs with both images embedded, got {gen}: "
+            "use fewer bins or more pairs"
+        )
     t = threshold_at_fmr(imp, fmr)  # at most fmr·n imposters above it
     qg, miss = qw[label], (s[label] <= t).astype(np.float64)
     order = np.argsort(qg, kind="stable")
@@ -198,21 +210,48 @@ def fit_scale(
 
 
 def load_scale(path: str | os.PathLike) -> QualityScale:
-    """Read a scale file (written by :meth:`QualityScale.save`)."""
+    """Read a scale file (written by :meth:`QualityScale.save`), every field checked for
+    its type and range: :class:`DataFormatError` naming the file and the field."""
     from ..safeio import read_json
 
     d = read_json(path, expected="a quality scale JSON file")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise QMagError(f"{path}: not a quality scale file (expected format {FORMAT!r})")
+        raise DataFormatError(f"not a quality scale file (expected format {FORMAT!r})", path=str(path))
     d = {k: v for k, v in d.items() if k != "format"}
-    try:
-        sc = QualityScale(**{**d, **{k: tuple(d[k]) for k in ("q_knots", "fnmr_knots", "edges")}})
-    except (TypeError, KeyError) as e:
-        raise QMagError(f"{path}: quality scale file is missing or has unknown fields ({e})") from None
-    qk, fk = np.asarray(sc.q_knots, float), np.asarray(sc.fnmr_knots, float)
-    if qk.size < 2 or qk.size != fk.size or np.any(np.diff(qk) < 0) or np.any(np.diff(fk) > 1e-12):
-        raise QMagError(f"{path}: quality scale knots must be increasing in q with non-increasing FNMR")
-    return sc
+    _check_scale_fields(d, str(path))
+    return QualityScale(**{**d, **{k: tuple(d[k]) for k in ("q_knots", "fnmr_knots", "edges")}})
+
+
+def _check_scale_fields(d: dict, source: str) -> None:
+    from ..safeio import is_real, real_list
+
+    def bad(key, what):
+        raise DataFormatError(f"field {key!r} must be {what}, got {shown(d.get(key))}", path=source)
+
+    unknown = sorted(set(d) - set(QualityScale.__dataclass_fields__))
+    missing = [k for k, f in QualityScale.__dataclass_fields__.items() if f.default is MISSING and k not in d]
+    if unknown or missing:
+        raise DataFormatError(f"unknown field(s) {unknown[:5]} or missing field(s) {missing}", path=source)
+    for key in ("encoder", "encoder_key", "source"):
+        if key in d and not (isinstance(d[key], str) and len(d[key]) <= 1000):
+            bad(key, "a string")
+    checks = (
+        ("fmr", lambda v: is_real(v) and 0 < v < 1, "a number in (0, 1)"),
+        ("threshold", lambda v: is_real(v) and -1 <= v <= 1, "a cosine in [-1, 1]"),
+        ("fnmr_overall", lambda v: is_real(v) and 0 <= v <= 1, "a rate in [0, 1]"),
+        ("n_genuine", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count >= 0"),
+        ("n_imposter", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count >= 0"),
+        ("q_knots", lambda v: real_list(v, n=(2, 10_000)) and all(np.diff(v) >= 0), "an increasing list of q"),
+        ("fnmr_knots", lambda v: real_list(v, lo=0, hi=1, n=(len(d["q_knots"]),) * 2), "FNMRs in [0, 1], one per q"),
+        ("edges", lambda v: real_list(v, n=(2, 2)) and v[0] <= v[1], "[q where poor ends, q where good starts]"),
+        ("plq", lambda v: isinstance(v, dict) and all(is_real(x) and x > 0 for x in v.values()), "{method: unit > 0}"),
+        ("check", lambda v: isinstance(v, dict), "an object"),
+    )
+    for key, ok, what in checks:
+        if key in d and not ok(d[key]):
+            bad(key, what)
+    if np.any(np.diff(d["fnmr_knots"]) > 1e-12):
+        bad("fnmr_knots", "non-increasing in q")
 
 
 def scale_for(encoder) -> QualityScale | None:

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import DataFormatError
+from ..safeio import is_real
 from .scoring import qmagface_score
 
 __all__ = [
@@ -135,6 +136,17 @@ class QMagFaceParams:
             f"{encoder_key!r} (other weights or quality head): q may be on another scale, retrain α/β on this encoder"
         )
 
+    def mismatch(self, encoder_id: str | None, encoder_key: str | None = None) -> str | None:
+        """Why these α/β may not fit q from that encoder (another encoder id, or another
+        key of the same id: other weights or head); None when they fit or it is unknown.
+        Every command and page that applies a params file says this as a warning."""
+        if self.encoder and encoder_id and self.encoder != encoder_id and not same_q_scale(self.encoder, encoder_id):
+            return (
+                f"these α/β were trained for encoder '{self.encoder}' but the scores come from '{encoder_id}'; "
+                "α/β depend on the encoder's quality scale"
+            )
+        return self.quality_mismatch(encoder_key)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -156,7 +168,7 @@ class QMagFaceParams:
         if missing:
             raise DataFormatError(f"missing key(s) {missing}; expected 'alpha' and 'beta'", path=source)
         for k in ("alpha", "beta"):
-            if not _is_real(d[k]):
+            if not is_real(d[k]):
                 raise DataFormatError(f"'{k}' must be a finite number, got {d[k]!r}", path=source)
         alpha, beta = float(d["alpha"]), float(d["beta"])
         known = {f for f in cls.__dataclass_fields__}
@@ -192,10 +204,6 @@ def scale_free(p: QMagFaceParams, *, s_low: float = 0.0, q: float | None = None)
     }
 
 
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _check_param_fields(d: dict, source: str) -> None:
     """Types of the optional fields of a params JSON (those code reads back)."""
 
@@ -205,7 +213,7 @@ def _check_param_fields(d: dict, source: str) -> None:
     if "mode" in d and d["mode"] not in ("official", "consistent"):
         bad("mode", "'official' or 'consistent'")
     for key in ("fmrs", "thresholds", "omega_opt", "n_ties"):
-        if key in d and not (isinstance(d[key], list) and all(v is None or _is_real(v) for v in d[key])):
+        if key in d and not (isinstance(d[key], list) and all(v is None or is_real(v) for v in d[key])):
             bad(key, "a list of numbers")
     for key, kind, what in (
         ("options", dict, "an object"),
@@ -227,7 +235,7 @@ def _check_operating_points(ops, source: str) -> None:
             "'operating_points' must be a list of {fmr, threshold_s, threshold_s_hat} objects", path=source
         )
     for k, op in enumerate(ops):
-        ok = isinstance(op, dict) and all(_is_real(op.get(f)) for f in ("fmr", "threshold_s", "threshold_s_hat"))
+        ok = isinstance(op, dict) and all(is_real(op.get(f)) for f in ("fmr", "threshold_s", "threshold_s_hat"))
         if not (ok and 0 < op["fmr"] <= 1):
             raise DataFormatError(
                 f"operating_points[{k}] must be an object with numbers fmr in (0, 1], "

@@ -19,8 +19,12 @@ class FaceEncoder(Protocol):
 
     #: registry id (``builtin``, ``builtin-raw``, ``magface``) or ``onnx-<sha12>``
     id: str
-    #: content key of weights, quality head and options (caches, params files, .npz)
+    #: the encoder's key: weights, quality head and options (params files, quality scales, .npz);
+    #: an ONNX export states it in its metadata
     key: str
+    #: a key of bytes this package hashed itself (weights, external data, options): names the
+    #: embedding-cache folder, so no model file can claim another model's cache
+    content_key: str
     #: the aligned crop the network expects
     spec: CropSpec
     dim: int

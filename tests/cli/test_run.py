@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from qmag_core.evaluation import protocol as evaluation
 from qmag_core.io.scores import ScoreTable, read_scores_csv, write_scores_csv
@@ -293,3 +293,216 @@ def test_network_option_choices_are_the_cores():
         opts = {a.dest: a for a in sub[cmd]._actions}
         assert tuple(opts["runtime"].choices) == RUNTIMES and opts["runtime"].default == "auto"
         assert tuple(opts["face"].choices) == FACE_RULES
+
+
+# ------------------------------------------------------------------ outputs never replace inputs
+def _commands():
+    """``(command, subparser)`` for every ``qmag`` sub-command."""
+    import argparse
+
+    from qmag_core.cli.run import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices.items())
+
+
+def _required_argv(sp, tmp_path, skip: set[str]) -> list[str]:
+    """Placeholder values for a sub-command's required options and positionals."""
+    argv = []
+    for act in sp._actions:
+        if act.dest in skip or act.dest == "help" or not (act.required or not act.option_strings):
+            continue
+        value = "1" if act.type is not None else str(tmp_path / f"placeholder_{act.dest}")
+        argv += [value] if not act.option_strings else [act.option_strings[-1], value]
+    return argv
+
+
+def _input_cases():
+    """Every (command, output option, input option) a command declares."""
+    for cmd, sp in _commands():
+        writes, reads = sp.get_default("writes") or (), sp.get_default("reads") or ()
+        folders = set(sp.get_default("image_folders") or ())
+        for out in writes:
+            for src in reads:
+                yield pytest.param(cmd, out, src, src in folders, id=f"{cmd}-{out}-{src}")
+
+
+def _flag(sp, dest):
+    act = next(a for a in sp._actions if a.dest == dest)
+    return act.option_strings[-1] if act.option_strings else None
+
+
+@pytest.mark.parametrize(("cmd", "out", "src", "image_folder"), list(_input_cases()))
+def test_no_output_option_can_name_a_file_its_command_reads(cmd, out, src, image_folder, tmp_path, capsys):
+    """Each output option of each command, pointed at one of its inputs — a file it reads,
+    an image inside an input image folder, a file inside any other input folder — is
+    refused before any work with exit 2 and one line naming the option; the file keeps
+    its bytes."""
+    from qmag_core.cli.run import run_command
+
+    sp = dict(_commands())[cmd]
+    folder = tmp_path / "in"
+    (folder / "x").mkdir(parents=True)
+    victim = folder / "x" / ("photo.jpg" if image_folder else "data.txt")
+    victim.write_bytes(b"user data \x00\x01")
+    value = str(folder) if image_folder or src in ("ijb", "features", "root") else str(victim)
+    argv = [cmd, *_required_argv(sp, tmp_path, {out, src})]
+    argv += [value] if _flag(sp, src) is None else [_flag(sp, src), value]  # None: a positional input
+    if cmd == "embed" and src != "images":  # the victim is a listed file (--out must be an .npz)
+        victim = folder / "x" / "cache.npz"
+        victim.write_bytes(b"user data")
+        (tmp_path / "list.txt").write_text("x/cache.npz\n")
+        argv = [cmd, "--list", str(tmp_path / "list.txt"), "--root", str(folder)]
+    argv += [_flag(sp, out), str(victim)]
+    before = victim.read_bytes()
+    rc = run_command(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, (argv, err)
+    assert len(err) == 1 and _flag(sp, out) in err[0], err
+    assert victim.read_bytes() == before
+
+
+def test_an_output_beside_the_inputs_is_allowed_and_links_into_the_folder_are_not(tmp_path, capsys):
+    """A new file in an input folder, or a non-image there, is not an input; a link whose
+    name or target lies in the folder is."""
+    from qmag_core.cli.run import build_parser, check_outputs
+    from qmag_core.errors import QMagError
+
+    d = tmp_path / "D"
+    (d / "a").mkdir(parents=True)
+    (d / "a" / "1.jpg").write_bytes(b"jpeg")
+    (d / "notes.csv").write_text("kept")
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(b"x")
+    (d / "a" / "link.jpg").symlink_to(outside)
+    (tmp_path / "to_photo.csv").symlink_to(d / "a" / "1.jpg")
+
+    def check(out):
+        a = build_parser().parse_args(
+            ["make-pairs", "--images", str(d), "--genuine", "1", "--imposter", "1"] + ["--out", str(out)]
+        )
+        check_outputs(a)
+
+    check(d / "pairs.csv")  # new file beside the photos
+    check(d / "notes.csv")  # not an image: make-pairs does not read it
+    check(d / "a" / ".." / "b.csv")
+    check(tmp_path / "to_photo.csv")  # a link outside: replacing it leaves the photo as it is
+    for bad in (d / "a" / "1.jpg", d / "a" / "." / "1.jpg", d / "a" / "link.jpg"):
+        with pytest.raises(QMagError, match="--out"):
+            check(bad)
+
+
+# ------------------------------------------------------------------ bounded arguments
+def test_every_integer_argument_that_sizes_work_has_an_upper_bound():
+    """Whole-number options have an upper end (docs/cli.md lists them), except a subset
+    size bounded by the data itself."""
+    unbounded = [
+        f"{cmd} --{a.dest}"
+        for cmd, sp in _commands()
+        for a in sp._actions
+        if a.type is not None and "integer" in a.type.__name__ and " to " not in a.type.__name__
+    ]
+    assert unbounded == ["evaluate --max_imposters", "train --max_imposters"], unbounded
+
+
+@pytest.mark.parametrize(
+    ("argv", "opt"),
+    [
+        (["train", "--scores", "s.csv", "--out", "p.json", "--bootstrap", "1000000000000"], "--bootstrap"),
+        (["evaluate", "--scores", "s.csv", "--n-boot", "100000000"], "--n-boot"),
+        (["calibrate-quality", "--scores", "s.csv", "--out", "q.json", "--bins", "100000000"], "--bins"),
+        (["export-onnx", "--out", "m.onnx", "--opset", "999"], "--opset"),
+        (["make-pairs", "--images", ".", "--genuine", "1e9", "--imposter", "1", "--out", "p.csv"], "--genuine"),
+        (["embed", "--images", ".", "--out", "e.npz", "--batch-size", "100000"], "--batch-size"),
+        (["train", "--scores", "s.csv", "--out", "p.json", "--n-omega", "9" * 50], "--n-omega"),
+    ],
+)
+def test_oversized_arguments_end_in_one_line_naming_the_option(argv, opt, capsys):
+    from qmag_core.cli.run import run_command
+
+    with pytest.raises(SystemExit) as ex:
+        run_command(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ex.value.code == 2 and len(err) == 1 and opt in err[0] and "Traceback" not in err[0], err
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "garbage!!", "host:99999", "ray://"])
+def test_a_ray_address_nobody_answers_at_is_refused_in_seconds(address, tmp_path):
+    """Before: Ray retried an unreachable address until killed (600 s) and a malformed one
+    was an internal error.  Now: exit 2 within 20 s, one line naming --address."""
+    import time
+
+    pytest.importorskip("ray")
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes((ROOT / "sample_data/faces/deepface/img1.jpg").read_bytes())
+    t0 = time.perf_counter()
+    r = run_cli(
+        "embed",
+        "--images",
+        tmp_path / "img",
+        "--out",
+        tmp_path / "o.npz",
+        "--engine",
+        "ray",
+        "--address",
+        address,
+        check=False,
+    )
+    assert time.perf_counter() - t0 < 20
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--address" in r.stderr, r.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_score_warns_about_another_encoders_params_like_evaluate(scores_csv, tmp_path):
+    """Before: score applied α/β trained on another encoder's q without a word."""
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"alpha": 0.05, "beta": 0.08, "encoder": "builtin"}))
+    r = run_cli("score", "--scores", scores_csv, "--params", p, "--out", tmp_path / "o.csv")
+    e = run_cli("evaluate", "--scores", scores_csv, "--params", p, "--n-boot", "2", check=False)
+    for out in (r.stderr, e.stderr):
+        assert "warning: these α/β were trained for encoder 'builtin'" in out and "'magface'" in out, out
+
+
+# ------------------------------------------------------------------ nothing but the one line
+def test_a_one_class_scores_file_is_refused_naming_the_file(tmp_path):
+    """Before: 'training needs genuine and imposter pairs' with no file named."""
+    f = tmp_path / "only_genuine.csv"
+    write_scores_csv(
+        f, ScoreTable(np.full(20, 0.9), np.full(20, 30.0), np.full(20, 31.0), np.ones(20, np.int8), np.full(20, -1))
+    )
+    for argv in (
+        ("train", "--scores", f, "--out", tmp_path / "p.json"),
+        ("evaluate", "--scores", f),
+        ("calibrate-quality", "--scores", f, "--out", tmp_path / "s.json"),
+    ):
+        r = run_cli(*argv, check=False)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "only_genuine.csv: 20 genuine and 0 imposter pairs" in r.stderr, r.stderr
+
+
+def test_library_warnings_stay_off_the_terminal_unless_debugging(monkeypatch):
+    import warnings
+
+    from qmag_core.cli.run import _quiet_libraries
+
+    monkeypatch.delenv("QMAG_DEBUG", raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _quiet_libraries()
+        for module in ("torch.nn.modules.module", "onnxruntime.capi", "ray.data", "qmag_core.scores.trainer"):
+            warnings.warn_explicit("noise", UserWarning, "x.py", 1, module=module)
+    assert [w.filename for w in seen] == ["x.py"] and len(seen) == 1  # only our own
+
+
+def test_sharded_embed_refuses_a_link_leading_out_before_writing_anything(tmp_path):
+    """Before: a part file was written, then 'nothing is read' was said."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    (d / "a.jpg").write_bytes((ROOT / "sample_data/faces/deepface/img1.jpg").read_bytes())
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"x")
+    (d / "z.jpg").symlink_to(secret)
+    out = tmp_path / "shards"
+    r = run_cli("embed", "--images", d, "--out", out, "--shard-size", "1", check=False)
+    assert r.returncode == 2 and "outside the image folder" in r.stderr, r.stderr
+    assert not out.exists() or not any(out.iterdir())

@@ -27,8 +27,7 @@ def _insightface_style_model(path: Path, *, nhwc: bool = False, size: int = 112)
     """The shipped network as an insightface-convention graph, without qmag metadata
     (tools/make_insightface_model.py)."""
     pytest.importorskip("torch")
-    sys.path.insert(0, str(ROOT / "tools"))
-    from make_insightface_model import make
+    from tools.make_insightface_model import make
 
     return make(path, nhwc=nhwc, size=size)
 

@@ -348,3 +348,24 @@ def test_softmax_pooling_limits():
             assert cold.quality[k] == pytest.approx(q[best], rel=1e-5)
     with pytest.raises(QMagError, match="temperature"):
         pool_templates(x, ok, tid, mid, "softmax", temperature=0)
+
+
+@pytest.mark.parametrize(
+    ("face_list", "needle"),
+    [
+        ("1.jpg 99999999999999999999999 1\n", "beyond 64-bit integers"),
+        ("1.jpg 1 1 " + "x" * 2_000_000 + "\n", "QMAG_MAX_LINE_BYTES"),
+    ],
+    ids=["id-beyond-int64", "line-beyond-limit"],
+)
+def test_meta_files_beyond_integers_or_the_line_limit_are_one_line_errors(tmp_path, face_list, needle):
+    """Before: a template id beyond int64 was an internal error, and the meta reader did
+    not apply the line limit."""
+    d = tmp_path / "ijb"
+    (d / "meta").mkdir(parents=True)
+    (d / "loose_crop").mkdir()
+    (d / "meta" / "x_face_tid_mid.txt").write_text(face_list)
+    (d / "meta" / "x_template_pair_label.txt").write_text("1 1 1\n")
+    r = run_cli("evaluate", "--ijb", d, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert needle in r.stderr and "x_face_tid_mid.txt" in r.stderr

@@ -169,3 +169,32 @@ def test_dataset_page_opens_a_bin_and_refuses_a_malicious_one(real_bin, tmp_path
     at.button(key="load_bin").click().run()
     assert not at.exception and at.selectbox(key="w_dataset_id").value == "glint.bin"
     assert any("20 genuine, 20 imposter" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("depth", [1, 40])
+def test_nested_or_self_referencing_issame_is_refused_small_and_fast(tmp_path, depth):
+    """A 9 kB .bin whose issame_list holds itself (or deeply nested lists) is refused
+    before numpy explores it: exit 2 and one line, in seconds, under a 4 GiB address-space
+    cap (peak memory: python -m bench.bench_limits --hostile-only, 34 MiB)."""
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    from bench.hostile import self_referencing_bin
+
+    f = self_referencing_bin(tmp_path / "evil.bin", depth=0 if depth == 1 else depth)
+    assert f.stat().st_size < 10_000
+    t0 = time.perf_counter()
+    cap = lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # noqa: E731 - a bound for old code
+    r = subprocess.run(
+        [sys.executable, "-m", "qmag_core", "evaluate", "--bin", str(f)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=cap,
+        timeout=60,
+    )
+    assert time.perf_counter() - t0 < 10
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "evil.bin" in r.stderr, r.stderr
+    assert "flat list of booleans" in r.stderr

@@ -57,8 +57,9 @@ def test_ray_engine_equals_local_engine_on_real_photos(tmp_path):
 @pytest.mark.slow
 def test_ray_cluster_spreads_over_nodes_and_survives_losing_one(tmp_path):
     """A head and two worker nodes on this machine (ray.cluster_utils.Cluster): the
-    detection stage runs on more than one node, and removing a worker node while the
-    run is under way still finishes with the local engine's rows."""
+    detection stage runs on more than one node; killing a worker node outright (not a
+    graceful stop) while it holds work, with the cache on, the run goes on (batches
+    arrive after the loss) and ends with the local engine's rows, all of them cached."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -88,23 +89,31 @@ def test_ray_cluster_spreads_over_nodes_and_survives_losing_one(tmp_path):
         assert spread.error.tolist() == local.error.tolist()
 
         workers = [w for w in cluster.list_all_nodes() if w is not cluster.head_node]
-        killed = []
+        killed, after = [], []
         st2 = EmbedStats()
 
         def kill_once(done, n):  # called after each batch, with st2.nodes already counted
+            if killed:
+                after.append(done)
+                return
             busy = [w for w in workers if w.node_id in st2.nodes]
-            if not killed and done < n and busy:
-                cluster.remove_node(busy[0])  # a worker node that has been detecting dies mid-run
+            if busy and done <= n // 2:  # a worker node that has been detecting, with half the run ahead
+                cluster.remove_node(busy[0], allow_graceful=False)  # killed outright, its actors with it
                 killed.append((busy[0].node_id, done, n))
 
+        cache = tmp_path / "cache"
         survived = embed_files_ray(
-            paths, root, enc, address=cluster.address, cache_dir=None, batch_size=4, stats=st2, progress=kill_once
+            paths, root, enc, address=cluster.address, cache_dir=cache, batch_size=4, stats=st2, progress=kill_once
         )
-        assert killed and killed[0][1] < killed[0][2], killed  # it died before the run was done
+        assert killed and killed[0][1] < killed[0][2], killed  # it died with work left
         assert killed[0][0] in st2.nodes and killed[0][0] not in [w.node_id for w in cluster.list_all_nodes()]
+        assert after and after[-1] == len(paths) and after[0] > killed[0][1]  # batches kept arriving after the loss
         assert survived.paths.tolist() == local.paths.tolist()
         assert np.array_equal(survived.ok, local.ok) and survived.error.tolist() == local.error.tolist()
         assert np.abs(survived.embeddings[local.ok] - local.embeddings[local.ok]).max() < 1e-6
+        st3 = EmbedStats()  # the cache written around the loss holds every row, as the local engine reads it
+        again = embed_files(paths, root, enc, cache_dir=cache, batch_size=4, stats=st3)
+        assert st3.n_cached == len(paths) and np.array_equal(again.ok, local.ok)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -316,3 +316,43 @@ def test_magnitude_map_is_the_published_formulation():
     np.testing.assert_allclose(qm.raw, np.abs(g).mean(axis=2), rtol=1e-5, atol=1e-8)
     v = display_values(qm, unit=float(np.percentile(qm.raw, 99)))
     assert v.min() >= 0 and v.max() < 1 and qm.raw.min() >= 0
+
+
+# ------------------------------------------------------------------ scale files we read
+def _scale_doc():
+    from qmag_core.quality.scale import SCALE_DIR
+
+    return json.loads((SCALE_DIR / "builtin.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d["edges"].__setitem__(0, float("nan")), "edges"),
+        (lambda d: d["fnmr_knots"].__setitem__(0, 7), "fnmr_knots"),
+        (lambda d: d.__setitem__("fmr", "often"), "fmr"),
+        (lambda d: d.__setitem__("q_knots", [1, 2]), "fnmr_knots"),
+        (lambda d: d.__setitem__("n_genuine", True), "n_genuine"),
+        (lambda d: d.__setitem__("plq", {"gradient": -1}), "plq"),
+        (lambda d: d.pop("threshold"), "threshold"),
+    ],
+)
+def test_a_bad_scale_file_is_refused_naming_the_field(tmp_path, change, field):
+    """Before: NaN band edges, an FNMR of 7 or a text FMR were used silently or ended in
+    an internal error.  Now: exit 2, one line naming the file and the field."""
+    d = _scale_doc()
+    change(d)
+    f = tmp_path / "scale.json"
+    f.write_text(json.dumps(d))
+    r = run_cli("check", ROOT / "sample_data/faces/deepface/img1.jpg", "--scale", f, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "scale.json" in r.stderr and field in r.stderr and "Traceback" not in r.stderr
+
+
+def test_another_encoders_scale_is_said_like_another_encoders_params(tmp_path):
+    d = {**_scale_doc(), "encoder": "magface", "encoder_key": "magface-iresnet100-0123456789abcdef"}
+    f = tmp_path / "scale.json"
+    f.write_text(json.dumps(d))
+    r = run_cli("check", ROOT / "sample_data/faces/deepface/img1.jpg", "--scale", f, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "warning: this quality scale was calibrated on q of encoder 'magface'" in r.stderr
