@@ -153,7 +153,7 @@ def main() -> int:
         for name, code in DECODERS.items():
             mib, shape = peak_mib(code, big)
             print(f"  {name:<40} {mib:7.0f} MiB   array {shape}")
-    from studio.figures import face_overlay
+    from studio.face_figures import face_overlay
 
     photo = np.random.default_rng(0).integers(0, 256, (3264, 4352, 3), dtype=np.uint8)  # 14 MP
     fig = face_overlay(photo, [1000, 800, 2000, 2200], np.full((5, 2), 1500.0))

@@ -134,6 +134,10 @@ class SampleDataset:
     pairs: str | None = None  # pairs file relative to sample_data
     description: str = ""
     embeddings: str | None = None  # precomputed embeddings .npz (with ``pairs``)
+    #: the pair protocol its rows come from (``lfw-dev``: LFW pairs_dev, folds 1–7), and
+    #: the folds of that protocol all its rows belong to (None: each row's ``fold`` + 1)
+    protocol: str | None = None
+    folds: tuple | None = None
 
 
 SAMPLE_DATASETS = {
@@ -144,6 +148,7 @@ SAMPLE_DATASETS = {
             "LFW-dev · built-in encoder (4,200 pairs)",
             scores="lfw_dev_builtin/scores.csv",
             description="LFW pairs_dev (7 folds) embedded by the built-in encoder (numbers only).",
+            protocol="lfw-dev",
         ),
         SampleDataset(
             "lfw-dev-ext",
@@ -151,6 +156,7 @@ SAMPLE_DATASETS = {
             scores="lfw_dev_builtin/scores_extended.csv",
             description="The 2,100 genuine LFW-dev pairs + 59,997 seeded imposter pairs within folds: "
             "enough imposters for FMR down to 1.7e-5.",
+            protocol="lfw-dev",
         ),
         SampleDataset(
             "lfw-cross-quality",
@@ -161,6 +167,8 @@ SAMPLE_DATASETS = {
             "before detection (blur, low resolution, low light, compression, exposure, occluders; numbers only). "
             "Quality varies here: see the Quality page's EDC; pairs whose degraded photo lost its face count as "
             "failures.",
+            protocol="lfw-dev",
+            folds=(5, 6, 7),
         ),
         SampleDataset(
             "deepface",
@@ -184,6 +192,11 @@ class Dataset:
     image_quality: dict = field(default_factory=dict)  # image path -> q (for galleries)
     encoder: str | None = None
     notes: list = field(default_factory=list)
+    #: the pair protocol of its rows (``lfw-dev``) and the folds of it they come from:
+    #: per row (1-based) when known, else the set of folds of the whole dataset
+    protocol: str | None = None
+    row_folds: np.ndarray | None = None
+    fold_set: tuple | None = None
 
     @property
     def n_genuine(self) -> int:
@@ -317,10 +330,16 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
     if ds_id not in SAMPLE_DATASETS:
         raise QMagError(f"unknown sample dataset {ds_id!r}")
     d = SAMPLE_DATASETS[ds_id]
-    if d.scores:
-        return dataset_from_scores(SAMPLE_DIR / d.scores, d.name)
-    if d.embeddings:
-        return dataset_from_embeddings(SAMPLE_DIR / d.embeddings, SAMPLE_DIR / d.pairs, d.name)
+    if d.scores or d.embeddings:
+        ds = (
+            dataset_from_scores(SAMPLE_DIR / d.scores, d.name)
+            if d.scores
+            else dataset_from_embeddings(SAMPLE_DIR / d.embeddings, SAMPLE_DIR / d.pairs, d.name)
+        )
+        ds.protocol, ds.fold_set = d.protocol, d.folds
+        if d.protocol and d.folds is None:
+            ds.row_folds = ds.table.fold + 1
+        return ds
     from qmag_core.evaluation.pairing import scores_from_embeddings
     from qmag_core.pipeline.embed import embed_files
 
@@ -336,6 +355,24 @@ def load_sample_dataset(ds_id: str, *, encoder=None, progress=None) -> Dataset:
         notes.append(f"{rep['n_pairs'] - rep['n_scored']} pairs skipped (missing image or failed embedding)")
     q = {p: float(v) for p, v, ok in zip(emb.paths.tolist(), emb.quality.tolist(), emb.ok.tolist(), strict=True) if ok}
     return Dataset(d.name, t, root, q, encoder.id, notes)
+
+
+# ------------------------------------------------------------------ provenance
+def training_overlap(ds: Dataset, trained_on: dict) -> tuple[np.ndarray | None, str]:
+    """Which rows of ``ds`` come from persons the active α/β were trained on, from the
+    params file's ``trained_on`` (``protocol``, ``persons_of_folds``): ``(in-sample mask
+    or None when it cannot be told, a sentence for the page)``."""
+    what = trained_on.get("data") or trained_on.get("pairs") or "pairs this page cannot identify"
+    folds = set(trained_on.get("persons_of_folds") or ())
+    said = f"The active α/β were trained on {what}."
+    if not folds or not ds.protocol or trained_on.get("protocol") != ds.protocol:
+        return None, said + " Whether this dataset shares persons with them is not recorded."
+    if ds.row_folds is not None:
+        mask = np.isin(ds.row_folds, sorted(folds))
+        return mask, said + f" {int(mask.sum()):,} of {mask.size:,} pairs here are of those persons (in-sample)."
+    if ds.fold_set is not None and not folds & set(ds.fold_set):
+        return np.zeros(len(ds.table), bool), said + " No pair here is of those persons: every metric is held out."
+    return None, said + " This dataset mixes those persons with others; pairs cannot be told apart."
 
 
 # ------------------------------------------------------------------ FMR slider

@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 
 from qmag_core.evaluation import edc as E
 from qmag_core.evaluation import metrics as M
+from qmag_core.scores.roc_window import lowest_fmr
 
 GEN, IMP = "#2a9d8f", "#e76f51"
 MAX_SCATTER = 20000
@@ -34,7 +35,7 @@ def _pct_label(t: float) -> str:
     return f"{100 * t:g}%"
 
 
-def _finish(fig: go.Figure, **layout) -> go.Figure:
+def finish_figure(fig: go.Figure, **layout) -> go.Figure:
     """Apply the shared template and the figure's own layout (height, axis titles)."""
     fig.update_layout(template=TEMPLATE, **layout)
     return fig
@@ -73,55 +74,95 @@ def score_histograms(s, s_hat, labels, *, nbins: int = 80) -> tuple[go.Figure, d
                 1,
                 col,
             )
-    return _finish(fig, barmode="overlay", height=360), stats
+    return finish_figure(fig, barmode="overlay", height=360), stats
 
 
-def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figure:
-    """ROC (TPR vs FMR, log x) and DET (FNMR vs FMR on normal-deviate axes)."""
+#: curves told apart by colour and by dash (readable in grey print and for colour-blind eyes)
+CURVE_STYLES = [("#264653", "solid"), ("#e76f51", "dash"), ("#2a9d8f", "dot"), ("#e9c46a", "dashdot")]
+
+
+def roc_det(
+    curves: dict[str, M.RocCurve], *, bands: dict[str, tuple] | None = None, max_points: int = 2000
+) -> go.Figure:
+    """ROC (TPR vs FMR, log x) and DET (FNMR vs FMR on normal-deviate axes), drawn only
+    where the data measured something: FMR from 1/#imposters up (ISO/IEC 19795-1's rule
+    of three shades the region below 3/#imposters as uncertain), no point at FMR 0.
+    ``bands``: {name: (fmrs, tpr_lo, tpr_hi)} bootstrap bands drawn around the ROC."""
     from scipy.stats import norm
 
     fig = make_subplots(1, 2, subplot_titles=("ROC", "DET"))
-    ticks = DET_TICKS
-    colours = ["#264653", "#e9c46a", "#e76f51", "#2a9d8f"]
+    n_imp = max(c.n_imposter for c in curves.values())
+    floor = lowest_fmr(n_imp)
+    det_points = 0
     for k, (name, c) in enumerate(curves.items()):
+        colour, dash = CURVE_STYLES[k % len(CURVE_STYLES)]
         d = c.decimate(max_points)
-        fmr = np.clip(d.fmr, 1e-6, 1 - 1e-6)
+        keep = d.fmr >= floor * (1 - 1e-9)
+        if bands and name in bands:
+            f, lo, hi = bands[name]
+            fig.add_trace(
+                go.Scatter(
+                    x=np.r_[f, f[::-1]],
+                    y=np.r_[hi, lo[::-1]],
+                    fill="toself",
+                    fillcolor=colour,
+                    opacity=0.18,
+                    line_width=0,
+                    name=f"{name}: 95% bootstrap band",
+                    hoverinfo="skip",
+                ),
+                1,
+                1,
+            )
         fig.add_trace(
             go.Scatter(
-                x=fmr,
-                y=1 - d.fnmr,
+                x=d.fmr[keep],
+                y=1 - d.fnmr[keep],
                 name=name,
                 mode="lines",
-                line_color=colours[k % 4],
-                customdata=d.thresholds,
-                hovertemplate="FMR %{x:.2e}<br>TPR %{y:.4f}<br>t %{customdata:.4f}",
+                line=dict(color=colour, dash=dash, width=2),
+                customdata=d.thresholds[keep],
+                hovertemplate="FMR %{x:.2e}<br>TPR %{y:.4f}<br>threshold %{customdata:.4f}",
             ),
             1,
             1,
         )
-        fnmr = np.clip(d.fnmr, 1e-6, 1 - 1e-6)
+        on = keep & (d.fnmr > 0) & (d.fmr < 1)
+        det_points += int(on.sum())
         fig.add_trace(
             go.Scatter(
-                x=norm.ppf(fmr),
-                y=norm.ppf(fnmr),
+                x=norm.ppf(d.fmr[on]),
+                y=norm.ppf(d.fnmr[on]),
                 name=name,
                 mode="lines",
                 showlegend=False,
-                line_color=colours[k % 4],
-                customdata=np.c_[d.fmr, d.fnmr],
+                line=dict(color=colour, dash=dash, width=2),
+                customdata=np.c_[d.fmr[on], d.fnmr[on]],
                 hovertemplate="FMR %{customdata[0]:.2e}<br>FNMR %{customdata[1]:.4f}",
             ),
             1,
             2,
         )
-    fig.update_xaxes(type="log", title="FMR", row=1, col=1)
+    _roc_det_axes(fig, curves, floor, n_imp, det_points)
+    return finish_figure(fig, height=420)
+
+
+def _roc_det_axes(fig: go.Figure, curves: dict, floor: float, n_imp: int, det_points: int) -> None:
+    """Axes from 1/#imposters, the uncertain region shaded, and words where a panel is empty."""
+    from scipy.stats import norm
+
+    uncertain = min(3 * floor, 1.0)
+    fig.update_xaxes(type="log", title="FMR", range=[np.log10(floor), 0], row=1, col=1)
     fig.update_yaxes(title="TPR = 1 − FNMR", row=1, col=1)
-    # DET axes from the smallest measurable rate (at least 1e-5) to 50%, as DET plots are drawn
-    pos = [(c.fmr[c.fmr > 0].min(initial=1.0), c.fnmr[c.fnmr > 0].min(initial=1.0)) for c in curves.values()]
-    lo_x = max(1e-5, min([p[0] for p in pos] + [0.5]) * 0.8)
-    lo_y = max(1e-5, min([p[1] for p in pos] + [0.5]) * 0.8)
-    for axis, lo, title in ((fig.update_xaxes, lo_x, "FMR"), (fig.update_yaxes, lo_y, "FNMR")):
-        tk = ticks[(ticks >= lo) & (ticks <= 0.5)]
+    fig.add_vrect(
+        x0=floor, x1=uncertain, fillcolor="grey", opacity=0.12, line_width=0, row=1, col=1,
+        annotation_text=f"< 3/{n_imp:,} imposters: uncertain", annotation_position="top left",
+        annotation_font_size=10,
+    )  # fmt: skip
+    fnmr_pos = [c.fnmr[(c.fnmr > 0) & (c.fmr >= floor)].min(initial=1.0) for c in curves.values()]
+    lo_y = max(1e-5, min(fnmr_pos + [0.5]) * 0.8)
+    for axis, lo, title in ((fig.update_xaxes, floor, "FMR"), (fig.update_yaxes, lo_y, "FNMR")):
+        tk = DET_TICKS[(DET_TICKS >= lo) & (DET_TICKS <= 0.5)]
         axis(
             title=title,
             tickvals=norm.ppf(tk),
@@ -131,7 +172,14 @@ def roc_det(curves: dict[str, M.RocCurve], *, max_points: int = 2000) -> go.Figu
             row=1,
             col=2,
         )
-    return _finish(fig, height=400)
+    fig.add_vrect(
+        x0=norm.ppf(floor), x1=norm.ppf(uncertain), fillcolor="grey", opacity=0.12, line_width=0, row=1, col=2
+    )
+    if det_points == 0:
+        fig.add_annotation(
+            text="No errors to draw: FNMR is 0 at every FMR<br>these pairs can measure (≥ 1/#imposters)",
+            xref="x2 domain", yref="y2 domain", x=0.5, y=0.5, showarrow=False,
+        )  # fmt: skip
 
 
 def s_vs_q(
@@ -142,10 +190,12 @@ def s_vs_q(
     alpha: float | None = None,
     beta: float | None = None,
     threshold: float | None = None,
+    threshold_label: str = "",
     seed: int = 0,
 ) -> go.Figure:
     """s vs q_min coloured by label (WebGL; a seeded subsample above 20,000 pairs) with the
-    QMagFace decision boundary s + ω(s)·q = t at the given ŝ threshold."""
+    QMagFace decision boundary s + ω(s)·q = t at the given ŝ threshold, labelled with
+    where it was measured (``threshold_label``, e.g. "at FMR 0.001 on these pairs")."""
     y = np.asarray(labels).astype(bool)
     idx = np.arange(len(s))
     note = ""
@@ -171,6 +221,7 @@ def s_vs_q(
                 marker=dict(size=4, color=colour, opacity=0.5),
             )
         )
+    at = f" {threshold_label}" if threshold_label else ""
     if alpha is not None and threshold is not None:
         ss = np.linspace(np.min(s), np.max(s), 400)
         w = np.minimum(0.0, beta * ss - alpha)
@@ -180,11 +231,13 @@ def s_vs_q(
         qb = np.where((qb >= qlo * 0.9) & (qb <= qhi * 1.1), qb, np.nan)
         if np.isfinite(qb).any():
             fig.add_trace(
-                go.Scatter(x=ss, y=qb, mode="lines", name=f"ŝ = {threshold:.3f}", line=dict(color="black", dash="dash"))
+                go.Scatter(
+                    x=ss, y=qb, mode="lines", name=f"ŝ = {threshold:.3f}{at}", line=dict(color="black", dash="dash")
+                )
             )
         else:  # listed only when drawn
             fig.add_annotation(
-                text=f"the boundary ŝ = {threshold:.3f} lies outside the q range shown",
+                text=f"the boundary ŝ = {threshold:.3f}{at} lies outside the q range shown",
                 xref="paper",
                 yref="paper",
                 x=0,
@@ -192,11 +245,14 @@ def s_vs_q(
                 showarrow=False,
                 xanchor="left",
             )
-    return _finish(fig, height=400, title="cosine s vs q_min" + note, xaxis_title="s", yaxis_title="q_min")
+    return finish_figure(fig, height=400, title="cosine s vs q_min" + note, xaxis_title="s", yaxis_title="q_min")
 
 
-def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) -> go.Figure:
-    """ω_opt(t) per FMR (marker size = number of tied ω) with the fitted line ω = β·t − α."""
+def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs, mode: str = "official") -> go.Figure:
+    """ω_opt(t) per FMR (marker size = number of tied ω) with the fitted line ω = β·t − α;
+    the legend sits under the axes, clear of the colour bar.  ``mode`` names the space of
+    t: official QMagFace thresholds σ(s + ω·q) (between 0 and 1, not cosines), consistent
+    mode thresholds on the score itself."""
     t = np.asarray(thresholds)
     fig = go.Figure()
     fig.add_trace(
@@ -209,7 +265,7 @@ def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) ->
                 size=6 + 3 * np.asarray(n_ties),
                 color=np.log10(fmrs),
                 colorscale="Viridis",
-                colorbar=dict(title="log10 FMR"),
+                colorbar=dict(title=dict(text="log10 FMR"), x=1.02, len=0.8),
                 line=dict(width=1, color="black"),
             ),
             customdata=np.c_[fmrs, n_ties],
@@ -222,7 +278,10 @@ def omega_fit(thresholds, omega_opt, n_ties, alpha: float, beta: float, fmrs) ->
             x=xs, y=beta * xs - alpha, mode="lines", name=f"ω = {beta:.4g}·t − {alpha:.4g}", line=dict(color="black")
         )
     )
-    return _finish(fig, height=380, xaxis_title="threshold t", yaxis_title="ω")
+    x_title = "threshold t = σ(s + ω·q) (official mode)" if mode == "official" else "threshold t on ŝ = s + ω·q"
+    fig = finish_figure(fig, height=400, xaxis_title=x_title, yaxis_title="ω")
+    fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=-0.22, yanchor="top"), margin=dict(b=90))
+    return fig
 
 
 def edc_figure(
@@ -259,7 +318,7 @@ def edc_figure(
         + [float(np.nanmax(e.fnmr)) for e in (others or {}).values()]
         + [float(np.nanmax(edc.fnmr))]
     )
-    return _finish(
+    return finish_figure(
         fig,
         height=380,
         xaxis_title="fraction of pairs discarded",
@@ -268,18 +327,32 @@ def edc_figure(
     )
 
 
-def quality_histogram(q, *, marks: dict[str, float] | None = None) -> go.Figure:
+#: the quality bands' shading (poor → good)
+BAND_COLOURS = {"poor": "#e76f51", "usable": "#e9c46a", "good": "#2a9d8f"}
+
+
+def quality_histogram(q, *, bands: dict[str, tuple[float, float]] | None = None) -> go.Figure:
+    """Histogram of q with the calibrated bands shaded behind it, their names above the
+    plot area (never on the bars)."""
     fig = go.Figure(go.Histogram(x=q, nbinsx=60, marker_color="#264653", name="q"))
-    for name, v in (marks or {}).items():
-        fig.add_vline(x=v, line=dict(color="#e76f51"), annotation_text=name)
-    _finish(fig, height=300, xaxis_title="quality q = ‖e‖", yaxis_title="count")
+    for name, (lo, hi) in (bands or {}).items():
+        fig.add_vrect(x0=lo, x1=hi, fillcolor=BAND_COLOURS.get(name, "grey"), opacity=0.15, line_width=0, layer="below")
+        fig.add_annotation(x=(lo + hi) / 2, y=1.0, xref="x", yref="paper", yanchor="bottom", text=name, showarrow=False)
+    finish_figure(fig, height=300, xaxis_title="quality q = ‖e‖", yaxis_title="count")
+    fig.update_layout(margin=dict(t=40))
     return fig
 
 
 def similarity_matrix(
     m: np.ndarray, names: list[str], title: str, zrange: tuple[float, float] | None = None
 ) -> go.Figure:
-    """Pairwise scores as a heatmap; pass the same ``zrange`` to figures that are compared."""
+    """Pairwise scores as a heatmap in reading order (image 1 in the top row), the
+    diagonal (an image with itself) left blank, colours spanning the pairs' own range;
+    pass the same ``zrange`` to figures that are compared."""
+    m = np.array(m, dtype=np.float64)
+    np.fill_diagonal(m, np.nan)
+    if zrange is None:
+        zrange = off_diagonal_range(m)
     fig = go.Figure(
         go.Heatmap(
             z=m,
@@ -288,118 +361,17 @@ def similarity_matrix(
             zmin=None if zrange is None else zrange[0],
             zmax=None if zrange is None else zrange[1],
             colorscale="Viridis",
+            colorbar=dict(title=dict(text=title.split()[-1])),
             texttemplate="%{z:.3f}",
             hovertemplate="%{y} ~ %{x}: %{z:.4f}<extra></extra>",
         )
     )
-    return _finish(fig, height=140 + 40 * len(names), title=title)
+    fig.update_yaxes(autorange="reversed")
+    return finish_figure(fig, height=140 + 40 * len(names), title=title)
 
 
-#: longest side (px) of a photo sent to the browser inside a figure
-DISPLAY_SIDE = 640
-
-
-def display_image(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[str, float]:
-    """``(data URI of a JPEG at most side px, scale)``: a photo as a figure sends it —
-    the browser gets a few tens of kB instead of the JSON of every pixel."""
-    import base64
-    import io
-
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    scale = min(1.0, side / max(h, w, 1))
-    im = Image.fromarray(np.ascontiguousarray(image[..., :3]))
-    if scale < 1.0:
-        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=88)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), scale
-
-
-def face_overlay(image: np.ndarray, box, landmarks, *, other_boxes=(), labels=None) -> go.Figure:
-    """The photo (sent at display size) with the compared face's box and 5 landmarks;
-    ``other_boxes`` (other detected faces) are drawn dashed; ``labels`` (one per box:
-    the compared one first, then the others) are written above each box."""
-    uri, scale = display_image(image)
-    fig = go.Figure(go.Image(source=uri))
-    for k, ob in enumerate(other_boxes):
-        x1, y1, x2, y2 = [float(v) * scale for v in ob]
-        fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color="#f4f1de", width=2, dash="dash"))
-        if labels is not None:
-            fig.add_annotation(
-                x=x1,
-                y=y1,
-                text=str(labels[k + 1]),
-                showarrow=False,
-                xanchor="left",
-                yanchor="bottom",
-                font=dict(color="white", size=13),
-                bgcolor="rgba(0,0,0,0.55)",
-            )
-    x1, y1, x2, y2 = [float(v) * scale for v in box]
-    fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color="#2a9d8f", width=3))
-    if labels is not None:
-        fig.add_annotation(
-            x=x1,
-            y=y1,
-            text=str(labels[0]),
-            showarrow=False,
-            xanchor="left",
-            yanchor="bottom",
-            font=dict(color="white", size=13),
-            bgcolor="#2a9d8f",
-        )
-    lm = np.asarray(landmarks, dtype=float) * scale
-    fig.add_trace(
-        go.Scatter(
-            x=lm[:, 0],
-            y=lm[:, 1],
-            mode="markers",
-            marker=dict(color="#e9c46a", size=8, line=dict(color="black", width=1)),
-            name="landmarks",
-            hoverinfo="skip",
-        )
-    )
-    fig.update_layout(
-        height=300,
-        margin=dict(l=0, r=0, t=0, b=0),
-        showlegend=False,
-        xaxis=dict(visible=False),
-        yaxis=dict(visible=False),
-    )
-    return fig
-
-
-def plq_figure(qm, unit: float | None = None) -> go.Figure:
-    """Aligned crop and its pixel-level quality map overlaid (red lowers q, blue raises
-    it); ``unit``: the encoder's fixed PLQ scale (same colours for every photo), else the
-    map's own 99th percentile of |map|."""
-    from qmag_core.quality.explain import display_values
-
-    v = display_values(qm, unit)
-    fig = make_subplots(
-        1, 2, subplot_titles=("aligned face", f"{qm.method} map (q = {qm.quality:.4f})"), horizontal_spacing=0.02
-    )
-    fig.add_trace(go.Image(z=qm.crop), 1, 1)
-    grey = np.repeat(qm.crop.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
-    fig.add_trace(go.Image(z=grey, opacity=0.55), 1, 2)
-    fig.add_trace(
-        go.Heatmap(
-            z=v,
-            colorscale="RdBu",
-            zmin=-1,
-            zmax=1,
-            zmid=0,
-            opacity=0.75,
-            colorbar=dict(title="raises q ↑ / lowers q ↓" + (" (fixed scale)" if unit else ""), len=0.8),
-            hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>",
-        ),
-        1,
-        2,
-    )
-    for c in (1, 2):
-        fig.update_xaxes(visible=False, row=1, col=c)
-        fig.update_yaxes(visible=False, autorange="reversed", scaleanchor=f"x{c if c > 1 else ''}", row=1, col=c)
-    fig.update_layout(height=380, margin=dict(l=0, r=0, t=40, b=0))
-    return fig
+def off_diagonal_range(*ms: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of the finite off-diagonal entries of square matrices (None if none)."""
+    vals = [m[~np.eye(len(m), dtype=bool) & np.isfinite(m)] for m in ms]
+    both = np.concatenate(vals) if vals else np.zeros(0)
+    return (float(both.min()), float(both.max())) if both.size else None

@@ -262,4 +262,5 @@ def download_table(df: pd.DataFrame, name: str, label: str = "Download CSV"):
 
 
 def fmt_pct(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.3f}%"
+    """A rate in percent, "—" where nothing was measured (never None or nan)."""
+    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.3f}%"

@@ -18,12 +18,14 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
 from conftest import IN_CI, ROOT
 
 from qmag_core.encoders import load_encoder
 from qmag_core.io.scores import read_scores_csv
 from qmag_core.pipeline.compare import compare_images
+from qmag_core.quality.scale import scale_for
 from qmag_core.scores import QMagFaceTrainer
 from qmag_core.scores.params import QMagFaceParams
 from studio.datasets import fmr_grid
@@ -196,12 +198,13 @@ def test_compare_page_in_browser(server, page):
     ref = compare_images(
         [str(f) for f in files], enc, names=[f.name for f in files], params=QMagFaceParams.shipped("builtin"), fmr=1e-3
     )
-    want = [f"{r.quality:.4f}" for r in ref.images]
+    scale = scale_for(enc)
+    want = [f"{scale.describe(r.quality)['scale']:.0f}/100" for r in ref.images]  # the calibrated scale first
     # an upload reruns the page more than once: wait until the last run has drawn both q
     # (listing the metrics mid-rerun can hold an element the next run detaches)
     page.wait_for_function(
         "([w]) => { const v = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-        ".filter(m => m.innerText.includes('quality q'))"
+        ".filter(m => m.innerText.includes('builtin scale'))"
         ".map(m => m.querySelector('[data-testid=\"stMetricValue\"]').innerText.trim());"
         " return JSON.stringify(v) === JSON.stringify(w); }",
         arg=[want],
@@ -209,11 +212,13 @@ def test_compare_page_in_browser(server, page):
     _wait_idle(page)
     qs = [
         v.inner_text().strip()
-        for v in page.locator('[data-testid="stMetric"]', has_text="quality q")
+        for v in page.locator('[data-testid="stMetric"]', has_text="builtin scale")
         .locator('[data-testid="stMetricValue"]')
         .all()
     ]
     assert qs == want
+    body = page.inner_text("body")
+    assert all(f"raw q {r.quality:.2f}" in body for r in ref.images)
     assert _metric(page, "cosine s") == f"{ref.pairs[0].s:.5f}"
     assert _metric(page, "QMagFace ŝ") == f"{ref.pairs[0].s_hat:.5f}"
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -273,6 +278,46 @@ def test_tour_screenshots(server, page):
         w, h = _full_screenshot(page, SHOTS / name)
         assert (SHOTS / name).stat().st_size > 20_000
         assert h > 1000 + 400, f"{name}: {w}x{h} is not the full page"
+
+
+_FIGURES = """() => [...document.querySelectorAll('.js-plotly-plot')].map(p => ({
+  titles: (p.layout.annotations || []).map(a => a.text),
+  xaxis: p._fullLayout.xaxis && p._fullLayout.xaxis.range,
+  xtype: p._fullLayout.xaxis && p._fullLayout.xaxis.type,
+  xaxis2: p._fullLayout.xaxis2 && p._fullLayout.xaxis2.range,
+  traces: p._fullData.map(d => ({name: d.name, xaxis: d.xaxis || 'x', x: d.x ? Array.from(d.x) : [],
+                            colour: d.line && d.line.color, dash: d.line && d.line.dash, fill: d.fill || ''})),
+}))"""
+
+
+def test_dataset_page_claims_no_more_than_the_data_measured(server, page):
+    """The ROC and DET start at FMR = 1/#imposters (no point, no axis below it), cosine and
+    QMagFace differ in colour and dash, bootstrap bands are drawn, the page says which
+    pairs trained the active α/β, the ŝ boundary names its FMR, and no raw None/nan
+    is shown anywhere."""
+    from scipy.stats import norm
+
+    page.goto(server + "/dataset")
+    page.get_by_text("The active α/β were trained on").first.wait_for()
+    _wait_idle(page)
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].length >= 3")
+    figs = page.evaluate(_FIGURES)
+    roc = next(f for f in figs if "ROC" in f["titles"] and "DET" in f["titles"])
+    n_imp = 900  # the held-out LFW-dev pairs the page opens on: folds 5–7, 900 imposter pairs
+    floor = 1 / n_imp
+    assert roc["xtype"] == "log" and roc["xaxis"][0] >= np.log10(floor) - 1e-9, roc["xaxis"]
+    assert roc["xaxis2"][0] >= norm.ppf(floor) - 1e-9, roc["xaxis2"]
+    curves = [tr for tr in roc["traces"] if tr["name"] in ("cosine", "QMagFace") and tr["xaxis"] == "x"]
+    assert {tr["name"] for tr in curves} == {"cosine", "QMagFace"}
+    assert all(min(tr["x"]) >= floor * (1 - 1e-9) for tr in curves)
+    assert curves[0]["colour"] != curves[1]["colour"] and curves[0]["dash"] != curves[1]["dash"]
+    assert sum(tr["fill"] == "toself" for tr in roc["traces"]) == 2  # one bootstrap band per curve
+    sq = next(f for f in figs if any((tr["name"] or "").startswith("ŝ =") for tr in f["traces"]))
+    assert any(" at the EER (" in (tr["name"] or "") for tr in sq["traces"])  # 900 imposters: no FMR 0.001
+    body = page.inner_text("body")
+    assert "2,400 of 4,200 pairs here are of those persons" in body and "held-out pairs" in body
+    for raw in ("None", "nan", "NaN"):
+        assert raw not in body.split(), raw
 
 
 def _active_dataset(pg) -> str:

@@ -243,7 +243,7 @@ def test_79_megapixel_jpeg_decodes_downscaled_in_bounded_memory(tmp_path):
 
 def test_figure_sends_photos_at_display_size():
     from qmag_core.vision.images import load_image
-    from studio.figures import face_overlay
+    from studio.face_figures import face_overlay
 
     img = load_image(FACES / "img2.jpg", max_side=None)
     big = np.asarray(Image.fromarray(img).resize((4352, 3264)))  # a 14 MP phone photo

@@ -28,7 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.protocol import PHOTOS, SHARED, TEST_FOLDS, cross_quality_pairs, samples, split_paths, stack
+from bench.protocol import (
+    PHOTOS,
+    SHARED,
+    TEST_FOLDS,
+    TRAIN_FOLDS,
+    VAL_FOLDS,
+    cross_quality_pairs,
+    samples,
+    split_paths,
+    stack,
+)
 from qmag_core.encoders import BUILTIN_HEAD, load_encoder
 from qmag_core.io.pairs import read_lfw_pairs
 from qmag_core.quality.head import save_quality_head
@@ -88,6 +98,8 @@ def train_params(mode: str, seed: int, write: bool, n_deg: int = 2):
                 f"severity U(0.1, 1), seed {seed}",
                 "n_genuine": tr.n_genuine_,
                 "n_imposter": tr.n_imposter_,
+                "protocol": "lfw-dev",  # machine-readable: the Dataset page marks rows of these persons
+                "persons_of_folds": [f + 1 for f in TRAIN_FOLDS + VAL_FOLDS],  # 1-based, as LFW numbers them
                 "command": f"python -m tools.train_builtin_utility --params {mode} --write",
             },
         )

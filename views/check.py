@@ -13,7 +13,7 @@ from qmag_core.quality.check import check_calibration, check_crop
 from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import detect_and_align
 from studio.datasets import SAMPLE_DIR
-from studio.figures import plq_figure
+from studio.face_figures import plq_figure
 from studio.ui import detector, encoder
 
 st.title("Enrolment check")

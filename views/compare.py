@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from qmag_core.evaluation.metrics import fmr_key
 from qmag_core.pipeline.compare import compare_embedded, embed_images, explain_pairs
 from qmag_core.quality.scale import scale_for
 from studio.datasets import SAMPLE_DIR
-from studio.figures import face_overlay, similarity_matrix
+from studio.face_figures import face_overlay
+from studio.figures import off_diagonal_range, similarity_matrix
 from studio.ui import (
     active_params,
     dataset,
@@ -19,6 +21,18 @@ from studio.ui import (
     download_table,
     encoder,
 )
+
+#: the decision as the page shows it: green accept, red reject
+DECISION_BADGE = {True: ":green-background[**accept**]", False: ":red-background[**reject**]"}
+SCALE_HELP = (
+    "The calibrated quality scale: 100 × the share of genuine pairs that match at the scale's FMR among photos "
+    "of this quality (measured on held-out LFW pairs); bands good / usable / poor."
+)
+
+
+def decision_colour(v: str) -> str:
+    return {"accept": "background-color: #d8f3dc", "reject": "background-color: #ffd6d6"}.get(v, "")
+
 
 st.title("Compare faces")
 SAMPLES = ["img1.jpg", "img2.jpg", "img9.jpg", "couple.jpg"]
@@ -50,7 +64,7 @@ fmr = st.select_slider(
     "Operating point (FMR)",
     options=fmr_options,
     value=min(fmr_options, key=lambda f: abs(np.log10(f) + 3)),
-    format_func=lambda f: f"{f:.1e}",
+    format_func=fmr_key,
     key="compare_fmr",
 )
 ss = st.session_state
@@ -130,15 +144,17 @@ for k, r in enumerate(res.images):
             )
         st.image(r.aligned.crop, caption=f"aligned {r.aligned.spec.name}", width=150)
         pct = f" · percentile {100 * np.mean(qs <= r.quality):.0f} of the active dataset" if qs is not None else ""
-        st.metric(f"quality q ({enc.id})", f"{r.quality:.4f}", help=enc.quality)
-        if qscale is not None:
+        if qscale is not None:  # the calibrated scale first, the raw q beside it
             d = qscale.describe(r.quality)
+            st.metric(f"quality ({enc.id} scale)", f"{d['scale']:.0f}/100", help=SCALE_HELP)
             st.caption(
-                f"quality scale **{d['scale']:.0f}/100** · band **{d['band']}** — photos of this quality match "
-                f"{d['scale']:.0f}% of the time at FMR {qscale.fmr:g}"
+                f"band **{d['band']}** — photos of this quality match {d['scale']:.0f}% of the time at "
+                f"FMR {fmr_key(qscale.fmr)} · raw q {r.quality:.2f}{pct}"
             )
-        if pct:
-            st.caption(pct.strip(" ·"))
+        else:
+            st.metric(f"quality q ({enc.id})", f"{r.quality:.2f}", help=enc.quality)
+            if pct:
+                st.caption(pct.strip(" ·"))
 
 if not res.pairs:
     st.info("Need at least two images with a detected face for a comparison.")
@@ -146,7 +162,7 @@ if not res.pairs:
 thr = (
     "no operating point"
     if res.threshold_s_hat is None
-    else f"FMR {res.fmr:.1e}: accept when ŝ ≥ {res.threshold_s_hat:.4f} (cosine alone: s ≥ {res.threshold_s:.4f})"
+    else f"FMR {fmr_key(res.fmr)}: accept when ŝ ≥ {res.threshold_s_hat:.4f} (cosine alone: s ≥ {res.threshold_s:.4f})"
 )
 st.subheader("Pairs")
 st.caption(
@@ -158,7 +174,7 @@ rows = [
     {
         "image 1": res.images[p.i].name,
         "image 2": res.images[p.j].name,
-        "q_min": round(p.q_min, 4),
+        "q_min": round(p.q_min, 2),
         "s": round(p.s, 5),
         "ŝ": round(p.s_hat, 5),
         "decision (ŝ)": "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject"),
@@ -171,18 +187,17 @@ if len(res.pairs) == 1:
     c1, c2, c3 = st.columns(3)
     c1.metric("cosine s", f"{p.s:.5f}")
     c2.metric("QMagFace ŝ", f"{p.s_hat:.5f}")
-    c3.metric(
-        f"decision at FMR {res.fmr:.1e}", "—" if p.accept_s_hat is None else ("accept" if p.accept_s_hat else "reject")
-    )
+    c3.markdown(f"decision at FMR {fmr_key(res.fmr)}")
+    c3.markdown(DECISION_BADGE.get(p.accept_s_hat, "—"))
 st.info(explain_pairs(res.pairs, params))
 df = pd.DataFrame(rows)
-st.dataframe(df, hide_index=True, width="stretch")
+styled = df.style.map(decision_colour, subset=["decision (ŝ)", "decision (s)"])
+st.dataframe(styled.format({"q_min": "{:.2f}", "s": "{:.5f}", "ŝ": "{:.5f}"}), hide_index=True, width="stretch")
 download_table(df, "comparisons.csv")
 if sum(r.ok for r in res.images) > 2:
     names_ok = [r.name for r in res.images]
     c1, c2 = st.columns(2)
     ms, mh = res.matrix("s"), res.matrix("s_hat")
-    both = np.r_[ms[np.isfinite(ms)], mh[np.isfinite(mh)]]
-    zr = (float(both.min()), float(both.max())) if both.size else None  # one colour scale for both
+    zr = off_diagonal_range(ms, mh)  # one colour scale for both, from the pairs themselves
     c1.plotly_chart(similarity_matrix(ms, names_ok, "cosine s", zr), key="mat-s", width="stretch")
     c2.plotly_chart(similarity_matrix(mh, names_ok, "QMagFace ŝ", zr), key="mat-sh", width="stretch")

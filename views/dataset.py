@@ -1,13 +1,17 @@
 """Dataset: genuine/imposter distributions before and after QMagFace, s vs q_min,
 ROC/DET, FNMR@FMR with bootstrap CIs, EER; bring your own data."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from qmag_core.errors import QMagError
+from qmag_core.evaluation import bootstrap as B
 from qmag_core.evaluation import metrics as M
 from qmag_core.evaluation.protocol import metric_block, qmagface_effect
+from qmag_core.scores.roc_window import lowest_fmr
 from qmag_core.scores.scoring import qmagface_score
 from studio.datasets import (
     Dataset,
@@ -19,6 +23,7 @@ from studio.datasets import (
     public_message,
     resolve_under_roots,
     staged_uploads,
+    training_overlap,
 )
 from studio.figures import roc_det, s_vs_q, score_histograms
 from studio.ui import (
@@ -126,8 +131,25 @@ with st.expander("Bring your own data", expanded=False):
             _load(lambda prog: dataset_from_templates(ijb, encoder(), pooling=pooling, progress=prog), progress=True)
 
 ds = scored_dataset()
-t = ds.table
 params = active_params()
+in_sample, provenance = training_overlap(ds, params.trained_on) if params is not None else (None, "")
+held = None if in_sample is None else ~in_sample
+if held is not None and in_sample.any() and held.any():
+    st.info(provenance)
+    both = len(np.unique(ds.table.label[held])) == 2
+    if st.toggle(
+        f"Held-out pairs only ({int(held.sum()):,} of {held.size:,}: persons that did not train α/β)",
+        value=both,
+        disabled=not both,
+        key="held_out_only",
+        help="Metrics on pairs whose persons trained the active α/β are in-sample: they flatter QMagFace.",
+    ):
+        ds = dataclasses.replace(ds, table=ds.table.subset(held), name=f"{ds.name}, held-out pairs")
+    else:
+        st.warning("In-sample: the numbers below include pairs of the persons that trained the active α/β.")
+elif params is not None:
+    st.caption(provenance)
+t = ds.table
 if params is not None and ds.encoder and params.encoder and ds.encoder != params.encoder:
     st.warning(
         f"The active parameters were trained for encoder '{params.encoder}' but this dataset comes from "
@@ -162,10 +184,31 @@ def metrics_table(key: str, s, s_hat, y, failed_labels):
         }
         for k, fnmr in block["fnmr_at_fmr"].items():
             ci = block["ci95"]["fnmr_at_fmr"][k]
-            row[f"FNMR@{k}"] = fnmr
-            row[f"FNMR@{k} CI95"] = tuple(ci) if ci else None
+            row[f"FNMR @ FMR {k}"] = fnmr
+            row[f"FNMR @ FMR {k} CI95"] = tuple(ci) if ci else None
         rows.append(row)
     return rows
+
+
+def metrics_display(rows: list[dict]) -> pd.DataFrame:
+    """One cell per measure, its 95% CI beside it ("2.31% [1.90, 2.80]"), rates in
+    percent, FNMR@FMR written one way, "—" where nothing was measured (never None/nan)."""
+    out = []
+    for r in rows:
+        row = {"scores": r["scores"]}
+        for k, v in r.items():
+            if k == "scores" or k.endswith("CI95"):
+                continue
+            ci = r.get(f"{k} CI95")
+            label = k
+            if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                row[label] = "—" if k != "d′" else "— (failures counted)"
+            elif k.startswith(("EER", "FNMR")):
+                row[label] = fmt_pct(v) + (f" [{fmt_pct(ci[0])}, {fmt_pct(ci[1])}]" if ci else "")
+            else:
+                row[label] = f"{v:.4f}"
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 failed_labels = t.failed.label.astype(bool) if t.n_failed else np.zeros(0, bool)
@@ -178,28 +221,7 @@ if t.n_failed:
         "'failures counted' treat them as non-matches (ISO/IEC 19795-1 generalized rates); d′ is left out "
         "there."
     )
-show = pd.DataFrame(
-    [
-        {
-            k: (
-                fmt_pct(v)
-                if k.startswith(("EER", "FNMR")) and not k.endswith("CI95")
-                else (
-                    f"[{fmt_pct(v[0])}, {fmt_pct(v[1])}]"
-                    if isinstance(v, tuple)
-                    else (
-                        "not enough imposters"
-                        if v is None and k.endswith("CI95")
-                        else (round(v, 5) if isinstance(v, float) else v)
-                    )
-                )
-            )
-            for k, v in r.items()
-        }
-        for r in rows
-    ]
-)
-st.dataframe(show, hide_index=True, width="stretch")
+st.dataframe(metrics_display(rows), hide_index=True, width="stretch")
 download_table(pd.DataFrame(rows), "metrics.csv", "Download metrics (CSV, fractions)")
 
 
@@ -223,15 +245,49 @@ c2.metric(
 
 fig, _ = score_histograms(t.s, s_hat, y)
 st.plotly_chart(fig, key="hist", width="stretch")
-thr = None
+
+
+@st.cache_data(show_spinner="Bootstrap bands of the ROC…", max_entries=16)
+def roc_bands(key: str, s, s_hat, y) -> dict:
+    """95% bootstrap bands of TPR on a log grid of FMRs from 1/#imposters (200 seeded
+    resamples, genuine and imposter pairs drawn apart)."""
+    n_imp = int((~y).sum())
+    grid = np.unique(np.r_[np.geomspace(lowest_fmr(n_imp), 1.0, 24)[:-1], 0.5])
+    out = {}
+    for name, v in (("cosine", s), ("QMagFace", s_hat)):
+        ci = B.bootstrap_ci(v[y], v[~y], fmrs=grid, n_boot=200, random_state=0)["fnmr_at_fmr"]
+        f = np.array([g for g in grid if ci[float(g)] is not None])
+        lo_hi = np.array([ci[float(g)] for g in f])
+        out[name] = (f, 1 - lo_hi[:, 1], 1 - lo_hi[:, 0])
+    return out
+
+
+thr, thr_label = None, ""
 roc_hat = M.roc(s_hat[y], s_hat[~y])
 if params is not None:
     ops = roc_hat.fnmr_at_fmr((1e-3,))
-    thr = ops[0].threshold if ops[0].threshold is not None else roc_hat.eer().threshold
+    if ops[0].threshold is not None:
+        thr, thr_label = ops[0].threshold, "at FMR 0.001 on these pairs"
+    else:  # too few imposters for 1e-3: the EER threshold, said as such
+        e = roc_hat.eer()
+        thr, thr_label = e.threshold, f"at the EER ({fmt_pct(e.value)}): too few imposters for FMR 0.001"
 c1, c2 = st.columns([2, 3])
 c1.plotly_chart(
-    s_vs_q(t.s, t.q_min, y, alpha=alpha if params else None, beta=beta, threshold=thr), key="sq", width="stretch"
+    s_vs_q(t.s, t.q_min, y, alpha=alpha if params else None, beta=beta, threshold=thr, threshold_label=thr_label),
+    key="sq",
+    width="stretch",
 )
-c2.plotly_chart(roc_det({"cosine": M.roc(t.s[y], t.s[~y]), "QMagFace": roc_hat}), key="roc", width="stretch")
+c2.plotly_chart(
+    roc_det(
+        {"cosine": M.roc(t.s[y], t.s[~y]), "QMagFace": roc_hat},
+        bands=roc_bands(f"{ds.key}|{alpha}|{beta}", t.s, s_hat, y),
+    ),
+    key="roc",
+    width="stretch",
+)
+c2.caption(
+    f"Curves start at FMR = 1/{ds.n_imposter:,} imposters (nothing below it is measured); the grey strip up to "
+    f"3/{ds.n_imposter:,} is uncertain (ISO/IEC 19795-1's rule of three). Shaded: 95% bootstrap bands."
+)
 scored = pd.DataFrame({"s": t.s, "q1": t.q1, "q2": t.q2, "label": t.label, "fold": t.fold, "s_hat": s_hat})
 download_table(scored, "scores_with_s_hat.csv", "Download scores with ŝ (CSV)")

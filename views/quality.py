@@ -7,7 +7,8 @@ import streamlit as st
 
 from qmag_core.evaluation.measures import iso_edcs, measure_columns, measure_edcs
 from qmag_core.quality.scale import scale_for
-from studio.figures import edc_figure, plq_figure, quality_histogram
+from studio.face_figures import plq_figure
+from studio.figures import edc_figure, quality_histogram
 from studio.ui import dataset, encoder, fmt_pct, gradient_encoder
 
 st.title("Quality")
@@ -25,14 +26,14 @@ per_image = bool(ds.image_quality)
 q = np.asarray(list(ds.image_quality.values())) if per_image else np.r_[t.q1, t.q2]
 st.caption(
     f"**{ds.name}** — quality of {'each image' if per_image else 'both images of every pair'} "
-    f"(n = {q.size:,}): median {np.median(q):.4f}, 5th–95th percentile "
-    f"{np.percentile(q, 5):.4f}–{np.percentile(q, 95):.4f}"
+    f"(n = {q.size:,}): median {np.median(q):.2f}, 5th–95th percentile "
+    f"{np.percentile(q, 5):.2f}–{np.percentile(q, 95):.2f}"
 )
 qscale = scale_for(enc) if ds.encoder in (None, enc.id) else None
-marks = None
+bands = None
 if qscale is not None:
     lo, hi = qscale.edges
-    marks = {"poor | usable": lo, "usable | good": hi}
+    bands = {"poor": (min(float(q.min()), lo), lo), "usable": (lo, hi), "good": (hi, max(float(q.max()), hi))}
     band = qscale.band(q)
     share = {b: float(np.mean(band == b)) for b in ("good", "usable", "poor")}
     st.caption(
@@ -42,7 +43,7 @@ if qscale is not None:
         f"FNMR at FMR {qscale.fmr:g} of pairs with a worse image of that quality crosses 1.5× and 0.5× the "
         "reference pairs' FNMR; docs/method/quality.md)"
     )
-st.plotly_chart(quality_histogram(q, marks=marks), key="qhist", width="stretch")
+st.plotly_chart(quality_histogram(q, bands=bands), key="qhist", width="stretch")
 
 if per_image and ds.image_root is not None:
     from qmag_core.vision.images import load_image
@@ -53,7 +54,7 @@ if per_image and ds.image_root is not None:
         st.subheader(title)
         cols = st.columns(n)
         for c, (path, val) in zip(cols, sel, strict=False):
-            c.image(load_image(ds.image_root / path), caption=f"{path}\nq = {val:.4f}", width="stretch")
+            c.image(load_image(ds.image_root / path), caption=f"{path}\nq = {val:.2f}", width="stretch")
 
 
 @st.cache_data(show_spinner="EDC…", max_entries=16)
@@ -119,12 +120,28 @@ PLQ_METHODS = {
 }
 
 
-@st.cache_data(show_spinner="Computing the quality map…", max_entries=32)
-def plq(data: bytes, name: str, method: str, encoder_key: str, _enc, _det):
-    from qmag_core.quality.explain import explain
+def plq(data: bytes, name: str, method: str, encoder_key: str, enc, det):
+    """The map of one face, kept per session by the photo's content, the method and the
+    encoder's content key (the 32 latest); a new one shows its progress step by step."""
+    import hashlib
 
-    name_, kw = PLQ_METHODS[method]
-    return explain(data, _enc, method=name_, detector=_det, name=name, **kw)
+    key = (hashlib.sha256(data).hexdigest(), method, encoder_key)
+    maps = st.session_state.setdefault("_plq_maps", {})
+    if key not in maps:
+        from qmag_core.quality.explain import explain
+
+        name_, kw = PLQ_METHODS[method]
+        what = "integration step" if name_ == "gradient" else "patch"
+        bar = st.progress(0.0, text=f"{method} map of {name}…")
+
+        def step(done, total):
+            bar.progress(done / total, text=f"{method} map of {name}: {what} {done} of {total}")
+
+        maps[key] = explain(data, enc, method=name_, detector=det, name=name, progress=step, **kw)
+        bar.empty()
+        while len(maps) > 32:
+            maps.pop(next(iter(maps)))
+    return maps[key]
 
 
 c1, c2 = st.columns([2, 1])
@@ -153,18 +170,20 @@ else:
     except QMagError as e:
         st.error(str(e))
     else:
+        default_opts = PLQ_METHODS[method][1].get("fill", "blur") == "blur"
+        calibrated = qscale.plq.get(qm.method) if qscale is not None and default_opts else None
         fixed = st.toggle(
-            "Fixed colour scale",
-            value=True,
-            key="plq_fixed",
+            "Fixed colour scale" if calibrated else "Fixed colour scale (not calibrated for this method)",
+            value=calibrated is not None,
+            disabled=calibrated is None,
+            key=f"plq_fixed_{calibrated is not None}",
             help="The encoder's calibrated PLQ unit: the same colours mean the same q per pixel on every photo "
             "(compare photos, or a photo before and after a change). Off: scaled by this map's own 99th percentile.",
         )
-        default_opts = PLQ_METHODS[method][1].get("fill", "blur") == "blur"
-        unit = qscale.plq.get(qm.method) if fixed and qscale is not None and default_opts else None
+        unit = calibrated if fixed else None
         st.plotly_chart(plq_figure(qm, unit=unit), key="plq", width="stretch")
         on_scale = ""
         if qscale is not None:
             d = qscale.describe(qm.quality)
             on_scale = f" (scale {d['scale']:.0f}/100, {d['band']})"
-        st.caption(f"{source[1]}: q = {qm.quality:.4f}{on_scale} · {qm.method} map in {qm.seconds:.1f} s")
+        st.caption(f"{source[1]}: q = {qm.quality:.2f}{on_scale} · {qm.method} map in {qm.seconds:.1f} s")

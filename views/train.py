@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from qmag_core.errors import FMRClampWarning, QMagError
-from qmag_core.evaluation.metrics import operating_points
+from qmag_core.evaluation.metrics import fmr_key, operating_points
 from qmag_core.evaluation.protocol import heldout_effect
 from qmag_core.scores.params import OFFICIAL_PARAMS
 from qmag_core.scores.scoring import qmagface_score
@@ -52,7 +52,7 @@ fmr_min, fmr_max = c1.select_slider(
     options=grid,
     value=tuple(ss["fmr_range"]),
     key="w_fmr_range",
-    format_func=lambda f: f"{f:.1e}",
+    format_func=fmr_key,
 )
 ss["fmr_range"] = (fmr_min, fmr_max)
 mode = c2.radio(
@@ -114,7 +114,9 @@ c2.metric("β", f"{tr.beta_:.6g}")
 c3.metric("zero crossing s0 = α/β", f"{tr.alpha_ / tr.beta_:.4f}" if tr.beta_ else "∞")
 c4.metric("FMRs with tied ω", f"{int((tr.n_ties_ > 1).sum())} / {tr.fmrs_.size}")
 st.plotly_chart(
-    omega_fit(tr.thresholds_, tr.omega_opt_, tr.n_ties_, tr.alpha_, tr.beta_, tr.fmrs_), key="omega", width="stretch"
+    omega_fit(tr.thresholds_, tr.omega_opt_, tr.n_ties_, tr.alpha_, tr.beta_, tr.fmrs_, tr.mode),
+    key="omega",
+    width="stretch",
 )
 st.caption(
     "Marker size = how many ω reach the lowest FNMR at that FMR (the first, most negative one is taken); "
@@ -166,8 +168,9 @@ try:
     rows = []
     for k in ("eer", "fnmr@0.01", "fnmr@0.001", "fnmr@0.0001", "auc"):
         a, b = h["cosine"].get(k), h["qmagface"].get(k)
-        f = (lambda v: f"{v:.5f}") if k == "auc" else fmt_pct
-        rows.append({"metric": k.upper() if k == "eer" else k, "cosine": f(a), "QMagFace": f(b)})
+        f = (lambda v: "—" if v is None else f"{v:.5f}") if k == "auc" else fmt_pct
+        label = {"eer": "EER", "auc": "AUC"}.get(k) or k.replace("fnmr@", "FNMR @ FMR ")
+        rows.append({"metric": label, "cosine": f(a), "QMagFace": f(b)})
     st.caption(
         f"α/β refitted with these settings on a seeded half ({h['n_train']:,} pairs), measured on the "
         f"other half ({h['n_test']:,} pairs) — never on the pairs they were trained on."

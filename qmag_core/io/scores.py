@@ -96,6 +96,21 @@ class ScoreTable:
     def X(self) -> np.ndarray:
         return np.column_stack([self.s, self.q_min])
 
+    def subset(self, rows: npt.ArrayLike) -> ScoreTable:
+        """The pairs selected by ``rows`` (a boolean mask or indices), extra columns with
+        them; failed pairs are kept (they carry no scores to select by)."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            s=self.s[rows],
+            q1=self.q1[rows],
+            q2=self.q2[rows],
+            label=self.label[rows],
+            fold=self.fold[rows],
+            extra={k: np.asarray(v)[rows] for k, v in self.extra.items()},
+        )
+
 
 def _split_metadata(p: str) -> tuple[dict, str, int]:
     """``(meta, body, n_lines_before_header)``: leading ``# key=value`` and blank lines."""

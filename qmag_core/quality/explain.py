@@ -34,6 +34,7 @@ the 99th percentile of |raw| on clean reference crops), one colour scale everywh
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,9 +113,17 @@ def _normalise(raw: np.ndarray) -> np.ndarray:
 
 
 def gradient_map(
-    encoder, crop: np.ndarray, *, steps: int = 64, baseline_sigma: float = 4.0, sigma: float = 1.5, batch_size: int = 16
+    encoder,
+    crop: np.ndarray,
+    *,
+    steps: int = 64,
+    baseline_sigma: float = 4.0,
+    sigma: float = 1.5,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> QualityMap:
-    """Integrated-gradients PLQ map from a blurred baseline (see module docstring)."""
+    """Integrated-gradients PLQ map from a blurred baseline (see module docstring);
+    ``progress(done, steps)`` after each batch of integration steps."""
     if not encoder.differentiable:
         from ..vision.runtime import torch_available
 
@@ -140,6 +149,8 @@ def gradient_map(
         q = _torch_q(encoder, px)
         (g,) = torch.autograd.grad(q.sum(), px)
         grads += g.sum(0).permute(1, 2, 0).cpu().numpy()
+        if progress is not None:
+            progress(min(k + batch_size, steps), steps)
     attr = (x - base) * grads / steps
     raw = gaussian_filter(attr.sum(axis=2), sigma) if sigma > 0 else attr.sum(axis=2)
     q0 = float(encoder.quality_of(x[None])[0])
@@ -164,10 +175,12 @@ def occlusion_map(
     baseline_sigma: float = 4.0,
     fill: str = "blur",
     batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
 ) -> QualityMap:
     """Occlusion-sensitivity PLQ map (see module docstring).  ``fill``: what replaces each
     patch — ``blur`` (the crop blurred by ``baseline_sigma``: removes detail only) or
-    ``grey`` (mid-grey 128: removes the content, classic occlusion sensitivity)."""
+    ``grey`` (mid-grey 128: removes the content, classic occlusion sensitivity);
+    ``progress(done, n_patches)`` after each batch of patches."""
     t0 = time.perf_counter()
     x = np.asarray(crop, np.float32)
     S = x.shape[0]
@@ -192,6 +205,8 @@ def occlusion_map(
         for (r, c), d in zip(chunk, dq, strict=True):
             acc[r : r + patch, c : c + patch] += d
             cnt[r : r + patch, c : c + patch] += 1
+        if progress is not None:
+            progress(min(k + batch_size, len(windows)), len(windows))
     raw = (acc / np.maximum(cnt, 1)).astype(np.float32)
     return QualityMap(
         np.asarray(crop, np.uint8),

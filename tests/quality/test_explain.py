@@ -170,3 +170,15 @@ def test_occlusion_fill_options(enc, crops):
     np.testing.assert_allclose(c.raw, c.quality - q_grey, rtol=1e-4)
     with pytest.raises(QMagError, match="fill must be"):
         occlusion_map(enc, crops[0], fill="noise")
+
+
+def test_maps_report_their_progress_step_by_step(enc, crops):
+    """The Quality page's progress bar reads these steps (gradient: integration steps;
+    occlusion: patches); the map is the same with or without the callback."""
+    seen = []
+    m = gradient_map(enc, crops[0], steps=8, batch_size=4, progress=lambda d, n: seen.append((d, n)))
+    assert seen == [(4, 8), (8, 8)]
+    np.testing.assert_array_equal(m.raw, gradient_map(enc, crops[0], steps=8, batch_size=4).raw)
+    seen.clear()
+    occlusion_map(enc, crops[0], patch=50, stride=50, batch_size=4, progress=lambda d, n: seen.append((d, n)))
+    assert seen == [(4, 9), (8, 9), (9, 9)]

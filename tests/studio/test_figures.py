@@ -2,6 +2,7 @@
 listed only when drawn, one colour scale for compared matrices."""
 
 import numpy as np
+import pytest
 
 from qmag_core.evaluation import edc as E
 from qmag_core.evaluation import metrics as M
@@ -81,3 +82,30 @@ def test_compare_sentence_follows_omega_not_the_sign_of_beta():
     assert "1 of 2 pairs have a cosine where ω(s) < 0" in explain_pairs([hi, lo], p)
     assert "below s0" not in explain_pairs([hi], p) and "-4.0000" in explain_pairs([hi], p)
     assert explain_pairs([lo], p).startswith("ŝ = s:")
+
+
+def test_roc_det_draws_only_what_the_pairs_measured():
+    """No point and no axis below FMR = 1/#imposters; the uncertain strip up to 3/#imposters;
+    the two curves differ in colour and dash; a DET without errors says why it is empty."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    g, i = rng.normal(0.7, 0.1, 500), rng.normal(0.2, 0.1, 400)
+    fig = roc_det({"cosine": M.roc(g, i), "QMagFace": M.roc(g + 0.01, i)})
+    roc = [d for d in fig.data if d.xaxis in (None, "x") and d.name in ("cosine", "QMagFace")]
+    assert all(np.min(d.x) >= 1 / 400 * (1 - 1e-9) for d in roc)
+    assert roc[0].line.color != roc[1].line.color and roc[0].line.dash != roc[1].line.dash
+    assert fig.layout.xaxis.range[0] == pytest.approx(np.log10(1 / 400))
+    assert fig.layout.xaxis2.range[0] == pytest.approx(norm.ppf(1 / 400))
+    strip = [s for s in fig.layout.shapes if s.xref == "x"]
+    assert strip and strip[0].x0 == pytest.approx(1 / 400) and strip[0].x1 == pytest.approx(3 / 400)
+    separated = roc_det({"cosine": M.roc(g + 5, i)})
+    assert any("No errors to draw" in a.text for a in separated.layout.annotations)
+
+
+def test_similarity_matrix_reads_top_down_without_the_diagonal():
+    m = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.5], [0.3, 0.5, 1.0]])
+    fig = similarity_matrix(m, ["a", "b", "c"], "cosine s")
+    z = np.asarray(fig.data[0].z, float)
+    assert np.isnan(np.diag(z)).all() and fig.layout.yaxis.autorange == "reversed"
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0.3, 0.8)  # the pairs' own range, not 0.7–1
