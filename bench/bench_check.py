@@ -102,6 +102,66 @@ def latency(n: int, seed: int) -> int:
     return 0
 
 
+WRAP_PEAK = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "r = subprocess.run([sys.executable, '-m', 'qmag_core', 'check', *sys.argv[1:]], capture_output=True)\n"
+    "print(r.returncode, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def batch(n: int, seed: int, rows: int) -> int:
+    """``qmag check --images DIR`` as a process on ``n`` original LFW test photos: photos/s
+    with one worker and with one per core (no cache), beside the serial limit of one
+    process; then the peak memory of a ``rows``-photo folder (copies of the same photos,
+    so the cache answers: the streaming of rows, not the networks, is measured)."""
+    import os
+    import platform
+    import shutil
+    import subprocess
+    import tempfile
+
+    from bench import protocol as T
+
+    rng = np.random.default_rng(seed)
+    photos = [PHOTOS / p for p in rng.choice(T.split_paths()["test"], n, replace=False)]
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "photos"
+        src.mkdir()
+        for k, f in enumerate(photos):
+            shutil.copy(f, src / f"{k:05d}.jpg")
+        rate = {}
+        runs = {"one process, one thread": ["--workers", "1", "--threads", "1"], "one process": ["--workers", "1"]}
+        runs[f"{cpus} workers"] = ["--workers", str(cpus)]
+        for name, extra in runs.items():
+            args = ["--images", str(src), "--csv", f"{d}/{len(rate)}.csv", "--no-cache", *extra]
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "qmag_core", "check", *args], capture_output=True, check=False)
+            rate[name] = n / (time.perf_counter() - t0)
+        same = len({Path(f"{d}/{k}.csv").read_text() for k in range(len(rate))}) == 1
+        print(f"{platform.machine()}, {cpus} CPUs: {n} photos, qmag check --images as a process (start included)")
+        base = rate["one process, one thread"]
+        for name, r in rate.items():
+            print(f"  {name:<26} {r:.2f} photos/s = {r / base:.2f}x the serial limit (one thread)")
+        print(f"  rows identical: {same}")
+        big = Path(d) / "big"
+        big.mkdir()
+        for k in range(rows):
+            os.link(src / f"{k % n:05d}.jpg", big / f"{k:06d}.jpg")
+        cache = Path(d) / "cache"
+        warm = ["--images", str(src), "--cache-dir", str(cache), "--workers", str(cpus)]
+        subprocess.run([sys.executable, "-m", "qmag_core", "check", *warm], capture_output=True, check=False)
+        args = ["--images", str(big), "--csv", f"{d}/big.csv", "--json", f"{d}/big.json", "--cache-dir", str(cache)]
+        out = subprocess.run([sys.executable, "-c", WRAP_PEAK, *args], capture_output=True, text=True)
+        rc, sec, kib = out.stdout.split()
+        n_rows = len(Path(f"{d}/big.csv").read_text().splitlines()) - 1
+        print(
+            f"  {rows:,} photos from the cache: {n_rows:,} rows in {float(sec):.1f} s, peak {int(kib) / 1024:.0f} MiB"
+        )
+    return 0
+
+
 def main(argv=None) -> int:
     from bench import protocol as T
 
@@ -111,6 +171,10 @@ def main(argv=None) -> int:
     ap.add_argument("--maps", action="store_true", help="also the PLQ-map share rule (slower)")
     ap.add_argument("--latency", action="store_true", help="time one whole report per photo instead")
     ap.add_argument(
+        "--batch", action="store_true", help="photos/s of qmag check --images with 1 vs all workers, and memory"
+    )
+    ap.add_argument("--rows", type=int, default=10_000, help="with --batch: photos in the memory run")
+    ap.add_argument(
         "--kinds",
         default=",".join(TEST_OCCLUDERS),
         help=f"test occluders, comma-separated, of {', '.join(TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS)}",
@@ -118,6 +182,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.latency:
         return latency(a.n if a.n != 200 else 20, a.seed)
+    if a.batch:
+        return batch(a.n if a.n != 200 else 40, a.seed, a.rows)
     kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS):
         ap.error(f"--kinds: expected test occluders of {', '.join(TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS)}")

@@ -385,12 +385,67 @@ def test_enrolment_check_page(enc):
     assert list(df["region"]) == list(REGIONS)
     np.testing.assert_allclose(df["q gain when repaired"], [round(r.q_gain, 3) for r in ref.regions], atol=2e-3)
     assert list(df["flagged"]) == [r.flagged for r in ref.regions]
-    assert any(s.value == f"Repaired preview: {ref.top}" for s in at.subheader)
-    imgs = at.get("image")  # the aligned photo and its repaired preview
-    assert len(imgs) >= 2, imgs
+    # the repaired preview only when the repair raises q, and labelled as a simulation
+    shown = any(s.value == f"Repaired preview: {ref.top}" for s in at.subheader)
+    assert shown == (ref.q_after > ref.q)
+    if shown:
+        assert len(at.get("image")) >= 2 and any("simulation" in c.value.lower() for c in at.caption)
     # a bad upload: a specific message, and the report of the last photo stays
     at.file_uploader[0].set_value([("notes.jpg", b"this is not an image", "image/jpeg")]).run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("notes.jpg" in e.value and "not an image" in e.value for e in at.error)
     assert metric(at, "verdict") == ref.verdict.upper()
     assert list(at.dataframe[0].value["region"]) == list(REGIONS)
+
+
+def _check_page(sample=None, mode=None):
+    at = AppTest.from_file(APP, default_timeout=300)
+    if sample:
+        at.session_state["check_sample"] = sample
+    at.run()
+    at.switch_page("views/check.py").run()
+    if mode:
+        at.radio(key="check_mode").set_value(mode).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+@pytest.mark.slow
+def test_check_page_shows_every_face_and_says_when_there_are_several(enc):
+    """couple.jpg holds two people: the page says so, draws both boxes (the checked one
+    solid, the other dashed) and the verdict comes with its reasons; the record downloads."""
+    import json
+
+    from qmag_core.vision.align import FaceDetector, detect_and_align
+
+    at = _check_page("couple.jpg")
+    a = detect_and_align(FACES / "couple.jpg", FaceDetector.for_encoder(enc), enc.spec, face="best")
+    assert a.n_faces == 2
+    assert any(f"{a.n_faces} faces in this photo" in w.value for w in at.warning)
+    photo = json.loads(at.get("plotly_chart")[0].proto.spec)
+    dashes = [s.get("line", {}).get("dash") for s in photo["layout"]["shapes"]]
+    assert sorted(map(str, dashes)) == ["None", "dash"]  # one solid (checked), one dashed
+    assert any("because:" in m.value for m in at.markdown)
+    assert at.get("download_button")
+
+
+@pytest.mark.slow
+def test_check_page_batch_table_filters_and_csv(enc, tmp_path):
+    """Several photos at once: one row each with its verdict (a broken file as a failed
+    row), filters for rejects and by flagged region, and the CSV of qmag check --csv."""
+    from qmag_core.pipeline.checks import CSV_COLUMNS
+
+    at = _check_page(mode="several photos")
+    files = [(f"img{k}.jpg", (FACES / f"img{k}.jpg").read_bytes(), "image/jpeg") for k in (1, 5, 9)]
+    files.append(("broken.jpg", b"not a photo", "image/jpeg"))
+    at.file_uploader(key="check_batch").set_value(files).run()
+    assert not at.exception, [e.message for e in at.exception]
+    df = at.dataframe[0].value
+    assert list(df["Filename"]) == ["img1.jpg", "img5.jpg", "img9.jpg", "broken.jpg"]
+    assert df["Verdict"].iloc[-1] == "failed" and "not an image" in df["Error"].iloc[-1]
+    assert set(df["Verdict"].iloc[:3]) <= {"accept", "reject"}
+    at.toggle(key="check_batch_rejects").set_value(True).run()
+    kept = at.dataframe[0].value
+    assert set(kept["Verdict"]) <= {"reject", "failed"} and len(kept) == int((df["Verdict"] != "accept").sum())
+    csv_text = next(b for b in at.get("download_button") if "qmag check --csv" in b.proto.label)
+    assert csv_text is not None and list(CSV_COLUMNS)[0] == "Filename"

@@ -34,7 +34,7 @@ from streamlit.testing.v1 import AppTest
 
 at = AppTest.from_file("app/app.py", default_timeout=300).run()
 assert not at.exception, [e.message for e in at.exception]
-assert any(m.label.startswith("quality q") for m in at.metric), "compare page shows no quality"
+assert any(m.label.startswith("quality") for m in at.metric), "compare page shows no quality"
 for page in ("dataset", "train", "quality"):
     at.switch_page(f"views/{page}.py").run()
     assert not at.exception, (page, [e.message for e in at.exception])

@@ -75,13 +75,13 @@ app, pa, pb = sys.argv[1:4]
 at = AppTest.from_file(app, default_timeout=300).run()
 assert not at.exception, [e.message for e in at.exception]
 assert not at.error, [e.value for e in at.error]
-qs = [m.value for m in at.metric if m.label.startswith("quality q")]
+qs = [m.value for m in at.metric if m.label.startswith("quality")]
 assert len(qs) >= 2, [m.label for m in at.metric]
 at.file_uploader[0].set_value([(f"p{k}.jpg", open(p, "rb").read(), "image/jpeg") for k, p in enumerate((pa, pb))]).run()
 assert not at.exception, [e.message for e in at.exception]
 df = at.dataframe[0].value
 assert list(df["image 1"]) == ["p0.jpg"], df
-print("compare page: q", [m.value for m in at.metric if m.label.startswith("quality q")], "s", df["s"].iloc[0])
+print("compare page: q", [m.value for m in at.metric if m.label.startswith("quality")], "s", df["s"].iloc[0])
 for page in ("dataset", "quality", "train", "check"):
     at.switch_page(f"views/{page}.py").run()
     assert not at.exception, (page, [e.message for e in at.exception])

@@ -1,24 +1,33 @@
 """Enrolment check: can this photo serve as a reference image, and if not, what should
-the subject change?  Verdict, calibrated quality scale, fixed-scale quality map, the
-face regions with their q gain when repaired, advice, and the repaired preview."""
+the subject change?  A photo, the camera (take, read the advice, retake) or several
+photos at once; the verdict with its reasons, the photo with every face found, the
+fixed-scale quality map, the face regions with their q gain when repaired, the repair
+preview when it helps, and a printable record."""
 
+import base64
+import csv
 import hashlib
+import io
+import time
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from qmag_core.errors import QMagError
+from qmag_core.pipeline.checks import CSV_COLUMNS, csv_cells, csv_row, html_record, verdict_reasons
 from qmag_core.quality.check import check_calibration, check_crop
 from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import detect_and_align
+from qmag_core.vision.images import load_image
 from studio.datasets import SAMPLE_DIR
-from studio.face_figures import plq_figure
+from studio.face_figures import face_overlay, plq_figure
 from studio.ui import detector, encoder
 
 st.title("Enrolment check")
 st.caption(
-    "Drop a photo: is it good enough as a reference image, and if not, which part of the face should change? "
+    "Is this photo good enough as a reference image, and if not, which part of the face should change? "
     "The check repairs each face region in turn (inpainting, or clean reference faces blended in) and measures "
     "how much the quality q rises, against what the same repair does to clean photos."
 )
@@ -32,87 +41,204 @@ if scale is None or not scale.check:
     st.stop()
 check_calibration(scale)
 ss = st.session_state
-up = st.file_uploader("Drop a face photo (JPEG, PNG, WebP, BMP)", type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"])
-if up is not None:
-    src, name = up.getvalue(), up.name
-else:
-    samples = sorted(p.name for p in (SAMPLE_DIR / "faces" / "deepface").glob("*.jpg"))
-    pick = st.selectbox("…or check a sample photo (deepface test set, MIT)", samples, key="check_sample")
-    path = SAMPLE_DIR / "faces" / "deepface" / pick
-    src, name = path.read_bytes(), pick
-key = hashlib.sha1(src).hexdigest()
+MODES = ("a photo", "the camera", "several photos")
+mode = st.radio("Check", MODES, horizontal=True, key="check_mode", label_visibility="collapsed")
+TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "pgm"]
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=64)
 def _check(content_hash: str, name: str, encoder_key: str, _src, _enc, _det, _scale):
-    """Detect, align and check one photo, keyed by its content and the encoder."""
-    a = detect_and_align(_src, _det, _enc.spec, name=name, face="best")
-    return a, check_crop(_enc, a.crop, _scale)
+    """Decode, detect, align and check one photo, keyed by its content and the encoder."""
+    image = load_image(_src, name=name)
+    a = detect_and_align(image, _det, _enc.spec, name=name, face="best")
+    return image, a, check_crop(_enc, a.crop, _scale)
 
 
-bar = st.progress(0.0, text=f"Checking {name}: detecting, repairing six regions, mapping q…")
-# what stays on the page after a bad upload: the last photo the user uploaded (replacing an
-# upload passes through a run without one, which checks the sample), else the last sample
-last_key = "check_last_upload" if up is not None else "check_last_sample"
-try:
-    aligned, rep = _check(key, name, enc.content_key, src, enc, detector(), scale)
-except QMagError as e:
-    bar.empty()
-    st.error(f"{name}: {e}" if not str(e).startswith(name) else str(e))
-    kept = ss.get("check_last_upload") or ss.get("check_last_sample")
-    if kept is None:
-        st.stop()
-    st.caption(f"Showing the last photo checked: {kept[0]}")
-    aligned, rep = kept[1]
-else:
-    bar.progress(1.0, text=f"Checked {name} in {rep.seconds:.2f} s")
-    ss[last_key] = (name, (aligned, rep))
+def _thumb(crop: np.ndarray, side: int = 96) -> str:
+    im = Image.fromarray(np.asarray(crop, np.uint8))
+    im.thumbnail((side, side))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
-c1, c2, c3 = st.columns(3)
-c1.metric("verdict", rep.verdict.upper())
-c2.metric("quality scale", f"{rep.scale:.0f} / 100", help=f"band: {rep.band}; raw q = {rep.q:.3f}")
-c3.metric("band", rep.band, help="data-driven edges: good / usable / poor (docs/method/quality.md)")
-st.caption(
-    f"Raw q = {rep.q:.3f} ({enc.id}). Scale {rep.scale:.0f} means: comparisons with a photo of this quality "
-    f"match {rep.scale:.0f}% of the time at FMR {scale.fmr:g} (reference pairs: {scale.source})."
-)
-flagged = [r for r in rep.regions if r.flagged]
-for r in flagged:
-    st.warning(r.advice)
-if not flagged:
-    st.success("No face region is unusual: repairing any of them raises q no more than it does on clean photos.")
 
-if rep.map is not None:
-    from qmag_core.quality.explain import QualityMap
-
-    unit = scale.plq.get("check")
-    qm = QualityMap(rep.crop, rep.q, np.clip(rep.map / (unit or 1.0), -1, 1), rep.map, "occlusion", enc.id, {}, 0.0)
-    st.plotly_chart(plq_figure(qm, unit=unit), key="check-map", width="stretch")
-df = pd.DataFrame(
-    [
-        {
-            "region": r.name,
-            "share of q lost": round(r.share, 3),
-            "q gain when repaired": round(r.q_gain, 3),
-            "z vs clean photos": round(r.z, 2),
-            "flagged": r.flagged,
-            "repair": r.repair,
-        }
-        for r in rep.regions
-    ]
-)
-st.subheader("Regions")
-st.dataframe(df, hide_index=True, width="stretch", key="check-regions")
-st.subheader(f"Repaired preview: {rep.top}")
-if not flagged:
+def show_report(name: str, src: bytes, image, aligned, rep) -> None:
+    """One photo's report: what (verdict and its reasons), where (faces, map, regions),
+    what it costs (the scale), and the repair preview when the repair helps."""
+    doc = rep.to_json(name)
+    c1, c2, c3 = st.columns(3)
+    c1.metric("verdict", rep.verdict.upper())
+    c2.metric("quality scale", f"{rep.scale:.0f} / 100", help=f"band: {rep.band}; raw q = {rep.q:.2f}")
+    c3.metric("band", rep.band, help="data-driven edges: good / usable / poor (docs/method/quality.md)")
+    badge = ":green-background[**ACCEPT**]" if rep.verdict == "accept" else ":red-background[**REJECT**]"
+    st.markdown(f"{badge} because: " + "; ".join(verdict_reasons(doc)) + ".")
+    if aligned.n_faces > 1:
+        st.warning(
+            f"{aligned.n_faces} faces in this photo: the check uses face {aligned.face_index + 1} (the solid box, "
+            "chosen by the subject rule: large and near the centre). A reference photo shows one face only."
+        )
     st.caption(
-        f"Nothing is flagged: {rep.top} is only the region whose repair did most against clean photos; "
-        "this photo needs no change."
+        f"Raw q = {rep.q:.2f} ({enc.id}). Scale {rep.scale:.0f} means: comparisons with a photo of this quality "
+        f"match {rep.scale:.0f}% of the time at FMR {scale.fmr:g} (reference pairs: {scale.source})."
     )
-p1, p2 = st.columns(2)
-p1.image(rep.crop, caption=f"aligned photo · q = {rep.q:.3f}", width=220)
-p2.image(rep.repaired, caption=f"{rep.top} repaired · q = {rep.q_after:.3f} ({rep.q_after - rep.q:+.3f})", width=220)
-st.caption(
-    f"Control: the same repair of a random region of equal area gives q = {rep.control_q_after:.3f} "
-    f"({rep.control_q_after - rep.q:+.3f})."
-)
+    others = [j for j in range(aligned.n_faces) if j != aligned.face_index]
+    p1, p2 = st.columns([3, 2])
+    p1.plotly_chart(
+        face_overlay(
+            image,
+            aligned.face.box,
+            aligned.face.landmarks,
+            other_boxes=[aligned.faces[j].box for j in others],
+            labels=[aligned.face_index + 1] + [j + 1 for j in others] if others else None,
+        ),
+        key="check-photo",
+        width="stretch",
+    )
+    if rep.map is not None:
+        from qmag_core.quality.explain import QualityMap
+
+        unit = scale.plq.get("check")
+        qm = QualityMap(rep.crop, rep.q, np.clip(rep.map / (unit or 1.0), -1, 1), rep.map, "occlusion", enc.id, {}, 0)
+        p2.plotly_chart(plq_figure(qm, unit=unit), key="check-map", width="stretch")
+    st.subheader("Regions")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "region": r.name,
+                    "share of q lost": round(r.share, 3),
+                    "q gain when repaired": round(r.q_gain, 3),
+                    "z vs clean photos": round(r.z, 2),
+                    "flagged": r.flagged,
+                    "repair": r.repair,
+                }
+                for r in rep.regions
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        key="check-regions",
+    )
+    _preview(rep)
+    st.download_button(
+        "Download the record (HTML, printable)",
+        html_record(doc, src),
+        file_name=f"{name.rsplit('.', 1)[0]}-check.html",
+        mime="text/html",
+        key="check-record",
+    )
+
+
+def _preview(rep) -> None:
+    """The repaired preview only when the repair raises q: a simulation of the fix."""
+    if rep.q_after <= rep.q:
+        st.caption(f"Repairing the {rep.top} does not raise q ({rep.q_after - rep.q:+.3f}): no preview to show.")
+        return
+    st.subheader(f"Repaired preview: {rep.top}")
+    if not any(r.flagged for r in rep.regions):
+        st.caption(f"Nothing is flagged: the {rep.top} is only the region whose repair did most; no change is needed.")
+    p1, p2 = st.columns(2)
+    p1.image(rep.crop, caption=f"aligned photo · q = {rep.q:.2f}", width=220)
+    p2.image(
+        rep.repaired,
+        caption=f"simulation of the fix: {rep.top} repaired · q = {rep.q_after:.2f} ({rep.q_after - rep.q:+.2f})",
+        width=220,
+    )
+    st.caption(
+        "A simulation, not a photo of the subject: the region is inpainted or blended from clean reference faces. "
+        f"Control: the same repair of a random region of equal area gives q = {rep.control_q_after:.2f}."
+    )
+
+
+def check_one(name: str, src: bytes, last_key: str):
+    """Check one photo with progress; after a failure the last good report stays."""
+    bar = st.progress(0.0, text=f"Checking {name}: detecting, repairing six regions, mapping q…")
+    try:
+        image, aligned, rep = _check(hashlib.sha1(src).hexdigest(), name, enc.content_key, src, enc, detector(), scale)
+    except QMagError as e:
+        bar.empty()
+        st.error(f"{name}: {e}" if not str(e).startswith(name) else str(e))
+        kept = ss.get("check_last_upload") or ss.get("check_last_sample")
+        if kept is None:
+            st.stop()
+        st.caption(f"Showing the last photo checked: {kept[0]}")
+        return kept
+    bar.progress(1.0, text=f"Checked {name} in {rep.seconds:.2f} s")
+    ss[last_key] = (name, src, image, aligned, rep)
+    return ss[last_key]
+
+
+if mode == MODES[0]:
+    up = st.file_uploader("Drop a face photo (JPEG, PNG, WebP, BMP)", type=TYPES)
+    if up is not None:
+        src, name = up.getvalue(), up.name
+    else:
+        samples = sorted(p.name for p in (SAMPLE_DIR / "faces" / "deepface").glob("*.jpg"))
+        pick = st.selectbox("…or check a sample photo (deepface test set, MIT)", samples, key="check_sample")
+        src, name = (SAMPLE_DIR / "faces" / "deepface" / pick).read_bytes(), pick
+    # what stays after a bad upload: the last photo the user uploaded (replacing an upload
+    # passes through a run without one, which checks the sample), else the last sample
+    show_report(*check_one(name, src, "check_last_upload" if up is not None else "check_last_sample"))
+elif mode == MODES[1]:
+    shot = st.camera_input("Take a photo: the advice comes within about a second; then retake", key="check_camera")
+    attempts = ss.setdefault("check_attempts", [])
+    if shot is not None:
+        name, src, image, aligned, rep = check_one("camera.jpg", shot.getvalue(), "check_last_camera")
+        h = shot.file_id  # one per capture: a retake of the same scene is a new attempt
+        if not attempts or attempts[-1][0] != h:
+            attempts.append((h, _thumb(rep.crop, 160), rep.verdict, rep.scale))
+            del attempts[:-4]
+        if len(attempts) > 1:
+            st.subheader("Attempts")
+            for col, (_, thumb, verdict, sc) in zip(st.columns(len(attempts)), attempts, strict=True):
+                col.image(thumb, caption=f"{verdict.upper()} · scale {sc:.0f}", width=140)
+        show_report(name, src, image, aligned, rep)
+    else:
+        st.info("Allow the camera, then take a photo: face the camera, eyes open, nothing over the face.")
+else:
+    ups = st.file_uploader("Drop several photos", type=TYPES, accept_multiple_files=True, key="check_batch")
+    if ups:
+        bar, t0, rows, docs = st.progress(0.0), time.perf_counter(), [], []
+        for k, u in enumerate(ups):
+            src = u.getvalue()
+            try:
+                _, aligned, rep = _check(
+                    hashlib.sha1(src).hexdigest(), u.name, enc.content_key, src, enc, detector(), scale
+                )
+                doc = rep.to_json(u.name)
+                thumb = _thumb(rep.crop)
+            except QMagError as e:
+                doc, thumb = {"image": u.name, "error": str(e)}, None
+            docs.append(doc)
+            rows.append({"photo": thumb, **dict(zip(CSV_COLUMNS, csv_cells(doc), strict=True))})
+            left = (time.perf_counter() - t0) / (k + 1) * (len(ups) - k - 1)
+            bar.progress((k + 1) / len(ups), text=f"checked {k + 1} of {len(ups)} · about {left:.0f} s left")
+        table = pd.DataFrame(rows)
+        c1, c2 = st.columns(2)
+        if c1.toggle("Rejects and failures only", key="check_batch_rejects"):
+            table = table[table["Verdict"] != "accept"]
+        regions = sorted({r for v in table["FlaggedRegions"] for r in v.split("|") if r})
+        pick = c2.multiselect("Flagged region", regions, key="check_batch_regions")
+        if pick:
+            table = table[table["FlaggedRegions"].apply(lambda v: bool(set(v.split("|")) & set(pick)))]
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            key="check-batch-table",
+            column_config={"photo": st.column_config.ImageColumn("photo", width="small")},
+        )
+        shown = {d["image"] for d in docs} & set(table["Filename"])
+        buf = io.StringIO()
+        writer = csv.writer(buf, delimiter=";")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(csv_row(d) for d in docs if d["image"] in shown)
+        st.download_button(
+            "Download the table (CSV, as qmag check --csv writes it)",
+            buf.getvalue(),
+            file_name="enrolment_checks.csv",
+            mime="text/csv",
+            key="check-batch-csv",
+        )
+    else:
+        st.info("Drop several photos: one row each, with its verdict, scale, band and flagged regions.")

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import QMagError
 from ..limits import limit
+from ..vision.runtime import session_threads
 from .keys import file_key
 
 __all__ = ["InputLayout", "ForeignOnnxEncoder", "WEAK_QUALITY"]
@@ -85,6 +86,7 @@ def onnx_session(p: Path, device: str):
         raise QMagError("device 'cuda' requested but onnxruntime has no CUDA provider here")
     opts = ort.SessionOptions()
     opts.log_severity_level = 1 if os.environ.get("QMAG_DEBUG") else 3  # its coloured warnings: QMAG_DEBUG only
+    opts.intra_op_num_threads = session_threads()
     ort.set_default_logger_severity(opts.log_severity_level)
     try:
         return ort.InferenceSession(str(p), sess_options=opts, providers=providers)

@@ -139,7 +139,7 @@ class _Encode:
         return {**out, "node": batch["node"]}
 
 
-def _start(address: str | None, num_cpus: int | None):
+def start_ray(address: str | None, num_cpus: int | None):
     """Ray, started locally or joined to the cluster at ``address`` (checked first: an
     address nobody answers at is refused in seconds, not retried without end)."""
     try:
@@ -316,7 +316,7 @@ def _run_ray(
 ):
     """Send the rows ``todo`` through the two actor stages; fill ``out`` and the cache."""
     threads = _worker_threads()
-    ray = _start(address, num_cpus)
+    ray = start_ray(address, num_cpus)
     emb, ok, err, meas = out
     gpus = ray.cluster_resources().get("GPU", 0)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))

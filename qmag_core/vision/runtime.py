@@ -7,10 +7,37 @@ import importlib.util
 
 from ..errors import QMagError
 
-__all__ = ["RUNTIMES", "torch_available", "onnxruntime_available", "gpu_present", "resolve_runtime", "resolve_device"]
+__all__ = [
+    "RUNTIMES",
+    "limit_threads",
+    "session_threads",
+    "torch_available",
+    "onnxruntime_available",
+    "gpu_present",
+    "resolve_runtime",
+    "resolve_device",
+]
 
 
 RUNTIMES = ("auto", "torch", "onnx")
+
+_THREADS = {"n": 0}
+
+
+def limit_threads(n: int) -> None:
+    """Run every network of this process on ``n`` threads (0: the runtime's default);
+    a batch of worker processes sets 1 each, so the workers share the cores instead of
+    each claiming all of them."""
+    _THREADS["n"] = int(n)
+    if n and torch_available():
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def session_threads() -> int:
+    """The thread count onnxruntime sessions are made with (0: its default)."""
+    return _THREADS["n"]
 
 
 def torch_available() -> bool:

@@ -1,0 +1,315 @@
+"""Enrolment checks of many photos: one report per photo, in input order, spread over
+worker processes, each report cached by the photo's bytes and the check's settings (a
+rerun after a kill finishes from the cache with identical output), written row by row
+as it comes (memory stays flat however many photos)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from ..errors import QMagError, one_line
+from ..io.common import spreadsheet_safe
+from ..outputs import atomic_write
+from ..safeio import read_bytes
+
+__all__ = [
+    "CSV_COLUMNS",
+    "settings_key",
+    "ReportCache",
+    "check_photo",
+    "csv_row",
+    "csv_cells",
+    "run_checks",
+    "verdict_reasons",
+    "html_record",
+]
+
+#: one row per photo, semicolon-separated, ``Filename`` first (the convention of the
+#: ISO/IEC 29794-5 reference implementation's CSV output)
+CSV_COLUMNS = (
+    "Filename",
+    "Verdict",
+    "QualityScale",
+    "Band",
+    "Q",
+    "TopRegion",
+    "QAfterRepair",
+    "FlaggedRegions",
+    "Error",
+)
+#: bump when a report's content changes for the same photo and settings
+REPORT_VERSION = "1"
+
+
+def settings_key(encoder, scale, *, face: str, aligned: bool, with_map: bool) -> str:
+    """Fingerprint of everything besides the photo that decides its report."""
+    doc = {
+        "encoder": encoder.content_key,
+        "scale": [scale.encoder_key, list(scale.q_knots), list(scale.fnmr_knots), list(scale.edges), scale.check],
+        "face": face,
+        "aligned": bool(aligned),
+        "map": bool(with_map),
+        "version": REPORT_VERSION,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class ReportCache:
+    """Reports on disk, one small JSON file per photo content under ``root/<settings>/``."""
+
+    def __init__(self, root: str | os.PathLike, key: str):
+        self.dir = Path(root) / "check" / key
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, sha: str) -> Path:
+        return self.dir / f"{sha}.json"
+
+    def get(self, sha: str) -> dict | None:
+        try:
+            return json.loads(self._file(sha).read_text())
+        except (OSError, ValueError):
+            return None  # absent or damaged: checked again
+
+    def put(self, sha: str, report: dict) -> None:
+        with atomic_write(self._file(sha)) as fh:
+            json.dump(report, fh)
+
+
+def check_photo(path: str, data: bytes, encoder, detector, scale, *, face: str, aligned: bool, with_map: bool):
+    """The report of one photo (``image`` left out: the caller names it), or its error."""
+    from ..quality.check import check_crop
+    from ..vision.align import detect_and_align
+
+    name = os.path.basename(path)
+    try:
+        af = detect_and_align(data, detector, encoder.spec, aligned=aligned, name=name, face=face)
+        rep = check_crop(encoder, af.crop, scale, with_map=with_map).to_json(path)
+        rep["n_faces"] = af.n_faces
+    except (QMagError, OSError) as e:
+        return {"error": one_line(str(e))}
+    rep.pop("image")
+    return rep
+
+
+def csv_row(report: dict) -> list[str]:
+    """A report as the CSV's cells (spreadsheet-safe text)."""
+    return [str(c) for c in spreadsheet_safe(csv_cells(report))]
+
+
+def csv_cells(report: dict) -> list[str]:
+    """A report as the CSV's cells, as they are (for a table on screen)."""
+    if "error" in report:
+        cells = [report["image"], "failed", "", "", "", "", "", "", report["error"]]
+    else:
+        flagged = [g["name"] for g in report["regions"] if g["flagged"]]
+        cells = [
+            report["image"],
+            report["verdict"],
+            "" if report["scale"] is None else f"{report['scale']:.1f}",
+            report["band"],
+            f"{report['q']:.4f}",
+            report["repair"]["region"],
+            f"{report['repair']['q_after']:.4f}",
+            "|".join(flagged),
+            "",
+        ]
+    return [str(c) for c in cells]
+
+
+def _sha(path: str) -> tuple[str, bytes | None, str]:
+    from ..limits import limit
+
+    try:
+        data = read_bytes(path, max_bytes=limit("QMAG_MAX_IMAGE_BYTES"), what="image file", name=path)
+    except (QMagError, OSError) as e:
+        return "", None, one_line(str(e) if not isinstance(e, OSError) else f"{path}: {e.strerror}")
+    return hashlib.sha256(data).hexdigest(), data, ""
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(make: Callable, options: dict) -> None:
+    from ..vision.runtime import limit_threads
+
+    limit_threads(1)
+    _WORKER["check"] = make()
+    _WORKER["options"] = options
+
+
+def _work(item: tuple[str, bytes]) -> dict:
+    path, data = item
+    encoder, detector, scale = _WORKER["check"]
+    return check_photo(path, data, encoder, detector, scale, **_WORKER["options"])
+
+
+def run_checks(
+    paths: list[str],
+    make: Callable,
+    options: dict,
+    *,
+    cache: ReportCache | None,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
+) -> Iterator[dict]:
+    """Reports of ``paths`` in their order: cached ones read back, the rest checked by
+    ``workers`` processes (each builds ``(encoder, detector, scale)`` once with the
+    picklable ``make``; 1: this process).  Each new report is cached before it is
+    yielded, so a killed run resumes where it stopped.  ``engine="ray"``: the photos
+    not in the cache go to ``workers`` Ray actors (one machine, or the cluster at
+    ``address``), in the same order, with the same reports."""
+    todo = ((k, p, *_sha(p)) for k, p in enumerate(paths))
+
+    def jobs() -> Iterable[tuple]:
+        for k, p, sha, data, err in todo:
+            hit = cache.get(sha) if cache is not None and sha else None
+            yield k, p, sha, data, err, hit
+
+    done = 0
+    if engine == "ray":
+        for p, sha, hit, rep in _ray_reports(jobs(), make, options, workers, address):
+            done += 1
+            yield _finish(p, sha, rep, hit, cache, progress, done, len(paths))
+        return
+    if workers <= 1:
+        state = make()
+        for _k, p, sha, data, err, hit in jobs():
+            rep = hit or ({"error": err} if err else check_photo(p, data, *state, **options))
+            done += 1
+            yield _finish(p, sha, rep, hit, cache, progress, done, len(paths))
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # clean workers: no copied threads or sessions
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(make, options)) as pool:
+        pending = []  # (path, sha, hit, async result or report): in input order
+        window = 4 * workers
+        for _k, p, sha, data, err, hit in jobs():
+            res = hit or ({"error": err} if err else pool.apply_async(_work, ((p, data),)))
+            pending.append((p, sha, hit, res))
+            while len(pending) > window or (pending and _ready(pending[0][3])):
+                p0, s0, h0, r0 = pending.pop(0)
+                done += 1
+                yield _finish(p0, s0, r0 if isinstance(r0, dict) else r0.get(), h0, cache, progress, done, len(paths))
+        for p0, s0, h0, r0 in pending:
+            done += 1
+            yield _finish(p0, s0, r0 if isinstance(r0, dict) else r0.get(), h0, cache, progress, done, len(paths))
+
+
+def _ray_reports(jobs, make: Callable, options: dict, workers: int, address: str | None):
+    """``(path, sha, hit, report)`` in input order, the uncached photos checked by Ray
+    actors (at most ``4 × workers`` photos in flight)."""
+    from .ray import start_ray
+
+    ray = start_ray(address, None)
+
+    @ray.remote(num_cpus=1)
+    class Checker:  # one per worker: builds the encoder, detector and scale once
+        def __init__(self, make, options):
+            _init_worker(make, options)
+
+        def check(self, path, data):
+            return _work((path, data))
+
+    actors = [Checker.remote(make, options) for _ in range(max(1, workers))]
+    pending, k = [], 0
+    for _k, p, sha, data, err, hit in jobs:
+        if hit or err:
+            res = hit or {"error": err}
+        else:
+            res = actors[k % len(actors)].check.remote(p, data)
+            k += 1
+        pending.append((p, sha, hit, res))
+        while len(pending) > 4 * len(actors):
+            p0, s0, h0, r0 = pending.pop(0)
+            yield p0, s0, h0, r0 if isinstance(r0, dict) else ray.get(r0)
+    for p0, s0, h0, r0 in pending:
+        yield p0, s0, h0, r0 if isinstance(r0, dict) else ray.get(r0)
+
+
+def _ready(r) -> bool:
+    return isinstance(r, dict) or r.ready()
+
+
+def _finish(path, sha, rep, hit, cache, progress, done, total) -> dict:
+    if cache is not None and sha and not hit and "error" not in rep:
+        cache.put(sha, rep)
+    if progress is not None:
+        progress(done, total)
+    return {"image": path, **rep}
+
+
+def verdict_reasons(report: dict) -> list[str]:
+    """Why the verdict is what it is, one line each (the band, each flagged region)."""
+    if "error" in report:
+        return [report["error"]]
+    out = [f"quality band {report['band']} (scale {report['scale']:.0f}/100)"] if report["band"] == "poor" else []
+    out += [
+        f"{g['name']}: {g['advice']} (q gain {g['q_gain']:+.2f} when repaired, z {g['z']:.1f} against clean photos)"
+        for g in report["regions"]
+        if g["flagged"]
+    ]
+    if not out:
+        out = [f"band {report['band']} and no face region is unusual"]
+    return out
+
+
+_CSS = (
+    "body{font-family:sans-serif;max-width:760px;margin:2em auto}"
+    "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}img{max-width:100%}"
+)
+
+
+def html_record(report: dict, photo: bytes | None = None, *, side: int = 480) -> str:
+    """One self-contained HTML page for an operator's file: the photo (a JPEG of at most
+    ``side`` px, inline), the verdict with its reasons, the scale, and the regions."""
+    import base64
+    import html
+    import io
+
+    from PIL import Image
+
+    img = ""
+    if photo is not None:
+        try:
+            im = Image.open(io.BytesIO(photo)).convert("RGB")
+            im.thumbnail((side, side))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=85)
+            img = f'<img alt="photo" src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+        except (OSError, ValueError):
+            img = "<p>(the photo could not be decoded)</p>"
+    e = html.escape
+    verdict = "failed" if "error" in report else report["verdict"]
+    colour = {"accept": "#2a9d8f", "reject": "#e76f51"}.get(verdict, "#777")
+    rows = "".join(
+        f"<tr><td>{e(g['name'])}</td><td>{g['q_gain']:+.3f}</td><td>{g['z']:.2f}</td>"
+        f"<td>{'yes' if g['flagged'] else ''}</td><td>{e(g['advice'])}</td></tr>"
+        for g in report.get("regions", [])
+    )
+    scale = (
+        ""
+        if "error" in report
+        else f"<p>quality scale {report['scale']:.0f}/100, band {e(report['band'])}, raw q {report['q']:.2f}</p>"
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Enrolment check: "
+        f"{e(os.path.basename(report['image']))}</title><style>{_CSS}</style></head><body>"
+        f"<h1>Enrolment check</h1><p>{e(report['image'])}</p>{img}"
+        f"<h2 style='color:{colour}'>{e(verdict.upper())}</h2><ul>"
+        + "".join(f"<li>{e(r)}</li>" for r in verdict_reasons(report))
+        + f"</ul>{scale}"
+        + (
+            "<h2>Face regions</h2><table><tr><th>region</th><th>q gain when repaired</th><th>z vs clean photos</th>"
+            f"<th>flagged</th><th>advice</th></tr>{rows}</table>"
+            if rows
+            else ""
+        )
+        + "</body></html>\n"
+    )
