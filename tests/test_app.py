@@ -269,6 +269,7 @@ def test_quality_page_plq_map(enc):
 
     at = app("quality")
     data = _jpeg(FACES / "img5.jpg")
+    assert at.main.get("file_uploader")[0].key == "plq_upload"  # the upload is at the top of the page
     at.file_uploader(key="plq_upload").set_value(("face.jpg", data, "image/jpeg")).run()
     assert not at.exception
     from qmag_core.vision.align import FaceDetector

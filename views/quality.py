@@ -12,6 +12,11 @@ from studio.figures import edc_figure, quality_histogram
 from studio.ui import dataset, encoder, fmt_pct, gradient_encoder
 
 st.title("Quality")
+up = st.file_uploader(
+    "Upload a face for its pixel-level quality map (shown below, under the dataset's quality)",
+    type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"],
+    key="plq_upload",
+)
 ds = dataset()
 if ds is None:
     st.stop()
@@ -145,7 +150,8 @@ def plq(data: bytes, name: str, method: str, encoder_key: str, enc, det):
 
 
 c1, c2 = st.columns([2, 1])
-up = c1.file_uploader("Upload a face", type=["jpg", "jpeg", "png", "webp", "bmp", "pgm"], key="plq_upload")
+if up is not None:
+    c1.caption(f"The face uploaded at the top of the page: {up.name}")
 grad_enc = gradient_encoder()  # gradients of q need the torch network
 has_grad = grad_enc is not None and grad_enc.differentiable
 methods = [m for m in PLQ_METHODS if has_grad or PLQ_METHODS[m][0] != "gradient"]
