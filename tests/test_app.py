@@ -428,6 +428,10 @@ def test_check_page_shows_every_face_and_says_when_there_are_several(enc):
     assert sorted(map(str, dashes)) == ["None", "dash"]  # one solid (checked), one dashed
     assert any("because:" in m.value for m in at.markdown)
     assert at.get("download_button")
+    comps = next(d.value for d in at.dataframe if "component" in d.value.columns)
+    row = comps.set_index("component").loc["SingleFacePresent"]
+    assert int(row["scalar (0–100, higher is better)"]) < 50  # the second face costs the component
+    assert comps.set_index("component").loc["EyesOpen", "value"] == "not assessed"
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from PIL import Image
 from qmag_core.errors import QMagError
 from qmag_core.pipeline.checks import CSV_COLUMNS, csv_cells, csv_row, html_record, verdict_reasons
 from qmag_core.quality.check import check_calibration, check_crop
+from qmag_core.quality.components import assess_components
 from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import detect_and_align
 from qmag_core.vision.images import load_image
@@ -119,6 +120,7 @@ def show_report(name: str, src: bytes, image, aligned, rep) -> None:
         width="stretch",
         key="check-regions",
     )
+    _components(aligned)
     _preview(rep)
     st.download_button(
         "Download the record (HTML, printable)",
@@ -126,6 +128,31 @@ def show_report(name: str, src: bytes, image, aligned, rep) -> None:
         file_name=f"{name.rsplit('.', 1)[0]}-check.html",
         mime="text/html",
         key="check-record",
+    )
+
+
+def _components(aligned) -> None:
+    """The ISO/IEC 29794-5 components assessed so far, "not assessed" where none."""
+    st.subheader("Quality components (ISO/IEC 29794-5 names)")
+    comps = assess_components(aligned)
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "component": c.name,
+                    "value": "not assessed" if c.native is None else f"{c.native:.4g}",
+                    "scalar (0–100, higher is better)": "—" if c.scalar is None else str(c.scalar),
+                }
+                for c in comps.values()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        key="check-components",
+    )
+    st.caption(
+        "Scalars use the reference implementation's mappings; values marked 'not assessed' need dense "
+        "landmarks, a 3-D pose or segmentation this version does not have yet (docs/method/components.md)."
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import QMagError, one_line
 from ..io.common import spreadsheet_safe
 from ..outputs import atomic_write
+from ..quality.components import COMPONENTS as _COMPONENTS
 from ..safeio import read_bytes
 
 __all__ = [
@@ -40,9 +41,10 @@ CSV_COLUMNS = (
     "QAfterRepair",
     "FlaggedRegions",
     "Error",
+    *(c for n in _COMPONENTS for c in (n, f"{n}.scalar")),
 )
 #: bump when a report's content changes for the same photo and settings
-REPORT_VERSION = "1"
+REPORT_VERSION = "2"
 
 
 def settings_key(encoder, scale, *, face: str, aligned: bool, with_map: bool) -> str:
@@ -82,6 +84,7 @@ class ReportCache:
 def check_photo(path: str, data: bytes, encoder, detector, scale, *, face: str, aligned: bool, with_map: bool):
     """The report of one photo (``image`` left out: the caller names it), or its error."""
     from ..quality.check import check_crop
+    from ..quality.components import assess_components
     from ..vision.align import detect_and_align
 
     name = os.path.basename(path)
@@ -89,6 +92,7 @@ def check_photo(path: str, data: bytes, encoder, detector, scale, *, face: str, 
         af = detect_and_align(data, detector, encoder.spec, aligned=aligned, name=name, face=face)
         rep = check_crop(encoder, af.crop, scale, with_map=with_map).to_json(path)
         rep["n_faces"] = af.n_faces
+        rep["components"] = {n: {**c.to_json(), "pass": None} for n, c in assess_components(af).items()}
     except (QMagError, OSError) as e:
         return {"error": one_line(str(e))}
     rep.pop("image")
@@ -102,8 +106,14 @@ def csv_row(report: dict) -> list[str]:
 
 def csv_cells(report: dict) -> list[str]:
     """A report as the CSV's cells, as they are (for a table on screen)."""
+    comps = report.get("components", {})
+    tail = [
+        "" if (v := comps.get(n, {}).get(k)) is None else (f"{v:.4f}" if k == "native" else str(v))
+        for n in _COMPONENTS
+        for k in ("native", "scalar")
+    ]
     if "error" in report:
-        cells = [report["image"], "failed", "", "", "", "", "", "", report["error"]]
+        cells = [report["image"], "failed", "", "", "", "", "", "", report["error"], *tail]
     else:
         flagged = [g["name"] for g in report["regions"] if g["flagged"]]
         cells = [
@@ -116,6 +126,7 @@ def csv_cells(report: dict) -> list[str]:
             f"{report['repair']['q_after']:.4f}",
             "|".join(flagged),
             "",
+            *tail,
         ]
     return [str(c) for c in cells]
 
