@@ -424,8 +424,12 @@ def test_check_page_shows_every_face_and_says_when_there_are_several(enc):
     assert a.n_faces == 2
     assert any(f"{a.n_faces} faces in this photo" in w.value for w in at.warning)
     photo = json.loads(at.get("plotly_chart")[0].proto.spec)
-    dashes = [s.get("line", {}).get("dash") for s in photo["layout"]["shapes"]]
-    assert sorted(map(str, dashes)) == ["None", "dash"]  # one solid (checked), one dashed
+    boxes = [s for s in photo["layout"]["shapes"] if s["type"] == "rect"]
+    assert sorted(str(s.get("line", {}).get("dash")) for s in boxes) == ["None", "dash"]  # checked solid, other dashed
+    from qmag_core.quality.components import assess_components
+
+    roll = assess_components(a)["HeadPoseRoll"].native  # the eye line drawn with the component's value
+    assert any(f"roll {roll:+.1f}°" == n.get("text") for n in photo["layout"]["annotations"])
     assert any("because:" in m.value for m in at.markdown)
     assert at.get("download_button")
     comps = next(d.value for d in at.dataframe if "component" in d.value.columns)

@@ -425,9 +425,11 @@ def test_check_page_faces_and_batch_in_browser(server, page, tmp_path):
     page.get_by_text("2 faces in this photo").first.wait_for()
     _wait_idle(page)
     shapes = page.evaluate(
-        "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => (p.layout.shapes || []).length)"
+        "() => [...document.querySelectorAll('.js-plotly-plot')]"
+        ".map(p => (p.layout.shapes || []).filter(s => s.type === 'rect').length)"
     )
     assert 2 in shapes  # the checked face and the other one
+    assert page.get_by_text("roll ").count() >= 1  # the eye line with its roll angle
     page.get_by_text("several photos").first.click()
     _wait_idle(page)
     files = [FACES / "img1.jpg", FACES / "img5.jpg"]

@@ -91,6 +91,7 @@ def show_report(name: str, src: bytes, image, aligned, rep) -> None:
             aligned.face.landmarks,
             other_boxes=[aligned.faces[j].box for j in others],
             labels=[aligned.face_index + 1] + [j + 1 for j in others] if others else None,
+            roll_axis=True,
         ),
         key="check-photo",
         width="stretch",
