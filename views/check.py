@@ -16,9 +16,8 @@ import streamlit as st
 from PIL import Image
 
 from qmag_core.errors import QMagError
-from qmag_core.pipeline.checks import CSV_COLUMNS, csv_cells, csv_row, html_record, verdict_reasons
+from qmag_core.pipeline.checks import CSV_COLUMNS, csv_cells, csv_row, html_record, report_json, verdict_reasons
 from qmag_core.quality.check import check_calibration, check_crop
-from qmag_core.quality.components import assess_components
 from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import detect_and_align
 from qmag_core.vision.images import load_image
@@ -66,7 +65,7 @@ def _thumb(crop: np.ndarray, side: int = 96) -> str:
 def show_report(name: str, src: bytes, image, aligned, rep) -> None:
     """One photo's report: what (verdict and its reasons), where (faces, map, regions),
     what it costs (the scale), and the repair preview when the repair helps."""
-    doc = rep.to_json(name)
+    doc = report_json(name, aligned, rep)
     c1, c2, c3 = st.columns(3)
     c1.metric("verdict", rep.verdict.upper())
     c2.metric("quality scale", f"{rep.scale:.0f} / 100", help=f"band: {rep.band}; raw q = {rep.q:.2f}")
@@ -121,7 +120,7 @@ def show_report(name: str, src: bytes, image, aligned, rep) -> None:
         width="stretch",
         key="check-regions",
     )
-    _components(aligned)
+    _components(doc["components"])
     _preview(rep)
     st.download_button(
         "Download the record (HTML, printable)",
@@ -132,19 +131,19 @@ def show_report(name: str, src: bytes, image, aligned, rep) -> None:
     )
 
 
-def _components(aligned) -> None:
-    """The ISO/IEC 29794-5 components assessed so far, "not assessed" where none."""
+def _components(comps: dict) -> None:
+    """The ISO/IEC 29794-5 components of a report (``{name: {native, scalar}}``),
+    "not assessed" where none."""
     st.subheader("Quality components (ISO/IEC 29794-5 names)")
-    comps = assess_components(aligned)
     st.dataframe(
         pd.DataFrame(
             [
                 {
-                    "component": c.name,
-                    "value": "not assessed" if c.native is None else f"{c.native:.4g}",
-                    "scalar (0–100, higher is better)": "—" if c.scalar is None else str(c.scalar),
+                    "component": name,
+                    "value": "not assessed" if c["native"] is None else f"{c['native']:.4g}",
+                    "scalar (0–100, higher is better)": "—" if c["scalar"] is None else str(c["scalar"]),
                 }
-                for c in comps.values()
+                for name, c in comps.items()
             ]
         ),
         hide_index=True,
@@ -233,7 +232,7 @@ else:
                 _, aligned, rep = _check(
                     hashlib.sha1(src).hexdigest(), u.name, enc.content_key, src, enc, detector(), scale
                 )
-                doc = rep.to_json(u.name)
+                doc = report_json(u.name, aligned, rep)
                 thumb = _thumb(rep.crop)
             except QMagError as e:
                 doc, thumb = {"image": u.name, "error": str(e)}, None

@@ -70,10 +70,6 @@ def cmd_check(a) -> int:
     from ..pipeline.checks import ReportCache, run_checks, settings_key
 
     paths = _photos(a)
-    if a.engine == "ray" and a.address:  # refused before any work
-        from ..pipeline.ray import check_ray_address
-
-        check_ray_address(a.address)
     if a.html and not os.path.isdir(a.html):
         raise QMagError(f"--html {a.html}: not a folder; create it first (one record per photo goes there)")
     enc, det, scale = _checker(a)
@@ -90,7 +86,7 @@ def cmd_check(a) -> int:
     reports = run_checks(
         paths, make, options, cache=cache, workers=workers, progress=bar, engine=a.engine, address=a.address
     )
-    failed, n = _write_reports(a, enc.id, reports)
+    failed = _write_reports(a, enc.id, reports)
     if a.json or a.csv:
         print(" ".join(f"-> {f}" for f in (a.csv, a.json) if f))
     if failed:
@@ -100,9 +96,10 @@ def cmd_check(a) -> int:
     return 0
 
 
-def _write_reports(a, encoder_id: str, reports) -> tuple[tuple | None, int]:
+def _write_reports(a, encoder_id: str, reports) -> tuple[str, int] | None:
     """Stream the reports to stdout, ``--csv`` and ``--json`` as they come (each file
-    written atomically: a killed run leaves the old file, or none)."""
+    written atomically: a killed run leaves the old file, or none); ``(first error,
+    how many failed)`` or None."""
     import contextlib
     import csv
 
@@ -131,7 +128,7 @@ def _write_reports(a, encoder_id: str, reports) -> tuple[tuple | None, int]:
                 first_error = first_error or r["error"]
         if js is not None:
             js.write("\n]}\n")
-    return ((first_error, n_failed) if n_failed else None), n
+    return (first_error, n_failed) if n_failed else None
 
 
 def _write_record(folder: str, r: dict) -> None:

@@ -142,10 +142,6 @@ def cmd_embed(a) -> int:
 
     if bool(a.images) == bool(a.list):
         raise QMagError("give either --images DIR or --list FILE")
-    if a.engine == "ray" and a.address:  # refused before any work, cached or not
-        from ..pipeline.ray import check_ray_address
-
-        check_ray_address(a.address)
     if a.images:  # every path checked before anything is written (a link leading out refuses the folder)
         root, paths = a.images, list_images(a.images)
         confine_paths(paths, root)

@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_ray_engine(a) -> None:
+    """Before any work, for every command with ``--engine ray --address``: someone
+    answers at the address (a cached run would otherwise never ask Ray)."""
+    args = vars(a)
+    if args.get("engine") == "ray" and args.get("address"):
+        from ..pipeline.ray import check_ray_address
+
+        check_ray_address(args["address"])
+
+
 def check_outputs(a) -> None:
     """Before any work: every output of the command can be written (folder exists and is
     writable, not a folder, not one of its inputs unless ``score --in-place`` asked)."""
@@ -100,6 +110,7 @@ def run_command(argv=None) -> int:
     _quiet_libraries()
     try:
         check_outputs(a)
+        check_ray_engine(a)
         return int(a.func(a) or 0)
     except (QMagError, OSError) as e:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"

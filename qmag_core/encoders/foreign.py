@@ -17,6 +17,7 @@ caches and params files never mix two models or two preprocessings.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -125,33 +126,45 @@ def model_files(p: Path) -> list[Path]:
     return files
 
 
-def _external_locations(p: Path) -> list[str]:
+def _external_locations(p: Path) -> tuple[str, ...]:
     """File names of the tensors a model keeps outside its file (onnx's own reader, the
-    weights left where they are)."""
+    weights left where they are); read once per file version (path, size, mtime)."""
+    st = p.stat()
+    return _locations(str(p.resolve()), p.name, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _locations(path: str, name: str, size: int, mtime_ns: int) -> tuple[str, ...]:
     try:
         import onnx
     except ImportError:  # onnxruntime alone: it refuses external data outside the folder itself
-        return []
+        return ()
     try:
-        m = onnx.load(str(p), load_external_data=False)
+        m = onnx.load(path, load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf's own errors
-        raise QMagError(f"{p.name}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        raise QMagError(f"{name}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
     tensors = list(m.graph.initializer) + [
         a.t for n in m.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
     ]
-    return [
+    return tuple(
         e.value
         for t in tensors
         if t.data_location == onnx.TensorProto.EXTERNAL
         for e in t.external_data
         if e.key == "location"
-    ]
+    )
 
 
 def model_key(p: Path) -> str:
     """First 16 hex digits of the SHA-256 of a model's file and external data (what the
-    embedding cache is keyed on: content we hashed, never the model's own metadata)."""
-    return file_key(*model_files(p))
+    embedding cache is keyed on: content we hashed, never the model's own metadata);
+    hashed once per version of the files (path, size, mtime)."""
+    return _files_key(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in model_files(p)))
+
+
+@functools.lru_cache(maxsize=64)
+def _files_key(files: tuple) -> str:
+    return file_key(*(f for f, _, _ in files))
 
 
 def _dim(v) -> int | None:

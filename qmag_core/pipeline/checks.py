@@ -6,9 +6,12 @@ as it comes (memory stays flat however many photos)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import QMagError, one_line
@@ -22,6 +25,7 @@ __all__ = [
     "settings_key",
     "ReportCache",
     "check_photo",
+    "report_json",
     "csv_row",
     "csv_cells",
     "run_checks",
@@ -84,19 +88,27 @@ class ReportCache:
 def check_photo(path: str, data: bytes, encoder, detector, scale, *, face: str, aligned: bool, with_map: bool):
     """The report of one photo (``image`` left out: the caller names it), or its error."""
     from ..quality.check import check_crop
-    from ..quality.components import assess_components
     from ..vision.align import detect_and_align
 
     name = os.path.basename(path)
     try:
         af = detect_and_align(data, detector, encoder.spec, aligned=aligned, name=name, face=face)
-        rep = check_crop(encoder, af.crop, scale, with_map=with_map).to_json(path)
-        rep["n_faces"] = af.n_faces
-        rep["components"] = {n: {**c.to_json(), "pass": None} for n, c in assess_components(af).items()}
+        rep = report_json(path, af, check_crop(encoder, af.crop, scale, with_map=with_map))
     except (QMagError, OSError) as e:
         return {"error": one_line(str(e))}
     rep.pop("image")
     return rep
+
+
+def report_json(path: str, aligned, report) -> dict:
+    """The JSON of one photo's check (``report``: a :class:`~qmag_core.quality.check.CheckReport`
+    of ``aligned``): the report, how many faces the photo holds, its components."""
+    from ..quality.components import assess_components
+
+    doc = report.to_json(path)
+    doc["n_faces"] = aligned.n_faces
+    doc["components"] = {n: {**c.to_json(), "pass": None} for n, c in assess_components(aligned).items()}
+    return doc
 
 
 def csv_row(report: dict) -> list[str]:
@@ -175,77 +187,68 @@ def run_checks(
     yielded, so a killed run resumes where it stopped.  ``engine="ray"``: the photos
     not in the cache go to ``workers`` Ray actors (one machine, or the cluster at
     ``address``), in the same order, with the same reports."""
-    todo = ((k, p, *_sha(p)) for k, p in enumerate(paths))
+    jobs = ((p, *_sha(p)) for p in paths)
+    jobs = ((p, sha, data, err, cache.get(sha) if cache is not None and sha else None) for p, sha, data, err in jobs)
+    with _engine(engine, make, options, workers, address) as (submit, resolve):
+        done = 0
+        for p, sha, hit, rep in _in_order(jobs, submit, resolve, window=4 * max(1, workers)):
+            done += 1
+            yield _finish(p, sha, rep, hit, cache, progress, done, len(paths))
 
-    def jobs() -> Iterable[tuple]:
-        for k, p, sha, data, err in todo:
-            hit = cache.get(sha) if cache is not None and sha else None
-            yield k, p, sha, data, err, hit
 
-    done = 0
+@contextmanager
+def _engine(engine: str, make: Callable, options: dict, workers: int, address: str | None):
+    """``(submit(path, data), resolve(handle) -> report | None)`` of one engine: this
+    process, a pool of worker processes, or Ray actors; resolve gives None while a
+    handle is still running."""
     if engine == "ray":
-        for p, sha, hit, rep in _ray_reports(jobs(), make, options, workers, address):
-            done += 1
-            yield _finish(p, sha, rep, hit, cache, progress, done, len(paths))
-        return
-    if workers <= 1:
+        from .ray import start_ray
+
+        ray = start_ray(address, None)
+
+        @ray.remote(num_cpus=1)
+        class Checker:  # one per worker: builds the encoder, detector and scale once
+            def __init__(self, make, options):
+                _init_worker(make, options)
+
+            def check(self, path, data):
+                return _work((path, data))
+
+        actors = [Checker.remote(make, options) for _ in range(max(1, workers))]
+        turn = itertools.count()
+        yield (
+            lambda p, d: actors[next(turn) % len(actors)].check.remote(p, d),
+            lambda h, wait: ray.get(h) if wait or ray.wait([h], timeout=0)[0] else None,
+        )
+    elif workers <= 1:
         state = make()
-        for _k, p, sha, data, err, hit in jobs():
-            rep = hit or ({"error": err} if err else check_photo(p, data, *state, **options))
-            done += 1
-            yield _finish(p, sha, rep, hit, cache, progress, done, len(paths))
-        return
-    import multiprocessing as mp
+        yield (lambda p, d: check_photo(p, d, *state, **options)), (lambda h, wait: h)
+    else:
+        import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")  # clean workers: no copied threads or sessions
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(make, options)) as pool:
-        pending = []  # (path, sha, hit, async result or report): in input order
-        window = 4 * workers
-        for _k, p, sha, data, err, hit in jobs():
-            res = hit or ({"error": err} if err else pool.apply_async(_work, ((p, data),)))
-            pending.append((p, sha, hit, res))
-            while len(pending) > window or (pending and _ready(pending[0][3])):
-                p0, s0, h0, r0 = pending.pop(0)
-                done += 1
-                yield _finish(p0, s0, r0 if isinstance(r0, dict) else r0.get(), h0, cache, progress, done, len(paths))
-        for p0, s0, h0, r0 in pending:
-            done += 1
-            yield _finish(p0, s0, r0 if isinstance(r0, dict) else r0.get(), h0, cache, progress, done, len(paths))
+        ctx = mp.get_context("spawn")  # clean workers: no copied threads or sessions
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(make, options)) as pool:
+            yield (
+                lambda p, d: pool.apply_async(_work, ((p, d),)),
+                lambda h, wait: h.get() if wait or h.ready() else None,
+            )
 
 
-def _ray_reports(jobs, make: Callable, options: dict, workers: int, address: str | None):
-    """``(path, sha, hit, report)`` in input order, the uncached photos checked by Ray
-    actors (at most ``4 × workers`` photos in flight)."""
-    from .ray import start_ray
-
-    ray = start_ray(address, None)
-
-    @ray.remote(num_cpus=1)
-    class Checker:  # one per worker: builds the encoder, detector and scale once
-        def __init__(self, make, options):
-            _init_worker(make, options)
-
-        def check(self, path, data):
-            return _work((path, data))
-
-    actors = [Checker.remote(make, options) for _ in range(max(1, workers))]
-    pending, k = [], 0
-    for _k, p, sha, data, err, hit in jobs:
-        if hit or err:
-            res = hit or {"error": err}
-        else:
-            res = actors[k % len(actors)].check.remote(p, data)
-            k += 1
-        pending.append((p, sha, hit, res))
-        while len(pending) > 4 * len(actors):
-            p0, s0, h0, r0 = pending.pop(0)
-            yield p0, s0, h0, r0 if isinstance(r0, dict) else ray.get(r0)
+def _in_order(jobs, submit: Callable, resolve: Callable, window: int):
+    """``(path, sha, hit, report)`` in input order: cached and unreadable photos answer at
+    once, the others are submitted, at most ``window`` of them waiting at a time."""
+    pending: deque = deque()  # (path, sha, hit, report or handle)
+    for p, sha, data, err, hit in jobs:
+        pending.append((p, sha, hit, hit or ({"error": err} if err else submit(p, data))))
+        while pending:
+            p0, s0, h0, r0 = pending[0]
+            rep = r0 if isinstance(r0, dict) else resolve(r0, len(pending) > window)
+            if rep is None:
+                break
+            pending.popleft()
+            yield p0, s0, h0, rep
     for p0, s0, h0, r0 in pending:
-        yield p0, s0, h0, r0 if isinstance(r0, dict) else ray.get(r0)
-
-
-def _ready(r) -> bool:
-    return isinstance(r, dict) or r.ready()
+        yield p0, s0, h0, r0 if isinstance(r0, dict) else resolve(r0, True)
 
 
 def _finish(path, sha, rep, hit, cache, progress, done, total) -> dict:

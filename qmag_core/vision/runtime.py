@@ -28,11 +28,14 @@ def limit_threads(n: int) -> None:
     """Run every network of this process on ``n`` threads (0: the runtime's default);
     a batch of worker processes sets 1 each, so the workers share the cores instead of
     each claiming all of them."""
-    _THREADS["n"] = int(n)
-    if n and torch_available():
-        import torch
+    import os
+    import sys
 
-        torch.set_num_threads(int(n))
+    _THREADS["n"] = int(n)
+    if n:  # torch reads it when first imported; an already imported torch is told directly
+        os.environ["OMP_NUM_THREADS"] = str(int(n))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(n))
 
 
 def session_threads() -> int:
