@@ -30,11 +30,15 @@ def display_image(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[str, flo
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), scale
 
 
-def face_overlay(image: np.ndarray, box, landmarks, *, other_boxes=(), labels=None, roll_axis: bool = False):
+def face_overlay(
+    image: np.ndarray, box, landmarks, *, other_boxes=(), labels=None, roll_axis: bool = False, mesh=None, pose=None
+):
     """The photo (sent at display size) with the compared face's box and 5 landmarks;
     ``other_boxes`` (other detected faces) are drawn dashed; ``labels`` (one per box:
     the compared one first, then the others) are written above each box; ``roll_axis``:
-    the eye line drawn across the face with its roll angle (HeadPoseRoll)."""
+    the eye line drawn across the face with its roll angle; ``mesh`` (468, 2+) photo
+    points drawn as small dots; ``pose`` (yaw, pitch, roll) in degrees: the head's
+    axes (the eye line at the roll angle, the nose's direction) labelled with the angles."""
     uri, scale = display_image(image)
     fig = go.Figure(go.Image(source=uri))
     for k, ob in enumerate(other_boxes):
@@ -75,7 +79,17 @@ def face_overlay(image: np.ndarray, box, landmarks, *, other_boxes=(), labels=No
             hoverinfo="skip",
         )
     )
-    if roll_axis:
+    if mesh is not None:
+        m = np.asarray(mesh, dtype=float)[:, :2] * scale
+        fig.add_trace(
+            go.Scattergl(
+                x=m[:, 0], y=m[:, 1], mode="markers", marker=dict(color="#8ecae6", size=2),
+                name="face mesh", hoverinfo="skip",
+            )
+        )  # fmt: skip
+    if pose is not None:
+        _pose_axes(fig, lm, x2 - x1, pose)
+    elif roll_axis:
         _roll_axis(fig, lm, x2 - x1)
     fig.update_layout(
         height=300,
@@ -99,6 +113,28 @@ def _roll_axis(fig: go.Figure, lm: np.ndarray, width: float) -> None:
     fig.add_annotation(
         x=b[0], y=b[1], text=f"roll {roll:+.1f}°", showarrow=False, xanchor="left",
         font=dict(color="white", size=12), bgcolor="rgba(231,111,81,0.8)",
+    )  # fmt: skip
+
+
+def _pose_axes(fig: go.Figure, lm: np.ndarray, width: float, pose) -> None:
+    """The head's axes: the eye line turned by the roll, and the nose's direction (an
+    arrow from the nose whose length shows yaw and pitch), labelled with the angles."""
+    yaw, pitch, roll = (float(v) for v in pose)
+    mid = lm[:2].mean(0)
+    v = np.array([np.cos(np.radians(roll)), np.sin(np.radians(roll))])
+    a, b = mid - 0.6 * width * v, mid + 0.6 * width * v
+    fig.add_shape(type="line", x0=a[0], y0=a[1], x1=b[0], y1=b[1], line=dict(color="#e76f51", width=2))
+    fig.add_annotation(
+        x=b[0], y=b[1], text=f"roll {roll:+.1f}°", showarrow=False, xanchor="left",
+        font=dict(color="white", size=12), bgcolor="rgba(231,111,81,0.8)",
+    )  # fmt: skip
+    nose = lm[2]
+    tip = nose + 0.8 * width * np.array([np.sin(np.radians(yaw)), -np.sin(np.radians(pitch))])
+    fig.add_annotation(
+        x=tip[0], y=tip[1], ax=nose[0], ay=nose[1], xref="x", yref="y", axref="x", ayref="y",
+        showarrow=True, arrowhead=2, arrowwidth=2, arrowcolor="#ffb703",
+        text=f"yaw {yaw:+.1f}°, pitch {pitch:+.1f}°", font=dict(color="black", size=12),
+        bgcolor="rgba(255,183,3,0.85)",
     )  # fmt: skip
 
 

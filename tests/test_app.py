@@ -377,15 +377,27 @@ def test_enrolment_check_page(enc):
     at.run()
     at.switch_page("views/check.py").run()
     assert not at.exception, [e.message for e in at.exception]
-    a = detect_and_align(FACES / "img3.jpg", FaceDetector.for_encoder(enc), enc.spec, face="best")
+    from qmag_core.pipeline.checks import report_json
+    from qmag_core.vision.images import load_image
+
+    photo = load_image(FACES / "img3.jpg")
+    a = detect_and_align(photo, FaceDetector.for_encoder(enc), enc.spec, face="best")
     ref = check_crop(enc, a.crop, scale_for(enc))
-    assert metric(at, "verdict") == ref.verdict.upper()
+    doc = report_json("img3.jpg", a, ref, photo, scale=scale_for(enc))
+    assert metric(at, "verdict") == doc["verdict"].upper()
     assert metric(at, "quality scale") == f"{ref.scale:.0f} / 100"
     assert metric(at, "band") == ref.band
     df = at.dataframe[0].value
     assert list(df["region"]) == list(REGIONS)
     np.testing.assert_allclose(df["q gain when repaired"], [round(r.q_gain, 3) for r in ref.regions], atol=2e-3)
     assert list(df["flagged"]) == [r.flagged for r in ref.regions]
+    # what is wrong, first: one advice line per failed requirement, and the component table
+    advice = " ".join(m.value for m in at.markdown)
+    assert doc["advice"] and all(item["advice"] in advice for item in doc["advice"])
+    comps = next(d.value for d in at.dataframe if "component" in d.value.columns).set_index("component")
+    for name, c in doc["components"].items():
+        assert comps.loc[name, "result"] == {True: "pass", False: "FAIL", None: ""}[c["pass"]]
+    assert comps.loc["HeadPoseYaw", "requirement"] == "within ±5"
     # the repaired preview only when the repair raises q, and labelled as a simulation
     shown = any(s.value == f"Repaired preview: {ref.top}" for s in at.subheader)
     assert shown == (ref.q_after > ref.q)
@@ -395,7 +407,7 @@ def test_enrolment_check_page(enc):
     at.file_uploader[0].set_value([("notes.jpg", b"this is not an image", "image/jpeg")]).run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("notes.jpg" in e.value and "not an image" in e.value for e in at.error)
-    assert metric(at, "verdict") == ref.verdict.upper()
+    assert metric(at, "verdict") == doc["verdict"].upper()
     assert list(at.dataframe[0].value["region"]) == list(REGIONS)
 
 
@@ -427,15 +439,21 @@ def test_check_page_shows_every_face_and_says_when_there_are_several(enc):
     boxes = [s for s in photo["layout"]["shapes"] if s["type"] == "rect"]
     assert sorted(str(s.get("line", {}).get("dash")) for s in boxes) == ["None", "dash"]  # checked solid, other dashed
     from qmag_core.quality.components import assess_components
+    from qmag_core.vision.images import load_image
 
-    roll = assess_components(a)["HeadPoseRoll"].native  # the eye line drawn with the component's value
-    assert any(f"roll {roll:+.1f}°" == n.get("text") for n in photo["layout"]["annotations"])
-    assert any("because:" in m.value for m in at.markdown)
+    c = assess_components(a, load_image(FACES / "couple.jpg"))
+    texts = [n.get("text") for n in photo["layout"]["annotations"]]  # the head's axes with the components' angles
+    assert f"roll {c['HeadPoseRoll'].native:+.1f}°" in texts
+    assert f"yaw {c['HeadPoseYaw'].native:+.1f}°, pitch {c['HeadPosePitch'].native:+.1f}°" in texts
+    assert any(t.get("name") == "face mesh" for t in photo["data"])  # the 468 mesh points drawn
+    assert any("because" in m.value for m in at.markdown)
+    assert any("SingleFacePresent" in m.value and "more than one face" in m.value for m in at.markdown)
     assert at.get("download_button")
     comps = next(d.value for d in at.dataframe if "component" in d.value.columns)
     row = comps.set_index("component").loc["SingleFacePresent"]
     assert int(row["scalar (0–100, higher is better)"]) < 50  # the second face costs the component
-    assert comps.set_index("component").loc["EyesOpen", "value"] == "not assessed"
+    assert comps.set_index("component").loc["BackgroundUniformity", "value"] == "not assessed"
+    assert comps.set_index("component").loc["EyesOpen", "value"] != "not assessed"
 
 
 @pytest.mark.slow

@@ -390,10 +390,19 @@ def test_enrolment_check_in_browser(server, page, tmp_path):
     page.locator('input[type="file"]').first.set_input_files(str(photo))
     page.get_by_text("Checked img4.jpg").first.wait_for()
     _wait_idle(page)
+    from qmag_core.pipeline.checks import report_json
+    from qmag_core.vision.images import load_image
+
     enc = load_encoder("builtin", device="cpu", runtime="fast")
-    a = detect_and_align(photo, FaceDetector.for_encoder(enc), enc.spec, face="best")
+    x = load_image(photo)
+    a = detect_and_align(x, FaceDetector.for_encoder(enc), enc.spec, face="best")
     ref = check_crop(enc, a.crop, scale_for(enc))
-    assert _metric(page, "verdict") == ref.verdict.upper()
+    doc = report_json("img4.jpg", a, ref, x, scale=scale_for(enc))
+    assert _metric(page, "verdict") == doc["verdict"].upper()
+    for item in doc["advice"]:  # the advice, first, as qmag_core words it
+        assert page.get_by_text(item["advice"], exact=False).count() >= 1, item
+    page.get_by_text("Quality components (ISO/IEC 29794-5 names)").first.wait_for()
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # the regions and the component table
     assert _metric(page, "quality scale") == f"{ref.scale:.0f} / 100"
     grid = page.locator('[data-testid="stDataFrame"]').first
     grid.wait_for()
@@ -409,7 +418,7 @@ def test_enrolment_check_in_browser(server, page, tmp_path):
     page.get_by_text("Showing the last photo checked: img4.jpg").first.wait_for(timeout=60_000)
     _wait_idle(page)
     assert page.locator('[data-testid="stAlert"]', has_text="notes.jpg").count() >= 1
-    assert _metric(page, "verdict") == ref.verdict.upper()  # the last report stays
+    assert _metric(page, "verdict") == doc["verdict"].upper()  # the last report stays
     assert page.get_by_text("Showing the last photo checked: img4.jpg").count() == 1
 
 
@@ -497,7 +506,8 @@ def test_camera_capture_gives_advice_and_retakes_side_by_side(server, pw, tmp_pa
         pg.get_by_text("Checked camera.jpg").first.wait_for()
         _wait_idle(pg)
         assert _metric(pg, "verdict") in ("ACCEPT", "REJECT")
-        assert pg.get_by_text("because:").count() >= 1
+        assert pg.get_by_text("because (icao-portrait profile):").count() >= 1
+        assert pg.locator('[data-testid="stMarkdownContainer"] li').count() >= 1  # the advice, one line each
         pg.get_by_role("button", name="Clear photo").click()
         _wait_idle(pg)
         pg.get_by_role("button", name="Take Photo").wait_for()

@@ -212,6 +212,11 @@ def test_commands_run_without_torch(tmp_path):
     rep = json.loads((tmp_path / "c.json").read_text())["reports"][0]
     ref = json.loads(run_cli("check", a, "--json", tmp_path / "c2.json").stdout and (tmp_path / "c2.json").read_text())
     assert rep["q"] == pytest.approx(ref["reports"][0]["q"], abs=1e-3) and rep["verdict"] in ("accept", "reject")
+    # the components without torch: the face mesh runs in OpenCV, on the same detections
+    for name in ("HeadPoseYaw", "EyesOpen", "InterEyeDistance", "EyesVisible", "Sharpness"):
+        got, want = rep["components"][name]["native"], ref["reports"][0]["components"][name]["native"]
+        assert got is not None and got == pytest.approx(want, rel=1e-2, abs=1e-2), name
+    assert rep["requirements_failed"] == ref["reports"][0]["requirements_failed"]
     r = run_cli("explain", a, "--out", tmp_path / "m.png", "--method", "gradient", check=False, no_torch=True)
     assert r.returncode == 2 and "gradient maps need torch, which is not installed" in r.stderr
     r = run_cli("compare", a, b, "--runtime", "torch", check=False, no_torch=True)

@@ -18,6 +18,7 @@ from PIL import Image
 from qmag_core.errors import QMagError
 from qmag_core.pipeline.checks import CSV_COLUMNS, csv_cells, csv_row, html_record, report_json, verdict_reasons
 from qmag_core.quality.check import check_calibration, check_crop
+from qmag_core.quality.requirements import default_profile
 from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import detect_and_align
 from qmag_core.vision.images import load_image
@@ -40,6 +41,7 @@ if scale is None or not scale.check:
     )
     st.stop()
 check_calibration(scale)
+profile = default_profile()
 ss = st.session_state
 MODES = ("a photo", "the camera", "several photos")
 mode = st.radio("Check", MODES, horizontal=True, key="check_mode", label_visibility="collapsed")
@@ -54,6 +56,19 @@ def _check(content_hash: str, name: str, encoder_key: str, _src, _enc, _det, _sc
     return image, a, check_crop(_enc, a.crop, _scale)
 
 
+def _mesh(image, aligned):
+    """The subject's face mesh (None for a photo without a detected face)."""
+    from qmag_core.vision.face_mesh import face_mesh
+
+    return None if aligned.face is None else face_mesh(image, aligned.face.landmarks)
+
+
+def _pose(doc: dict):
+    """(yaw, pitch, roll) of a report, or None when the pose was not assessed."""
+    angles = [doc["components"][f"HeadPose{k}"]["native"] for k in ("Yaw", "Pitch", "Roll")]
+    return None if None in angles else angles
+
+
 def _thumb(crop: np.ndarray, side: int = 96) -> str:
     im = Image.fromarray(np.asarray(crop, np.uint8))
     im.thumbnail((side, side))
@@ -65,13 +80,16 @@ def _thumb(crop: np.ndarray, side: int = 96) -> str:
 def show_report(name: str, src: bytes, image, aligned, rep) -> None:
     """One photo's report: what (verdict and its reasons), where (faces, map, regions),
     what it costs (the scale), and the repair preview when the repair helps."""
-    doc = report_json(name, aligned, rep)
+    mesh = _mesh(image, aligned)
+    doc = report_json(name, aligned, rep, image, scale=scale, mesh=mesh)
+    verdict = doc["verdict"]
     c1, c2, c3 = st.columns(3)
-    c1.metric("verdict", rep.verdict.upper())
+    c1.metric("verdict", verdict.upper())
     c2.metric("quality scale", f"{rep.scale:.0f} / 100", help=f"band: {rep.band}; raw q = {rep.q:.2f}")
     c3.metric("band", rep.band, help="data-driven edges: good / usable / poor (docs/method/quality.md)")
-    badge = ":green-background[**ACCEPT**]" if rep.verdict == "accept" else ":red-background[**REJECT**]"
-    st.markdown(f"{badge} because: " + "; ".join(verdict_reasons(doc)) + ".")
+    badge = ":green-background[**ACCEPT**]" if verdict == "accept" else ":red-background[**REJECT**]"
+    st.markdown(f"{badge} because ({doc['profile']} profile):")
+    _advice(doc)
     if aligned.n_faces > 1:
         st.warning(
             f"{aligned.n_faces} faces in this photo: the check uses face {aligned.face_index + 1} (the solid box, "
@@ -90,7 +108,8 @@ def show_report(name: str, src: bytes, image, aligned, rep) -> None:
             aligned.face.landmarks,
             other_boxes=[aligned.faces[j].box for j in others],
             labels=[aligned.face_index + 1] + [j + 1 for j in others] if others else None,
-            roll_axis=True,
+            mesh=None if mesh is None else mesh.points,
+            pose=_pose(doc),
         ),
         key="check-photo",
         width="stretch",
@@ -120,7 +139,7 @@ def show_report(name: str, src: bytes, image, aligned, rep) -> None:
         width="stretch",
         key="check-regions",
     )
-    _components(doc["components"])
+    _components(doc["components"], profile)
     _preview(rep)
     st.download_button(
         "Download the record (HTML, printable)",
@@ -131,10 +150,25 @@ def show_report(name: str, src: bytes, image, aligned, rep) -> None:
     )
 
 
-def _components(comps: dict) -> None:
-    """The ISO/IEC 29794-5 components of a report (``{name: {native, scalar}}``),
-    "not assessed" where none."""
+def _advice(doc: dict) -> None:
+    """What to change first: one line per failed requirement or flagged region, with the
+    face region it concerns and what its repair is worth."""
+    items = doc["advice"]
+    if not items:
+        st.markdown("- " + verdict_reasons(doc)[0])
+        return
+    for a in items:
+        where = f" · *{a['region']}*" if a["region"] else ""
+        cost = f" — {a['cost']}" if a.get("cost") else ""
+        st.markdown(f"- **{a['component'] or a['region']}**{where}: {a['advice']}{cost}")
+    if doc["band"] == "poor":
+        st.markdown(f"- quality band poor (scale {doc['scale']:.0f}/100)")
+
+
+def _components(comps: dict, prof) -> None:
+    """The ISO/IEC 29794-5 components of a report: value, scalar, requirement, pass."""
     st.subheader("Quality components (ISO/IEC 29794-5 names)")
+    mark = {True: "pass", False: "FAIL", None: ""}
     st.dataframe(
         pd.DataFrame(
             [
@@ -142,17 +176,22 @@ def _components(comps: dict) -> None:
                     "component": name,
                     "value": "not assessed" if c["native"] is None else f"{c['native']:.4g}",
                     "scalar (0–100, higher is better)": "—" if c["scalar"] is None else str(c["scalar"]),
+                    "requirement": prof.limit_text(name) if name in prof.requirements else "",
+                    "result": mark[c["pass"]],
                 }
                 for name, c in comps.items()
             ]
         ),
         hide_index=True,
         width="stretch",
+        height=35 * (len(comps) + 1) + 3,  # every component in view, no inner scrolling
         key="check-components",
     )
     st.caption(
-        "Scalars use the reference implementation's mappings; values marked 'not assessed' need dense "
-        "landmarks, a 3-D pose or segmentation this version does not have yet (docs/method/components.md)."
+        "Scalars use the reference implementation's mappings where its definition is followed, ours where the "
+        "measure is ours (EyesVisible, NoHeadCoverings, Sharpness, CompressionArtifacts); UnifiedQualityScore is "
+        "this project's calibrated scale. 'Not assessed': needs a network this version does not have. "
+        "Requirements and their sources: docs/method/components.md."
     )
 
 
@@ -213,7 +252,8 @@ elif mode == MODES[1]:
         name, src, image, aligned, rep = check_one("camera.jpg", shot.getvalue(), "check_last_camera")
         h = shot.file_id  # one per capture: a retake of the same scene is a new attempt
         if not attempts or attempts[-1][0] != h:
-            attempts.append((h, _thumb(rep.crop, 160), rep.verdict, rep.scale))
+            verdict = report_json(name, aligned, rep, image, scale=scale)["verdict"]
+            attempts.append((h, _thumb(rep.crop, 160), verdict, rep.scale))
             del attempts[:-4]
         if len(attempts) > 1:
             st.subheader("Attempts")
@@ -229,10 +269,10 @@ else:
         for k, u in enumerate(ups):
             src = u.getvalue()
             try:
-                _, aligned, rep = _check(
+                image, aligned, rep = _check(
                     hashlib.sha1(src).hexdigest(), u.name, enc.content_key, src, enc, detector(), scale
                 )
-                doc = report_json(u.name, aligned, rep)
+                doc = report_json(u.name, aligned, rep, image, scale=scale)
                 thumb = _thumb(rep.crop)
             except QMagError as e:
                 doc, thumb = {"image": u.name, "error": str(e)}, None
@@ -244,10 +284,11 @@ else:
         c1, c2 = st.columns(2)
         if c1.toggle("Rejects and failures only", key="check_batch_rejects"):
             table = table[table["Verdict"] != "accept"]
-        regions = sorted({r for v in table["FlaggedRegions"] for r in v.split("|") if r})
-        pick = c2.multiselect("Flagged region", regions, key="check_batch_regions")
+        why = table["FlaggedRegions"] + "|" + table["RequirementsFailed"]
+        reasons = sorted({r for v in why for r in v.split("|") if r})
+        pick = c2.multiselect("Failed requirement or flagged region", reasons, key="check_batch_regions")
         if pick:
-            table = table[table["FlaggedRegions"].apply(lambda v: bool(set(v.split("|")) & set(pick)))]
+            table = table[why.apply(lambda v: bool(set(v.split("|")) & set(pick)))]
         st.dataframe(
             table,
             hide_index=True,

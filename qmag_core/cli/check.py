@@ -73,7 +73,10 @@ def cmd_check(a) -> int:
     if a.html and not os.path.isdir(a.html):
         raise QMagError(f"--html {a.html}: not a folder; create it first (one record per photo goes there)")
     enc, det, scale = _checker(a)
-    options = {"face": a.face, "aligned": a.aligned, "with_map": not a.no_map}
+    from ..quality.requirements import default_profile, load_profile
+
+    profile = load_profile(a.profile) if a.profile else default_profile()
+    options = {"face": a.face, "aligned": a.aligned, "with_map": not a.no_map, "profile": profile}
     cache = None
     if not a.no_cache:
         from ..pipeline.embed import default_cache_dir
@@ -161,9 +164,10 @@ def _print_report(r: dict) -> None:
         f"repairing the {fix['region']}: q {fix['q_before']:.2f} -> {fix['q_after']:.2f} "
         f"(a random region: {fix['control_q_after']:.2f})"
     )
-    for g in r["regions"]:
-        if g["flagged"]:
-            print(f"  - {g['advice']} (q gain {g['q_gain']:+.2f}, share {100 * g['share']:.0f}%)")
+    for item in r.get("advice", []):
+        where = f" [{item['region']}]" if item["region"] else ""
+        cost = f" ({item['cost']})" if item.get("cost") else ""
+        print(f"  - {item['advice']}{where}{cost}")
 
 
 def cmd_calibrate_quality(a) -> int:
@@ -205,6 +209,12 @@ def _parser_check(sub) -> None:
     p.add_argument("--scale", default=None, help="quality scale JSON (default: the encoder's shipped scale)")
     p.add_argument("--no-map", action="store_true", help="skip the quality map (region shares are then 0)")
     p.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="requirement profile JSON (default: the shipped ICAO portrait profile, docs/formats.md)",
+    )
+    p.add_argument(
         "--workers",
         type=int_in(1, 64),
         default=os.cpu_count() or 1,
@@ -226,7 +236,7 @@ def _parser_check(sub) -> None:
     p.set_defaults(
         func=cmd_check,
         writes=("json", "csv"),
-        reads=("images", "image_dir", "list", "root", "scale", "onnx", "checkpoint", "head"),
+        reads=("images", "image_dir", "list", "root", "scale", "profile", "onnx", "checkpoint", "head"),
         image_folders=("image_dir", "root"),
     )
 

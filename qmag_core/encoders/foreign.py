@@ -111,7 +111,7 @@ def model_files(p: Path) -> list[Path]:
     if total > cap:
         raise QMagError(f"{p}: larger than the {cap:,} bytes allowed for a model (QMAG_MAX_MODEL_BYTES)")
     files = [p]
-    for name in _external_locations(p):
+    for name in () if shipped_asset(p) else _external_locations(p):
         f = (p.parent / name).resolve()
         if p.parent.resolve() not in f.parents or not f.is_file():
             raise QMagError(f"{p.name}: external data {name[:80]!r} is not a file in the model's folder")
@@ -124,6 +124,16 @@ def model_files(p: Path) -> list[Path]:
                 "(QMAG_MAX_MODEL_BYTES)"
             )
     return files
+
+
+def shipped_asset(p: Path) -> bool:
+    """Whether ``p`` is one of the package's own assets (graphs built by
+    tools/export_light_models.py with no external data, tested: reading them with onnx
+    only to learn that would cost the check half a second per process)."""
+    from importlib import resources
+
+    assets = Path(str(resources.files("qmag_core") / "assets")).resolve()
+    return assets in Path(p).resolve().parents
 
 
 def _external_locations(p: Path) -> tuple[str, ...]:

@@ -44,16 +44,18 @@ CSV_COLUMNS = (
     "TopRegion",
     "QAfterRepair",
     "FlaggedRegions",
+    "RequirementsFailed",
     "Error",
     *(c for n in _COMPONENTS for c in (n, f"{n}.scalar")),
 )
 #: bump when a report's content changes for the same photo and settings
-REPORT_VERSION = "2"
+REPORT_VERSION = "3"
 
 
-def settings_key(encoder, scale, *, face: str, aligned: bool, with_map: bool) -> str:
+def settings_key(encoder, scale, *, face: str, aligned: bool, with_map: bool, profile=None) -> str:
     """Fingerprint of everything besides the photo that decides its report."""
     doc = {
+        "profile": None if profile is None else sorted((k, list(v)) for k, v in profile.requirements.items()),
         "encoder": encoder.content_key,
         "scale": [scale.encoder_key, list(scale.q_knots), list(scale.fnmr_knots), list(scale.edges), scale.check],
         "face": face,
@@ -85,30 +87,67 @@ class ReportCache:
             json.dump(report, fh)
 
 
-def check_photo(path: str, data: bytes, encoder, detector, scale, *, face: str, aligned: bool, with_map: bool):
+def check_photo(
+    path: str, data: bytes, encoder, detector, scale, *, face: str, aligned: bool, with_map: bool, profile=None
+):
     """The report of one photo (``image`` left out: the caller names it), or its error."""
     from ..quality.check import check_crop
     from ..vision.align import detect_and_align
+    from ..vision.images import load_image
 
     name = os.path.basename(path)
     try:
-        af = detect_and_align(data, detector, encoder.spec, aligned=aligned, name=name, face=face)
-        rep = report_json(path, af, check_crop(encoder, af.crop, scale, with_map=with_map))
+        photo = None if aligned else load_image(data, name=name)
+        af = detect_and_align(data if aligned else photo, detector, encoder.spec, aligned=aligned, name=name, face=face)
+        rep = check_crop(encoder, af.crop, scale, with_map=with_map)
+        doc = report_json(path, af, rep, photo, profile=profile, scale=scale)
     except (QMagError, OSError) as e:
         return {"error": one_line(str(e))}
-    rep.pop("image")
-    return rep
+    doc.pop("image")
+    return doc
 
 
-def report_json(path: str, aligned, report) -> dict:
+def report_json(path: str, aligned, report, photo=None, *, profile=None, scale=None, mesh=None) -> dict:
     """The JSON of one photo's check (``report``: a :class:`~qmag_core.quality.check.CheckReport`
-    of ``aligned``): the report, how many faces the photo holds, its components."""
+    of ``aligned``; ``photo`` the decoded photo, None for aligned inputs): the report, how
+    many faces the photo holds, its components with their requirement (``profile``; the
+    shipped ICAO one by default), the failed requirements with their advice and cost,
+    and the verdict over all of it: reject when the band is poor, a region is flagged or
+    a requirement fails."""
     from ..quality.components import assess_components
+    from ..quality.requirements import REGION_OF, default_profile
 
+    profile = default_profile() if profile is None else profile
     doc = report.to_json(path)
     doc["n_faces"] = aligned.n_faces
-    doc["components"] = {n: {**c.to_json(), "pass": None} for n, c in assess_components(aligned).items()}
+    comps = assess_components(aligned, photo, quality=(report.q, report.scale), mesh=mesh)
+    doc["components"] = {n: {**c.to_json(), "pass": profile.passes(c)} for n, c in comps.items()}
+    failed = [n for n, c in doc["components"].items() if c["pass"] is False]
+    regions = {g.name: g for g in report.regions}
+    doc["profile"] = profile.name
+    doc["requirements_failed"] = failed
+    doc["advice"] = [_advice_item(n, comps[n], profile, regions.get(REGION_OF.get(n)), report, scale) for n in failed]
+    doc["advice"] += [_advice_item(None, None, profile, g, report, scale) for g in report.regions if g.flagged]
+    if failed:
+        doc["verdict"] = "reject"
     return doc
+
+
+def _advice_item(name, comp, profile, region, report, scale) -> dict:
+    """One advice line: what (a failed component, or a flagged region), where (its face
+    region), and what the region's repair is worth on the calibrated scale."""
+    from ..quality.requirements import advice
+
+    item = {"component": name, "region": None if region is None else region.name}
+    item["advice"] = advice(comp, profile) if comp is not None else region.advice
+    if region is not None and scale is not None:
+        after = scale.describe(report.q + region.q_gain)["scale"]
+        item["cost"] = (
+            f"repairing the {region.name} region moves the quality scale from {report.scale:.0f} to {after:.0f}"
+            if report.scale is not None and after is not None
+            else None
+        )
+    return item
 
 
 def csv_row(report: dict) -> list[str]:
@@ -125,7 +164,7 @@ def csv_cells(report: dict) -> list[str]:
         for k in ("native", "scalar")
     ]
     if "error" in report:
-        cells = [report["image"], "failed", "", "", "", "", "", "", report["error"], *tail]
+        cells = [report["image"], "failed", "", "", "", "", "", "", "", report["error"], *tail]
     else:
         flagged = [g["name"] for g in report["regions"] if g["flagged"]]
         cells = [
@@ -137,6 +176,7 @@ def csv_cells(report: dict) -> list[str]:
             report["repair"]["region"],
             f"{report['repair']['q_after']:.4f}",
             "|".join(flagged),
+            "|".join(report.get("requirements_failed", [])),
             "",
             *tail,
         ]
@@ -260,17 +300,19 @@ def _finish(path, sha, rep, hit, cache, progress, done, total) -> dict:
 
 
 def verdict_reasons(report: dict) -> list[str]:
-    """Why the verdict is what it is, one line each (the band, each flagged region)."""
+    """Why the verdict is what it is, one line each (each failed requirement with its
+    advice, the band, each flagged region)."""
     if "error" in report:
         return [report["error"]]
-    out = [f"quality band {report['band']} (scale {report['scale']:.0f}/100)"] if report["band"] == "poor" else []
+    out = [a["advice"] for a in report.get("advice", []) if a["component"] is not None]
+    out += [f"quality band {report['band']} (scale {report['scale']:.0f}/100)"] if report["band"] == "poor" else []
     out += [
         f"{g['name']}: {g['advice']} (q gain {g['q_gain']:+.2f} when repaired, z {g['z']:.1f} against clean photos)"
         for g in report["regions"]
         if g["flagged"]
     ]
     if not out:
-        out = [f"band {report['band']} and no face region is unusual"]
+        out = [f"band {report['band']}, every requirement met and no face region is unusual"]
     return out
 
 
@@ -325,5 +367,28 @@ def html_record(report: dict, photo: bytes | None = None, *, side: int = 480) ->
             if rows
             else ""
         )
+        + _components_html(report.get("components", {}))
         + "</body></html>\n"
+    )
+
+
+def _components_html(comps: dict) -> str:
+    """The components as an HTML table (value, scalar, requirement met)."""
+    import html
+
+    if not comps:
+        return ""
+    mark = {True: "pass", False: "FAIL", None: ""}
+
+    def value(v) -> str:
+        return "not assessed" if v is None else f"{v:.4g}"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{value(c['native'])}</td>"
+        f"<td>{'' if c['scalar'] is None else c['scalar']}</td><td>{mark[c.get('pass')]}</td></tr>"
+        for n, c in comps.items()
+    )
+    return (
+        "<h2>Quality components (ISO/IEC 29794-5)</h2><table><tr><th>component</th><th>value</th>"
+        f"<th>scalar 0-100</th><th>requirement</th></tr>{rows}</table>"
     )

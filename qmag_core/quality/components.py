@@ -1,23 +1,22 @@
 """Quality components with the names of ISO/IEC 29794-5: a native value and a 0–100
 scalar per component, higher is better, with the scalar mappings of the reference
-implementation (OFIQ 1.x, ``data/ofiq_config.jaxn``; facts in docs/method/components.md).
+implementation (OFIQ 1.x, ``data/ofiq_config.jaxn``) where its definition is followed,
+and our own mappings where the measure is our own (facts: docs/method/components.md).
 
-What this module assesses today, from the detector's 5 landmarks and the aligned crop:
+Sources of the native values:
 
-* ``SingleFacePresent`` (the detector's faces: area of the second largest ÷ largest);
-* ``InterEyeDistance`` (eye-centre distance in the photo's pixels; the reference divides
-  by cos(yaw), which needs a 3-D pose: here yaw is taken as 0, so frontal photos agree);
-* ``LeftwardCrop`` / ``RightwardCrop`` (the far eye's distance to the photo's edge ÷ eye
-  distance, as the reference defines them);
-* ``HeadPoseRoll`` (our own measure: the eye line's angle, not the reference's 3-D pose);
-* ``LuminanceMean``, ``LuminanceVariance``, ``UnderExposurePrevention``,
-  ``OverExposurePrevention``, ``DynamicRange`` (the reference's statistics, computed on
-  an ellipse around the eyes and mouth of the aligned crop instead of its landmark
-  outline: our region, the reference's formulas).
+* the detector's faces: ``SingleFacePresent``;
+* the 468-point face mesh (:mod:`qmag_core.vision.face_mesh`) and the photo's pixels
+  (:mod:`.face_measures`): head pose, eyes open, mouth closed, eye distance, head size,
+  crops, margins, the luminance statistics, illumination uniformity, natural colour,
+  and our own ``EyesVisible``, ``NoHeadCoverings``, ``Sharpness``, ``CompressionArtifacts``;
+* the encoder: ``UnifiedQualityScore`` is the project's calibrated quality scale (its
+  native value is q), not the reference's MagFace score.
 
-Components that need dense landmarks, a 3-D pose or segmentation networks (EyesOpen,
-MouthClosed, HeadSize, margins, yaw, pitch, occlusions, …) are reported as ``None``
-("not assessed") rather than guessed.
+Already-aligned inputs have no photo: only the luminance statistics (on an ellipse of
+the crop) are assessed for them.  Components that need networks we do not have
+(``BackgroundUniformity``, ``MouthOcclusionPrevention``, ``FaceOcclusionPrevention``,
+``ExpressionNeutrality``) are ``None`` ("not assessed"), never guessed.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COMPONENTS", "Component", "scalar", "assess_components", "face_region_mask"]
+__all__ = ["COMPONENTS", "MAPPINGS", "NOT_ASSESSED", "Component", "scalar", "assess_components", "face_region_mask"]
 
 
 def _sig(x: float, x0: float, w: float) -> float:
@@ -57,32 +56,52 @@ MAPPINGS = {
     "OverExposurePrevention": lambda x: _clip(min(100.0, 1 / (x + 0.01))),
     "DynamicRange": lambda h: _clip(12.5 * h),
     "SingleFacePresent": lambda f: _clip(100 * (1 - f)),
+    "IlluminationUniformity": lambda x: _clip(100 * max(0.0, x) ** 0.3),
+    "NaturalColour": lambda x: _clip(200 * (1 - _sig(x, 0, 10))),
+    "EyesVisible": lambda x: _clip(100 * (1 - x)),
+    # our own mappings (our own measures; midpoints set on clean development photos)
+    "NoHeadCoverings": lambda x: _clip(100 * (1 - x)),
+    "Sharpness": lambda x: _clip(100 * _sig(x, 3.0, 0.8)),
+    "CompressionArtifacts": lambda x: _clip(100 * (1 - _sig(x, 0.3, 0.08))),
 }
-#: every component the report lists, in the reference's order; None: not assessed here
+#: assessed by no measure here (they need the reference's networks)
+NOT_ASSESSED = ("BackgroundUniformity", "MouthOcclusionPrevention", "FaceOcclusionPrevention", "ExpressionNeutrality")
+#: every component the report lists, in the reference's CSV order; None: not assessed
 COMPONENTS = (
+    "UnifiedQualityScore",
+    "BackgroundUniformity",
+    "IlluminationUniformity",
+    "LuminanceMean",
+    "LuminanceVariance",
+    "UnderExposurePrevention",
+    "OverExposurePrevention",
+    "DynamicRange",
+    "Sharpness",
+    "CompressionArtifacts",
+    "NaturalColour",
     "SingleFacePresent",
     "EyesOpen",
     "MouthClosed",
-    "HeadPoseYaw",
-    "HeadPosePitch",
-    "HeadPoseRoll",
+    "EyesVisible",
+    "MouthOcclusionPrevention",
+    "FaceOcclusionPrevention",
     "InterEyeDistance",
     "HeadSize",
     "LeftwardCrop",
     "RightwardCrop",
     "MarginAbove",
     "MarginBelow",
-    "LuminanceMean",
-    "LuminanceVariance",
-    "UnderExposurePrevention",
-    "OverExposurePrevention",
-    "DynamicRange",
+    "HeadPoseYaw",
+    "HeadPosePitch",
+    "HeadPoseRoll",
+    "ExpressionNeutrality",
+    "NoHeadCoverings",
 )
 
 
 def scalar(name: str, native: float | None) -> int | None:
     """The 0–100 scalar of a component's native value (None when not assessed)."""
-    if native is None or not math.isfinite(native):
+    if native is None or not math.isfinite(native) or name not in MAPPINGS:
         return None
     return MAPPINGS[name](float(native))
 
@@ -125,32 +144,28 @@ def _luminance_stats(crop: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     }
 
 
-def assess_components(aligned) -> dict[str, Component]:
-    """Every component of :data:`COMPONENTS` for one aligned face (``aligned``: a
-    :class:`~qmag_core.vision.align.AlignedFace` with its detections and the photo's
-    size)."""
-    image_size = aligned.source_size
+def assess_components(
+    aligned, photo: np.ndarray | None = None, *, quality: tuple[float, float | None] | None = None, mesh=None
+) -> dict[str, Component]:
+    """Every component of :data:`COMPONENTS` for one aligned face (``aligned``: an
+    :class:`~qmag_core.vision.align.AlignedFace` with its detections); ``photo`` (H, W, 3)
+    uint8 the photo it was detected in (None: only the crop's statistics);
+    ``quality``: (q, its calibrated scale value 0–100) for ``UnifiedQualityScore``;
+    ``mesh``: the face's :class:`~qmag_core.vision.face_mesh.FaceMesh` when already made."""
     native: dict[str, float | None] = dict.fromkeys(COMPONENTS)
-    native.update(_luminance_stats(aligned.crop, face_region_mask(aligned.spec)))
+    scalars: dict[str, int | None] = {}
     if aligned.face is not None:
         areas = sorted((f.area for f in aligned.faces), reverse=True) or [aligned.face.area]
         native["SingleFacePresent"] = areas[1] / areas[0] if len(areas) > 1 and areas[0] > 0 else 0.0
-        native.update(_eye_measures(np.asarray(aligned.face.landmarks, np.float64), image_size))
-    return {n: Component(n, native[n], scalar(n, native[n])) for n in COMPONENTS}
+    if aligned.face is not None and photo is not None:
+        from ..vision.face_mesh import face_mesh
+        from .face_measures import mesh_measures
 
-
-def _eye_measures(lm: np.ndarray, image_size: tuple[int, int]) -> dict[str, float]:
-    """From the eye centres (landmarks 0, 1: the subject's right eye on the image's left):
-    eye distance, the two crops, and the eye line's roll in degrees (positive when the
-    eye on the image's right is lower)."""
-    (x0, y0), (x1, y1) = lm[0], lm[1]
-    d = math.hypot(x1 - x0, y1 - y0)
-    if d <= 0:
-        return {}
-    w = image_size[0]
-    return {
-        "InterEyeDistance": d,
-        "LeftwardCrop": min(x0, x1) / d,
-        "RightwardCrop": (w - max(x0, x1)) / d,
-        "HeadPoseRoll": math.degrees(math.atan2(y1 - y0, x1 - x0)),
-    }
+        m = mesh if mesh is not None else face_mesh(photo, aligned.face.landmarks)
+        native.update(mesh_measures(photo, m, aligned.face.box))
+    else:
+        native.update(_luminance_stats(aligned.crop, face_region_mask(aligned.spec)))
+    if quality is not None:
+        native["UnifiedQualityScore"] = float(quality[0])
+        scalars["UnifiedQualityScore"] = None if quality[1] is None else _clip(quality[1])
+    return {n: Component(n, native[n], scalars.get(n, scalar(n, native[n]))) for n in COMPONENTS}

@@ -184,13 +184,29 @@ def array_to_rgb(a: np.ndarray, label: str) -> np.ndarray:
 
 
 def blur(img: np.ndarray, sigma: float = 3.0) -> np.ndarray:
-    """Gaussian blur of an (H, W[, C]) array, per channel, float32."""
-    from scipy.ndimage import gaussian_filter
+    """Gaussian blur of an (H, W[, C]) array, per channel, float32: the same numbers as
+    ``scipy.ndimage.gaussian_filter(a, sigma, mode="nearest")`` (kernel radius
+    ⌊4σ + ½⌋, rows then columns in float64, rounded to float32 between the passes),
+    in OpenCV, which spares a process the 0.3 s of importing scipy.ndimage."""
+    import cv2
 
     a = np.asarray(img, dtype=np.float32)
+    if not sigma > 0:
+        return a.copy()
+    r = int(4.0 * float(sigma) + 0.5)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * x * x / (float(sigma) ** 2))
+    k /= k.sum()
+    one = np.ones(1)
+
+    def plane(p: np.ndarray) -> np.ndarray:
+        t = cv2.sepFilter2D(p.astype(np.float64), cv2.CV_64F, one, k, borderType=cv2.BORDER_REPLICATE)
+        t = t.astype(np.float32).astype(np.float64)
+        return cv2.sepFilter2D(t, cv2.CV_64F, k, one, borderType=cv2.BORDER_REPLICATE).astype(np.float32)
+
     if a.ndim == 3:
-        return np.stack([gaussian_filter(a[..., c], sigma, mode="nearest") for c in range(a.shape[2])], axis=-1)
-    return gaussian_filter(a, sigma, mode="nearest")
+        return np.stack([plane(a[..., c]) for c in range(a.shape[2])], axis=-1)
+    return plane(a)
 
 
 def list_images(root: str | os.PathLike) -> list[str]:

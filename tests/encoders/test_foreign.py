@@ -234,3 +234,20 @@ def test_embedding_quality_head_for_a_model_without_one(model, tmp_path):
     assert np.allclose(raw, np.linalg.norm(plain.embed(crops), axis=1), rtol=1e-5)
     cos = np.sum(e * plain.embed(crops), 1) / np.linalg.norm(e, axis=1) / raw
     assert cos.min() > 0.99999  # the head changes the length only, never the direction
+
+
+def test_shipped_graphs_skip_the_external_data_scan_only_because_they_have_none(tmp_path):
+    """The package's own graphs are not read with onnx to look for external data (half a
+    second per process); they hold none, so nothing is lost; a copy elsewhere is read."""
+    pytest.importorskip("onnx")
+    from qmag_core.encoders.foreign import _locations, model_files, shipped_asset
+    from qmag_core.encoders.onnx import SHIPPED_MODEL
+
+    assert shipped_asset(SHIPPED_MODEL) and not shipped_asset(tmp_path / "builtin.onnx")
+    st = SHIPPED_MODEL.stat()
+    assert _locations(str(SHIPPED_MODEL), SHIPPED_MODEL.name, st.st_size, st.st_mtime_ns) == ()
+    copy = tmp_path / "builtin.onnx"
+    copy.write_bytes(SHIPPED_MODEL.read_bytes())
+    before = _locations.cache_info().misses
+    assert model_files(copy) == [copy]
+    assert _locations.cache_info().misses == before + 1  # the user's copy was read

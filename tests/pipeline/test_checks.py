@@ -74,3 +74,39 @@ def test_the_ray_engine_gives_the_local_rows(folder, tmp_path):
     want = _run(folder, tmp_path / "local", "--workers", "1", "--no-cache")
     got = _run(folder, tmp_path / "ray", "--engine", "ray", "--workers", "2", "--no-cache")
     assert got == want
+
+
+def test_failed_requirements_reject_with_advice_and_a_profile_changes_them(tmp_path):
+    """The shipped ICAO profile fails the tight deepface crop for its framing (head size,
+    margin above) and says so; an empty profile leaves the verdict to the band and the
+    regions; every component's ``pass`` follows the profile."""
+    img = FACES / "img1.jpg"
+    run_cli("check", img, "--json", tmp_path / "icao.json", "--no-cache", "--no-map")
+    rep = json.loads((tmp_path / "icao.json").read_text())["reports"][0]
+    assert rep["profile"] == "icao-portrait" and rep["verdict"] == "reject"
+    failed = rep["requirements_failed"]
+    assert "HeadSize" in failed and all(rep["components"][n]["pass"] is False for n in failed)
+    assert rep["components"]["HeadPoseRoll"]["pass"] is True  # an upright face
+    assert rep["components"]["BackgroundUniformity"] == {"native": None, "scalar": None, "pass": None}
+    lines = {a["component"]: a["advice"] for a in rep["advice"]}
+    assert "head too small" in lines["HeadSize"]
+    empty = tmp_path / "none.json"
+    empty.write_text(json.dumps({"name": "none", "requirements": {}}))
+    run_cli("check", img, "--json", tmp_path / "none-out.json", "--no-cache", "--no-map", "--profile", empty)
+    rep2 = json.loads((tmp_path / "none-out.json").read_text())["reports"][0]
+    assert rep2["requirements_failed"] == [] and rep2["profile"] == "none"
+    assert all(c["pass"] is None for c in rep2["components"].values())
+    flagged = any(g["flagged"] for g in rep2["regions"])
+    assert rep2["verdict"] == ("reject" if rep2["band"] == "poor" or flagged else "accept")
+    assert rep2["components"]["HeadSize"]["native"] == rep["components"]["HeadSize"]["native"]
+
+
+def test_a_bad_profile_is_refused_before_any_work(tmp_path):
+    from conftest import one_line_error, qmag
+
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps({"requirements": {"EyesOpen": {"min": float("nan")}}}).replace("NaN", '"x"'))
+    out = tmp_path / "r.csv"
+    r = qmag("check", FACES / "img1.jpg", "--csv", out, "--profile", bad)
+    one_line_error(r, str(bad), "EyesOpen")
+    assert not out.exists()
