@@ -18,6 +18,7 @@ raises q, and raises it more than the same repair of a random region of equal ar
 
     python -m bench.bench_check [--n 200] [--seed 1] [--maps] [--kinds sunglasses,mask,cap|hand]
     python -m bench.bench_check --latency [--n 20]     # one whole report per 250x250 photo
+    python -m bench.bench_check --batch [--n 200] [--ray]  # photos/s, rows, kill and resume, memory
 """
 
 from __future__ import annotations
@@ -110,7 +111,32 @@ WRAP_PEAK = (
 )
 
 
-def batch(n: int, seed: int, rows: int) -> int:
+def _resume(src: Path, d: Path, want: str, cpus: int) -> str:
+    """Kill ``qmag check --images`` midway (SIGKILL, after half the photos' expected time),
+    run it again with the same cache: identical CSV, no leftover temporary files?"""
+    import os
+    import signal
+    import subprocess
+
+    cache, out = d / "resume-cache", d / "resume.csv"
+    cmd = [sys.executable, "-m", "qmag_core", "check", "--images", str(src), "--csv", str(out)]
+    cmd += ["--cache-dir", str(cache), "--workers", str(cpus)]
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    while len(list(cache.rglob("*.json"))) < len(list(src.iterdir())) // 2 and p.poll() is None:
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    done = len(list(cache.rglob("*.json")))
+    subprocess.run(cmd, capture_output=True, check=False)
+    left = [f.name for f in [*d.iterdir(), *cache.rglob("*")] if f.name.startswith(".") or ".tmp" in f.name]
+    return (
+        f"killed after {done} reports ({time.perf_counter() - t0:.0f} s in all), rerun: CSV identical "
+        f"{out.read_text() == want}, temporary files left {left or 'none'}"
+    )
+
+
+def batch(n: int, seed: int, rows: int, ray: bool = False) -> int:
     """``qmag check --images DIR`` as a process on ``n`` original LFW test photos: photos/s
     with one worker and with one per core (no cache), beside the serial limit of one
     process; then the peak memory of a ``rows``-photo folder (copies of the same photos,
@@ -139,12 +165,19 @@ def batch(n: int, seed: int, rows: int) -> int:
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "qmag_core", "check", *args], capture_output=True, check=False)
             rate[name] = n / (time.perf_counter() - t0)
-        same = len({Path(f"{d}/{k}.csv").read_text() for k in range(len(rate))}) == 1
+        if ray:
+            args = ["--images", str(src), "--csv", f"{d}/{len(rate)}.csv", "--no-cache", "--engine", "ray"]
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "qmag_core", "check", *args, "--workers", str(cpus)],
+                           capture_output=True, check=False)  # fmt: skip
+            rate[f"Ray, {cpus} actors (local instance)"] = n / (time.perf_counter() - t0)
+        csvs = [Path(f"{d}/{k}.csv").read_text() for k in range(len(rate))]
         print(f"{platform.machine()}, {cpus} CPUs: {n} photos, qmag check --images as a process (start included)")
         base = rate["one process, one thread"]
         for name, r in rate.items():
-            print(f"  {name:<26} {r:.2f} photos/s = {r / base:.2f}x the serial limit (one thread)")
-        print(f"  rows identical: {same}")
+            print(f"  {name:<34} {r:.2f} photos/s = {r / base:.2f}x the serial limit (one thread)")
+        print(f"  rows identical across every run: {len(set(csvs)) == 1} ({len(csvs[0].splitlines()) - 1} rows)")
+        print(f"  {_resume(src, Path(d), csvs[0], cpus)}")
         big = Path(d) / "big"
         big.mkdir()
         for k in range(rows):
@@ -174,6 +207,7 @@ def main(argv=None) -> int:
         "--batch", action="store_true", help="photos/s of qmag check --images with 1 vs all workers, and memory"
     )
     ap.add_argument("--rows", type=int, default=10_000, help="with --batch: photos in the memory run")
+    ap.add_argument("--ray", action="store_true", help="with --batch: also --engine ray, and compare its rows")
     ap.add_argument(
         "--kinds",
         default=",".join(TEST_OCCLUDERS),
@@ -183,7 +217,7 @@ def main(argv=None) -> int:
     if a.latency:
         return latency(a.n if a.n != 200 else 20, a.seed)
     if a.batch:
-        return batch(a.n if a.n != 200 else 40, a.seed, a.rows)
+        return batch(a.n, a.seed, a.rows, a.ray)
     kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS):
         ap.error(f"--kinds: expected test occluders of {', '.join(TEST_OCCLUDERS + EXTRA_TEST_OCCLUDERS)}")
