@@ -51,6 +51,7 @@ from PIL import Image, ImageFilter
 from bench import protocol as T
 from bench.bench_check import fmt
 from qmag_core.encoders import load_encoder
+from qmag_core.evaluation.metrics import auc
 from qmag_core.pipeline.checks import report_json
 from qmag_core.quality.check import check_crop
 from qmag_core.quality.components import assess_components
@@ -278,14 +279,6 @@ def latency(n: int, seed: int) -> int:
     return 0
 
 
-def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties half (Mann-Whitney)."""
-    from scipy.stats import rankdata
-
-    r = rankdata(np.r_[neg, pos])
-    return float((r[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2) / (len(neg) * len(pos)))
-
-
 def eyes() -> int:
     """EyesOpen against the eye labels (see the module docstring): the development photos
     (its requirement's level was chosen on them) and the held-out test photos."""
@@ -315,8 +308,8 @@ def _eyes(split: str) -> None:
     who = "folds 1–4 persons (the level was chosen here)" if split == "dev" else "folds 5–7 persons (held out)"
     print(f"\nLFW {who}, labelled by eye: {len(s)} shut or squeezed, {len(o)} open\n")
     print("| measure | AUC (open above shut) | requirement fails: shut | requirement fails: open |\n|---|---|---|---|")
-    print(f"| EyesOpen (lids ÷ T) | {_auc(s[:, 0], o[:, 0]):.3f} | {fmt(s[:, 1] > 0)} | {fmt(o[:, 1] > 0)} |")
-    print(f"| baseline: share of the eye zones unlike skin | {_auc(s[:, 2], o[:, 2]):.3f} | — | — |")
+    print(f"| EyesOpen (lids ÷ T) | {auc(o[:, 0], s[:, 0]):.3f} | {fmt(s[:, 1] > 0)} | {fmt(o[:, 1] > 0)} |")
+    print(f"| baseline: share of the eye zones unlike skin | {auc(o[:, 2], s[:, 2]):.3f} | — | — |")
     for level in (0.02, 0.03, 0.04, 0.05):
         print(f"| EyesOpen < {level} | — | {fmt(s[:, 0] < level)} | {fmt(o[:, 0] < level)} |")
 

@@ -30,13 +30,10 @@ def display_image(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[str, flo
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), scale
 
 
-def face_overlay(
-    image: np.ndarray, box, landmarks, *, other_boxes=(), labels=None, roll_axis: bool = False, mesh=None, pose=None
-):
+def face_overlay(image: np.ndarray, box, landmarks, *, other_boxes=(), labels=None, mesh=None, pose=None):
     """The photo (sent at display size) with the compared face's box and 5 landmarks;
     ``other_boxes`` (other detected faces) are drawn dashed; ``labels`` (one per box:
-    the compared one first, then the others) are written above each box; ``roll_axis``:
-    the eye line drawn across the face with its roll angle; ``mesh`` (468, 2+) photo
+    the compared one first, then the others) are written above each box; ``mesh`` (468, 2+) photo
     points drawn as small dots; ``pose`` (yaw, pitch, roll) in degrees: the head's
     axes (the eye line at the roll angle, the nose's direction) labelled with the angles."""
     uri, scale = display_image(image)
@@ -89,8 +86,6 @@ def face_overlay(
         )  # fmt: skip
     if pose is not None:
         _pose_axes(fig, lm, x2 - x1, pose)
-    elif roll_axis:
-        _roll_axis(fig, lm, x2 - x1)
     fig.update_layout(
         height=300,
         margin=dict(l=0, r=0, t=0, b=0),
@@ -99,21 +94,6 @@ def face_overlay(
         yaxis=dict(visible=False),
     )
     return fig
-
-
-def _roll_axis(fig: go.Figure, lm: np.ndarray, width: float) -> None:
-    """The eye line through both eye centres, extended over the face, labelled with its
-    roll in degrees (the HeadPoseRoll component's native value)."""
-    e0, e1 = lm[0], lm[1]
-    v = (e1 - e0) / max(float(np.linalg.norm(e1 - e0)), 1e-9)
-    mid = (e0 + e1) / 2
-    a, b = mid - 0.6 * width * v, mid + 0.6 * width * v
-    roll = float(np.degrees(np.arctan2(v[1], v[0])))
-    fig.add_shape(type="line", x0=a[0], y0=a[1], x1=b[0], y1=b[1], line=dict(color="#e76f51", width=2))
-    fig.add_annotation(
-        x=b[0], y=b[1], text=f"roll {roll:+.1f}°", showarrow=False, xanchor="left",
-        font=dict(color="white", size=12), bgcolor="rgba(231,111,81,0.8)",
-    )  # fmt: skip
 
 
 def _pose_axes(fig: go.Figure, lm: np.ndarray, width: float, pose) -> None:

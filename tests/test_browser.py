@@ -115,21 +115,17 @@ def pw(server):
         yield p
 
 
+def _launch(pw, *extra: str):
+    """Headless Debian chromium, offline-minded (no QUIC, sync or background updates),
+    with ``extra`` flags."""
+    base = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    base += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*base, *extra])
+
+
 @pytest.fixture(scope="module")
 def page(server, pw):
-    browser = pw.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    )
+    browser = _launch(pw)
     pg = browser.new_page(viewport={"width": 1400, "height": 1000})
     pg.set_default_timeout(180_000)
     pg.external_requests = []  # every request that would leave this machine (checked by the last test)
@@ -481,16 +477,11 @@ def test_camera_capture_gives_advice_and_retakes_side_by_side(server, pw, tmp_pa
     """Chromium's fake camera plays a real photo: a capture on the Enrolment check page
     produces a report with its verdict and reasons; a retake shows the attempts side by side."""
     video = _y4m(FACES / "img1.jpg", tmp_path / "face.y4m")
-    browser = pw.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}",
-        ],
+    browser = _launch(
+        pw,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
     )
     try:
         ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])

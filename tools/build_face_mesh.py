@@ -41,11 +41,11 @@ def _wheel(given: str | None, tmp: str) -> Path:
 
 def model_files(wheel: Path) -> dict[str, bytes]:
     """The shipped files from the wheel, the models checked against their pinned digests."""
-    from qmag_core.vision.face_mesh import IRIS_SHA256, MODEL_SHA256
+    from qmag_core.vision.face_mesh import MODELS
 
     with zipfile.ZipFile(wheel) as z:
         out = {dst: z.read(src) for src, dst in MEMBERS.items()}
-    for name, want in (("face_landmark.tflite", MODEL_SHA256), ("iris_landmark.tflite", IRIS_SHA256)):
+    for name, want in MODELS.items():
         digest = hashlib.sha256(out[name]).hexdigest()
         if digest != want:
             raise SystemExit(f"{wheel}: {name} has sha256 {digest}, expected {want}")

@@ -56,11 +56,13 @@ def _check(content_hash: str, name: str, encoder_key: str, _src, _enc, _det, _sc
     return image, a, check_crop(_enc, a.crop, _scale)
 
 
-def _mesh(image, aligned):
-    """The subject's face mesh (None for a photo without a detected face)."""
+def _full_report(name: str, image, aligned, rep):
+    """The report's JSON (components, requirements, advice) and the subject's face mesh
+    it was measured on (None without a detected face), made once per shown photo."""
     from qmag_core.vision.face_mesh import face_mesh
 
-    return None if aligned.face is None else face_mesh(image, aligned.face.landmarks)
+    mesh = None if aligned.face is None else face_mesh(image, aligned.face.landmarks)
+    return report_json(name, aligned, rep, image, profile=profile, scale=scale, mesh=mesh), mesh
 
 
 def _pose(doc: dict):
@@ -77,11 +79,11 @@ def _thumb(crop: np.ndarray, side: int = 96) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def show_report(name: str, src: bytes, image, aligned, rep) -> None:
+def show_report(name: str, src: bytes, image, aligned, rep, full=None) -> None:
     """One photo's report: what (verdict and its reasons), where (faces, map, regions),
-    what it costs (the scale), and the repair preview when the repair helps."""
-    mesh = _mesh(image, aligned)
-    doc = report_json(name, aligned, rep, image, scale=scale, mesh=mesh)
+    what it costs (the scale), and the repair preview when the repair helps; ``full``:
+    its :func:`_full_report` when the caller already made it."""
+    doc, mesh = full or _full_report(name, image, aligned, rep)
     verdict = doc["verdict"]
     c1, c2, c3 = st.columns(3)
     c1.metric("verdict", verdict.upper())
@@ -251,15 +253,15 @@ elif mode == MODES[1]:
     if shot is not None:
         name, src, image, aligned, rep = check_one("camera.jpg", shot.getvalue(), "check_last_camera")
         h = shot.file_id  # one per capture: a retake of the same scene is a new attempt
+        full = _full_report(name, image, aligned, rep)
         if not attempts or attempts[-1][0] != h:
-            verdict = report_json(name, aligned, rep, image, scale=scale)["verdict"]
-            attempts.append((h, _thumb(rep.crop, 160), verdict, rep.scale))
+            attempts.append((h, _thumb(rep.crop, 160), full[0]["verdict"], rep.scale))
             del attempts[:-4]
         if len(attempts) > 1:
             st.subheader("Attempts")
             for col, (_, thumb, verdict, sc) in zip(st.columns(len(attempts)), attempts, strict=True):
                 col.image(thumb, caption=f"{verdict.upper()} · scale {sc:.0f}", width=140)
-        show_report(name, src, image, aligned, rep)
+        show_report(name, src, image, aligned, rep, full)
     else:
         st.info("Allow the camera, then take a photo: face the camera, eyes open, nothing over the face.")
 else:
@@ -272,7 +274,7 @@ else:
                 image, aligned, rep = _check(
                     hashlib.sha1(src).hexdigest(), u.name, enc.content_key, src, enc, detector(), scale
                 )
-                doc = report_json(u.name, aligned, rep, image, scale=scale)
+                doc = report_json(u.name, aligned, rep, image, profile=profile, scale=scale)
                 thumb = _thumb(rep.crop)
             except QMagError as e:
                 doc, thumb = {"image": u.name, "error": str(e)}, None

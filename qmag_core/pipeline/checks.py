@@ -55,7 +55,9 @@ REPORT_VERSION = "3"
 def settings_key(encoder, scale, *, face: str, aligned: bool, with_map: bool, profile=None) -> str:
     """Fingerprint of everything besides the photo that decides its report."""
     doc = {
-        "profile": None if profile is None else sorted((k, list(v)) for k, v in profile.requirements.items()),
+        "profile": None
+        if profile is None
+        else [profile.name, sorted((k, list(v)) for k, v in profile.requirements.items())],
         "encoder": encoder.content_key,
         "scale": [scale.encoder_key, list(scale.q_knots), list(scale.fnmr_knots), list(scale.edges), scale.check],
         "face": face,
@@ -138,15 +140,14 @@ def _advice_item(name, comp, profile, region, report, scale) -> dict:
     region), and what the region's repair is worth on the calibrated scale."""
     from ..quality.requirements import advice
 
-    item = {"component": name, "region": None if region is None else region.name}
+    item = {"component": name, "region": None if region is None else region.name, "cost": None}
     item["advice"] = advice(comp, profile) if comp is not None else region.advice
-    if region is not None and scale is not None:
+    if region is not None and scale is not None and report.scale is not None:
         after = scale.describe(report.q + region.q_gain)["scale"]
-        item["cost"] = (
-            f"repairing the {region.name} region moves the quality scale from {report.scale:.0f} to {after:.0f}"
-            if report.scale is not None and after is not None
-            else None
-        )
+        if after is not None:
+            item["cost"] = (
+                f"repairing the {region.name} region moves the quality scale from {report.scale:.0f} to {after:.0f}"
+            )
     return item
 
 

@@ -129,19 +129,10 @@ def face_region_mask(spec) -> np.ndarray:
 
 
 def _luminance_stats(crop: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """The reference's luminance statistics of the masked face (luminance in 0–1)."""
-    rgb = np.asarray(crop, np.float64)[mask]
-    y = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]) / 255.0
-    y8 = np.clip(np.round(y * 255), 0, 255).astype(np.int64)
-    hist = np.bincount(y8, minlength=256) / y8.size
-    p = hist[hist > 0]
-    return {
-        "LuminanceMean": float(y.mean()),
-        "LuminanceVariance": float(y.var()),
-        "UnderExposurePrevention": float(np.mean(y8 <= 25)),
-        "OverExposurePrevention": float(np.mean(y8 >= 247)),
-        "DynamicRange": float(-(p * np.log2(p)).sum()),
-    }
+    """The reference's luminance statistics of the masked face of an aligned crop."""
+    from .face_measures import luminance, luminance_stats
+
+    return luminance_stats(luminance(np.asarray(crop)[mask]))
 
 
 def assess_components(

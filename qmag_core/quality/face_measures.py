@@ -26,10 +26,10 @@ import math
 
 import numpy as np
 
-from ..vision.face_mesh import LID_PAIRS, POINTS, FaceMesh, eye_contours
+from ..vision.face_mesh import LID_PAIRS, POINTS, FaceMesh, eye_contours, levelling
 from ..vision.head_pose import head_pose
 
-__all__ = ["SKIN_CHROMA", "SKIN_DARK", "FRAME_IED", "mesh_measures", "face_frame", "luminance"]
+__all__ = ["SKIN_CHROMA", "SKIN_DARK", "luminance_stats", "FRAME_IED", "mesh_measures", "face_frame", "luminance"]
 
 #: eye distance (px) of the face frame the statistics are computed in
 FRAME_IED = 96.0
@@ -56,9 +56,7 @@ def face_frame(rgb: np.ndarray, mesh: FaceMesh) -> tuple[np.ndarray, np.ndarray]
     e = mesh.eye_centres()
     d = e[1] - e[0]
     s = FRAME_IED / max(float(np.hypot(*d)), 1e-6)
-    a = math.atan2(d[1], d[0])
-    c, n = math.cos(a) * s, math.sin(a) * s
-    A = np.array([[c, n], [-n, c]])
+    A = levelling(math.atan2(d[1], d[0]), s)
     pts = mesh.points[:, :2] @ A.T
     lo = pts.min(0) - 0.15 * FRAME_IED
     hi = pts.max(0) + 0.15 * FRAME_IED
@@ -159,6 +157,21 @@ def _occluded(frame: np.ndarray, Y: np.ndarray, skin: np.ndarray) -> np.ndarray:
     return (np.hypot(*(rg - ref).transpose(2, 0, 1)) > SKIN_CHROMA) | (Y < SKIN_DARK * float(np.median(Y[skin])))
 
 
+def luminance_stats(Y: np.ndarray) -> dict[str, float]:
+    """The reference's luminance statistics of a face's pixels ``Y`` (luminance 0–255):
+    mean and variance on 0–1, the shares at 0–25 and 247–255, the histogram's entropy."""
+    y = np.asarray(Y, np.float64) / 255.0
+    hist = _histogram(y * 255)
+    nz = hist[hist > 0]
+    return {
+        "LuminanceMean": float(y.mean()),
+        "LuminanceVariance": float(y.var()),
+        "UnderExposurePrevention": float(hist[:26].sum()),
+        "OverExposurePrevention": float(hist[247:].sum()),
+        "DynamicRange": float(-(nz * np.log2(nz)).sum()),
+    }
+
+
 def _histogram(y: np.ndarray) -> np.ndarray:
     y8 = np.clip(np.round(y), 0, 255).astype(np.int64)
     return np.bincount(y8, minlength=256) / max(y8.size, 1)
@@ -171,17 +184,8 @@ def _statistics(frame: np.ndarray, pts: np.ndarray) -> dict[str, float]:
 
     zones, skin, cheeks = _zones(frame, pts)
     Y = luminance(frame)
-    y = Y[zones["face"]] / 255.0
-    hist = _histogram(y * 255)
-    nz = hist[hist > 0]
-    out = {
-        "LuminanceMean": float(y.mean()),
-        "LuminanceVariance": float(y.var()),
-        "UnderExposurePrevention": float(hist[:26].sum()),
-        "OverExposurePrevention": float(hist[247:].sum()),
-        "DynamicRange": float(-(nz * np.log2(nz)).sum()),
-        "Sharpness": float(np.abs(cv2.Laplacian(Y, cv2.CV_64F, ksize=3))[zones["face"]].mean()),
-    }
+    out = luminance_stats(Y[zones["face"]])
+    out["Sharpness"] = float(np.abs(cv2.Laplacian(Y, cv2.CV_64F, ksize=3))[zones["face"]].mean())
     if all(m.any() for m in cheeks):
         out["IlluminationUniformity"] = float(np.minimum(*(_histogram(Y[m]) for m in cheeks)).sum())
         lab = _lab(frame[cheeks[0] | cheeks[1]]).mean(0)

@@ -197,6 +197,15 @@ def repair(crop: np.ndarray, mask: np.ndarray, method: str, reference: np.ndarra
     return repairs(crop, mask, method, None if reference is None else np.asarray(reference)[None])[0]
 
 
+def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """scipy.ndimage.binary_dilation with its default cross, in OpenCV (the same pixels;
+    importing scipy.ndimage would cost a process 0.2 s)."""
+    import cv2
+
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    return cv2.dilate(mask.astype(np.uint8), cross, iterations=iterations).astype(bool)
+
+
 def repairs(crop: np.ndarray, mask: np.ndarray, method: str, references: np.ndarray | None = None) -> list:
     """The repairs of one region of a crop (S, S, 3) uint8: ``[inpainted]`` for
     ``inpaint``; for ``reference`` one crop per face of ``references`` (K, S, S, 3),
@@ -214,18 +223,12 @@ def repairs(crop: np.ndarray, mask: np.ndarray, method: str, references: np.ndar
     if method == "inpaint":
         return [cv2.inpaint(x, m.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)]
 
-    def binary_dilation(mask: np.ndarray, iterations: int) -> np.ndarray:
-        """scipy's binary_dilation with its default cross, in OpenCV (the same pixels;
-        importing scipy.ndimage would cost a process 0.2 s)."""
-        cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-        return cv2.dilate(mask.astype(np.uint8), cross, iterations=iterations).astype(bool)
-
     # the Poisson blend takes its boundary a few pixels outside the region (an occluder
     # that fills the region exactly would otherwise set the boundary; OpenCV erodes the
     # mask by 3 px first), and only the region's pixels are kept
     pad = 4 + max(2, x.shape[0] // 50)
-    grown = _inset(binary_dilation(m, iterations=pad), 1)
-    ring = binary_dilation(grown, iterations=max(3, grown.shape[0] // 25)) & ~grown
+    grown = _inset(_dilate(m, pad), 1)
+    ring = _dilate(grown, max(3, grown.shape[0] // 25)) & ~grown
     if ring.sum() < 16:
         ring = ~grown
     x_ring = x.astype(np.float32)[ring]

@@ -14,6 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 
 from ..errors import QMagError
@@ -98,8 +99,9 @@ def load_profile(path: str | os.PathLike) -> Profile:
     return _parse(doc, str(path))
 
 
+@lru_cache(maxsize=1)
 def default_profile() -> Profile:
-    """The shipped ICAO portrait profile."""
+    """The shipped ICAO portrait profile (read once per process; treat it as read-only)."""
     path = resources.files("qmag_core") / "assets" / "profiles" / "icao.json"
     return _parse(json.loads(path.read_text(encoding="utf-8")), "icao.json")
 

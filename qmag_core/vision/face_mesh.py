@@ -27,12 +27,25 @@ import numpy as np
 
 from ..errors import QMagError
 
-__all__ = ["POINTS", "MODEL_SHA256", "IRIS_SHA256", "FaceMesh", "face_mesh", "mesh_roi", "eye_contours", "LID_PAIRS"]
+__all__ = [
+    "POINTS",
+    "MODEL_SHA256",
+    "IRIS_SHA256",
+    "MODELS",
+    "FaceMesh",
+    "face_mesh",
+    "levelling",
+    "mesh_roi",
+    "eye_contours",
+    "LID_PAIRS",
+]
 
 #: sha256 of the shipped ``face_landmark.tflite`` (mediapipe 0.10.14, checked on load)
 MODEL_SHA256 = "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"
 #: sha256 of the shipped ``iris_landmark.tflite`` (the same wheel)
 IRIS_SHA256 = "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f"
+#: the shipped model files and their pinned sha256
+MODELS = {"face_landmark.tflite": MODEL_SHA256, "iris_landmark.tflite": IRIS_SHA256}
 _EYE_INPUT = 64
 #: upper/lower lid pairs among the iris model's 16 eye-contour points (0–8: the lower
 #: lid from the outer to the inner corner; 9–15: the upper lid between them), the same
@@ -45,13 +58,9 @@ POINTS = {
     "eye_l_inner": 133,
     "eye_r_inner": 362,
     "eye_r_outer": 263,
-    # upper/lower lid pairs, three per eye (outer to inner)
-    "lids_l": ((160, 144), (159, 145), (158, 153)),
-    "lids_r": ((387, 373), (386, 374), (385, 380)),
     # inner-lip pairs, three (image-left to image-right)
     "lips_inner": ((82, 87), (13, 14), (312, 317)),
     "chin": 152,
-    "forehead_top": 10,
     "nose_tip": 1,
     # eye contours (16 points each) and brows (upper edge, outer to inner)
     "eye_l": (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
@@ -94,21 +103,25 @@ def _net(name: str = "face_landmark.tflite"):
 
     path = resources.files("qmag_core") / "assets" / "face_mesh" / name
     data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != {"face_landmark.tflite": MODEL_SHA256}.get(name, IRIS_SHA256):
+    if hashlib.sha256(data).hexdigest() != MODELS[name]:
         raise QMagError(f"{path}: not the shipped model; rebuild it with python -m tools.build_face_mesh")
     net = cv2.dnn.readNetFromTFLite(str(path))
     return net, tuple(net.getUnconnectedOutLayersNames())
 
 
+def levelling(angle: float, scale: float = 1.0) -> np.ndarray:
+    """(2, 2): a turn by −``angle`` radians times ``scale``, which makes a line at
+    ``angle`` (an eye line, with y down) horizontal."""
+    c, n = math.cos(angle) * scale, math.sin(angle) * scale
+    return np.array([[c, n], [-n, c]])
+
+
 def mesh_roi(centre, side: float, angle: float) -> np.ndarray:
     """(2, 3) affine from photo pixels to the network's 192 × 192 input, for a square box
     of ``side`` px at ``centre`` (x, y) turned by ``angle`` radians (the eye line's)."""
-    s = _INPUT / max(float(side), 1e-6)
-    c, n = math.cos(angle) * s, math.sin(angle) * s
-    cx, cy = float(centre[0]), float(centre[1])
-    # rotate by -angle about the centre, scale, and move the centre to the crop's centre
-    A = np.array([[c, n], [-n, c]])
-    t = np.array([_INPUT / 2, _INPUT / 2]) - A @ np.array([cx, cy])
+    A = levelling(angle, _INPUT / max(float(side), 1e-6))
+    # the box's centre goes to the crop's centre
+    t = np.array([_INPUT / 2, _INPUT / 2]) - A @ np.asarray(centre, np.float64)[:2]
     return np.c_[A, t]
 
 
@@ -131,8 +144,7 @@ def _run(rgb: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _box_from_points(xy: np.ndarray, angle: float) -> tuple[np.ndarray, float]:
     """Centre and side (1.5 × the longer side of the points' box in the levelled frame)."""
-    c, s = math.cos(angle), math.sin(angle)
-    R = np.array([[c, s], [-s, c]])  # photo → levelled frame
+    R = levelling(angle)  # photo → levelled frame
     q = xy @ R.T
     lo, hi = q.min(0), q.max(0)
     return ((lo + hi) / 2) @ R, 1.5 * float(max(hi - lo))

@@ -88,6 +88,7 @@ def test_failed_requirements_reject_with_advice_and_a_profile_changes_them(tmp_p
     assert "HeadSize" in failed and all(rep["components"][n]["pass"] is False for n in failed)
     assert rep["components"]["HeadPoseRoll"]["pass"] is True  # an upright face
     assert rep["components"]["BackgroundUniformity"] == {"native": None, "scalar": None, "pass": None}
+    assert all(set(a) == {"component", "region", "advice", "cost"} for a in rep["advice"])  # one schema
     lines = {a["component"]: a["advice"] for a in rep["advice"]}
     assert "head too small" in lines["HeadSize"]
     empty = tmp_path / "none.json"
@@ -110,3 +111,22 @@ def test_a_bad_profile_is_refused_before_any_work(tmp_path):
     r = qmag("check", FACES / "img1.jpg", "--csv", out, "--profile", bad)
     one_line_error(r, str(bad), "EyesOpen")
     assert not out.exists()
+
+
+def test_the_report_cache_keys_on_the_whole_profile_name_included():
+    """Two profiles with the same rules but other names give reports that name them:
+    they must not share cached reports."""
+    from qmag_core.encoders import load_encoder
+    from qmag_core.pipeline.checks import settings_key
+    from qmag_core.quality.requirements import Profile, default_profile
+    from qmag_core.quality.scale import scale_for
+
+    enc = load_encoder("builtin", runtime="fast")
+    icao = default_profile()
+    renamed = Profile("my-office", icao.description, dict(icao.requirements))
+    looser = Profile(icao.name, icao.description, {**icao.requirements, "HeadPoseYaw": ("abs_max", 30.0, "")})
+    keys = {
+        settings_key(enc, scale_for(enc), face="best", aligned=False, with_map=True, profile=p)
+        for p in (icao, renamed, looser, None)
+    }
+    assert len(keys) == 4
