@@ -105,8 +105,14 @@ def _net(name: str = "face_landmark.tflite"):
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != MODELS[name]:
         raise QMagError(f"{path}: not the shipped model; rebuild it with python -m tools.build_face_mesh")
-    net = cv2.dnn.readNetFromTFLite(str(path))
-    return net, tuple(net.getUnconnectedOutLayersNames())
+    try:
+        net = cv2.dnn.readNetFromTFLite(str(path))
+        return net, tuple(net.getUnconnectedOutLayersNames())
+    except (AttributeError, cv2.error):  # an OpenCV without (this model's) TFLite support
+        raise QMagError(
+            f"the face mesh needs OpenCV 5 or later to read {name} (this is OpenCV {cv2.__version__}): "
+            "pip install 'opencv-python-headless>=5'"
+        ) from None
 
 
 def levelling(angle: float, scale: float = 1.0) -> np.ndarray:

@@ -111,3 +111,25 @@ def test_closing_the_eyes_by_painting_skin_over_them_closes_the_lids(det):
         return min(max(np.hypot(*(c[u] - c[d])) for u, d in LID_PAIRS) for c in e)
 
     assert opening(after) < 0.5 * opening(before)
+
+
+def test_an_opencv_without_tflite_support_gets_one_line_naming_the_fix(monkeypatch, det):
+    """OpenCV 4 lacks (this model's) TFLite reader: the check's error says which version
+    is needed instead of a traceback, and the photo's report carries it."""
+    import cv2
+
+    from qmag_core.errors import QMagError
+    from qmag_core.vision import face_mesh as fm
+
+    def old_opencv(path):
+        raise cv2.error("unsupported layer")
+
+    fm._net.cache_clear()
+    monkeypatch.setattr(cv2.dnn, "readNetFromTFLite", old_opencv)
+    x = np.asarray(Image.open(FACES / "img1.jpg").convert("RGB"))
+    a = detect_and_align(x, det, face="best")
+    try:
+        with pytest.raises(QMagError, match=r"needs OpenCV 5 or later .*opencv-python-headless>=5"):
+            face_mesh(x, a.face.landmarks)
+    finally:
+        fm._net.cache_clear()
