@@ -148,6 +148,27 @@ def _wait_idle(pg):
     pg.wait_for_timeout(300)
 
 
+def _click_until(pg, target, done, tries: int = 3, wait_ms: int = 60_000):
+    """Click ``target`` until the locator ``done`` shows: a click that lands while Streamlit
+    re-renders the widget (a busy CI machine) is lost without an error, so it is repeated.
+    Fails with the page's text when ``done`` never shows."""
+    for _ in range(tries):
+        target.click()
+        try:
+            done.first.wait_for(timeout=wait_ms)
+            return
+        except Exception:  # playwright's TimeoutError: click again
+            _wait_idle(pg)
+    pytest.fail(f"{done} never showed after {tries} clicks; the page says:\n" + pg.inner_text("body")[:3000])
+
+
+def _choose(pg, label: str):
+    """Pick the radio option ``label`` (and see it picked)."""
+    option = pg.locator('[data-testid="stRadio"] label', has_text=label).first
+    _click_until(pg, option, pg.locator(f'[data-testid="stRadio"] label:has(input:checked):has-text("{label}")'))
+    _wait_idle(pg)
+
+
 _CONTENT_HEIGHT = """() => Math.max(...[...document.querySelectorAll(
     '[data-testid="stMain"], [data-testid="stAppViewContainer"], section.main, .main')].map(e => e.scrollHeight), 0)"""
 
@@ -435,7 +456,7 @@ def test_check_page_faces_and_batch_in_browser(server, page, tmp_path):
     )
     assert 2 in shapes  # the checked face and the other one
     assert page.get_by_text("roll ").count() >= 1  # the eye line with its roll angle
-    page.get_by_text("several photos").first.click()
+    _choose(page, "several photos")
     _wait_idle(page)
     files = [FACES / "img1.jpg", FACES / "img5.jpg"]
     broken = tmp_path / "broken.jpg"
@@ -490,11 +511,10 @@ def test_camera_capture_gives_advice_and_retakes_side_by_side(server, pw, tmp_pa
         pg.goto(server + "/check")
         pg.get_by_text("Enrolment check").first.wait_for()
         _wait_idle(pg)
-        pg.get_by_text("the camera").first.click()
+        _choose(pg, "the camera")
         pg.get_by_role("button", name="Take Photo").wait_for()
         pg.wait_for_timeout(1500)  # the fake stream starts
-        pg.get_by_role("button", name="Take Photo").click()
-        pg.get_by_text("Checked camera.jpg").first.wait_for()
+        _click_until(pg, pg.get_by_role("button", name="Take Photo"), pg.get_by_text("Checked camera.jpg"))
         _wait_idle(pg)
         assert _metric(pg, "verdict") in ("ACCEPT", "REJECT")
         assert pg.get_by_text("because (icao-portrait profile):").count() >= 1
@@ -503,8 +523,7 @@ def test_camera_capture_gives_advice_and_retakes_side_by_side(server, pw, tmp_pa
         _wait_idle(pg)
         pg.get_by_role("button", name="Take Photo").wait_for()
         pg.wait_for_timeout(1000)
-        pg.get_by_role("button", name="Take Photo").click()
-        pg.get_by_text("Attempts").first.wait_for()
+        _click_until(pg, pg.get_by_role("button", name="Take Photo"), pg.get_by_text("Attempts"))
         _wait_idle(pg)
         assert (
             pg.locator('[data-testid="stImage"]', has_text="scale").count() >= 2
