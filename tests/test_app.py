@@ -456,6 +456,29 @@ def test_check_page_shows_every_face_and_says_when_there_are_several(enc):
     assert comps.set_index("component").loc["EyesOpen", "value"] != "not assessed"
 
 
+def test_check_page_without_the_mesh_runtime_says_so_and_keeps_the_report(enc, monkeypatch):
+    """An OpenCV without the TFLite reader: the page names the fix in one message (no
+    traceback) and still shows the verdict, the regions and the components it can measure."""
+    import cv2
+
+    from qmag_core.vision import face_mesh as fm
+
+    def old_opencv(path):
+        raise cv2.error("unsupported layer")
+
+    fm._net.cache_clear()
+    monkeypatch.setattr(cv2.dnn, "readNetFromTFLite", old_opencv)
+    try:
+        at = _check_page("img5.jpg")
+    finally:
+        fm._net.cache_clear()
+    assert any("not assessed" in e.value and "OpenCV 5" in e.value for e in at.error), [e.value for e in at.error]
+    assert metric(at, "verdict") in ("ACCEPT", "REJECT")
+    comps = next(d.value for d in at.dataframe if "component" in d.value.columns).set_index("component")
+    assert comps.loc["EyesOpen", "value"] == "not assessed"
+    assert comps.loc["LuminanceMean", "value"] != "not assessed"  # measured on the aligned crop
+
+
 @pytest.mark.slow
 def test_check_page_batch_table_filters_and_csv(enc, tmp_path):
     """Several photos at once: one row each with its verdict (a broken file as a failed

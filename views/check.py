@@ -61,7 +61,11 @@ def _full_report(name: str, image, aligned, rep):
     it was measured on (None without a detected face), made once per shown photo."""
     from qmag_core.vision.face_mesh import face_mesh
 
-    mesh = None if aligned.face is None else face_mesh(image, aligned.face.landmarks)
+    try:
+        mesh = None if aligned.face is None else face_mesh(image, aligned.face.landmarks)
+    except QMagError as e:  # e.g. an OpenCV without the TFLite reader: say so, keep the rest
+        st.error(f"The components measured on the face mesh are not assessed: {e}")
+        return report_json(name, aligned, rep, None, profile=profile, scale=scale), None
     return report_json(name, aligned, rep, image, profile=profile, scale=scale, mesh=mesh), mesh
 
 
