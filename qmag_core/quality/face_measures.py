@@ -14,7 +14,8 @@ Our own measures (the reference uses networks we do not have; documented as such
 
 where a pixel is *occluded* when its colour is unlike the face's own skin (:data:`SKIN_CHROMA`,
 :data:`SKIN_DARK`) (the median of two cheekbone patches and the nose
-dorsum: parts no glasses, cap or mask covers).  ``Sharpness`` is the mean absolute
+dorsum: parts no glasses, cap or mask covers) and it is not a specular highlight
+(:func:`occluded`).  ``Sharpness`` is the mean absolute
 Laplacian of the face's luminance in the face frame, ``CompressionArtifacts`` the
 excess of luminance steps across the photo's 8 × 8 JPEG block edges over steps inside
 blocks, in the face box.
@@ -29,7 +30,16 @@ import numpy as np
 from ..vision.face_mesh import LID_PAIRS, POINTS, FaceMesh, eye_contours, levelling
 from ..vision.head_pose import head_pose
 
-__all__ = ["SKIN_CHROMA", "SKIN_DARK", "luminance_stats", "FRAME_IED", "mesh_measures", "face_frame", "luminance"]
+__all__ = [
+    "SKIN_CHROMA",
+    "SKIN_DARK",
+    "occluded",
+    "luminance_stats",
+    "FRAME_IED",
+    "mesh_measures",
+    "face_frame",
+    "luminance",
+]
 
 #: eye distance (px) of the face frame the statistics are computed in
 FRAME_IED = 96.0
@@ -149,12 +159,22 @@ def _zones(frame: np.ndarray, pts: np.ndarray) -> tuple[dict, np.ndarray, list]:
     return {"face": _hull_mask(shp, pts), "eye_l": eye[0], "eye_r": eye[1], "forehead": forehead}, skin, cheeks
 
 
-def _occluded(frame: np.ndarray, Y: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels unlike the skin patches (chromaticity or much darker)."""
+def occluded(frame: np.ndarray, Y: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels unlike the skin patches ``skin`` (H, W) bool of the RGB
+    ``frame`` with luminance ``Y``: chromaticity further than :data:`SKIN_CHROMA`, or
+    darker than :data:`SKIN_DARK` × the skin.  Specular highlights are skin: a pixel
+    brighter than the skin whose chromaticity lies within SKIN_CHROMA / 2 of the line from
+    the skin's to neutral grey (skin colour plus the light's own, the dichromatic model)
+    is not occluded."""
     x = np.asarray(frame, np.float64)
     rg = x[..., :2] / np.maximum(x.sum(-1, keepdims=True), 1.0)
     ref = np.median(rg[skin], axis=0)
-    return (np.hypot(*(rg - ref).transpose(2, 0, 1)) > SKIN_CHROMA) | (Y < SKIN_DARK * float(np.median(Y[skin])))
+    y_skin = float(np.median(Y[skin]))
+    far = (np.hypot(*(rg - ref).transpose(2, 0, 1)) > SKIN_CHROMA) | (Y < SKIN_DARK * y_skin)
+    v = np.array([1 / 3, 1 / 3]) - ref  # skin → neutral
+    t = np.clip((rg - ref) @ v / max(float(v @ v), 1e-12), 0.0, 1.0)
+    off_line = np.hypot(*(rg - ref - t[..., None] * v).transpose(2, 0, 1))
+    return far & ~((Y > y_skin) & (off_line < SKIN_CHROMA / 2))
 
 
 def luminance_stats(Y: np.ndarray) -> dict[str, float]:
@@ -193,7 +213,7 @@ def _statistics(frame: np.ndarray, pts: np.ndarray) -> dict[str, float]:
         db = max(0.0, 5 - lab[2], lab[2] - 35)
         out["NaturalColour"] = float(math.hypot(da, db))
     if skin.any():
-        far = _occluded(frame, Y, skin)
+        far = occluded(frame, Y, skin)
         if zones["eye_l"].any() and zones["eye_r"].any():
             out["EyesVisible"] = max(float(far[zones[k]].mean()) for k in ("eye_l", "eye_r"))
         if zones["forehead"].any():

@@ -195,3 +195,65 @@ def test_an_aligned_crop_gets_only_the_statistics(single, det):
     c = assess_components(a, None, quality=(1.5, 42.0))
     assert c["LuminanceMean"].native is not None and c["HeadPoseYaw"].native is None
     assert c["UnifiedQualityScore"].native == 1.5 and c["UnifiedQualityScore"].scalar == 42
+
+
+def test_the_occlusion_rule_counts_highlights_as_skin_and_covers_as_not():
+    """Constructed colours on a skin-coloured frame: skin mixed with white light (a
+    specular highlight) stays skin; a blue cloth, a grey cap darker than the skin and a
+    bright yellow band are occluders.  A pure white cover reads as a highlight (a limit
+    of a colour rule, documented)."""
+    from qmag_core.quality.face_measures import luminance, occluded
+
+    skin_rgb = np.array([200.0, 150.0, 120.0])
+    frame = np.zeros((10, 60, 3))
+    patches = {
+        "highlight": skin_rgb + 0.6 * (255 - skin_rgb),
+        "strong highlight": skin_rgb + 0.9 * (255 - skin_rgb),
+        "blue cloth": [40, 60, 160],
+        "grey cap": [100, 100, 100],
+        "yellow band": [255, 230, 60],
+        "white cover": [250, 250, 250],
+    }
+    for k, rgb in enumerate(patches.values()):
+        frame[:, 10 * k : 10 * k + 10] = rgb
+    big = np.concatenate([np.tile(skin_rgb, (10, 10, 1)), frame], axis=1).astype(np.uint8)
+    skin = np.zeros(big.shape[:2], bool)
+    skin[:, :10] = True  # the reference patch: plain skin
+    far = occluded(big, luminance(big), skin)
+    got = {name: bool(far[:, 10 + 10 * k : 20 + 10 * k].all()) for k, name in enumerate(patches)}
+    assert got == {
+        "highlight": False,
+        "strong highlight": False,
+        "blue cloth": True,
+        "grey cap": True,
+        "yellow band": True,
+        "white cover": False,
+    }
+    assert not far[:, :10].any()
+
+
+def test_a_highlight_on_the_forehead_is_not_a_head_covering(single, det):
+    """Ground truth on real photos: lightening a forehead disc towards white (a specular
+    highlight) leaves NoHeadCoverings where it was; the same disc painted blue raises it."""
+    from PIL import ImageDraw
+
+    from qmag_core.vision.face_mesh import POINTS, face_mesh
+
+    for img, c in single[:4]:
+        x = np.asarray(img)
+        a = detect_and_align(x, det, face="best")
+        m = face_mesh(x, a.face.landmarks)
+        brows = m.points[list(POINTS["brow_l"]) + list(POINTS["brow_r"]), :2].mean(0)
+        centre = (brows + m.points[10, :2]) / 2
+        r = 0.2 * float(np.hypot(*(m.eye_centres()[1] - m.eye_centres()[0])))
+        disc = Image.new("L", img.size)
+        ImageDraw.Draw(disc).ellipse([*(centre - r), *(centre + r)], fill=255)
+        inside = np.asarray(disc) > 0
+        lit, blue = x.copy(), x.copy()
+        lit[inside] = (x[inside] + 0.85 * (255 - x[inside].astype(float))).astype(np.uint8)
+        blue[inside] = (40, 60, 160)
+        before = c["NoHeadCoverings"].native
+        after_lit = _assess(Image.fromarray(lit), det)[1]["NoHeadCoverings"].native
+        after_blue = _assess(Image.fromarray(blue), det)[1]["NoHeadCoverings"].native
+        assert abs(after_lit - before) < 0.03, (before, after_lit)
+        assert after_blue > before + 0.1, (before, after_blue)

@@ -30,7 +30,7 @@ def test_the_shipped_profile_has_a_source_for_every_requirement():
         ("HeadPoseRoll", 7.9, -8.1),  # abs_max 8
         ("InterEyeDistance", 90.0, 89.0),  # min 90
         ("MouthClosed", 0.19, 0.21),  # max 0.2
-        ("EyesOpen", 0.05, 0.04),  # min 0.045
+        ("EyesOpen", 0.048, 0.046),  # min 0.047
         ("LuminanceMean", 0.5, 0.1),  # scalar_min 50
     ],
 )
@@ -83,7 +83,7 @@ def test_an_edited_profile_changes_the_outcome(tmp_path):
         ("HeadPosePitch", 9.0, ("chin raised 9°", "lower")),
         ("HeadPoseRoll", -10.0, ("right shoulder",)),
         ("InterEyeDistance", 48.0, ("48 px between the eyes", "90 needed", "move closer")),
-        ("EyesOpen", 0.008, ("open both eyes", "0.008", "≥ 0.045")),
+        ("EyesOpen", 0.008, ("open both eyes", "0.008", "≥ 0.047")),
         ("MouthClosed", 0.31, ("close your mouth", "0.31")),
         ("LuminanceMean", 0.12, ("too dark", "0.12", "add light")),
         ("EyesVisible", 0.9, ("90%", "sunglasses")),

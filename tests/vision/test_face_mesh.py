@@ -86,6 +86,22 @@ def test_eye_contours_sit_on_the_mesh_eyes_with_the_upper_lid_above(det):
         assert all(eye[u, 1] < eye[d, 1] for u, d in LID_PAIRS)  # upper lid above the lower (y grows down)
 
 
+def test_eye_contours_mirror_with_the_photo(det):
+    """Ground truth: a mirrored photo's eyes are the photo's eyes swapped and reflected.
+    Each contour averages the iris model on the eye and on its mirror image (twins
+    matched), so both eyes' points come back within 2% of the eye distance."""
+    errs = []
+    for k in (1, 2, 3, 4):
+        x = np.asarray(Image.open(FACES / f"img{k}.jpg").convert("RGB"))
+        _, m = _mesh(x, det)
+        xm = np.ascontiguousarray(x[:, ::-1])
+        back = eye_contours(xm, _mesh(xm, det)[1])[::-1].copy()  # image-left eye ↔ image-right eye
+        back[..., 0] = x.shape[1] - back[..., 0]
+        ied = float(np.hypot(*(m.eye_centres()[1] - m.eye_centres()[0])))
+        errs.append(np.abs(back - eye_contours(x, m)).max() / ied)
+    assert max(errs) < 0.02, np.round(errs, 4)
+
+
 def test_closing_the_eyes_by_painting_skin_over_them_closes_the_lids(det):
     """Ground truth: lids painted over with the skin colour below the eye leave no eye
     opening; the iris model's lids come together."""
