@@ -404,7 +404,7 @@ def test_enrolment_check_page(enc):
     if shown:
         assert len(at.get("image")) >= 2 and any("simulation" in c.value.lower() for c in at.caption)
     # a bad upload: a specific message, and the report of the last photo stays
-    at.file_uploader[0].set_value([("notes.jpg", b"this is not an image", "image/jpeg")]).run()
+    at.file_uploader(key="check_upload").set_value([("notes.jpg", b"this is not an image", "image/jpeg")]).run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("notes.jpg" in e.value and "not an image" in e.value for e in at.error)
     assert metric(at, "verdict") == doc["verdict"].upper()
@@ -477,6 +477,49 @@ def test_check_page_without_the_mesh_runtime_says_so_and_keeps_the_report(enc, m
     comps = next(d.value for d in at.dataframe if "component" in d.value.columns).set_index("component")
     assert comps.loc["EyesOpen", "value"] == "not assessed"
     assert comps.loc["LuminanceMean", "value"] != "not assessed"  # measured on the aligned crop
+
+
+@pytest.mark.slow
+def test_check_page_applies_an_uploaded_profile_and_keeps_it_after_a_bad_one(enc):
+    """A profile uploaded on the page replaces the ICAO thresholds in the verdict, the
+    advice and the component table, as report_json with that profile gives; a bad profile
+    gets a message naming the file and the field, and the profile in use stays."""
+    import json
+
+    from qmag_core.pipeline.checks import report_json
+    from qmag_core.quality.check import check_crop
+    from qmag_core.quality.requirements import default_profile, parse_profile, profile_json
+    from qmag_core.quality.scale import scale_for
+    from qmag_core.vision.align import FaceDetector, detect_and_align
+    from qmag_core.vision.images import load_image
+
+    def comps():
+        return next(d.value for d in at.dataframe if "component" in d.value.columns).set_index("component")
+
+    at = _check_page("couple.jpg")
+    assert comps().loc["HeadPoseYaw", "result"] == "FAIL"  # turned 19°: ICAO wants ±5
+    doc = json.loads(profile_json(default_profile()))
+    doc["name"] = "lenient-pose"
+    doc["requirements"]["HeadPoseYaw"] = {"abs_max": 45, "source": "a test"}
+    data = json.dumps(doc).encode()
+    at.file_uploader(key="check_profile_file").set_value(("lenient.json", data, "application/json")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert comps().loc["HeadPoseYaw", "requirement"] == "within ±45"
+    assert comps().loc["HeadPoseYaw", "result"] == "pass"
+    assert any("because (lenient-pose profile)" in m.value for m in at.markdown)
+    photo = load_image(FACES / "couple.jpg")
+    a = detect_and_align(photo, FaceDetector.for_encoder(enc), enc.spec, face="best")
+    sc = scale_for(enc)
+    ref = report_json("couple.jpg", a, check_crop(enc, a.crop, sc), photo, profile=parse_profile(data, "x"), scale=sc)
+    assert "HeadPoseYaw" not in ref["requirements_failed"]
+    assert metric(at, "verdict") == ref["verdict"].upper()
+    shown = " ".join(m.value for m in at.markdown)
+    assert all(item["advice"] in shown for item in ref["advice"]) and "yaw within" not in shown
+    bad = json.dumps({"requirements": {"HeadPoseYaw": {"abs_max": "wide"}}}).encode()
+    at.file_uploader(key="check_profile_file").set_value(("bad.json", bad, "application/json")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("bad.json" in e.value and "HeadPoseYaw" in e.value and "finite number" in e.value for e in at.error)
+    assert comps().loc["HeadPoseYaw", "requirement"] == "within ±45"  # the last good profile stays
 
 
 @pytest.mark.slow

@@ -148,6 +148,11 @@ def _wait_idle(pg):
     pg.wait_for_timeout(300)
 
 
+def _uploader(pg, label: str):
+    """The file input of the uploader whose label holds ``label``."""
+    return pg.locator('[data-testid="stFileUploader"]', has_text=label).first.locator('input[type="file"]')
+
+
 def _click_until(pg, target, done, tries: int = 3, wait_ms: int = 60_000):
     """Click ``target`` until the locator ``done`` shows: a click that lands while Streamlit
     re-renders the widget (a busy CI machine) is lost without an error, so it is repeated.
@@ -404,7 +409,7 @@ def test_enrolment_check_in_browser(server, page, tmp_path):
     page.goto(server + "/check")
     page.get_by_text("Enrolment check").first.wait_for()
     _wait_idle(page)
-    page.locator('input[type="file"]').first.set_input_files(str(photo))
+    _uploader(page, "Drop a face photo").set_input_files(str(photo))
     page.get_by_text("Checked img4.jpg").first.wait_for()
     _wait_idle(page)
     from qmag_core.pipeline.checks import report_json
@@ -429,7 +434,7 @@ def test_enrolment_check_in_browser(server, page, tmp_path):
     _full_screenshot(page, SHOTS / "check.png")
     bad = tmp_path / "notes.jpg"
     bad.write_bytes(b"this is not an image")
-    page.locator('input[type="file"]').first.set_input_files(str(bad))
+    _uploader(page, "Drop a face photo").set_input_files(str(bad))
     page.get_by_text("not an image").first.wait_for()
     # the rerun that follows an upload may still be drawing: wait for its last caption
     page.get_by_text("Showing the last photo checked: img4.jpg").first.wait_for(timeout=60_000)
@@ -461,7 +466,7 @@ def test_check_page_faces_and_batch_in_browser(server, page, tmp_path):
     files = [FACES / "img1.jpg", FACES / "img5.jpg"]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a photo")
-    page.locator('input[type="file"]').first.set_input_files([str(f) for f in files] + [str(broken)])
+    _uploader(page, "Drop several photos").set_input_files([str(f) for f in files] + [str(broken)])
     page.get_by_text("checked 3 of 3").first.wait_for()
     _wait_idle(page)
     grid = page.locator('[data-testid="stDataFrame"]').first

@@ -8,6 +8,7 @@ import base64
 import csv
 import hashlib
 import io
+import re
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from PIL import Image
 from qmag_core.errors import QMagError
 from qmag_core.pipeline.checks import CSV_COLUMNS, csv_cells, csv_row, html_record, report_json, verdict_reasons
 from qmag_core.quality.check import check_calibration, check_crop
-from qmag_core.quality.requirements import default_profile
+from qmag_core.quality.requirements import default_profile, parse_profile, profile_json
 from qmag_core.quality.scale import scale_for
 from qmag_core.vision.align import detect_and_align
 from qmag_core.vision.images import load_image
@@ -41,8 +42,39 @@ if scale is None or not scale.check:
     )
     st.stop()
 check_calibration(scale)
-profile = default_profile()
 ss = st.session_state
+
+
+def _profile():
+    """The requirement profile in use: the shipped ICAO one, or a JSON file the user
+    uploads (what ``qmag check --profile`` reads); a bad file gets its message and the
+    last good profile stays."""
+    with st.expander("Requirement profile: the thresholds the verdict applies"):
+        up = st.file_uploader(
+            "Your own profile (JSON, as qmag check --profile reads it; start from the download below)",
+            type=["json"],
+            key="check_profile_file",
+        )
+        if up is None:
+            ss.pop("check_profile", None)
+        else:
+            try:
+                ss["check_profile"] = parse_profile(up.getvalue(), up.name)
+            except QMagError as e:
+                st.error(f"{e} — the profile in use stays.")
+        prof = ss.get("check_profile") or default_profile()
+        st.caption(f"In use: **{prof.name}**, {len(prof.requirements)} requirements. {prof.description[:300]}")
+        st.download_button(
+            "Download this profile (JSON)",
+            profile_json(prof),
+            file_name=re.sub(r"[^A-Za-z0-9_.-]+", "_", prof.name)[:60] + ".json",
+            mime="application/json",
+            key="check-profile-download",
+        )
+    return prof
+
+
+profile = _profile()
 MODES = ("a photo", "the camera", "several photos")
 mode = st.radio("Check", MODES, horizontal=True, key="check_mode", label_visibility="collapsed")
 TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "pgm"]
@@ -241,7 +273,7 @@ def check_one(name: str, src: bytes, last_key: str):
 
 
 if mode == MODES[0]:
-    up = st.file_uploader("Drop a face photo (JPEG, PNG, WebP, BMP)", type=TYPES)
+    up = st.file_uploader("Drop a face photo (JPEG, PNG, WebP, BMP)", type=TYPES, key="check_upload")
     if up is not None:
         src, name = up.getvalue(), up.name
     else:

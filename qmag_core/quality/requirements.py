@@ -20,7 +20,16 @@ from importlib import resources
 from ..errors import QMagError
 from .components import COMPONENTS, Component
 
-__all__ = ["Profile", "load_profile", "default_profile", "REGION_OF", "advice", "RULES"]
+__all__ = [
+    "Profile",
+    "load_profile",
+    "parse_profile",
+    "profile_json",
+    "default_profile",
+    "REGION_OF",
+    "advice",
+    "RULES",
+]
 
 RULES = ("min", "max", "abs_max", "scalar_min")
 #: the PLQ face region a component concerns (where in the face the fix is)
@@ -87,16 +96,30 @@ def _parse(doc, where: str) -> Profile:
     return Profile(name, desc, reqs)
 
 
+def parse_profile(data: bytes, where: str) -> Profile:
+    """A profile from JSON bytes (at most 1 MiB; checked field by field; errors start
+    with ``where``, the file's name)."""
+    if len(data) > _MAX_PROFILE_BYTES:
+        raise QMagError(f"{where}: a requirement profile is at most {_MAX_PROFILE_BYTES >> 20} MiB")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise QMagError(f"{where}: not a JSON requirement profile ({str(e)[:80]})") from None
+    return _parse(doc, where)
+
+
 def load_profile(path: str | os.PathLike) -> Profile:
     """A profile from a JSON file (checked field by field; errors name the file)."""
     from ..safeio import read_bytes
 
     data = read_bytes(path, max_bytes=_MAX_PROFILE_BYTES, what="requirement profile", name=str(path))
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise QMagError(f"{path}: not a JSON requirement profile ({str(e)[:80]})") from None
-    return _parse(doc, str(path))
+    return parse_profile(data, str(path))
+
+
+def profile_json(p: Profile) -> str:
+    """The profile as the JSON that :func:`load_profile` reads back."""
+    reqs = {n: {rule: level, "source": src} for n, (rule, level, src) in p.requirements.items()}
+    return json.dumps({"name": p.name, "description": p.description, "requirements": reqs}, indent=2) + "\n"
 
 
 @lru_cache(maxsize=1)

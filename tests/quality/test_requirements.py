@@ -95,3 +95,12 @@ def test_advice_states_the_measured_value_and_the_fix(name, native, needles):
     text = advice(_c(name, native), default_profile())
     for n in needles:
         assert n in text, (n, text)
+
+
+def test_a_profile_written_as_json_reads_back_the_same_and_size_is_bounded():
+    from qmag_core.quality.requirements import parse_profile, profile_json
+
+    p = default_profile()
+    assert parse_profile(profile_json(p).encode(), "p.json") == p
+    with pytest.raises(QMagError, match=r"^big.json: a requirement profile is at most 1 MiB"):
+        parse_profile(b" " * ((1 << 20) + 1), "big.json")
