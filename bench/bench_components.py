@@ -375,7 +375,7 @@ def forehead() -> int:
     )
     print("| NoHeadCoverings above | fails: no head covering | fails: a real head covering | fails: painted headband |")
     print("|---|---|---|---|")
-    for level in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3):
+    for level in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4):
         print(f"| {level} | {fmt(v['no'] > level)} | {fmt(v['yes'] > level)} | {fmt(v['headband'] > level)} |")
     return 0
 

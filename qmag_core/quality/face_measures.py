@@ -10,7 +10,8 @@ makes zone sizes and histograms independent of the photo's resolution.
 Our own measures (the reference uses networks we do not have; documented as such):
 
 * ``EyesVisible`` — occluded share of the worse eye's zone (an ellipse around each eye);
-* ``NoHeadCoverings`` — occluded share of the forehead zone (brows to the mesh's top);
+* ``NoHeadCoverings`` — occluded share of the forehead zone (brows to the mesh's top, and a
+  band of :data:`HEAD_BAND` eye distances above it, where a cap's crown sits);
 
 where a pixel is *occluded* when its colour is unlike the face's own skin (:data:`SKIN_CHROMA`,
 :data:`SKIN_DARK`) (the median of two cheekbone patches and the nose
@@ -33,6 +34,7 @@ from ..vision.head_pose import head_pose
 __all__ = [
     "SKIN_CHROMA",
     "SKIN_DARK",
+    "HEAD_BAND",
     "occluded",
     "luminance_stats",
     "FRAME_IED",
@@ -49,6 +51,9 @@ FRAME_IED = 96.0
 #: docs/results/components.md)
 SKIN_CHROMA = 0.07
 SKIN_DARK = 0.25
+#: height (in eye distances) of the band above the mesh's upper rim that NoHeadCoverings
+#: counts with the forehead: a cap's brim sits on that rim, leaving the forehead under it bare
+HEAD_BAND = 0.35
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -57,10 +62,11 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
 
 
-def face_frame(rgb: np.ndarray, mesh: FaceMesh) -> tuple[np.ndarray, np.ndarray]:
-    """The face frame: the photo around the face, levelled and scaled so the eyes are
-    :data:`FRAME_IED` px apart; returns the frame (uint8 RGB) and the mesh's (468, 2)
-    points in it."""
+def face_frame(rgb: np.ndarray, mesh: FaceMesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The face frame: the photo around the face (and the head band above it), levelled
+    and scaled so the eyes are :data:`FRAME_IED` px apart; returns the frame (uint8 RGB),
+    the mesh's (468, 2) points in it and an (H, W) bool mask of the pixels that lie
+    inside the photo."""
     import cv2
 
     e = mesh.eye_centres()
@@ -68,12 +74,13 @@ def face_frame(rgb: np.ndarray, mesh: FaceMesh) -> tuple[np.ndarray, np.ndarray]
     s = FRAME_IED / max(float(np.hypot(*d)), 1e-6)
     A = levelling(math.atan2(d[1], d[0]), s)
     pts = mesh.points[:, :2] @ A.T
-    lo = pts.min(0) - 0.15 * FRAME_IED
+    lo = pts.min(0) - [0.15 * FRAME_IED, (HEAD_BAND + 0.15) * FRAME_IED]
     hi = pts.max(0) + 0.15 * FRAME_IED
     M = np.c_[A, -lo]
     size = tuple(int(v) for v in np.ceil(hi - lo))
     frame = cv2.warpAffine(rgb, M, size, flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    return frame, pts - lo
+    inside = cv2.warpAffine(np.ones(rgb.shape[:2], np.uint8), M, size, flags=cv2.INTER_NEAREST) > 0
+    return frame, pts - lo, inside
 
 
 def _poly_mask(shape, poly: np.ndarray) -> np.ndarray:
@@ -136,9 +143,10 @@ def _geometry(mesh: FaceMesh, image_size: tuple[int, int], eyes_contour: np.ndar
     }
 
 
-def _zones(frame: np.ndarray, pts: np.ndarray) -> tuple[dict, np.ndarray, list]:
+def _zones(frame: np.ndarray, pts: np.ndarray, inside: np.ndarray) -> tuple[dict, np.ndarray, list]:
     """Masks over the face frame: face (the mesh's hull), cheeks, skin patches, eyes,
-    forehead."""
+    forehead with the head band above it (eyes and forehead only where ``inside`` the
+    photo)."""
     P, u = POINTS, FRAME_IED
     shp = frame.shape
     el, er = pts[[P["eye_l_outer"], P["eye_l_inner"]]].mean(0), pts[[P["eye_r_inner"], P["eye_r_outer"]]].mean(0)
@@ -146,7 +154,9 @@ def _zones(frame: np.ndarray, pts: np.ndarray) -> tuple[dict, np.ndarray, list]:
     eye = [((xx - c[0]) / (0.3 * u)) ** 2 + ((yy - c[1]) / (0.17 * u)) ** 2 <= 1 for c in (el, er)]
     brows = pts[list(P["brow_l"]) + list(P["brow_r"])]
     rim = pts[list(P["forehead_rim"])]
-    forehead = _poly_mask(shp, np.r_[rim, brows[::-1] - [0, 0.08 * u]])
+    forehead = _poly_mask(shp, np.r_[rim, brows[::-1] - [0, 0.08 * u]]) | _poly_mask(
+        shp, np.r_[rim - [0, HEAD_BAND * u], rim[::-1]]
+    )
     skin = (
         _patch(shp, pts[P["cheek_l"]], 0.12 * u)
         | _patch(shp, pts[P["cheek_r"]], 0.12 * u)
@@ -156,7 +166,8 @@ def _zones(frame: np.ndarray, pts: np.ndarray) -> tuple[dict, np.ndarray, list]:
     mouth = pts[[61, 291]].mean(0)
     em = float(mouth[1] - (el[1] + er[1]) / 2)
     cheeks = [_patch(shp, (c[0], c[1] + em / 2), 0.15 * u) for c in (el, er)]
-    return {"face": _hull_mask(shp, pts), "eye_l": eye[0], "eye_r": eye[1], "forehead": forehead}, skin, cheeks
+    zones = {"eye_l": eye[0] & inside, "eye_r": eye[1] & inside, "forehead": forehead & inside}
+    return {"face": _hull_mask(shp, pts), **zones}, skin, cheeks
 
 
 def occluded(frame: np.ndarray, Y: np.ndarray, skin: np.ndarray) -> np.ndarray:
@@ -197,12 +208,12 @@ def _histogram(y: np.ndarray) -> np.ndarray:
     return np.bincount(y8, minlength=256) / max(y8.size, 1)
 
 
-def _statistics(frame: np.ndarray, pts: np.ndarray) -> dict[str, float]:
+def _statistics(frame: np.ndarray, pts: np.ndarray, inside: np.ndarray) -> dict[str, float]:
     """Luminance statistics of the face, illumination uniformity, natural colour,
     occluded shares of the eyes and the forehead, sharpness."""
     import cv2
 
-    zones, skin, cheeks = _zones(frame, pts)
+    zones, skin, cheeks = _zones(frame, pts, inside)
     Y = luminance(frame)
     out = luminance_stats(Y[zones["face"]])
     out["Sharpness"] = float(np.abs(cv2.Laplacian(Y, cv2.CV_64F, ksize=3))[zones["face"]].mean())
@@ -243,8 +254,7 @@ def mesh_measures(rgb: np.ndarray, mesh: FaceMesh, box) -> dict[str, float]:
     """Native values from one face's mesh in the photo ``rgb`` (H, W, 3) uint8 and its
     detector box (x1, y1, x2, y2): keys are component names; absent = not assessed."""
     out = _geometry(mesh, (rgb.shape[1], rgb.shape[0]), eye_contours(rgb, mesh))
-    frame, pts = face_frame(rgb, mesh)
-    out.update(_statistics(frame, pts))
+    out.update(_statistics(*face_frame(rgb, mesh)))
     b = _blockiness(rgb, box)
     if b is not None:
         out["CompressionArtifacts"] = b
