@@ -195,11 +195,17 @@ def _table(out: dict) -> None:
     _labelled(out)
 
 
+def _labels(name: str) -> list[list[str]]:
+    """The rows of bench/labels/``name`` (comma-separated, ``#`` comments and the header
+    left out; LFW paths hold no commas)."""
+    text = (T.ROOT / "bench" / "labels" / name).read_text().splitlines()
+    return [ln.split(",") for ln in text if ln and not ln.startswith("#")][1:]
+
+
 def _labelled(out: dict) -> None:
     """The clean photos' rejections split by what a person sees on them
     (bench/labels/clean_lfw_test150.csv: eyes open / shut / unsure, head covering yes / no)."""
-    f = T.ROOT / "bench" / "labels" / "clean_lfw_test150.csv"
-    rows = [ln.split(",") for ln in f.read_text().splitlines() if ln and not ln.startswith("#")][1:]
+    rows = _labels("clean_lfw_test150.csv")
     lab = {p: (e, c) for p, e, c in rows}
     r = np.asarray(out.get("clean", []), bool).reshape(-1, 6)
     paths = [Path(p).relative_to(T.PHOTOS).as_posix() for p in out.get("clean_paths", [])]
@@ -322,8 +328,7 @@ def eyes() -> int:
 def _eyes(split: str) -> None:
     from qmag_core.quality.requirements import default_profile
 
-    text = (T.ROOT / "bench" / "labels" / f"eyes_lfw_{split}.csv").read_text().splitlines()
-    rows = [ln.rsplit(",", 1) for ln in text if ln and not ln.startswith("#")][1:]
+    rows = _labels(f"eyes_lfw_{split}.csv")
     rows = [(p, lab) for p, lab in rows if lab in ("shut", "open")]
     enc = load_encoder("builtin", runtime="fast")
     det = FaceDetector.for_encoder(enc)
@@ -350,8 +355,7 @@ def forehead() -> int:
     """NoHeadCoverings on the development photos labelled for head coverings
     (bench/labels/forehead_lfw_dev.csv), clean and with a painted headband (a
     development kind): where its requirement's level was chosen."""
-    text = (T.ROOT / "bench" / "labels" / "forehead_lfw_dev.csv").read_text().splitlines()
-    rows = [ln.split(",") for ln in text if ln and not ln.startswith("#")][1:]
+    rows = _labels("forehead_lfw_dev.csv")
     enc = load_encoder("builtin", runtime="fast")
     det = FaceDetector.for_encoder(enc)
     got: dict = {"no": [], "yes": [], "headband": []}

@@ -17,7 +17,15 @@ import streamlit as st
 from PIL import Image
 
 from qmag_core.errors import QMagError
-from qmag_core.pipeline.checks import CSV_COLUMNS, csv_cells, csv_row, html_record, report_json, verdict_reasons
+from qmag_core.pipeline.checks import (
+    CSV_COLUMNS,
+    component_texts,
+    csv_cells,
+    csv_row,
+    html_record,
+    report_json,
+    verdict_reasons,
+)
 from qmag_core.quality.check import check_calibration, check_crop
 from qmag_core.quality.requirements import default_profile, parse_profile, profile_json
 from qmag_core.quality.scale import scale_for
@@ -86,6 +94,13 @@ def _check(content_hash: str, name: str, encoder_key: str, _src, _enc, _det, _sc
     image = load_image(_src, name=name)
     a = detect_and_align(image, _det, _enc.spec, name=name, face="best")
     return image, a, check_crop(_enc, a.crop, _scale)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _batch_doc(content_hash: str, name: str, encoder_key: str, profile_key: str, _image, _aligned, _rep, _profile):
+    """The report JSON of one photo of a batch, keyed by its content, the encoder and the
+    profile's JSON: sorting or filtering the table does not measure every photo again."""
+    return report_json(name, _aligned, _rep, _image, profile=_profile, scale=scale)
 
 
 def _full_report(name: str, image, aligned, rep):
@@ -206,20 +221,20 @@ def _advice(doc: dict) -> None:
 def _components(comps: dict, prof) -> None:
     """The ISO/IEC 29794-5 components of a report: value, scalar, requirement, pass."""
     st.subheader("Quality components (ISO/IEC 29794-5 names)")
-    mark = {True: "pass", False: "FAIL", None: ""}
+    rows = []
+    for name, c in comps.items():
+        value, result = component_texts(c)
+        rows.append(
+            {
+                "component": name,
+                "value": value,
+                "scalar (0–100, higher is better)": "—" if c["scalar"] is None else str(c["scalar"]),
+                "requirement": prof.limit_text(name) if name in prof.requirements else "",
+                "result": result,
+            }
+        )
     st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "component": name,
-                    "value": "not assessed" if c["native"] is None else f"{c['native']:.4g}",
-                    "scalar (0–100, higher is better)": "—" if c["scalar"] is None else str(c["scalar"]),
-                    "requirement": prof.limit_text(name) if name in prof.requirements else "",
-                    "result": mark[c["pass"]],
-                }
-                for name, c in comps.items()
-            ]
-        ),
+        pd.DataFrame(rows),
         hide_index=True,
         width="stretch",
         height=35 * (len(comps) + 1) + 3,  # every component in view, no inner scrolling
@@ -304,13 +319,13 @@ else:
     ups = st.file_uploader("Drop several photos", type=TYPES, accept_multiple_files=True, key="check_batch")
     if ups:
         bar, t0, rows, docs = st.progress(0.0), time.perf_counter(), [], []
+        profile_key = profile_json(profile)
         for k, u in enumerate(ups):
             src = u.getvalue()
+            sha = hashlib.sha1(src).hexdigest()
             try:
-                image, aligned, rep = _check(
-                    hashlib.sha1(src).hexdigest(), u.name, enc.content_key, src, enc, detector(), scale
-                )
-                doc = report_json(u.name, aligned, rep, image, profile=profile, scale=scale)
+                image, aligned, rep = _check(sha, u.name, enc.content_key, src, enc, detector(), scale)
+                doc = _batch_doc(sha, u.name, enc.content_key, profile_key, image, aligned, rep, profile)
                 thumb = _thumb(rep.crop)
             except QMagError as e:
                 doc, thumb = {"image": u.name, "error": str(e)}, None

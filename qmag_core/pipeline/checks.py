@@ -373,22 +373,25 @@ def html_record(report: dict, photo: bytes | None = None, *, side: int = 480) ->
     )
 
 
+def component_texts(c: dict) -> tuple[str, str]:
+    """A report's component ``{native, scalar, pass}`` as shown to a person: its value
+    ("not assessed" when None) and its requirement's result ("pass", "FAIL", or "" when
+    the profile has no rule for it)."""
+    value = "not assessed" if c["native"] is None else f"{c['native']:.4g}"
+    return value, {True: "pass", False: "FAIL", None: ""}[c.get("pass")]
+
+
 def _components_html(comps: dict) -> str:
     """The components as an HTML table (value, scalar, requirement met)."""
     import html
 
     if not comps:
         return ""
-    mark = {True: "pass", False: "FAIL", None: ""}
-
-    def value(v) -> str:
-        return "not assessed" if v is None else f"{v:.4g}"
-
-    rows = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{value(c['native'])}</td>"
-        f"<td>{'' if c['scalar'] is None else c['scalar']}</td><td>{mark[c.get('pass')]}</td></tr>"
-        for n, c in comps.items()
-    )
+    rows = ""
+    for n, c in comps.items():
+        value, result = component_texts(c)
+        scalar = "" if c["scalar"] is None else c["scalar"]
+        rows += f"<tr><td>{html.escape(n)}</td><td>{value}</td><td>{scalar}</td><td>{result}</td></tr>"
     return (
         "<h2>Quality components (ISO/IEC 29794-5)</h2><table><tr><th>component</th><th>value</th>"
         f"<th>scalar 0-100</th><th>requirement</th></tr>{rows}</table>"

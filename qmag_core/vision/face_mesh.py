@@ -100,7 +100,7 @@ class FaceMesh:
 
 
 @lru_cache(maxsize=2)
-def _net(name: str = "face_landmark.tflite"):
+def _net(name: str):
     import cv2
 
     path = resources.files("qmag_core") / "assets" / "face_mesh" / name
@@ -133,21 +133,28 @@ def mesh_roi(centre, side: float, angle: float) -> np.ndarray:
     return np.c_[A, t]
 
 
+def _forward(name: str, crop: np.ndarray) -> list:
+    """The outputs of model ``name`` on one (S, S, 3) uint8 RGB crop (input values 0–1)."""
+    net, outs = _net(name)
+    net.setInput(np.ascontiguousarray(crop.transpose(2, 0, 1)[None], np.float32) / 255.0)
+    return net.forward(outs)
+
+
+def _to_photo(xy: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """(N, 2) crop pixels back to photo pixels through the inverse of the affine ``M``."""
+    return (xy - M[:, 2]) @ np.linalg.inv(M[:, :2]).T
+
+
 def _run(rgb: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, float]:
     """The network on the box ``M``: points (468, 3) in photo pixels and the presence."""
     import cv2
 
     crop = cv2.warpAffine(rgb, M, (_INPUT, _INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    net, outs = _net()
-    net.setInput(np.ascontiguousarray(crop.transpose(2, 0, 1)[None], np.float32) / 255.0)
-    lm, flag = net.forward(outs)
+    lm, flag = _forward("face_landmark.tflite", crop)
     p = np.asarray(lm, np.float64).reshape(468, 3)
-    A, t = M[:, :2], M[:, 2]
-    Ainv = np.linalg.inv(A)
-    xy = (p[:, :2] - t) @ Ainv.T
-    z = p[:, 2] / math.sqrt(abs(np.linalg.det(A)))
+    z = p[:, 2] / math.sqrt(abs(np.linalg.det(M[:, :2])))
     presence = 1.0 / (1.0 + math.exp(-float(np.asarray(flag).ravel()[0])))
-    return np.c_[xy, z], presence
+    return np.c_[_to_photo(p[:, :2], M), z], presence
 
 
 def _box_from_points(xy: np.ndarray, angle: float) -> tuple[np.ndarray, float]:
@@ -179,9 +186,7 @@ def face_mesh(rgb: np.ndarray, landmarks) -> FaceMesh:
 def _iris(crop: np.ndarray) -> np.ndarray:
     """The iris model's (16, 2) eye contour on one (64, 64, 3) uint8 crop whose outer
     corner is on the left, in crop pixels."""
-    net, outs = _net("iris_landmark.tflite")
-    net.setInput(np.ascontiguousarray(crop.transpose(2, 0, 1)[None], np.float32) / 255.0)
-    return np.asarray(net.forward(outs)[0], np.float64).reshape(-1, 3)[:16, :2]
+    return np.asarray(_forward("iris_landmark.tflite", crop)[0], np.float64).reshape(-1, 3)[:16, :2]
 
 
 def _eye(rgb: np.ndarray, outer: np.ndarray, inner: np.ndarray, flip: bool) -> np.ndarray:
@@ -203,8 +208,7 @@ def _eye(rgb: np.ndarray, outer: np.ndarray, inner: np.ndarray, flip: bool) -> n
     contour = (_iris(np.ascontiguousarray(crop)) + twin) / 2
     if flip:
         contour[:, 0] = _EYE_INPUT - contour[:, 0]
-    A, t = M[:, :2], M[:, 2]
-    return (contour - t) @ np.linalg.inv(A).T
+    return _to_photo(contour, M)
 
 
 def eye_contours(rgb: np.ndarray, mesh: FaceMesh) -> np.ndarray:
